@@ -75,6 +75,8 @@ class DataConfig(_Strict):
     fps: int = 25
     sample_rate: int = 16_000
     max_clips: int | None = None  # cap for quick runs
+    max_av_mismatch_frames: int = Field(1, ge=0)  # audio/video length disagreement tolerated (then trimmed)
+    workers: int = Field(2, ge=1)  # parallel clip preparation
 
 
 class FaceFeatureConfig(_Strict):
@@ -86,6 +88,10 @@ class FaceFeatureConfig(_Strict):
     face_detector: Literal["sfd", "blazeface", "dlib"] = "sfd"
     batch_size: int = Field(32, ge=1)
     missing_face: Literal["interpolate", "exclude"] = "interpolate"
+    # extract: run Deep3DFace on the prepared video; import: read pre-extracted .mat files from import_dir
+    # (Deep3DFace id/exp/... or SadTalker coeff_3dmm); synthetic_ground_truth: the demo renderer's motion.
+    source: Literal["extract", "import", "synthetic_ground_truth"] = "extract"
+    import_dir: Path | None = None
 
 
 class AudioFeatureConfig(_Strict):

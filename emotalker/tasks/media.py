@@ -1,0 +1,184 @@
+"""Media resampling: MEAD 30 fps video / 48 kHz audio -> 25 fps video and 16 kHz mono wav.
+
+ffmpeg (Debian package) does the resampling; PyAV probes the results. Outputs are written to a
+temporary name and renamed, so a killed job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """A clip whose media cannot be read or is inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    video: Path
+    audio: Path
+    n_frames: int
+    duration_s: float
+    audio_samples: int
+
+
+def _ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise MediaError("ffmpeg not found on PATH; install it (apt-get install ffmpeg) or run `make setup`")
+    return exe
+
+
+def _run_ffmpeg(args: list[str], what: Path) -> None:
+    cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        msg = proc.stderr.strip().splitlines()[-3:] if proc.stderr.strip() else ["(no message)"]
+        raise MediaError(f"{what}: ffmpeg failed: {' | '.join(msg)}")
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
+
+
+def count_video_frames(path: Path) -> int:
+    """Decode-count frames (container frame counts are unreliable after resampling)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            return sum(1 for _ in container.decode(video=0))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: unreadable video: {exc}") from exc
+
+
+def read_wav_samples(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    wave, _ = sf.read(str(path), dtype="float32", always_2d=False)
+    return np.asarray(wave, dtype=np.float32)
+
+
+def resample_video(src: Path, dst: Path, fps: int = 25) -> int:
+    """Resample to ``fps`` (frame-rate conversion as ffmpeg's fps filter does), H.264, no audio."""
+    if not src.is_file():
+        raise MediaError(f"{src}: video file missing")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dst)
+    try:
+        _run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-an",
+                "-vf",
+                f"fps={fps}",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "18",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "mp4",
+                str(tmp),
+            ],
+            src,
+        )
+        n = count_video_frames(tmp)
+        if n == 0:
+            raise MediaError(f"{src}: video has no frames")
+        os.replace(tmp, dst)
+        return n
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resample_audio(src: Path, dst: Path, sample_rate: int = 16_000) -> int:
+    """Decode any container, downmix to mono, resample to ``sample_rate`` 16-bit wav."""
+    if not src.is_file():
+        raise MediaError(f"{src}: audio file missing")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dst)
+    try:
+        _run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-vn",
+                "-ac",
+                "1",
+                "-ar",
+                str(sample_rate),
+                "-c:a",
+                "pcm_s16le",
+                "-f",
+                "wav",
+                str(tmp),
+            ],
+            src,
+        )
+        wave = read_wav_samples(tmp)
+        if wave.size == 0:
+            raise MediaError(f"{src}: audio stream is empty")
+        if float(np.max(np.abs(wave))) < 1e-4:
+            raise MediaError(f"{src}: audio is silent (peak < 1e-4)")
+        os.replace(tmp, dst)
+        return int(wave.size)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def trim_wav(path: Path, n_samples: int) -> None:
+    """Cut a wav to ``n_samples`` atomically (used to align audio with the video frame count)."""
+    import soundfile as sf
+
+    wave, sr = sf.read(str(path), dtype="int16")
+    tmp = _tmp_name(path)
+    sf.write(str(tmp), wave[:n_samples], sr, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def prepare_clip(
+    video_src: Path,
+    audio_src: Path | None,
+    video_dst: Path,
+    audio_dst: Path,
+    fps: int = 25,
+    sample_rate: int = 16_000,
+    max_mismatch_frames: int = 1,
+) -> PreparedClip:
+    """Resample one clip and check audio/video agree within ``max_mismatch_frames`` frames.
+
+    Within tolerance the longer stream is trimmed so frame i always has samples
+    [i*sr/fps, (i+1)*sr/fps); beyond it the clip is rejected with both lengths in the message.
+    """
+    if audio_src is None:
+        raise MediaError(f"{video_src}: no matching audio file")
+    n_frames = resample_video(video_src, video_dst, fps)
+    n_samples = resample_audio(audio_src, audio_dst, sample_rate)
+    spf = sample_rate / fps
+    audio_frames = n_samples / spf
+    if abs(audio_frames - n_frames) > max_mismatch_frames + 1e-6:
+        video_dst.unlink(missing_ok=True)
+        audio_dst.unlink(missing_ok=True)
+        raise MediaError(
+            f"{video_src}: audio/video lengths disagree: {n_frames} video frames vs "
+            f"{audio_frames:.2f} frames of audio ({n_samples} samples at {sample_rate} Hz); "
+            f"tolerance {max_mismatch_frames} frame(s)"
+        )
+    usable = min(n_frames, int(audio_frames))
+    keep_samples = int(round(usable * spf))
+    if keep_samples < n_samples:
+        trim_wav(audio_dst, keep_samples)
+        n_samples = keep_samples
+    return PreparedClip(video_dst, audio_dst, usable, usable / fps, n_samples)
