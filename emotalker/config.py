@@ -92,6 +92,7 @@ class FaceFeatureConfig(_Strict):
     # (Deep3DFace id/exp/... or SadTalker coeff_3dmm); synthetic_ground_truth: the demo renderer's motion.
     source: Literal["extract", "import", "synthetic_ground_truth"] = "extract"
     import_dir: Path | None = None
+    ground_truth_dir: Path | None = None  # synthetic demo: where the renderer wrote its motion sidecars
 
 
 class AudioFeatureConfig(_Strict):
@@ -116,7 +117,7 @@ class DaskConfig(_Strict):
 
 
 class MlflowConfig(_Strict):
-    tracking_uri: str = "file:./mlruns"
+    tracking_uri: str = "sqlite:///mlflow.db"  # artifacts default to ./mlruns beside it
     experiment: str = "emotalker"
     registry_prefix: str = "emotalker"
 

@@ -1,0 +1,292 @@
+"""Feature flows: Deep3DFace coefficients, HuBERT features, k-means tokens and mel windows into Zarr.
+
+The heavy work runs on a Dask cluster (``dask.address`` or a loopback LocalCluster); every worker
+writes its clips straight into the Zarr stores. A clip is recomputed only when it is missing from its
+store or its fingerprint (model files + settings) changed, so a rerun with nothing changed starts no
+cluster at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from distributed import as_completed
+from prefect import flow, get_run_logger, task
+
+from emotalker.config import PipelineConfig
+from emotalker.constants import MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
+from emotalker.flows.common import resolve_config, table_artifact
+from emotalker.storage.manifest import Manifest
+from emotalker.storage.zarr_store import FeatureStore
+from emotalker.tasks.cluster import dask_client
+from emotalker.tasks.features import (
+    face_chunk,
+    file_signature,
+    fingerprint,
+    hubert_chunk,
+    mel_chunk,
+    tokens_chunk,
+)
+
+CHUNK_CLIPS = 16
+
+
+def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    rows = Manifest(cfg.paths.resolve("manifest")).select(status="prepared")
+    if not rows:
+        raise FileNotFoundError(
+            f"no prepared clips in {cfg.paths.resolve('manifest')}: run the prepare flow first"
+        )
+    return sorted(rows, key=lambda r: r["clip_id"])
+
+
+def store_root(cfg: PipelineConfig) -> str:
+    return str(cfg.paths.resolve("features"))
+
+
+def _failures_path(cfg: PipelineConfig, family: str) -> Path:
+    return cfg.paths.resolve("features") / f"{family}.failures.json"
+
+
+def _load_failures(cfg: PipelineConfig, family: str) -> dict[str, dict[str, str]]:
+    p = _failures_path(cfg, family)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _save_failures(cfg: PipelineConfig, family: str, failures: dict[str, dict[str, str]]) -> None:
+    p = _failures_path(cfg, family)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(failures, indent=1, sort_keys=True))
+    os.replace(tmp, p)
+
+
+def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:
+    """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped."""
+    store = FeatureStore(store_root(cfg), family)
+    failed = _load_failures(cfg, family)
+    return [
+        c
+        for c in clips
+        if not store.has_clip(c["clip_id"], fp) and failed.get(c["clip_id"], {}).get("fingerprint") != fp
+    ]
+
+
+def _chunks(clips: list[dict[str, Any]], size: int = CHUNK_CLIPS) -> list[list[dict[str, Any]]]:
+    ordered = sorted(clips, key=lambda c: int(c.get("n_frames") or 0))  # length-bucketed batches
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def run_on_dask(
+    cfg: PipelineConfig, family: str, fn: Any, clips: list[dict[str, Any]], fp: str, **kwargs: Any
+) -> dict[str, int]:
+    """Map ``fn`` over chunks of clips on Dask, record failures, log progress."""
+    logger = get_run_logger()
+    chunks = _chunks(clips)
+    failures = _load_failures(cfg, family)
+    done = ok = 0
+    with dask_client(cfg.dask) as client:
+        futures = client.map(
+            fn, chunks, pure=False, key=[f"{family}-{i}-{fp}" for i in range(len(chunks))], **kwargs
+        )
+        for fut in as_completed(futures):
+            for status in fut.result():
+                done += 1
+                if status["ok"]:
+                    ok += 1
+                    failures.pop(status["clip_id"], None)
+                else:
+                    failures[status["clip_id"]] = {"error": status["error"], "fingerprint": fp}
+                    logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
+            logger.info("%s: %d/%d clips done", family, done, len(clips))
+    _save_failures(cfg, family, failures)
+    return {"computed": ok, "failed": done - ok}
+
+
+def face_fingerprint(cfg: PipelineConfig) -> str:
+    f = cfg.face
+    parts: list[Any] = ["face-v1", f.source, f.missing_face]
+    if f.source == "extract":
+        parts += [
+            file_signature(f.deep3dface_checkpoint),
+            file_signature(f.lm3d_mat),
+            f.face_detector,
+            file_signature(f.face_alignment_dir) if f.face_alignment_dir else "torch-hub",
+        ]
+    elif f.source == "import":
+        parts.append(str(f.import_dir))
+    else:
+        parts.append(file_signature(f.ground_truth_dir) if f.ground_truth_dir else None)
+    return fingerprint(*parts)
+
+
+def hubert_fingerprint(cfg: PipelineConfig) -> str:
+    a = cfg.audio
+    return fingerprint(
+        "hubert-v1",
+        file_signature(a.emotion_model),
+        a.emotion_layer,
+        file_signature(a.content_model),
+        a.content_layer,
+    )
+
+
+def kmeans_config(cfg: PipelineConfig) -> dict[str, Any]:
+    a = cfg.audio
+    return {
+        "k": a.kmeans_k,
+        "sample_frames": a.kmeans_sample_frames,
+        "batch_size": a.kmeans_batch_size,
+        "max_iter": a.kmeans_max_iter,
+        "n_init": a.kmeans_n_init,
+        "max_no_improvement": a.kmeans_max_no_improvement,
+        "seed": a.seed,
+        "content": hubert_fingerprint(cfg),
+    }
+
+
+MEL_FINGERPRINT = fingerprint("mel-v1", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)
+
+
+@task(name="fit-kmeans")
+def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, str]:
+    """Fit K-means on a deterministic sample of layer-k content frames (train split when available)."""
+    from emotalker.tasks.kmeans import fit_kmeans, sample_frames, save_kmeans
+
+    kcfg = kmeans_config(cfg)
+    fp = fingerprint(kcfg)
+    path = cfg.paths.resolve("features") / "kmeans" / f"kmeans-{fp}.joblib"
+    if path.exists():
+        return str(path), fp
+    content = FeatureStore(store_root(cfg), "hubert_content")
+    feats = [content.read_clip(c, ["feats"])["feats"] for c in clip_ids if content.has_clip(c)]
+    sample = sample_frames(feats, cfg.audio.kmeans_sample_frames, cfg.audio.seed)
+    km = fit_kmeans(
+        sample,
+        k=cfg.audio.kmeans_k,
+        seed=cfg.audio.seed,
+        batch_size=cfg.audio.kmeans_batch_size,
+        max_iter=cfg.audio.kmeans_max_iter,
+        n_init=cfg.audio.kmeans_n_init,
+        max_no_improvement=cfg.audio.kmeans_max_no_improvement,
+    )
+    save_kmeans(km, path, kcfg)
+    return str(path), fp
+
+
+@flow(name="face-features", log_prints=True)
+def face_features_flow(
+    config: str = "configs/paper.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip."""
+    cfg = resolve_config(config, overrides)
+    clips = prepared_clips(cfg)
+    fp = face_fingerprint(cfg)
+    todo = pending(cfg, "face", clips, fp)
+    get_run_logger().info("face: %d clips, %d to compute (fingerprint %s)", len(clips), len(todo), fp)
+    result = {"clips": len(clips), "computed": 0, "failed": 0}
+    if todo:
+        face_cfg = cfg.face.model_dump(mode="json")
+        result.update(
+            run_on_dask(
+                cfg,
+                "face",
+                face_chunk,
+                todo,
+                fp,
+                store_root=store_root(cfg),
+                face_cfg=face_cfg,
+                device=cfg.torch_device(),
+                fp=fp,
+            )
+        )
+    _report(cfg, "face")
+    return result
+
+
+@flow(name="audio-features", log_prints=True)
+def audio_features_flow(
+    config: str = "configs/paper.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip."""
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    clips = prepared_clips(cfg)
+    root, device = store_root(cfg), cfg.torch_device()
+    result: dict[str, Any] = {"clips": len(clips)}
+
+    hfp = hubert_fingerprint(cfg)
+    todo = pending(cfg, "hubert_emotion", clips, hfp)
+    todo_ids = {c["clip_id"] for c in todo} | {
+        c["clip_id"] for c in pending(cfg, "hubert_content", clips, hfp)
+    }
+    todo = [c for c in clips if c["clip_id"] in todo_ids]
+    logger.info("hubert: %d to compute", len(todo))
+    result["hubert"] = (
+        run_on_dask(
+            cfg,
+            "hubert_emotion",
+            hubert_chunk,
+            todo,
+            hfp,
+            store_root=root,
+            audio_cfg=cfg.audio.model_dump(mode="json"),
+            device=device,
+            fp=hfp,
+        )
+        if todo
+        else 0
+    )
+
+    mel_todo = pending(cfg, "mel", clips, MEL_FINGERPRINT)
+    logger.info("mel: %d to compute", len(mel_todo))
+    result["mel"] = (
+        run_on_dask(cfg, "mel", mel_chunk, mel_todo, MEL_FINGERPRINT, store_root=root, fp=MEL_FINGERPRINT)
+        if mel_todo
+        else 0
+    )
+
+    content = FeatureStore(root, "hubert_content")
+    fit_ids = _train_ids(cfg, [c["clip_id"] for c in clips if content.has_clip(c["clip_id"], hfp)])
+    if not fit_ids:
+        raise RuntimeError("no clip has content features: see hubert_content.failures.json")
+    km_path, kfp = fit_content_kmeans(cfg, fit_ids)
+    tok_todo = [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
+    logger.info("tokens: %d to compute with %s", len(tok_todo), km_path)
+    result["tokens"] = (
+        run_on_dask(cfg, "tokens", tokens_chunk, tok_todo, kfp, store_root=root, kmeans_path=km_path, fp=kfp)
+        if tok_todo
+        else 0
+    )
+    FeatureStore(root, "tokens").set_meta(kmeans_path=km_path, kmeans_fingerprint=kfp, k=cfg.audio.kmeans_k)
+    for family in ("hubert_emotion", "mel", "tokens"):
+        _report(cfg, family)
+    return result
+
+
+def _train_ids(cfg: PipelineConfig, ids: list[str]) -> list[str]:
+    split_path = cfg.paths.resolve("split")
+    if split_path.exists():
+        train = set(json.loads(split_path.read_text())["train"])
+        chosen = [i for i in ids if i in train]
+        if chosen:
+            return chosen
+    return ids
+
+
+def _report(cfg: PipelineConfig, family: str) -> None:
+    failures = _load_failures(cfg, family)
+    table_artifact(
+        f"{family.replace('_', '-')}-failures",
+        [{"clip_id": k, "error": v["error"]} for k, v in sorted(failures.items())],
+        f"clips without {family} features",
+    )
+
+
+@flow(name="features", log_prints=True)
+def features_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Both feature families; each subflow can also be rerun on its own to refresh it."""
+    return {"face": face_features_flow(config, overrides), "audio": audio_features_flow(config, overrides)}

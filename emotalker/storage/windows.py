@@ -1,0 +1,135 @@
+"""Fixed-length training windows read lazily from feature stores.
+
+Training samples are short windows (e.g. 96 frames) of per-frame features from several stores (face
+coefficients, HuBERT features, tokens, mel); reading only the window's chunks keeps memory flat no matter
+how many clips there are, and the dataset pickles cheaply into DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emotalker.storage.zarr_store import FeatureStore
+
+
+class WindowDataset(Dataset):
+    """Windows ``[s, s + window)`` (step ``hop``) over clips, aligned on the 25 fps video frame axis.
+
+    Each item is ``{name: Tensor(window, ...), "clip_id": str, "start": int}`` plus ``"label": int`` when
+    ``labels`` is given. ``transforms[name]`` is applied to the numpy slice before conversion to a tensor.
+    Clips shorter than ``window`` are skipped and counted in ``.skipped``. Clip completeness and lengths
+    are checked once here; items then slice per-worker cached zarr handles (only the overlapping chunks are
+    read), so the stores must not be rewritten while the dataset is in use.
+    """
+
+    HANDLE_CACHE = 1024  # open zarr array handles kept per process
+
+    def __init__(
+        self,
+        sources: dict[str, tuple[FeatureStore, str]],
+        clip_ids: list[str],
+        window: int,
+        hop: int | None = None,
+        labels: dict[str, int] | None = None,
+        transforms: dict[str, Callable] | None = None,
+    ):
+        if not sources:
+            raise ValueError("WindowDataset needs at least one source")
+        reserved = {"clip_id", "label", "start"} & set(sources)
+        if reserved:
+            raise ValueError(f"source names {sorted(reserved)} are reserved for item metadata")
+        if int(window) < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.hop = max(1, self.window // 2) if hop is None else int(hop)
+        if self.hop < 1:
+            raise ValueError(f"hop must be >= 1, got {hop}")
+        self.sources = dict(sources)
+        self.transforms = dict(transforms or {})
+        unknown = sorted(set(self.transforms) - set(self.sources))
+        if unknown:
+            raise ValueError(f"transforms for unknown source(s) {unknown}; sources: {sorted(self.sources)}")
+        self.labels = None if labels is None else dict(labels)
+
+        self.clip_lengths: dict[str, int] = {}
+        self.skipped: int = 0
+        self.skipped_ids: list[str] = []
+        self._index: list[tuple[str, int]] = []
+        self._handles: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        warned = False
+        for cid in clip_ids:
+            if self.labels is not None and cid not in self.labels:
+                raise KeyError(f"no label for clip {cid!r}")
+            lengths = {}
+            for name, (store, key) in self.sources.items():
+                if not store.has_clip(cid):
+                    raise KeyError(f"clip {cid!r} is missing or incomplete in {store.url} (source {name!r})")
+                shape = store.shape(cid, key)
+                if len(shape) == 0:
+                    raise ValueError(f"source {name!r}: array {key!r} of clip {cid!r} is scalar")
+                lengths[name] = shape[0]
+            n = min(lengths.values())
+            if len(set(lengths.values())) > 1 and not warned:
+                warnings.warn(
+                    f"WindowDataset: frame counts differ for clip {cid!r} {lengths}; using the minimum {n} "
+                    "(further mismatches are not reported)",
+                    stacklevel=2,
+                )
+                warned = True
+            self.clip_lengths[cid] = n
+            if n < self.window:
+                self.skipped += 1
+                self.skipped_ids.append(cid)
+                continue
+            self._index.extend((cid, s) for s in range(0, n - self.window + 1, self.hop))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()  # zarr handles are reopened in each worker
+        return state
+
+    def _handle(self, name: str, clip_id: str) -> Any:
+        hk = (name, clip_id)
+        h = self._handles.get(hk)
+        if h is None:
+            store, key = self.sources[name]
+            h = store.array(clip_id, key)
+            self._handles[hk] = h
+            if len(self._handles) > self.HANDLE_CACHE:
+                self._handles.popitem(last=False)
+        else:
+            self._handles.move_to_end(hk)
+        return h
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def window_at(self, idx: int) -> tuple[str, int]:
+        """(clip_id, start frame) of item idx."""
+        return self._index[idx]
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if idx < 0:
+            idx += len(self._index)
+        if not 0 <= idx < len(self._index):
+            raise IndexError(f"window index {idx} out of range for {len(self._index)} windows")
+        cid, start = self._index[idx]
+        item: dict[str, Any] = {}
+        for name in self.sources:
+            arr = np.asarray(self._handle(name, cid)[start : start + self.window])
+            tf = self.transforms.get(name)
+            if tf is not None:
+                arr = tf(arr)
+            item[name] = torch.as_tensor(np.ascontiguousarray(arr) if isinstance(arr, np.ndarray) else arr)
+        item["clip_id"] = cid
+        item["start"] = start
+        if self.labels is not None:
+            item["label"] = int(self.labels[cid])
+        return item

@@ -1,0 +1,164 @@
+"""MLflow bookkeeping for training stages: runs that resume, params, artifacts, registry aliases.
+
+Models are registered twice over in one version: an ``mlflow.pytorch`` pickle model (reloads for any
+batch size; no torch.export) and, beside it, ``weights.safetensors`` + ``model_config.json`` which the
+pipeline itself reloads without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from emotalker.config import PipelineConfig, dump_config
+
+SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_params(cfg: PipelineConfig) -> dict[str, str]:
+    """Every config value as an MLflow param; anything that looks like a credential is redacted."""
+    params = {}
+    for k, v in flatten(cfg.model_dump(mode="json")).items():
+        text = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        if any(m in k.lower() for m in SECRET_MARKERS) or "://" in text and "@" in text:
+            text = "<redacted>"
+        params[k] = text[:6000]
+    return params
+
+
+def setup_mlflow(cfg: PipelineConfig) -> str:
+    """Point MLflow at the configured tracking URI and experiment; returns the experiment id."""
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    exp = mlflow.set_experiment(cfg.mlflow.experiment)
+    return exp.experiment_id
+
+
+def _existing_run(run_file: Path) -> str | None:
+    if not run_file.is_file():
+        return None
+    run_id = json.loads(run_file.read_text()).get("run_id")
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id if run.info.lifecycle_stage == "active" else None
+
+
+@contextmanager
+def stage_run(
+    cfg: PipelineConfig,
+    stage: str,
+    run_file: Path,
+    parent_run_id: str | None = None,
+    extra_artifacts: dict[str, Path] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run per stage; a resumed stage (same ``run_file``) continues the same run."""
+    setup_mlflow(cfg)
+    run_id = _existing_run(run_file)
+    kwargs: dict[str, Any] = {"log_system_metrics": True}
+    if run_id:
+        kwargs["run_id"] = run_id
+    else:
+        kwargs["run_name"] = f"{cfg.name}-{stage}"
+        if parent_run_id:
+            kwargs["parent_run_id"] = parent_run_id
+            kwargs["nested"] = True
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    with mlflow.start_run(**kwargs) as run:
+        if not run_id:
+            run_file.parent.mkdir(parents=True, exist_ok=True)
+            run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+            mlflow.set_tags({"stage": stage, "pipeline": cfg.name})
+            mlflow.log_params(config_params(cfg))
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(dump_config(cfg, Path(tmp) / "config.yaml")), "config")
+            for name, path in (extra_artifacts or {}).items():
+                if path.exists():
+                    mlflow.log_artifact(str(path), name)
+        yield run
+
+
+def metric_sink(metrics: dict[str, float], step: int) -> None:
+    """Log finite metrics (MLflow keys allow '/', which groups them in the UI)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_and_register(
+    model: nn.Module,
+    model_config: dict[str, Any],
+    registered_name: str,
+    metric: float,
+    alias: str = "best",
+    lower_is_better: bool = True,
+) -> dict[str, Any]:
+    """Log the model to the active run, register a version, and move ``alias`` if it is the best so far."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+        (Path(tmp) / "model_config.json").write_text(json.dumps(model_config, indent=2, default=str))
+        mlflow.log_artifacts(tmp, "checkpoint")
+    model_cpu = model.to("cpu").eval()
+    info = mlflow.pytorch.log_model(
+        model_cpu, name="model", serialization_format="pickle", registered_model_name=registered_name
+    )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(registered_name, version, "val_metric", str(metric))
+    client.set_model_version_tag(registered_name, version, "run_id", mlflow.active_run().info.run_id)
+    promoted = True
+    try:
+        current = client.get_model_version_by_alias(registered_name, alias)
+        old = float(current.tags.get("val_metric", "nan"))
+        if math.isfinite(old) and math.isfinite(metric):
+            promoted = metric < old if lower_is_better else metric > old
+        elif math.isfinite(old):
+            promoted = False
+    except MlflowException:
+        pass
+    if promoted:
+        client.set_registered_model_alias(registered_name, alias, version)
+    return {"name": registered_name, "version": version, "alias_moved": promoted}
+
+
+def fetch_registered_checkpoint(registered_name: str, alias: str, dest: Path) -> tuple[Path, dict[str, Any]]:
+    """Download the safetensors weights and model config of ``name@alias`` (no unpickling)."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(registered_name, alias)
+    except MlflowException as exc:
+        raise LookupError(
+            f"no model version {registered_name}@{alias} in {mlflow.get_tracking_uri()}"
+            ": train that stage first"
+        ) from exc
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="checkpoint", dst_path=str(dest)
+        )
+    )
+    return local / "weights.safetensors", json.loads((local / "model_config.json").read_text())
