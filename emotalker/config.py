@@ -84,7 +84,11 @@ class FaceFeatureConfig(_Strict):
 
     deep3dface_checkpoint: Path = Path("assets/deep3dface/epoch_20.pth")
     lm3d_mat: Path = Path("assets/deep3dface/similarity_Lm3D_all.mat")
-    face_alignment_dir: Path | None = None  # None: torch hub cache, as face-alignment does
+    # folder holding face-alignment's s3fd-619a316812.pth and 2DFAN4-11f355bf06.pth.tar;
+    # None: $TORCH_HOME/hub/checkpoints, where face-alignment itself caches them
+    face_alignment_dir: Path | None = None
+    detect_max_side: int | None = Field(640, ge=64)  # frames shrunk for SFD detection (memory on 1080p)
+    flip_input: bool = True  # face-alignment's test-time flip averaging
     face_detector: Literal["sfd", "blazeface", "dlib"] = "sfd"
     batch_size: int = Field(32, ge=1)
     missing_face: Literal["interpolate", "exclude"] = "interpolate"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -59,11 +58,14 @@ def _face_extractor(face_cfg: dict[str, Any], device: str) -> Any:
     from emotalker.tasks.face_coeffs import FaceCoeffExtractor, LandmarkDetector, load_lm3d
 
     def build() -> Any:
-        if face_cfg.get("face_alignment_dir"):
-            os.environ["TORCH_HOME"] = str(face_cfg["face_alignment_dir"])
         recon = load_recon_net(face_cfg["deep3dface_checkpoint"], device)
         detector = LandmarkDetector(
-            device=device, face_detector=face_cfg["face_detector"], batch_size=face_cfg["batch_size"]
+            device=device,
+            face_detector=face_cfg["face_detector"],
+            batch_size=face_cfg["batch_size"],
+            model_dir=face_cfg.get("face_alignment_dir"),
+            flip_input=face_cfg["flip_input"],
+            detect_max_side=face_cfg["detect_max_side"],
         )
         return FaceCoeffExtractor(
             recon,
