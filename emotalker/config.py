@@ -142,6 +142,7 @@ class VQVAEConfig(_Strict):
     emotion_weight: float = 0.2
     num_emotions: int = 8
     emotion_head: bool = True  # ablation switch (Table 3)
+    dead_threshold: float = Field(1.0, ge=0)  # EMA count under which a code is reset to a batch vector
 
 
 class TransformerConfig(_Strict):

@@ -190,7 +190,7 @@ def hubert_chunk(
             [layer],
             device=device,
             batch_seconds=audio_cfg["batch_seconds"],
-            normalize=settings.get("do_normalize", False) if isinstance(settings, dict) else False,
+            normalize=settings.do_normalize,
         )
         feats[family] = [o[layer] for o in out]
     for i, clip in enumerate(ok):

@@ -84,7 +84,8 @@ def stage_run(
         kwargs["run_name"] = f"{cfg.name}-{stage}"
         if parent_run_id:
             kwargs["parent_run_id"] = parent_run_id
-            kwargs["nested"] = True
+            active = mlflow.active_run()
+            kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     with mlflow.start_run(**kwargs) as run:
         if not run_id:

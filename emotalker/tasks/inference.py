@@ -1,0 +1,88 @@
+"""Load the trained stages from the MLflow registry and run the full generator on stored features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from emotalker.config import PipelineConfig
+from emotalker.constants import EMOTION_TO_ID, FACE_INDICES
+from emotalker.models.emotalker import EmoTalker
+from emotalker.models.lip import LipBranch
+from emotalker.models.transformer import CrossModalTransformer
+from emotalker.models.vqvae import MotionVQVAE
+from emotalker.storage.zarr_store import FeatureStore
+from emotalker.tasks.metrics import face_l2, lip_l2
+from emotalker.tasks.tracking import fetch_registered_checkpoint, setup_mlflow
+
+
+def registered_name(cfg: PipelineConfig, stage: str) -> str:
+    return f"{cfg.mlflow.registry_prefix}-{stage}"
+
+
+def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "cpu") -> EmoTalker:
+    """All three stages by registry alias, from safetensors + JSON configs (nothing unpickled)."""
+    setup_mlflow(cfg)
+    parts: dict[str, Any] = {}
+    for stage in ("vqvae", "transformer", "lip"):
+        weights, mc = fetch_registered_checkpoint(registered_name(cfg, stage), alias, cache / stage)
+        parts[stage] = (load_file(str(weights)), mc)
+    vq_state, vq_cfg = parts["vqvae"]
+    vqvae = MotionVQVAE(**vq_cfg["model"])
+    vqvae.load_state_dict(vq_state)
+    tr_state, tr_cfg = parts["transformer"]
+    transformer = CrossModalTransformer(**tr_cfg["model"])
+    transformer.load_state_dict(tr_state)
+    lip_state, lip_cfg = parts["lip"]
+    lip = LipBranch(**lip_cfg["model"])
+    lip.load_state_dict(lip_state)
+    model = EmoTalker(
+        vqvae, transformer, lip, np.asarray(vq_cfg["face_mean"]), np.asarray(vq_cfg["face_std"])
+    )
+    return model.to(device).eval()
+
+
+def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
+    root = str(cfg.paths.resolve("features"))
+    out = {
+        "motion": FeatureStore(root, "face").read_clip(clip_id, ["motion"])["motion"],
+        "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
+        "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
+        "mel": FeatureStore(root, "mel").read_clip(clip_id, ["windows"])["windows"],
+    }
+    n = min(len(v) for v in out.values())
+    return {k: v[:n] for k, v in out.items()}
+
+
+def emotion_of_motion(model: EmoTalker, motion: np.ndarray) -> int:
+    """Stage-1 emotion head applied to a motion sequence (used as the motion-space EmoAcc)."""
+    head = model.vqvae.emotion_classifier
+    if head is None:
+        return -1
+    dev = model.face_mean.device
+    face = (torch.as_tensor(motion[:, list(FACE_INDICES)], device=dev) - model.face_mean) / model.face_std
+    with torch.inference_mode():
+        z = model.vqvae.encode_latent(face[None].float())
+        return int(head(z.mean(1)).argmax(1))
+
+
+def evaluate_clip(
+    model: EmoTalker, feats: dict[str, np.ndarray], reference: np.ndarray, emotion: str
+) -> dict:
+    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics."""
+    gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    gt = feats["motion"]
+    label = EMOTION_TO_ID[emotion]
+    return {
+        "lip_l2": lip_l2(gen, gt),
+        "face_l2": face_l2(gen, gt),
+        "emotion_pred": emotion_of_motion(model, gen),
+        "emotion_pred_gt_motion": emotion_of_motion(model, gt),
+        "emotion_label": label,
+        "frames": len(gen),
+        "motion": gen,
+    }

@@ -1,0 +1,69 @@
+"""Lip branch: shapes, Eq. 10 mixing, SadTalker checkpoint loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotalker.config import LipConfig
+from emotalker.constants import LIP_INDICES
+from emotalker.models.lip import AudioEncoder, CheckpointError, ExpNet, LipBranch, load_sadtalker_audio2exp
+
+torch.set_num_threads(1)
+
+
+def test_audio_encoder_and_expnet_shapes() -> None:
+    enc = AudioEncoder().eval()
+    assert enc(torch.randn(3, 1, 80, 16)).shape == (3, 512, 1, 1)
+    net = ExpNet().eval()
+    assert net.mapping1.in_features == 512 + 64 + 1 and net.mapping1.out_features == 64
+    assert net(torch.randn(3, 1, 80, 16), torch.randn(3, 64)).shape == (3, 64)
+    # per-clip reference broadcast over T frames
+    assert net(torch.randn(2, 5, 1, 80, 16), torch.randn(2, 64), torch.zeros(2, 5, 1)).shape == (2, 5, 64)
+    with pytest.raises(ValueError, match="80, 16"):
+        net(torch.randn(3, 1, 80, 20), torch.randn(3, 64))
+
+
+def test_eq10_mixing() -> None:
+    torch.manual_seed(0)
+    lip = LipBranch.from_config(LipConfig(lip_mix=0.3)).eval()
+    with torch.no_grad():
+        lip.mapping2.weight.normal_()
+        lip.mapping2.bias.normal_()
+    mel, ref = torch.randn(4, 1, 80, 16), torch.randn(4, 64)
+    out = lip(mel, ref)
+    y = out["exp"]
+    expected = 0.3 * lip.mapping2(y) + 0.7 * y[:, list(LIP_INDICES)]
+    assert out["lip"].shape == (4, 13)
+    assert torch.allclose(out["lip"], expected, atol=1e-6)
+
+
+def test_mapping2_starts_as_selection() -> None:
+    lip = LipBranch().eval()
+    y = torch.randn(5, 64)
+    assert torch.allclose(lip.mix(y), y[:, list(LIP_INDICES)], atol=1e-6)
+
+
+def test_load_sadtalker_layout(tmp_path: Path) -> None:
+    src = ExpNet()
+    with torch.no_grad():
+        src.mapping1.bias.fill_(0.5)
+    sd = {f"netG.{k}": v for k, v in src.state_dict().items()}
+    sd["netG.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "auido2exp_00300-model.pth"
+    torch.save({"model": sd}, path)
+    lip = LipBranch()
+    report = lip.load_sadtalker_audio2exp(path)
+    assert report["missing"] == [] and report["unexpected"] == ["extra.weight"]
+    assert torch.allclose(lip.expnet.mapping1.bias, torch.full((64,), 0.5))
+    assert "audio_encoder.0.conv_block.1.running_mean" in src.state_dict()
+    with pytest.raises(CheckpointError):
+        load_sadtalker_audio2exp(ExpNet(), path, strict=True)
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": {"foo": torch.zeros(2)}}, bad)
+    with pytest.raises(CheckpointError, match="no key matched"):
+        load_sadtalker_audio2exp(ExpNet(), bad)
+    with pytest.raises(FileNotFoundError):
+        load_sadtalker_audio2exp(ExpNet(), tmp_path / "missing.pth")

@@ -1,0 +1,139 @@
+"""Cross-modal Transformer: shapes, Eq. 8-9 loss, overfitting one batch, long autoregressive decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emotalker.config import TransformerConfig
+from emotalker.models.transformer import CrossModalTransformer
+
+torch.set_num_threads(1)
+
+
+def tiny(**kw: object) -> CrossModalTransformer:
+    args = dict(d_model=32, n_layers=2, n_heads=4, ff_dim=64, dropout=0.0, audio_dim=24, code_dim=8,
+                content_vocab=10, ref_dim=57)  # fmt: skip
+    args.update(kw)
+    return CrossModalTransformer(**args)  # type: ignore[arg-type]
+
+
+def batch(b: int = 2, n: int = 6, apt: int = 4) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    s = n * apt
+    return {
+        "audio": torch.randn(b, s, 24),
+        "content": torch.randint(0, 10, (b, s)),
+        "ref": torch.randn(b, 57),
+    }
+
+
+def test_forward_and_loss_terms() -> None:
+    m = tiny()
+    d = batch()
+    codebook = torch.randn(16, 8)
+    idx = torch.randint(0, 16, (2, 6))
+    tgt = codebook[idx]
+    pred = m(d["audio"], d["content"], tgt, d["ref"])
+    assert pred.shape == (2, 6, 8)
+    out = m.loss(pred, tgt, idx, codebook)
+    assert torch.allclose(out["loss"], out["loss_l2"] + 0.8 * out["loss_contrastive"])
+    # perfect predictions: L2 = 0 and the contrastive term is the softmax over -distances
+    perfect = m.loss(tgt, tgt, idx, codebook)
+    assert perfect["loss_l2"].item() == 0 and perfect["token_acc"].item() == 1.0
+    m2 = tiny(use_contrastive=False)
+    out2 = m2.loss(pred, tgt, idx, codebook)
+    assert torch.allclose(out2["loss"], out2["loss_l2"])
+
+
+def test_causality_future_targets_do_not_change_past_predictions() -> None:
+    m = tiny().eval()
+    d = batch()
+    tgt = torch.randn(2, 6, 8)
+    p1 = m(d["audio"], d["content"], tgt, d["ref"])
+    tgt2 = tgt.clone()
+    tgt2[:, 4:] += 5.0  # inputs at positions 5.. change
+    p2 = m(d["audio"], d["content"], tgt2, d["ref"])
+    assert torch.allclose(p1[:, :5], p2[:, :5], atol=1e-5)
+    assert not torch.allclose(p1[:, 5], p2[:, 5])
+
+
+def test_audio_alignment_is_local() -> None:
+    m = tiny().eval()
+    d = batch()
+    tgt = torch.randn(2, 6, 8)
+    p1 = m(d["audio"], d["content"], tgt, d["ref"])
+    audio2 = d["audio"].clone()
+    audio2[:, 20:] += 3.0  # frames of the last token only (token 5 sees [16, 24))
+    content2 = d["content"].clone()
+    p2 = m(audio2, content2, tgt, d["ref"])
+    assert torch.allclose(p1[:, :5], p2[:, :5], atol=1e-5)  # token 4 sees [12, 20)
+    assert not torch.allclose(p1[:, 5], p2[:, 5])
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    m = tiny()
+    d = batch(b=4)
+    codebook = torch.randn(16, 8)
+    idx = torch.randint(0, 16, (4, 6))
+    tgt = codebook[idx]
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        out = m.loss(m(d["audio"], d["content"], tgt, d["ref"]), tgt, idx, codebook)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first if first is not None else out["loss"].item()
+    m.eval()
+    final = m.loss(m(d["audio"], d["content"], tgt, d["ref"]), tgt, idx, codebook)
+    assert final["loss"].item() < first / 5
+    assert final["token_acc"].item() > 0.9
+    # greedy decoding with the codebook reproduces the teacher-forced tokens
+    _, gen_idx = m.generate(d["audio"], d["content"], 6, start=d["ref"], codebook=codebook)
+    assert gen_idx is not None and (gen_idx == idx).float().mean().item() > 0.9
+
+
+def test_generate_long_and_sliding_context_matches_full() -> None:
+    m = tiny().eval()
+    n = 260  # 1040 frames
+    d = batch(b=1, n=n)
+    codebook = torch.randn(16, 8)
+    pred, idx = m.generate(d["audio"], d["content"], n, start=d["ref"], codebook=codebook, max_context=24)
+    assert pred.shape == (1, n, 8) and idx is not None and idx.shape == (1, n)
+    assert bool(torch.isfinite(pred).all())
+    # with a context longer than the sequence the windowed path equals full-context decoding
+    short = batch(b=1, n=10)
+    a, _ = m.generate(short["audio"], short["content"], 10, start=short["ref"], max_context=None)
+    b, _ = m.generate(short["audio"], short["content"], 10, start=short["ref"], max_context=50)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_variants_official_layout_and_ablations() -> None:
+    d = batch(apt=8)
+    tgt = torch.randn(2, 6, 8)
+    m = tiny(audio_per_token=8, align_k=8)
+    assert m.k_eff == 8
+    assert m(d["audio"], d["content"], tgt, d["ref"]).shape == (2, 6, 8)
+    feats = torch.randn(2, 48, 5)
+    m2 = tiny(audio_per_token=8, content_dim=5, use_biased_mask=False, use_alignment_mask=False,
+              style_from_reference=False)  # fmt: skip
+    assert m2(d["audio"], feats, tgt).shape == (2, 6, 8)
+    m3 = tiny(use_content_tokens=False)
+    assert m3(d["audio"][:, :24], None, tgt, d["ref"]).shape == (2, 6, 8)
+
+
+def test_from_config_and_bad_input() -> None:
+    m = CrossModalTransformer.from_config(
+        TransformerConfig(n_layers=1, d_model=16, ff_dim=32), content_vocab=7
+    )
+    assert m.k_eff == 4 and m.content_vocab == 7
+    d = batch()
+    t = tiny()
+    with pytest.raises(ValueError, match="audio"):
+        t(torch.randn(2, 24, 5), d["content"], torch.randn(2, 6, 8), d["ref"])
+    with pytest.raises(ValueError, match="content"):
+        t(d["audio"], torch.randint(0, 99, (2, 24)), torch.randn(2, 6, 8), d["ref"])
+    with pytest.raises(ValueError, match="reference"):
+        t(d["audio"], d["content"], torch.randn(2, 6, 8), None)
