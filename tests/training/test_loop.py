@@ -37,7 +37,9 @@ def _val(model, batches):
     return {"val/loss": sum(errs) / len(errs)}
 
 
-STAGE = TrainStageConfig(steps=80, batch_size=8, lr=3e-2, warmup_steps=5, checkpoint_every=10, log_every=5, val_every=10)
+STAGE = TrainStageConfig(
+    steps=80, batch_size=8, lr=3e-2, warmup_steps=5, checkpoint_every=10, log_every=5, val_every=10
+)
 
 
 def test_loss_drops_and_best_checkpoint_is_kept(tmp_path):
@@ -53,7 +55,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ref_model = _model()
     run_training(ref_model, _loss, Linear(), STAGE, tmp_path / "ref", "cpu", Linear(16), _val)
     killed = _model()
-    partial = run_training(killed, _loss, Linear(), STAGE, tmp_path / "k", "cpu", Linear(16), _val, stop_after=23)
+    partial = run_training(
+        killed, _loss, Linear(), STAGE, tmp_path / "k", "cpu", Linear(16), _val, stop_after=23
+    )
     assert partial.steps == 23
     resumed_model = _model()  # a fresh process would rebuild the model from scratch
     res = run_training(resumed_model, _loss, Linear(), STAGE, tmp_path / "k", "cpu", Linear(16), _val)
