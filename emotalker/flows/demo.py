@@ -49,7 +49,7 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 
 @task(name="stand-in-assets")
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
-    """Tiny HuBERTs (always) and Deep3DFace/face-alignment stand-ins (only when extraction is used)."""
+    """Tiny HuBERTs and Deep3DFace/face-alignment stand-ins in the real formats (skipped when present)."""
     from emotalker.testing.fake_hubert import write_tiny_hubert
 
     out: dict[str, str] = {}
@@ -68,7 +68,7 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
                 seed=cfg.seed,
             )
         out[key] = str(p)
-    if cfg.face.source == "extract" and not Path(cfg.face.deep3dface_checkpoint).exists():
+    if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
         from emotalker.testing.fake_face_assets import write_fake_face_assets
 
         fa_dir = Path(cfg.face.face_alignment_dir or "data/demo/assets/torch_home/hub/checkpoints")

@@ -1,0 +1,292 @@
+"""HuBERT hidden states for the two audio branches (emotion model and content/k-means model).
+
+Loading is offline only (``local_files_only=True``): a local directory or a Hugging Face cache id.
+A ``HubertForSequenceClassification`` checkpoint (``superb/hubert-base-superb-er``) loads into a
+``HubertModel`` by its ``hubert.`` prefix; its projector/classifier weights are ignored.
+
+Batching rule (so batched output equals per-clip output):
+  * layer-norm extractors (``feat_extract_norm == "layer"``, HuBERT large) take an attention mask, so
+    clips of different lengths are zero-padded together in length-sorted buckets; every valid frame only
+    sees its own samples and the transformer masks the padding.
+  * group-norm extractors (HuBERT base, incl. the superb ER model) normalise the first conv layer over
+    the whole time axis and have no attention mask, so padding would change every frame. Such clips are
+    batched only with clips of exactly the same length.
+Either way each output is cropped to ``hubert_frames(len)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotalker.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE
+from emotalker.tasks.audio_io import validate_audio
+
+log = logging.getLogger(__name__)
+
+
+class HubertModelNotFound(FileNotFoundError):
+    """The requested HuBERT checkpoint is neither a local directory nor in the local HF cache."""
+
+
+@dataclass(frozen=True)
+class HubertSettings:
+    """What the extractor needs to know about a loaded checkpoint."""
+
+    name: str  # as requested (path or HF id)
+    path: Path  # resolved local directory
+    do_normalize: bool  # zero-mean/unit-variance per clip before the model (Wav2Vec2FeatureExtractor)
+    sampling_rate: int
+    uses_attention_mask: bool  # feat_extract_norm == "layer"
+    num_layers: int  # hidden_states has num_layers + 1 entries
+    hidden_size: int
+
+
+def hubert_frames(n_samples: int) -> int:
+    """HuBERT output frames for ``n_samples`` at 16 kHz: floor((N-400)/320)+1, 0 when N < 400."""
+    n = int(n_samples)
+    if n < HUBERT_WIN:
+        return 0
+    return (n - HUBERT_WIN) // HUBERT_HOP + 1
+
+
+def _missing_message(name: str) -> str:
+    return (
+        f"HuBERT checkpoint {name!r} not found: it is not a local directory and not in the local "
+        f"Hugging Face cache (HF_HUB_CACHE / HF_HOME). On a machine with internet run "
+        f"`huggingface-cli download {name}` (or `hf download {name}`) and copy the cache over, or set the "
+        f"model path in the config (audio.emotion_model / audio.content_model) to a directory holding "
+        f"config.json and the weights."
+    )
+
+
+def resolve_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Local directory for a path or an HF cache id, without any network access."""
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise HubertModelNotFound(f"{p} is a directory but has no config.json; {_missing_message(s)}")
+        return p
+    if p.exists():
+        raise HubertModelNotFound(f"{p} is a file, expected a model directory or an HF id")
+    looks_like_id = s.count("/") == 1 and not s.startswith((".", "/", "~"))
+    if not looks_like_id:
+        raise HubertModelNotFound(_missing_message(s))
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snap = snapshot_download(
+            s, cache_dir=None if cache_dir is None else str(cache_dir), local_files_only=True
+        )
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
+        raise HubertModelNotFound(_missing_message(s)) from exc
+    snap_path = Path(snap)
+    if not (snap_path / "config.json").is_file():
+        raise HubertModelNotFound(f"cached snapshot {snap_path} has no config.json; {_missing_message(s)}")
+    return snap_path
+
+
+def load_hubert(
+    name_or_path: str | Path, device: str | torch.device = "cpu", cache_dir: str | Path | None = None
+) -> tuple[torch.nn.Module, HubertSettings]:
+    """Load a HuBERT encoder in eval mode plus its preprocessing settings.
+
+    ``do_normalize`` comes from ``preprocessor_config.json`` when present, else fairseq's rule (normalise
+    only layer-norm/large models). Raises HubertModelNotFound naming the id when the checkpoint is absent,
+    and ValueError when the checkpoint lacks encoder weights (rather than silently using random ones).
+    """
+    from transformers import HubertModel
+
+    model_dir = resolve_model_dir(name_or_path, cache_dir)
+    try:
+        model, info = HubertModel.from_pretrained(
+            str(model_dir), local_files_only=True, output_loading_info=True
+        )
+    except OSError as exc:  # e.g. config.json present but no weights file
+        raise HubertModelNotFound(
+            f"cannot load weights for {name_or_path!r} from {model_dir}: {exc}"
+        ) from exc
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        raise ValueError(
+            f"{name_or_path!r} ({model_dir}) is missing {len(missing)} HuBERT encoder weights, "
+            f"e.g. {missing[:3]}"
+        )
+    model.eval()
+    model.to(device)
+    cfg = model.config
+    uses_mask = getattr(cfg, "feat_extract_norm", "group") == "layer"
+    do_normalize = uses_mask
+    sampling_rate = SAMPLE_RATE
+    pre = model_dir / "preprocessor_config.json"
+    if pre.is_file():
+        fe = json.loads(pre.read_text())
+        do_normalize = bool(fe.get("do_normalize", do_normalize))
+        sampling_rate = int(fe.get("sampling_rate", sampling_rate))
+    if sampling_rate != SAMPLE_RATE:
+        raise ValueError(
+            f"{name_or_path!r} expects {sampling_rate} Hz audio; this pipeline uses {SAMPLE_RATE}"
+        )
+    settings = HubertSettings(
+        name=str(name_or_path),
+        path=model_dir,
+        do_normalize=do_normalize,
+        sampling_rate=sampling_rate,
+        uses_attention_mask=uses_mask,
+        num_layers=int(cfg.num_hidden_layers),
+        hidden_size=int(cfg.hidden_size),
+    )
+    return model, settings
+
+
+def _normalize(wave: np.ndarray) -> np.ndarray:
+    """Wav2Vec2FeatureExtractor's per-clip zero-mean unit-variance normalisation."""
+    return ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+
+
+def _check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    if not layers:
+        raise ValueError("layers must name at least one hidden-state index")
+    out = []
+    for k in layers:
+        if not -(n_layers + 1) <= int(k) <= n_layers:
+            raise ValueError(f"layer {k} out of range: model has hidden_states[0..{n_layers}]")
+        out.append(int(k))
+    return out
+
+
+def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only: bool) -> list[list[int]]:
+    """Group clip indices into batches of at most ``batch_seconds`` of padded audio (one clip minimum).
+
+    Clips are sorted by length (longest first) so padding is small; with ``equal_length_only`` a batch
+    never mixes lengths (group-norm models, see module docstring).
+    """
+    if batch_seconds <= 0:
+        raise ValueError(f"batch_seconds must be positive, got {batch_seconds}")
+    budget = batch_seconds * SAMPLE_RATE
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur:
+            max_len = lengths[cur[0]]  # longest in the batch (sorted descending)
+            same = lengths[i] == max_len
+            fits = (len(cur) + 1) * max_len <= budget
+            if fits and (same or not equal_length_only):
+                cur.append(i)
+                continue
+            batches.append(cur)
+        cur = [i]
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _run_batch(
+    model: torch.nn.Module,
+    waves: list[np.ndarray],
+    layers: list[int],
+    device: str | torch.device,
+    use_mask: bool,
+) -> list[dict[int, np.ndarray]]:
+    max_len = max(w.size for w in waves)
+    x = np.zeros((len(waves), max_len), dtype=np.float32)
+    mask = np.zeros((len(waves), max_len), dtype=np.int64)
+    for b, w in enumerate(waves):
+        x[b, : w.size] = w
+        mask[b, : w.size] = 1
+    inputs = torch.from_numpy(x).to(device)
+    kwargs = {}
+    if use_mask:
+        kwargs["attention_mask"] = torch.from_numpy(mask).to(device)
+    with torch.inference_mode():
+        out = model(inputs, output_hidden_states=True, return_dict=True, **kwargs)
+    hidden = out.hidden_states
+    results: list[dict[int, np.ndarray]] = []
+    for b, w in enumerate(waves):
+        n = hubert_frames(w.size)
+        results.append({k: hidden[k][b, :n].float().cpu().numpy() for k in layers})
+    return results
+
+
+def _prepare(waves: Sequence[np.ndarray], normalize: bool) -> list[np.ndarray]:
+    prepared = []
+    for i, w in enumerate(waves):
+        arr = validate_audio(w, SAMPLE_RATE, name=f"clip {i}")
+        prepared.append(_normalize(arr) if normalize else arr)
+    return prepared
+
+
+def extract_hubert(
+    model: torch.nn.Module,
+    waves: Sequence[np.ndarray],
+    layers: Sequence[int],
+    device: str | torch.device = "cpu",
+    batch_seconds: float = 120.0,
+    normalize: bool = False,
+) -> list[dict[int, np.ndarray]]:
+    """Hidden states ``hidden_states[k]`` (output of layer k; 0 = before layer 1) for each clip.
+
+    Returns, in input order, ``{k: (hubert_frames(len_i), hidden) float32}`` keyed by the layer indices as
+    given (so ``-1`` stays ``-1``). Batches follow the rule in the module docstring, so results match
+    ``extract_hubert_single`` up to float round-off.
+    """
+    ks = _check_layers(layers, int(model.config.num_hidden_layers))
+    prepared = _prepare(waves, normalize)
+    use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
+    batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not use_mask)
+    results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
+    for idx in batches:
+        for i, r in zip(
+            idx, _run_batch(model, [prepared[i] for i in idx], ks, device, use_mask), strict=True
+        ):
+            results[i] = r
+    return [r for r in results if r is not None]
+
+
+def extract_hubert_single(
+    model: torch.nn.Module,
+    waves: Sequence[np.ndarray],
+    layers: Sequence[int],
+    device: str | torch.device = "cpu",
+    normalize: bool = False,
+) -> list[dict[int, np.ndarray]]:
+    """One clip per forward pass: the reference for batched extraction and the benchmark baseline."""
+    ks = _check_layers(layers, int(model.config.num_hidden_layers))
+    prepared = _prepare(waves, normalize)
+    return [_run_batch(model, [w], ks, device, use_mask=False)[0] for w in prepared]
+
+
+def align_to_video(feats: np.ndarray, n_video_frames: int, fps: float = 25.0) -> np.ndarray:
+    """Resample HuBERT frames (~50 Hz) onto video frames by linear interpolation in time.
+
+    HuBERT frame j covers samples [320j, 320j+400), centre (320j+200)/16000 s; video frame i has centre
+    (i+0.5)/fps s. Each video frame takes the linear interpolation of the two HuBERT frames around its
+    centre, clamped to the first/last frame at the edges. At 25 fps video frame i sits at HuBERT index
+    2i + 0.375.
+    """
+    f = np.asarray(feats)
+    if f.ndim != 2:
+        raise ValueError(f"feats must be (n, d), got shape {f.shape}")
+    if f.shape[0] == 0:
+        raise ValueError("feats has no frames to align")
+    if n_video_frames < 0:
+        raise ValueError(f"n_video_frames must be >= 0, got {n_video_frames}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    centres = (np.arange(n_video_frames, dtype=np.float64) + 0.5) / fps * SAMPLE_RATE
+    pos = (centres - HUBERT_WIN / 2) / HUBERT_HOP
+    pos = np.clip(pos, 0.0, f.shape[0] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, f.shape[0] - 1)
+    w = (pos - lo)[:, None]
+    out = (1.0 - w) * f[lo].astype(np.float64) + w * f[hi].astype(np.float64)
+    return out.astype(np.float32)

@@ -1,0 +1,221 @@
+"""HuBERT loading (local dir, classifier checkpoint, HF cache id), framing, batching and video alignment.
+
+All models are tiny random HuBERTs saved in the real Hugging Face formats by emotalker.testing.fake_hubert.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import HubertForSequenceClassification
+
+from emotalker.tasks.audio_io import AudioError
+from emotalker.tasks.hubert import (
+    HubertModelNotFound,
+    _run_batch,
+    align_to_video,
+    extract_hubert,
+    extract_hubert_single,
+    hubert_frames,
+    load_hubert,
+    make_batches,
+)
+from emotalker.testing.fake_hubert import (
+    convert_to_legacy_bin,
+    write_tiny_hubert,
+    write_tiny_hubert_to_hf_cache,
+)
+
+REPO_ID = "superb/hubert-base-superb-er"
+LENGTHS = [16000, 8000, 16000, 12345, 400, 719, 720, 8000]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hubert")
+    return {
+        "group": write_tiny_hubert(root / "group"),
+        "layer": write_tiny_hubert(root / "layer", feat_extract_norm="layer"),
+        "cls": write_tiny_hubert(root / "cls", classifier=True, seed=3),
+    }
+
+
+@pytest.fixture(scope="module")
+def waves() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in LENGTHS]
+
+
+def test_hubert_frames_formula() -> None:
+    assert [hubert_frames(n) for n in (0, 399, 400, 719, 720, 16000, 32000)] == [0, 0, 1, 1, 2, 49, 99]
+
+
+def test_load_local_dir_settings(models: dict[str, Path]) -> None:
+    model, s = load_hubert(models["group"])
+    assert not model.training
+    assert s.num_layers == 10 and s.hidden_size == 32
+    assert s.uses_attention_mask is False and s.do_normalize is False
+    _, s2 = load_hubert(models["layer"])
+    assert s2.uses_attention_mask is True and s2.do_normalize is True
+
+
+def test_preprocessor_config_overrides_default(tmp_path: Path) -> None:
+    d = write_tiny_hubert(tmp_path / "m", do_normalize=True)  # group norm, but the config says normalise
+    assert load_hubert(d)[1].do_normalize is True
+    (d / "preprocessor_config.json").unlink()
+    assert load_hubert(d)[1].do_normalize is False  # fairseq rule for group-norm (base) models
+
+
+def test_classifier_checkpoint_loads_encoder_weights(models: dict[str, Path]) -> None:
+    model, _ = load_hubert(models["cls"])
+    ref = HubertForSequenceClassification.from_pretrained(models["cls"]).hubert.state_dict()
+    got = model.state_dict()
+    assert set(got) == set(ref)
+    for k, v in ref.items():
+        assert torch.equal(got[k], v), k
+
+
+def test_legacy_bin_checkpoint_loads_same_weights(tmp_path: Path, waves: list[np.ndarray]) -> None:
+    d = write_tiny_hubert(tmp_path / "legacy", classifier=True, seed=5)
+    ref_model, _ = load_hubert(d)
+    bin_path = convert_to_legacy_bin(d)
+    assert bin_path.is_file() and not (d / "model.safetensors").exists()
+    model, _ = load_hubert(d)
+    a = extract_hubert(ref_model, waves[:1], [9])[0][9]
+    b = extract_hubert(model, waves[:1], [9])[0][9]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_load_by_id_from_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "hub"
+    snap = write_tiny_hubert_to_hf_cache(cache, REPO_ID)
+    repo = cache / "models--superb--hubert-base-superb-er"
+    assert (repo / "refs" / "main").read_text() == snap.name
+    assert (snap / "config.json").is_file() and (snap / "model.safetensors").is_file()
+    model, s = load_hubert(REPO_ID, cache_dir=cache)
+    assert s.path == snap and s.name == REPO_ID
+    # The default cache location is honoured too (what HF_HUB_CACHE sets at import time).
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    assert load_hubert(REPO_ID)[1].path == snap
+
+
+@pytest.mark.slow
+def test_load_by_id_with_env_offline(tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    write_tiny_hubert_to_hf_cache(cache, REPO_ID)
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    code = (
+        "from emotalker.tasks.hubert import load_hubert, extract_hubert\n"
+        "import numpy as np\n"
+        f"m, s = load_hubert({REPO_ID!r})\n"
+        "f = extract_hubert(m, [np.zeros(16000, np.float32)], [9])[0][9]\n"
+        "print('OK', s.path.parent.parent.name, f.shape)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "OK models--superb--hubert-base-superb-er (49, 32)" in res.stdout
+
+
+def test_missing_model_error_names_id_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(HubertModelNotFound) as exc:
+        load_hubert(REPO_ID, cache_dir=tmp_path / "empty-cache")
+    msg = str(exc.value)
+    assert REPO_ID in msg and f"huggingface-cli download {REPO_ID}" in msg and "audio.emotion_model" in msg
+    assert isinstance(exc.value, FileNotFoundError)
+    with pytest.raises(HubertModelNotFound, match="no-such-dir"):
+        load_hubert(tmp_path / "no-such-dir")
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text('{"model_type": "hubert"}')
+    with pytest.raises(HubertModelNotFound, match="noweights"):
+        load_hubert(tmp_path / "noweights")
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+def test_batched_matches_per_clip(models: dict[str, Path], waves: list[np.ndarray], kind: str) -> None:
+    model, s = load_hubert(models[kind])
+    layers = [0, 9, -1]
+    batched = extract_hubert(model, waves, layers, batch_seconds=3.0, normalize=s.do_normalize)
+    single = extract_hubert_single(model, waves, layers, normalize=s.do_normalize)
+    assert len(batched) == len(waves)
+    for w, b, one in zip(waves, batched, single, strict=True):
+        assert set(b) == {0, 9, -1}
+        for k in layers:
+            assert b[k].shape == (hubert_frames(w.size), 32) and b[k].dtype == np.float32
+            np.testing.assert_allclose(b[k], one[k], atol=2e-5, rtol=1e-4)
+    assert not np.allclose(batched[0][0], batched[0][9])  # different layers really differ
+
+
+def test_padding_would_break_group_norm(models: dict[str, Path], waves: list[np.ndarray]) -> None:
+    """Why group-norm models batch only equal lengths: zero padding changes every frame."""
+    model, _ = load_hubert(models["group"])
+    padded = _run_batch(model, [waves[0], waves[1]], [9], "cpu", use_mask=False)[1][9]
+    alone = extract_hubert_single(model, [waves[1]], [9])[0][9]
+    assert padded.shape == alone.shape
+    assert np.abs(padded - alone).max() > 1e-2
+
+
+def test_last_layer_is_last_hidden_state(models: dict[str, Path], waves: list[np.ndarray]) -> None:
+    model, _ = load_hubert(models["group"])
+    feats = extract_hubert(model, waves[:1], [-1, 10])[0]
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(waves[0])[None]).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(feats[-1], ref, atol=1e-6)
+    np.testing.assert_array_equal(feats[10], feats[-1])
+
+
+def test_make_batches_rules() -> None:
+    lengths = [100, 300, 300, 200, 300]
+    assert make_batches(lengths, 1000 / 16000, equal_length_only=True) == [[1, 2, 4], [3], [0]]
+    assert make_batches(lengths, 1000 / 16000, equal_length_only=False) == [[1, 2, 4], [3, 0]]
+    # Budget counts padded samples; a clip longer than the budget still gets its own batch.
+    assert make_batches([5000, 10], 1000 / 16000, equal_length_only=False) == [[0], [1]]
+    with pytest.raises(ValueError, match="batch_seconds"):
+        make_batches(lengths, 0, equal_length_only=True)
+
+
+def test_extract_errors(models: dict[str, Path]) -> None:
+    model, _ = load_hubert(models["group"])
+    with pytest.raises(AudioError, match="clip 1"):
+        extract_hubert(model, [np.zeros(800, np.float32), np.zeros(100, np.float32)], [9])
+    with pytest.raises(ValueError, match="layer 11 out of range"):
+        extract_hubert(model, [np.zeros(800, np.float32)], [11])
+
+
+def test_align_to_video_hand_computed() -> None:
+    feats = np.stack([np.arange(49.0), -np.arange(49.0)], axis=1)  # value == HuBERT frame index
+    out = align_to_video(feats, 25, fps=25)
+    assert out.shape == (25, 2) and out.dtype == np.float32
+    # video frame i centre (i+0.5)/25 s = 640i+320 samples -> HuBERT index (640i+320-200)/320 = 2i+0.375
+    np.testing.assert_allclose(out[:24, 0], 2 * np.arange(24) + 0.375, atol=1e-6)
+    assert out[24, 0] == 48.0  # 48.375 clamps to the last frame
+    np.testing.assert_allclose(out[:, 1], -out[:, 0])
+    # 30 fps: frame 0 centre 266.67 samples -> index 0.2083; frame 3 centre 1866.67 -> 5.2083
+    out30 = align_to_video(feats, 4, fps=30)
+    np.testing.assert_allclose(out30[:, 0], (np.arange(4) + 0.5) / 30 * 50 - 0.625, atol=1e-5)
+    # More video frames than audio: clamped to the edge frame, never extrapolated.
+    assert np.all(align_to_video(feats[:3], 10)[2:, 0] == 2.0)
+    with pytest.raises(ValueError, match="no frames"):
+        align_to_video(np.zeros((0, 4)), 3)
+
+
+def test_one_second_gives_49_frames_and_25_aligned(models: dict[str, Path]) -> None:
+    model, _ = load_hubert(models["group"])
+    f = extract_hubert(model, [np.random.default_rng(2).standard_normal(16000).astype(np.float32)], [9])[0][9]
+    assert f.shape == (49, 32)
+    assert align_to_video(f, 25).shape == (25, 32)
