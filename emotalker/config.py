@@ -56,7 +56,9 @@ class SyntheticConfig(_Strict):
     levels: list[int] = list(LEVELS)
     sentences_per_level: int = Field(1, ge=1)
     seed: int = 0
-    image_size: int = Field(256, ge=64)
+    image_size: int = Field(256, ge=64, multiple_of=2)  # H.264 yuv420p needs even sizes
+    video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
+    workers: int = Field(1, ge=1)
 
     @field_validator("emotions")
     @classmethod

@@ -42,6 +42,8 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
         seed=s.seed,
         image_size=s.image_size,
         views=tuple(cfg.data.views),
+        video_split=s.video_split,
+        workers=s.workers,
     )
     marker.write_text(json.dumps(payload))
     return [str(p) for p in tars]

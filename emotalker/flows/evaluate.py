@@ -79,10 +79,10 @@ def evaluate_flow(
     summary = {
         "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
         "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
-        "EmoAcc(motion)": accuracy(
+        "EmoAcc_motion": accuracy(
             np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
         ),
-        "EmoAcc(gt motion)": accuracy(
+        "EmoAcc_gt_motion": accuracy(
             np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
             np.array([p["emotion_label"] for p in per_clip]),
         ),

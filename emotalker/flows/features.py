@@ -81,7 +81,7 @@ def _chunks(clips: list[dict[str, Any]], size: int = CHUNK_CLIPS) -> list[list[d
 
 
 def run_on_dask(
-    cfg: PipelineConfig, family: str, fn: Any, clips: list[dict[str, Any]], fp: str, **kwargs: Any
+    cfg: PipelineConfig, family: str, fn: Any, clips: list[dict[str, Any]], run_fp: str, **kwargs: Any
 ) -> dict[str, int]:
     """Map ``fn`` over chunks of clips on Dask, record failures, log progress."""
     logger = get_run_logger()
@@ -90,7 +90,7 @@ def run_on_dask(
     done = ok = 0
     with dask_client(cfg.dask) as client:
         futures = client.map(
-            fn, chunks, pure=False, key=[f"{family}-{i}-{fp}" for i in range(len(chunks))], **kwargs
+            fn, chunks, pure=False, key=[f"{family}-{i}-{run_fp}" for i in range(len(chunks))], **kwargs
         )
         for fut in as_completed(futures):
             for status in fut.result():
@@ -99,7 +99,7 @@ def run_on_dask(
                     ok += 1
                     failures.pop(status["clip_id"], None)
                 else:
-                    failures[status["clip_id"]] = {"error": status["error"], "fingerprint": fp}
+                    failures[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
                     logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
             logger.info("%s: %d/%d clips done", family, done, len(clips))
     _save_failures(cfg, family, failures)

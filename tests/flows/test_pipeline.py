@@ -1,0 +1,124 @@
+"""The whole pipeline through Prefect on the synthetic MEAD-shaped data (slow, run in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from emotalker.config import load_config
+from emotalker.storage.manifest import Manifest
+from emotalker.storage.zarr_store import FeatureStore
+
+from .conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+CONFIG = "configs/demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def pipeline(prefect_server, tmp_path_factory):
+    """Run demo data -> download -> prepare -> features -> train x3 -> evaluate once for the module."""
+    from emotalker.flows.data import download_flow, prepare_flow
+    from emotalker.flows.demo import demo_data_flow
+    from emotalker.flows.evaluate import evaluate_flow
+    from emotalker.flows.features import features_flow
+    from emotalker.flows.train import train_lip, train_transformer, train_vqvae
+
+    root = tmp_path_factory.mktemp("pipeline")
+    ov = tiny_overrides(root)
+    out = {"root": root, "overrides": ov, "cfg": load_config(CONFIG, ov)}
+    out["demo"] = demo_data_flow(CONFIG, ov)
+    out["download"] = download_flow(CONFIG, ov)
+    out["prepare"] = prepare_flow(CONFIG, ov)
+    out["features"] = features_flow(CONFIG, ov)
+    out["vqvae"] = train_vqvae(CONFIG, ov)
+    out["lip"] = train_lip(CONFIG, ov)
+    out["transformer"] = train_transformer(CONFIG, ov)
+    out["evaluate"] = evaluate_flow(CONFIG, ov)
+    return out
+
+
+def test_download_and_prepare_fill_the_manifest_and_split(pipeline):
+    cfg = pipeline["cfg"]
+    assert sorted(pipeline["download"]["actors"]) == ["M003", "M012", "W009"]
+    rows = Manifest(cfg.paths.resolve("manifest")).records()
+    # 3 emotions x 2 levels + neutral level_1 = 7 clips per actor
+    assert len(rows) == 21 and all(r["status"] == "prepared" for r in rows)
+    for r in rows:
+        assert abs(r["audio_samples"] - r["n_frames"] * 640) < 640
+    split = json.loads(cfg.paths.resolve("split").read_text())
+    assert split["actors"] == {"train": ["M012"], "val": ["W009"], "test": ["M003"]}
+
+
+def test_every_feature_store_holds_every_clip_at_25fps(pipeline):
+    cfg = pipeline["cfg"]
+    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    root = str(cfg.paths.resolve("features"))
+    widths = {
+        "face": ("motion", 70),
+        "hubert_emotion": ("feats", 32),
+        "hubert_content": ("feats", 32),
+        "mel": ("windows", 16),
+    }
+    for family, (key, width) in widths.items():
+        store = FeatureStore(root, family)
+        assert sorted(store.clip_ids()) == sorted(rows), family
+        for cid, r in rows.items():
+            shape = store.shape(cid, key)
+            assert shape[0] == r["n_frames"] and shape[-1] == width, (family, shape)
+    tokens = FeatureStore(root, "tokens")
+    t = tokens.read_clip(next(iter(rows)), ["tokens"])["tokens"]
+    assert t.dtype == np.int16 and t.max() < cfg.audio.kmeans_k
+
+
+def test_reruns_do_no_work(pipeline):
+    from emotalker.flows.data import prepare_flow
+    from emotalker.flows.features import features_flow
+    from emotalker.flows.train import train_vqvae
+
+    cfg, ov = pipeline["cfg"], pipeline["overrides"]
+    before = {p: p.stat().st_mtime_ns for p in cfg.paths.resolve("prepared").rglob("*.wav")}
+    assert prepare_flow(CONFIG, ov)["prepared_now"] == 0
+    assert before == {p: p.stat().st_mtime_ns for p in cfg.paths.resolve("prepared").rglob("*.wav")}
+    again = features_flow(CONFIG, ov)
+    assert again["face"]["computed"] == 0
+    assert again["audio"]["hubert"] == 0 and again["audio"]["mel"] == 0 and again["audio"]["tokens"] == 0
+    assert train_vqvae(CONFIG, ov)["skipped"] is True
+
+
+def test_training_learns_and_is_tracked_in_mlflow(pipeline):
+    cfg = pipeline["cfg"]
+    vq = pipeline["vqvae"]["final"]
+    # stage 1 reconstructs well below the mean-pose baseline
+    assert vq["val/recon_mse"] < 0.5 * vq["val/mean_pose_mse"]
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    client = MlflowClient()
+    for stage in ("vqvae", "transformer", "lip"):
+        version = client.get_model_version_by_alias(f"emotalker-{stage}", "best")
+        run = client.get_run(version.run_id)
+        assert run.data.params["vqvae.codebook_size"] == str(cfg.vqvae.codebook_size)
+        assert any(k.startswith("train/") for k in run.data.metrics)
+        arts = {a.path for a in client.list_artifacts(version.run_id)}
+        assert {"checkpoint", "config", "split"} <= arts
+    vq_run = client.get_model_version_by_alias("emotalker-vqvae", "best").run_id
+    plots = {a.path for a in client.list_artifacts(vq_run, "plots")}
+    assert {"plots/loss_curves.png", "plots/codebook_usage.png", "plots/codebook_tsne.png"} <= plots
+    # the registered pytorch model reloads for any batch size
+    model = mlflow.pytorch.load_model("models:/emotalker-vqvae@best")
+    for b in (1, 3):
+        x = np.zeros((b, 16, 57), np.float32)
+        import torch
+
+        assert model(torch.from_numpy(x))["recon"].shape == (b, 16, 57)
+
+
+def test_evaluation_reports_metrics_and_what_was_skipped(pipeline):
+    ev = pipeline["evaluate"]
+    assert ev["clips"] == 7
+    assert np.isfinite(ev["LipL2"]) and np.isfinite(ev["FaceL2"])
+    assert 0.0 <= ev["EmoAcc_motion"] <= 1.0
+    assert "Sync" in ev["skipped"] and "needs" in ev["skipped"]["Sync"]
