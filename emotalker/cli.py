@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_defaults() -> None:
+    """Defaults for in-process runs (the user's environment wins): a patient ephemeral Prefect server on
+    busy machines, and no telemetry from a pipeline that usually runs offline."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _runtime_defaults()
     from emotalker.config import ConfigError, load_config
 
     try:

@@ -7,6 +7,7 @@ reference image beside the lip/expression curves with a moving cursor, muxed wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -123,23 +124,33 @@ def audio_features(
 def save_outputs(
     out_dir: Path, motion: np.ndarray, identity: dict[str, np.ndarray], image: np.ndarray, wave: np.ndarray
 ) -> dict[str, str]:
+    """Write every output into a hidden staging folder, then rename each into ``out_dir``.
+
+    A generation killed midway leaves no truncated ``motion.npy`` / ``preview.mp4`` under a final name.
+    """
+    import shutil
+
     import scipy.io
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "motion.npy", motion.astype(np.float32))
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    stage.mkdir()
+    np.save(stage / "motion.npy", motion.astype(np.float32))
     full = np.repeat(identity["coeffs"][None].astype(np.float32), len(motion), axis=0)
     full[:, COEFF_SLICES["exp"]] = motion[:, :EXP_DIM]
     full[:, COEFF_SLICES["angle"]] = motion[:, EXP_DIM : EXP_DIM + 3]
     full[:, COEFF_SLICES["trans"]] = motion[:, EXP_DIM + 3 :]
-    scipy.io.savemat(out_dir / "motion.mat", {"coeff_3dmm": motion.astype(np.float32), "full_3dmm": full})
-    plot = coefficient_plot(motion, out_dir / "coefficients.png")
-    preview = preview_video(image, plot, len(motion), wave, out_dir / "preview.mp4")
-    return {
-        "motion_npy": str(out_dir / "motion.npy"),
-        "motion_mat": str(out_dir / "motion.mat"),
-        "plot": str(plot),
-        "preview": str(preview),
-    }
+    scipy.io.savemat(stage / "motion.mat", {"coeff_3dmm": motion.astype(np.float32), "full_3dmm": full})
+    coefficient_plot(motion, stage / "coefficients.png")
+    preview_video(image, stage / "coefficients.png", len(motion), wave, stage / "preview.mp4")
+    names = {"motion_npy": "motion.npy", "motion_mat": "motion.mat", "plot": "coefficients.png"}
+    names["preview"] = "preview.mp4"
+    for name in names.values():
+        os.replace(stage / name, out_dir / name)
+    stage.rmdir()
+    return {key: str(out_dir / name) for key, name in names.items()}
 
 
 def coefficient_plot(motion: np.ndarray, path: Path) -> Path:
