@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,14 @@ class PathsConfig(_Strict):
     split: Path = Path("split.json")
     checkpoints: Path = Path("checkpoints")
     outputs: Path = Path("outputs")
+
+    # Zarr feature stores on object storage or any fsspec URL (s3://bucket/features, memory://...);
+    # None keeps them under `features`, which always holds the local bookkeeping (k-means, failures)
+    features_url: str | None = None
+
+    def store_root(self) -> str:
+        """Where the Zarr stores live: ``features_url`` when set, else the local features folder."""
+        return self.features_url or str(self.resolve("features"))
 
     def resolve(self, name: str) -> Path:
         """Absolute path of a named location (``root`` joined unless already absolute)."""
@@ -244,6 +253,19 @@ class PipelineConfig(_Strict):
 
 def _dump(model: BaseModel) -> Any:
     return model.model_dump(mode="json")
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;][^=&;\s]*(?:token|password|passwd|secret|key|sig|signature|credential)[^=&;\s]*=)[^&;\s]+",
+    re.IGNORECASE,
+)
+
+
+def redact_secrets(text: str) -> str:
+    """Mask credentials in URLs (``user:pass@`` and token-like query values) before logging or tracking."""
+    text = _URL_USERINFO.sub(r"\g<scheme><redacted>@", text)
+    return _SECRET_QUERY.sub(r"\g<name><redacted>", text)
 
 
 class ConfigError(ValueError):

@@ -73,3 +73,11 @@ def test_dump_round_trips_and_fingerprint_tracks_sections(tmp_path):
 def test_apply_overrides_refuses_to_descend_into_a_value():
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_feature_stores_can_live_at_an_fsspec_url():
+    local = load_config(None, ["paths.root=/data/x"])
+    assert local.paths.store_root() == "/data/x/features"
+    remote = load_config(None, ["paths.features_url=s3://bucket/emotalker/features"])
+    assert remote.paths.store_root() == "s3://bucket/emotalker/features"  # not collapsed to s3:/bucket
+    assert remote.paths.resolve("features") == Path("data/features")  # local bookkeeping stays local

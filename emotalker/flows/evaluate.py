@@ -21,7 +21,7 @@ def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarr
     """Per actor, the first frame of a neutral clip (the paper's neutral reference), else any clip."""
     from emotalker.storage.zarr_store import FeatureStore
 
-    face = FeatureStore(str(cfg.paths.resolve("features")), "face")
+    face = FeatureStore(cfg.paths.store_root(), "face")
     refs: dict[str, np.ndarray] = {}
     for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
         if r["actor"] not in refs and face.has_clip(r["clip_id"]):

@@ -33,7 +33,7 @@ def generate_flow(
     device = cfg.torch_device()
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
-    meta = FeatureStore(str(cfg.paths.resolve("features")), "tokens").get_meta()
+    meta = FeatureStore(cfg.paths.store_root(), "tokens").get_meta()
     if "kmeans_path" not in meta:
         raise FileNotFoundError("no k-means model recorded in the tokens store: run the audio-features flow")
     identity = identity_coefficients(img, cfg, device)

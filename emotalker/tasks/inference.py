@@ -47,7 +47,7 @@ def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "
 
 
 def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
-    root = str(cfg.paths.resolve("features"))
+    root = cfg.paths.store_root()
     out = {
         "motion": FeatureStore(root, "face").read_clip(clip_id, ["motion"])["motion"],
         "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],

@@ -50,7 +50,7 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
     """Clips of a split that are complete in every needed store; fails fast with what is missing."""
     split = load_split(cfg.paths.resolve("split"))
     ids = split[split_name]
-    root = str(cfg.paths.resolve("features"))
+    root = cfg.paths.store_root()
     for family in families:
         store = FeatureStore(root, family)
         have = set(store.clip_ids())
@@ -67,7 +67,7 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
 
 
 def _store(cfg: PipelineConfig, family: str) -> FeatureStore:
-    return FeatureStore(str(cfg.paths.resolve("features")), family)
+    return FeatureStore(cfg.paths.store_root(), family)
 
 
 def check_width(cfg: PipelineConfig, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
@@ -129,7 +129,7 @@ def vqvae_loss(model: MotionVQVAE, batch: dict[str, Any], step: int) -> tuple[to
         "perplexity",
         "usage",
     )
-    return out["loss"], {k: float(out[k]) for k in keys if k in out}
+    return out["loss"], {k: float(out[k].detach()) for k in keys if k in out}
 
 
 def vqvae_validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:

@@ -1,0 +1,146 @@
+"""Shared helpers: machine info, timing (warm-up + repetitions + median) and peak-memory probes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emotalker.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "configs" / "paper.yaml"
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def device() -> str:
+    """cuda when a GPU is visible, else cpu (the benchmarks follow the pipeline's ``device: auto``)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on, stored in every result file."""
+    import numpy
+    import transformers
+    import zarr
+
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "zarr": zarr.__version__,
+        "transformers": transformers.__version__,
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import prefect
+
+        info["prefect"] = prefect.__version__
+    except ImportError:  # pragma: no cover - prefect is a project dependency
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def paper_config() -> PipelineConfig:
+    return load_config(PAPER)
+
+
+def demo_config() -> PipelineConfig:
+    return load_config(DEMO)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times: median/all seconds and the last result."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    times = []
+    result = None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "result": result}
+
+
+@dataclass
+class PeakRSS:
+    """Peak resident set size above the starting RSS, sampled by a background thread (CPU runs)."""
+
+    interval_s: float = 0.002
+    baseline: int = 0
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def delta_bytes(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+
+@contextmanager
+def peak_memory(dev: str) -> Iterator[dict[str, Any]]:
+    """Measure the peak memory of the block: ``torch.cuda.max_memory_allocated`` on GPU, RSS on CPU.
+
+    Yields a dict filled on exit with ``peak_bytes`` (above the start) and ``method``.
+    """
+    out: dict[str, Any] = {}
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        yield out
+        torch.cuda.synchronize()
+        out["peak_bytes"] = int(torch.cuda.max_memory_allocated() - start)
+        out["method"] = "torch.cuda.max_memory_allocated above the allocation at start"
+        return
+    import psutil
+
+    proc = psutil.Process()
+    probe = PeakRSS()
+    probe.baseline = probe.peak = proc.memory_info().rss
+
+    def sample() -> None:
+        while not probe._stop.is_set():
+            probe.peak = max(probe.peak, proc.memory_info().rss)
+            time.sleep(probe.interval_s)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        yield out
+    finally:
+        probe.peak = max(probe.peak, proc.memory_info().rss)
+        probe._stop.set()
+        th.join()
+        out["peak_bytes"] = int(probe.delta_bytes)
+        out["method"] = "process RSS sampled every 2 ms (psutil), peak minus RSS at start"
+
+
+def mib(n: float) -> float:
+    return float(n) / 2**20
+
+
+def du(path: Path) -> int:
+    """Bytes of all files under a directory."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,101 @@
+"""No-op rerun of the features flow: the second run over unchanged inputs vs the first run.
+
+The synthetic MEAD-shaped set is generated, downloaded (local mirror) and prepared first (untimed); then
+``features_flow`` (face + audio families) runs twice through a Prefect test server. The second run must
+find every clip fresh (same fingerprints) and start no Dask cluster.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import DEMO
+
+TARGET = "second (no-op) run < 5% of the first run's wall time"
+
+
+def overrides(root: Path, quick: bool) -> list[str]:
+    """The demo config moved under ``root`` (and shrunk further in quick mode)."""
+    ov = [
+        f"paths.root={root}",
+        f"download.urls_file={root}/mirror",
+        f"face.ground_truth_dir={root}/mirror/ground_truth",
+        f"face.deep3dface_checkpoint={root}/assets/deep3dface/epoch_20.pth",
+        f"face.lm3d_mat={root}/assets/deep3dface/similarity_Lm3D_all.mat",
+        f"face.face_alignment_dir={root}/assets/torch_home/hub/checkpoints",
+        f"audio.emotion_model={root}/assets/hubert-emotion",
+        f"audio.content_model={root}/assets/hubert-content",
+        f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
+        "device=cpu",
+    ]
+    if quick:
+        ov += [
+            "synthetic.actors=[M003, M012]",
+            "synthetic.emotions=[angry, neutral]",
+            "synthetic.levels=[1]",
+            "data.test_actors=[M003]",
+            "data.val_actors=[]",
+            "dask.n_workers=1",
+        ]
+    return ov
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Wall time of the first and the second features run and their ratio."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from emotalker.config import load_config
+    from emotalker.flows.data import download_flow, prepare_flow
+    from emotalker.flows.demo import demo_data_flow
+    from emotalker.flows.features import features_flow
+    from emotalker.storage.zarr_store import FeatureStore
+
+    config = str(DEMO)
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+        root = Path(tmp) / "bench"
+        ov = overrides(root, quick)
+        cfg = load_config(config, ov)
+        t0 = time.perf_counter()
+        demo_data_flow(config, ov)
+        download_flow(config, ov)
+        prepare_flow(config, ov)
+        setup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        features_flow(config, ov)
+        first_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        second = features_flow(config, ov)
+        second_s = time.perf_counter() - t0
+        feats = str(cfg.paths.resolve("features"))
+        n_clips = len(FeatureStore(feats, "face").clip_ids())
+    ratio = second_s / first_s
+    return {
+        "params": {
+            "config": "configs/demo.yaml" + (" (quick: 2 actors x 2 emotions x 1 level)" if quick else ""),
+            "face_source": cfg.face.source,
+            "clips": n_clips,
+            "server": "prefect_test_harness (temporary local Prefect server)",
+        },
+        "metrics": {
+            "setup_s": setup_s,
+            "first_run_s": first_s,
+            "second_run_s": second_s,
+            "ratio": ratio,
+        },
+        "second_run_result": _jsonable(second),
+        "target": TARGET,
+        "target_met": bool(ratio < 0.05),
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, str | int | float | bool) or x is None:
+        return x
+    return str(x)

@@ -1,0 +1,98 @@
+"""Run the benchmarks: ``python -m benchmarks.run [--quick] [--only NAME ...] [--out DIR]``.
+
+Each benchmark writes ``<out>/<name>.json`` (params, metrics, target, whether it was met, machine info);
+``summary.json`` and ``summary.md`` collect the headline numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info
+
+BENCHMARKS = ["face_extraction", "hubert", "noop_rerun", "window_reader", "training_step", "generation"]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def summary_markdown(results: dict[str, dict[str, Any]]) -> str:
+    """A short markdown table: one row per benchmark with its headline metrics and target."""
+    lines = ["| benchmark | metrics | target | met |", "|---|---|---|---|"]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'].splitlines()[-1]} | {r.get('target', '')} | - |")
+            continue
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in r["metrics"].items())
+        met = {True: "yes", False: "no", None: "n/a"}[r.get("target_met")]
+        lines.append(f"| {name} | {metrics} | {r['target']} | {met} |")
+    info = machine_info()
+    lines.append("")
+    lines.append(
+        f"Machine: {info['cpu_count']} CPUs, torch threads {info['torch_threads']}, device {info['device']}, "
+        f"torch {info['torch']}, load average {info['load_avg_1m']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def run_one(name: str, quick: bool) -> dict[str, Any]:
+    """Run one benchmark module, adding timing, the mode and machine info; errors are recorded."""
+    mod = importlib.import_module(f"benchmarks.{name}")
+    t0 = time.perf_counter()
+    info_before = machine_info()
+    try:
+        res = mod.run(quick=quick)
+    except Exception:  # a failing benchmark must not hide the others
+        res = {"error": traceback.format_exc(), "target": getattr(mod, "TARGET", "")}
+    res = {"name": name, "quick": quick, **res}
+    res["wall_s"] = time.perf_counter() - t0
+    res["machine"] = info_before
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a few minutes), for tests")
+    ap.add_argument(
+        "--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)"
+    )
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = args.only or BENCHMARKS
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        print(f"[bench] {name} ...", flush=True)
+        res = run_one(name, args.quick)
+        (args.out / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        results[name] = res
+        status = "error" if "error" in res else f"target_met={res.get('target_met')}"
+        print(f"[bench] {name}: {status} in {res['wall_s']:.1f}s", flush=True)
+    summary = {
+        "quick": args.quick,
+        "machine": machine_info(),
+        "benchmarks": {
+            n: {k: r.get(k) for k in ("metrics", "target", "target_met", "wall_s", "error") if k in r}
+            for n, r in results.items()
+        },
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    md = summary_markdown(results)
+    (args.out / "summary.md").write_text(md)
+    print(md)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``python -m benchmarks.run --quick`` writes one JSON per benchmark with finite headline numbers.
+
+Checks the shape of the results, not the targets: the numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import BENCHMARKS, summary_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_METRICS = {
+    "face_extraction": {"batched_fps", "per_frame_fps", "speedup"},
+    "hubert": {"mead_like_speedup", "mead_like_batched_rtf", "mead_like_single_rtf", "equal_length_speedup"},
+    "noop_rerun": {"first_run_s", "second_run_s", "ratio"},
+    "window_reader": {"demo_loader_samples_per_s", "paper_loader_samples_per_s", "paper_zarr_over_npy"},
+    "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
+    "generation": {"time_growth", "memory_growth", "rtf_2s", "rtf_6s"},
+}
+
+
+def test_summary_markdown_lists_every_benchmark() -> None:
+    results = {
+        "a": {"metrics": {"x": 1.5}, "target": "x >= 1", "target_met": True},
+        "b": {"error": "Traceback\nValueError: boom", "target": "t"},
+    }
+    md = summary_markdown(results)
+    assert "| a | x=1.5 | x >= 1 | yes |" in md
+    assert "ValueError: boom" in md
+
+
+@pytest.mark.slow
+def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log[-4000:]
+    for name in BENCHMARKS:
+        res = json.loads((out / f"{name}.json").read_text())
+        assert res["name"] == name and res["quick"] is True
+        assert "error" not in res
+        assert {"cpu_count", "torch_threads", "device", "torch"} <= set(res["machine"])
+        assert isinstance(res["target"], str) and res["target_met"] in (True, False, None)
+        missing = EXPECTED_METRICS[name] - set(res["metrics"])
+        assert not missing, f"{name} lacks {missing}"
+        for key, value in res["metrics"].items():
+            assert isinstance(value, int | float) and math.isfinite(value), f"{name}.{key}={value}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["benchmarks"]) == set(BENCHMARKS)
+    md = (out / "summary.md").read_text()
+    assert all(f"| {name} |" in md for name in BENCHMARKS)
