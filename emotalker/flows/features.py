@@ -8,6 +8,7 @@ cluster at all.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -44,7 +45,7 @@ def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def store_root(cfg: PipelineConfig) -> str:
-    return str(cfg.paths.resolve("features"))
+    return cfg.paths.store_root()
 
 
 def _failures_path(cfg: PipelineConfig, family: str) -> Path:
@@ -56,12 +57,27 @@ def _load_failures(cfg: PipelineConfig, family: str) -> dict[str, dict[str, str]
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _save_failures(cfg: PipelineConfig, family: str, failures: dict[str, dict[str, str]]) -> None:
+def _save_failures(cfg: PipelineConfig, family: str, updates: dict[str, dict[str, str] | None]) -> None:
+    """Merge this run's outcomes (None: the clip is fine now) into the failures file under a lock.
+
+    Re-reading inside the lock means two flows on the same stores never drop each other's records.
+    """
     p = _failures_path(cfg, family)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(failures, indent=1, sort_keys=True))
-    os.replace(tmp, p)
+    with open(p.with_name(f".{p.name}.lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            failures = _load_failures(cfg, family)
+            for clip_id, entry in updates.items():
+                if entry is None:
+                    failures.pop(clip_id, None)
+                else:
+                    failures[clip_id] = entry
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(failures, indent=1, sort_keys=True))
+            os.replace(tmp, p)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:
@@ -86,7 +102,7 @@ def run_on_dask(
     """Map ``fn`` over chunks of clips on Dask, record failures, log progress."""
     logger = get_run_logger()
     chunks = _chunks(clips)
-    failures = _load_failures(cfg, family)
+    updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
     with dask_client(cfg.dask) as client:
         futures = client.map(
@@ -97,12 +113,12 @@ def run_on_dask(
                 done += 1
                 if status["ok"]:
                     ok += 1
-                    failures.pop(status["clip_id"], None)
+                    updates[status["clip_id"]] = None
                 else:
-                    failures[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
+                    updates[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
                     logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
             logger.info("%s: %d/%d clips done", family, done, len(clips))
-    _save_failures(cfg, family, failures)
+    _save_failures(cfg, family, updates)
     return {"computed": ok, "failed": done - ok}
 
 
@@ -117,7 +133,7 @@ def face_fingerprint(cfg: PipelineConfig) -> str:
             file_signature(f.face_alignment_dir) if f.face_alignment_dir else "torch-hub",
         ]
     elif f.source == "import":
-        parts.append(str(f.import_dir))
+        parts.append(file_signature(f.import_dir) if f.import_dir else None)  # re-exported files restale
     else:
         parts.append(file_signature(f.ground_truth_dir) if f.ground_truth_dir else None)
     return fingerprint(*parts)
@@ -149,6 +165,40 @@ def kmeans_config(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 MEL_FINGERPRINT = fingerprint("mel-v1", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)
+
+
+def check_face_assets(cfg: PipelineConfig) -> None:
+    """Fail before any Dask work when an extraction asset is missing, naming it and where to get it.
+
+    Otherwise every clip would be recorded as failed with the same error in ``face.failures.json``.
+    """
+    if cfg.face.source != "extract":
+        return
+    from emotalker.models.deep3dface import CHECKPOINT_HELP
+    from emotalker.tasks.face_coeffs import FA_FILES, FA_URLS, _fa_model_dir, load_lm3d
+
+    f = cfg.face
+    if not Path(f.deep3dface_checkpoint).is_file():
+        raise FileNotFoundError(
+            f"Deep3DFace checkpoint not found at {f.deep3dface_checkpoint}: {CHECKPOINT_HELP}"
+        )
+    load_lm3d(f.lm3d_mat)  # raises naming the file and its source
+    fa_dir = _fa_model_dir(f.face_alignment_dir)
+    needed = ["2DFAN-4"] + (["sfd"] if f.face_detector == "sfd" else [])
+    for key in needed:
+        if not (fa_dir / FA_FILES[key]).is_file():
+            raise FileNotFoundError(
+                f"face-alignment model {FA_FILES[key]} not found in {fa_dir}; download {FA_URLS[key]} there "
+                "(or set face.face_alignment_dir / TORCH_HOME)"
+            )
+
+
+def check_audio_assets(cfg: PipelineConfig) -> None:
+    """Fail before any Dask work when a HuBERT model is neither a local directory nor in the HF cache."""
+    from emotalker.tasks.hubert import resolve_model_dir
+
+    for name in (cfg.audio.emotion_model, cfg.audio.content_model):
+        resolve_model_dir(name)
 
 
 @task(name="fit-kmeans")
@@ -184,6 +234,7 @@ def face_features_flow(
     """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip."""
     cfg = resolve_config(config, overrides)
     clips = prepared_clips(cfg)
+    check_face_assets(cfg)
     fp = face_fingerprint(cfg)
     todo = pending(cfg, "face", clips, fp)
     get_run_logger().info("face: %d clips, %d to compute (fingerprint %s)", len(clips), len(todo), fp)
@@ -215,6 +266,7 @@ def audio_features_flow(
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     clips = prepared_clips(cfg)
+    check_audio_assets(cfg)
     root, device = store_root(cfg), cfg.torch_device()
     result: dict[str, Any] = {"clips": len(clips)}
 

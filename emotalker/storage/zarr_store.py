@@ -7,9 +7,11 @@ which is written after every array, so a writer killed midway leaves a clip that
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -124,6 +126,25 @@ class FeatureStore:
             raise KeyError(f"clip {clip_id!r} is missing or incomplete in {self.url}")
         return g
 
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Exclusive ``fcntl`` lock on ``<family>.zarr.lock`` for local stores (no-op for remote URLs).
+
+        Two writers of one clip (two feature flows on the same stores, or two Dask workers) would
+        otherwise delete each other's half-written group and mark a mix of both as complete.
+        """
+        if self._is_url:
+            yield
+            return
+        lock = Path(self.url + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     # ------------------------------------------------------------------ writes
     def write_clip(
         self,
@@ -157,41 +178,46 @@ class FeatureStore:
         if n_frames is None:
             n_frames = next((a.shape[0] for a in prepared.values() if a.ndim > 0), None)
 
-        clips = self._clips()
-        if clip_id in clips:
-            del clips[clip_id]  # the old version stops being complete before anything new is written
-        g = clips.create_group(clip_id, attributes={"complete": False})
-        for key, arr in prepared.items():
-            z = g.create_array(
-                key,
-                shape=arr.shape,
-                dtype=arr.dtype,
-                chunks=_time_chunks(arr.shape, arr.dtype.itemsize),
-                compressors=_compressor(),
-                fill_value=0,
-            )
-            if arr.size:
-                z[...] = arr
         final = _to_json(user_attrs)
         final.update({"n_frames": _to_json(n_frames), "fingerprint": fingerprint, "complete": True})
-        g.attrs.put(final)  # single metadata write: the commit point
+        with self._write_lock():
+            clips = self._clips()
+            if clip_id in clips:
+                del clips[clip_id]  # the old version stops being complete before anything new is written
+            g = clips.create_group(clip_id, attributes={"complete": False})
+            for key, arr in prepared.items():
+                z = g.create_array(
+                    key,
+                    shape=arr.shape,
+                    dtype=arr.dtype,
+                    chunks=_time_chunks(arr.shape, arr.dtype.itemsize),
+                    compressors=_compressor(),
+                    fill_value=0,
+                )
+                if arr.size:
+                    z[...] = arr
+            g.attrs.put(final)  # single metadata write: the commit point
 
     def delete_clip(self, clip_id: str) -> None:
         """Remove a clip (complete or partial); no error if absent."""
         _check_clip_id(clip_id)
-        clips = self._clips()
-        if clip_id in clips:
-            del clips[clip_id]
+        with self._write_lock():
+            clips = self._clips()
+            if clip_id in clips:
+                del clips[clip_id]
 
     def set_meta(self, **kv: Any) -> None:
         """Store-level attrs (e.g. model fingerprint, k-means config), merged into existing ones."""
         bad = [k for k in kv if k == CLIPS_GROUP]
         if bad:
             raise ValueError(f"meta key {bad[0]!r} is reserved")
-        self.group.attrs.update(_to_json(kv))
+        with self._write_lock():
+            self._group = None  # merge into what is on disk now, not a copy read before another writer
+            self.group.attrs.update(_to_json(kv))
 
     def get_meta(self) -> dict:
-        """Store-level attrs as a plain dict."""
+        """Store-level attrs as a plain dict, as currently stored (another process may have updated them)."""
+        self._group = None
         return dict(self.group.attrs.asdict())
 
     # ------------------------------------------------------------------ reads

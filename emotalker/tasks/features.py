@@ -76,7 +76,10 @@ def _face_extractor(face_cfg: dict[str, Any], device: str) -> Any:
             missing_face=face_cfg["missing_face"],
         )
 
-    key = ("face", face_cfg["deep3dface_checkpoint"], face_cfg.get("face_alignment_dir"), device)
+    # keyed by every setting and the model files' signatures: a long-lived worker must not reuse a model
+    # built from a checkpoint that has since been replaced, or with other settings
+    files = [face_cfg["deep3dface_checkpoint"], face_cfg["lm3d_mat"], face_cfg.get("face_alignment_dir")]
+    key = ("face", json.dumps([face_cfg, [file_signature(f) for f in files if f]], sort_keys=True), device)
     return _cached(key, build)
 
 
@@ -106,7 +109,7 @@ def face_arrays(clip: dict[str, Any], face_cfg: dict[str, Any], device: str) -> 
         from emotalker.tasks.face_coeffs import read_video_frames
 
         frames, _ = read_video_frames(clip["prepared_video"])
-        out = _face_extractor(face_cfg, device).extract(frames[:n])
+        out = _face_extractor(face_cfg, device).extract(frames[:n], name=clip["clip_id"])
         return {k: np.asarray(v) for k, v in out.items()}
     if source == "import":
         from emotalker.tasks.coeff_import import import_deep3dface_mat
@@ -156,7 +159,8 @@ def face_chunk(
 def _hubert(name: str, device: str) -> Any:
     from emotalker.tasks.hubert import load_hubert
 
-    return _cached(("hubert", name, device), lambda: load_hubert(name, device))
+    sig = json.dumps(file_signature(name))  # a replaced model dir is reloaded on long-lived workers
+    return _cached(("hubert", name, sig, device), lambda: load_hubert(name, device))
 
 
 def hubert_chunk(
