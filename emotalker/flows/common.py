@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from emotalker.config import PipelineConfig, load_config
+from emotalker.config import PipelineConfig, load_config, redact_secrets
 
 
 def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:
@@ -15,7 +15,10 @@ def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineC
     cfg = load_config(config, overrides or [])
     logger = get_run_logger()
     logger.info(
-        "config %s (overrides: %s) device=%s", config or "<defaults>", overrides or [], cfg.torch_device()
+        "config %s (overrides: %s) device=%s",
+        config or "<defaults>",
+        [redact_secrets(o) for o in overrides or []],
+        cfg.torch_device(),
     )
     return cfg
 

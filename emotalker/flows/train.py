@@ -181,7 +181,9 @@ def _vqvae_plots(model: MotionVQVAE, data: Any, d: Path, batch_size: int) -> Non
 
 def load_vqvae(cfg: PipelineConfig, alias: str, dest: Path) -> tuple[MotionVQVAE, FaceNormalizer, str]:
     """Stage-1 model chosen by registry alias (safetensors + config, no unpickling)."""
-    weights, mc = fetch_registered_checkpoint(registered_name(cfg, "vqvae"), alias, dest)
+    weights, mc = fetch_registered_checkpoint(
+        cfg.mlflow.tracking_uri, registered_name(cfg, "vqvae"), alias, dest
+    )
     model = MotionVQVAE(**mc["model"])
     model.load_state_dict(load_file(str(weights)))
     norm = FaceNormalizer(np.asarray(mc["face_mean"], np.float32), np.asarray(mc["face_std"], np.float32))
@@ -247,7 +249,12 @@ def train_transformer(
             stop_after=stop_after,
         )
         if res.steps < cfg.train.transformer.steps:
-            return {"stage": "transformer", "status": "interrupted", "steps": res.steps}
+            return {
+                "stage": "transformer",
+                "status": "interrupted",
+                "steps": res.steps,
+                "run_id": run.info.run_id,
+            }
         model_config = {
             "model": {
                 **cfg.transformer.model_dump(),
@@ -306,5 +313,5 @@ def train_lip(
             stop_after=stop_after,
         )
         if res.steps < cfg.train.lip.steps:
-            return {"stage": "lip", "status": "interrupted", "steps": res.steps}
+            return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
         return _finish(cfg, "lip", d, model, {"model": cfg.lip.model_dump()}, res, run.info.run_id)

@@ -36,6 +36,8 @@ from typing import Any
 import requests
 import yaml
 
+from emotalker.config import redact_secrets
+
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz")
@@ -262,7 +264,7 @@ def _local_source(url: str) -> Path | None:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme.lower() == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise DownloadError(f"file URL with a remote host is not supported: {url}")
+            raise DownloadError(f"file URL with a remote host is not supported: {redact_secrets(url)}")
         return Path(urllib.request.url2pathname(parsed.path))
     if parsed.scheme.lower() in ("http", "https"):
         return None
@@ -314,7 +316,7 @@ def _fetch_http(
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=timeout_s)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Transient(f"connection failed: {exc}") from exc
+        raise _Transient(redact_secrets(f"connection failed: {exc}")) from exc
     with resp:
         status = resp.status_code
         if status == 416 and offset:
@@ -324,9 +326,9 @@ def _fetch_http(
             part.unlink()
             raise _Transient(f"range {offset}- not satisfiable (remote size {remote}); restarting")
         if status >= 500 or status in (408, 429):
-            raise _Transient(f"HTTP {status} from {url}")
+            raise _Transient(f"HTTP {status} from {redact_secrets(url)}")
         if status not in (200, 206):
-            raise DownloadError(f"HTTP {status} {resp.reason} for {url}")
+            raise DownloadError(f"HTTP {status} {resp.reason} for {redact_secrets(url)}")
         total: int | None
         if status == 206:
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
@@ -336,7 +338,7 @@ def _fetch_http(
             mode = "ab"
         else:
             if offset:
-                log.info("%s: server ignored the Range request; restarting from byte 0", url)
+                log.info("%s: server ignored the Range request; restarting from byte 0", redact_secrets(url))
             offset, mode = 0, "wb"
             total = None
         length = resp.headers.get("Content-Length")
@@ -406,7 +408,7 @@ def download_archive(
                 except _Transient as exc:
                     if attempt == retries:
                         raise DownloadError(
-                            f"{spec.url}: giving up after {retries + 1} attempts: {exc}"
+                            f"{redact_secrets(spec.url)}: giving up after {retries + 1} attempts: {exc}"
                         ) from exc
                     delay = backoff_s * (2**attempt)
                     log.warning("%s: %s; retry %d/%d in %.1fs", spec.name, exc, attempt + 1, retries, delay)

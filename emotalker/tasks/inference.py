@@ -29,7 +29,9 @@ def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "
     setup_mlflow(cfg)
     parts: dict[str, Any] = {}
     for stage in ("vqvae", "transformer", "lip"):
-        weights, mc = fetch_registered_checkpoint(registered_name(cfg, stage), alias, cache / stage)
+        weights, mc = fetch_registered_checkpoint(
+            cfg.mlflow.tracking_uri, registered_name(cfg, stage), alias, cache / stage
+        )
         parts[stage] = (load_file(str(weights)), mc)
     vq_state, vq_cfg = parts["vqvae"]
     vqvae = MotionVQVAE(**vq_cfg["model"])

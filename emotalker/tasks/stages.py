@@ -268,7 +268,7 @@ def _lip_forward(model: LipBranch, batch: dict[str, Any]) -> tuple[torch.Tensor,
 def lip_loss(model: LipBranch, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
     pred, target, _ = _lip_forward(model, batch)
     loss = F.mse_loss(pred, target)
-    return loss, {"loss": float(loss), "lip_l1": float((pred - target).abs().mean())}
+    return loss, {"loss": loss.item(), "lip_l1": (pred - target).detach().abs().mean().item()}
 
 
 def lip_validate(model: LipBranch, batches: Any) -> dict[str, float]:

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from emotalker.config import PipelineConfig, dump_config
+from emotalker.config import PipelineConfig, dump_config, redact_secrets
 
 SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey")
 
@@ -42,8 +42,9 @@ def config_params(cfg: PipelineConfig) -> dict[str, str]:
     params = {}
     for k, v in flatten(cfg.model_dump(mode="json")).items():
         text = json.dumps(v) if isinstance(v, list | dict) else str(v)
-        if any(m in k.lower() for m in SECRET_MARKERS) or "://" in text and "@" in text:
+        if any(m in k.lower() for m in SECRET_MARKERS):
             text = "<redacted>"
+        text = redact_secrets(text)
         params[k] = text[:6000]
     return params
 
@@ -94,11 +95,34 @@ def stage_run(
             mlflow.set_tags({"stage": stage, "pipeline": cfg.name})
             mlflow.log_params(config_params(cfg))
             with tempfile.TemporaryDirectory() as tmp:
-                mlflow.log_artifact(str(dump_config(cfg, Path(tmp) / "config.yaml")), "config")
+                resolved = dump_config(cfg, Path(tmp) / "config.yaml")
+                resolved.write_text(redact_secrets(resolved.read_text()))  # no credentials in artifacts
+                mlflow.log_artifact(str(resolved), "config")
             for name, path in (extra_artifacts or {}).items():
                 if path.exists():
                     mlflow.log_artifact(str(path), name)
         yield run
+        _ensure_system_sample(run.info.run_id)
+
+
+def _ensure_system_sample(run_id: str) -> None:
+    """Log one CPU/memory/disk sample when the run ended before MLflow's sampler took its first one.
+
+    MLflow samples system metrics every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (5 here), so a
+    stage shorter than that (tiny configs, a resumed run near its end) would otherwise record none.
+    """
+    if any(k.startswith("system/") for k in MlflowClient().get_run(run_id).data.metrics):
+        return
+    try:
+        from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+        from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+    except ImportError:  # internal module moved in another MLflow version: nothing to add
+        return
+    sample: dict[str, float] = {}
+    for monitor in (CPUMonitor(), DiskMonitor()):
+        monitor.collect_metrics()
+        sample.update(monitor.aggregate_metrics())
+    mlflow.log_metrics({f"system/{k}": float(v) for k, v in sample.items()}, step=0)
 
 
 def metric_sink(metrics: dict[str, float], step: int) -> None:
@@ -147,19 +171,23 @@ def log_and_register(
     return {"name": registered_name, "version": version, "alias_moved": promoted}
 
 
-def fetch_registered_checkpoint(registered_name: str, alias: str, dest: Path) -> tuple[Path, dict[str, Any]]:
-    """Download the safetensors weights and model config of ``name@alias`` (no unpickling)."""
-    client = MlflowClient()
+def fetch_registered_checkpoint(
+    tracking_uri: str, registered_name: str, alias: str, dest: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Download the safetensors weights and model config of ``name@alias`` (no unpickling).
+
+    The tracking URI is explicit: the process-wide MLflow URI may still point at another run's store.
+    """
+    client = MlflowClient(tracking_uri)
     try:
         version = client.get_model_version_by_alias(registered_name, alias)
     except MlflowException as exc:
         raise LookupError(
-            f"no model version {registered_name}@{alias} in {mlflow.get_tracking_uri()}"
-            ": train that stage first"
+            f"no model version {registered_name}@{alias} in {tracking_uri}: train that stage first"
         ) from exc
     local = Path(
         mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="checkpoint", dst_path=str(dest)
+            run_id=version.run_id, artifact_path="checkpoint", dst_path=str(dest), tracking_uri=tracking_uri
         )
     )
     return local / "weights.safetensors", json.loads((local / "model_config.json").read_text())
