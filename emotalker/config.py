@@ -108,6 +108,9 @@ class FaceFeatureConfig(_Strict):
     source: Literal["extract", "import", "synthetic_ground_truth"] = "extract"
     import_dir: Path | None = None
     ground_truth_dir: Path | None = None  # synthetic demo: where the renderer wrote its motion sidecars
+    # Deep3DFace's BFM/BFM_model_front.mat (Basel Face Model 2009 + Exp_Pca.bin, see README); only enables
+    # the generation preview's animated landmarks. None: the preview shows the static reference image.
+    bfm_path: Path | None = None
 
 
 class AudioFeatureConfig(_Strict):
@@ -208,6 +211,11 @@ class TrainConfig(_Strict):
     transformer: TrainStageConfig = TrainStageConfig()
     lip: TrainStageConfig = TrainStageConfig()
     model_alias: str = "best"
+    # CPU threads for training; float sums depend on it, so a resumed run must use the same count.
+    # None: every core this process may use.
+    cpu_threads: int | None = Field(None, ge=1)
+    # training stages that may share one CUDA device at once (Prefect global concurrency limit "gpu")
+    gpu_slots: int = Field(1, ge=1)
 
 
 class EvalConfig(_Strict):

@@ -97,9 +97,18 @@ def _chunks(clips: list[dict[str, Any]], size: int = CHUNK_CLIPS) -> list[list[d
 
 
 def run_on_dask(
-    cfg: PipelineConfig, family: str, fn: Any, clips: list[dict[str, Any]], run_fp: str, **kwargs: Any
+    cfg: PipelineConfig,
+    family: str,
+    fn: Any,
+    clips: list[dict[str, Any]],
+    run_fp: str,
+    also_record: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> dict[str, int]:
-    """Map ``fn`` over chunks of clips on Dask, record failures, log progress."""
+    """Map ``fn`` over chunks of clips on Dask, record failures, log progress.
+
+    ``also_record``: other families the same chunks write (HuBERT writes emotion and content at once).
+    """
     logger = get_run_logger()
     chunks = _chunks(clips)
     updates: dict[str, dict[str, str] | None] = {}
@@ -118,7 +127,8 @@ def run_on_dask(
                     updates[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
                     logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
             logger.info("%s: %d/%d clips done", family, done, len(clips))
-    _save_failures(cfg, family, updates)
+    for name in (family, *also_record):
+        _save_failures(cfg, name, updates)
     return {"computed": ok, "failed": done - ok}
 
 
@@ -284,6 +294,7 @@ def audio_features_flow(
             hubert_chunk,
             todo,
             hfp,
+            also_record=("hubert_content",),
             store_root=root,
             audio_cfg=cfg.audio.model_dump(mode="json"),
             device=device,

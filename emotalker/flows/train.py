@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,16 +45,44 @@ from emotalker.tasks.stages import (
 from emotalker.tasks.tracking import fetch_registered_checkpoint, log_and_register, metric_sink, stage_run
 from emotalker.tasks.training import TrainResult, iterate_batches, run_training
 
+GPU_LIMIT = "gpu"
+
+
+def ensure_gpu_limit(slots: int) -> None:
+    """Create the Prefect global concurrency limit ``gpu`` with ``slots`` slots unless it exists.
+
+    An existing limit is left as the user set it (``prefect global-concurrency-limit update gpu ...``).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots)
+                )
+            except ObjectAlreadyExists:  # another stage created it first
+                pass
+
 
 @contextmanager
-def gpu_slot(device: str) -> Iterator[None]:
-    """Hold the Prefect global concurrency limit ``gpu`` while training on CUDA (one stage per GPU)."""
+def gpu_slot(device: str, slots: int = 1) -> Iterator[None]:
+    """Hold one slot of the Prefect global concurrency limit ``gpu`` while training on CUDA.
+
+    Stages started at once (several workers, parallel deployments) queue for the GPU instead of sharing
+    it; ``train.gpu_slots`` > 1 lets that many share one GPU when asked.
+    """
     if not device.startswith("cuda"):
         yield
         return
     from prefect.concurrency.sync import concurrency
 
-    with concurrency("gpu", occupy=1, strict=False):
+    ensure_gpu_limit(slots)
+    with concurrency(GPU_LIMIT, occupy=1, strict=True, timeout_seconds=None):
         yield
 
 
@@ -97,6 +126,11 @@ def _finish(
     return summary
 
 
+def cpu_threads(cfg: PipelineConfig) -> int:
+    """Training's CPU thread count: the configured one, else every core this process may use."""
+    return cfg.train.cpu_threads or len(os.sched_getaffinity(0))
+
+
 def _already_done(d: Path) -> dict[str, Any] | None:
     done = d / "done.json"
     if done.exists():
@@ -127,7 +161,7 @@ def train_vqvae(
         "vqvae: %d train windows, %d val windows, %s", len(train), len(val or []), model_summary(model)
     )
     with (
-        gpu_slot(device),
+        gpu_slot(device, cfg.train.gpu_slots),
         stage_run(cfg, "vqvae", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
     ):
         mlflow.log_params(
@@ -136,6 +170,7 @@ def train_vqvae(
                 "data.val_windows": len(val or []),
                 "model.parameters": model_summary(model)["parameters"],
                 "fingerprint": fp,
+                "runtime.cpu_threads": cpu_threads(cfg),
             }
         )
         res = run_training(
@@ -150,6 +185,7 @@ def train_vqvae(
             "val/loss",
             metric_sink,
             stop_after=stop_after,
+            threads=cpu_threads(cfg),
         )
         if res.steps < cfg.train.vqvae.steps:
             return {"stage": "vqvae", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
@@ -221,7 +257,7 @@ def train_transformer(
     objective = TransformerObjective(vqvae)
     logger.info("transformer: %d train windows, %s", len(train), model_summary(model))
     with (
-        gpu_slot(device),
+        gpu_slot(device, cfg.train.gpu_slots),
         stage_run(
             cfg, "transformer", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}
         ) as run,
@@ -233,6 +269,7 @@ def train_transformer(
                 "model.parameters": model_summary(model)["parameters"],
                 "fingerprint": fp,
                 "vqvae.weights_sha": vq_hash,
+                "runtime.cpu_threads": cpu_threads(cfg),
             }
         )
         res = run_training(
@@ -247,6 +284,7 @@ def train_transformer(
             "val/loss",
             metric_sink,
             stop_after=stop_after,
+            threads=cpu_threads(cfg),
         )
         if res.steps < cfg.train.transformer.steps:
             return {
@@ -288,7 +326,7 @@ def train_lip(
     torch.manual_seed(cfg.train.lip.seed)
     model = build_lip(cfg)
     with (
-        gpu_slot(device),
+        gpu_slot(device, cfg.train.gpu_slots),
         stage_run(cfg, "lip", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
     ):
         mlflow.log_params(
@@ -297,6 +335,7 @@ def train_lip(
                 "data.val_windows": len(val or []),
                 "model.parameters": model_summary(model)["parameters"],
                 "fingerprint": fp,
+                "runtime.cpu_threads": cpu_threads(cfg),
             }
         )
         res = run_training(
@@ -311,6 +350,7 @@ def train_lip(
             "val/loss",
             metric_sink,
             stop_after=stop_after,
+            threads=cpu_threads(cfg),
         )
         if res.steps < cfg.train.lip.steps:
             return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}

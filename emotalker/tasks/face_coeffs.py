@@ -118,9 +118,7 @@ def align_face(
     if s0 <= 0:
         raise ValueError("degenerate landmarks: zero scale in the similarity fit")
     s = rescale_factor / s0
-    w, h = int(w0 * s), int(h0 * s)
-    left = int(w / 2 - target_size / 2 + (t[0] - w0 / 2) * s)
-    up = int(h / 2 - target_size / 2 + (h0 / 2 - t[1]) * s)
+    w, h, left, up = _crop_window(w0, h0, s, t[0], t[1], target_size)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
     resized = cv2.resize(img, (max(w, 1), max(h, 1)), interpolation=interp)
     crop = np.zeros((target_size, target_size, 3), dtype=img.dtype)
@@ -132,6 +130,30 @@ def align_face(
     trans_params = np.array([w0, h0, s, t[0], t[1]], dtype=np.float64)
     aligned = crop.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
     return aligned, trans_params, lm_crop.astype(np.float32)
+
+
+def _crop_window(
+    w0: float, h0: float, s: float, tx: float, ty: float, target_size: int
+) -> tuple[int, int, int, int]:
+    """Resized image size (w, h) and the crop's top-left corner (left, up) in it, as ``align_face``."""
+    w, h = int(w0 * s), int(h0 * s)
+    left = int(w / 2 - target_size / 2 + (tx - w0 / 2) * s)
+    up = int(h / 2 - target_size / 2 + (h0 / 2 - ty) * s)
+    return w, h, left, up
+
+
+def crop_to_image(points: np.ndarray, trans_params: np.ndarray, target_size: int = 224) -> np.ndarray:
+    """Inverse of ``align_face``'s point mapping: (..., 2) crop pixels (y down) -> original image pixels.
+
+    ``trans_params = [w0, h0, s, tx, ty]`` as returned by ``align_face``; the extractor stores them as
+    float32, which can shift the integer crop corner by one crop pixel (1/s image pixels).
+    """
+    w0, h0, s, tx, ty = (float(v) for v in np.asarray(trans_params, dtype=np.float64).reshape(5))
+    w, h, left, up = _crop_window(w0, h0, s, tx, ty, target_size)
+    pts = np.asarray(points, dtype=np.float64)
+    x = (pts[..., 0] + left) * (w0 / max(w, 1))
+    y = (pts[..., 1] + up) * (h0 / max(h, 1))
+    return np.stack([x, y], axis=-1)
 
 
 # ----------------------------------------------------------------------------------------- detector

@@ -2,19 +2,24 @@
 
 Outputs per call: ``motion.npy`` (T, 70), ``motion.mat`` (SadTalker-compatible ``coeff_3dmm`` (T, 70)
 plus ``full_3dmm`` (T, 257) with the image's identity), ``coefficients.png`` and ``preview.mp4`` (the
-reference image beside the lip/expression curves with a moving cursor, muxed with the audio).
+reference image beside the lip/expression curves with a moving cursor, muxed with the audio). With a
+Basel Face Model (``face.bfm_path``) the reference image carries the generated motion's 68 BFM landmarks,
+projected into Deep3DFace's aligned crop and mapped back onto the photo, animated frame by frame.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emotalker.config import PipelineConfig
 from emotalker.constants import COEFF_SLICES, EXP_DIM, FPS, LIP_INDICES, SAMPLE_RATE, SAMPLES_PER_FRAME
+
+if TYPE_CHECKING:
+    from emotalker.models.bfm import BFMLandmarks
 
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = 64_000_000
@@ -121,12 +126,46 @@ def audio_features(
     }
 
 
+def load_preview_bfm(cfg: PipelineConfig) -> BFMLandmarks | None:
+    """The BFM landmarks when ``face.bfm_path`` is set (raises naming the file if unusable), else None."""
+    if cfg.face.bfm_path is None:
+        return None
+    from emotalker.models.bfm import load_bfm
+
+    return load_bfm(cfg.face.bfm_path)
+
+
+def motion_landmarks(bfm: BFMLandmarks, motion: np.ndarray, identity: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, 68, 2) landmarks of the generated motion in the reference image's pixels (x right, y down).
+
+    Identity from ``identity["coeffs"][0:80]``; the crop -> image mapping uses the reference image's own
+    alignment (``identity["trans_params"]``), so the landmarks sit where Deep3DFace saw the face.
+    """
+    from emotalker.models.bfm import project_landmarks
+    from emotalker.tasks.face_coeffs import crop_to_image
+
+    crop = project_landmarks(
+        bfm,
+        identity["coeffs"][COEFF_SLICES["id"]],
+        motion[:, :EXP_DIM],
+        motion[:, EXP_DIM : EXP_DIM + 3],
+        motion[:, EXP_DIM + 3 : EXP_DIM + 6],
+    )
+    return crop_to_image(crop, identity["trans_params"]).astype(np.float32)
+
+
 def save_outputs(
-    out_dir: Path, motion: np.ndarray, identity: dict[str, np.ndarray], image: np.ndarray, wave: np.ndarray
+    out_dir: Path,
+    motion: np.ndarray,
+    identity: dict[str, np.ndarray],
+    image: np.ndarray,
+    wave: np.ndarray,
+    bfm: BFMLandmarks | None = None,
 ) -> dict[str, str]:
     """Write every output into a hidden staging folder, then rename each into ``out_dir``.
 
     A generation killed midway leaves no truncated ``motion.npy`` / ``preview.mp4`` under a final name.
+    With ``bfm`` the preview's reference image shows the motion's animated landmarks.
     """
     import shutil
 
@@ -144,7 +183,8 @@ def save_outputs(
     full[:, COEFF_SLICES["trans"]] = motion[:, EXP_DIM + 3 :]
     scipy.io.savemat(stage / "motion.mat", {"coeff_3dmm": motion.astype(np.float32), "full_3dmm": full})
     coefficient_plot(motion, stage / "coefficients.png")
-    preview_video(image, stage / "coefficients.png", len(motion), wave, stage / "preview.mp4")
+    landmarks = None if bfm is None else motion_landmarks(bfm, motion, identity)
+    preview_video(image, stage / "coefficients.png", len(motion), wave, stage / "preview.mp4", landmarks)
     names = {"motion_npy": "motion.npy", "motion_mat": "motion.mat", "plot": "coefficients.png"}
     names["preview"] = "preview.mp4"
     for name in names.values():
@@ -175,8 +215,41 @@ def coefficient_plot(motion: np.ndarray, path: Path) -> Path:
     return path
 
 
-def preview_video(image: np.ndarray, plot_png: Path, n_frames: int, wave: np.ndarray, path: Path) -> Path:
-    """Reference image | coefficient plot with a cursor at the current frame, H.264 + AAC."""
+FACE_COLOUR = (40, 220, 60)
+MOUTH_COLOUR = (255, 40, 200)
+_SUBPIXEL = 4  # cv2 fixed-point bits: landmarks move smoothly, not in whole-pixel steps
+
+
+def draw_landmarks(panel: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """Filled circles at (68, 2) pixel points on ``panel`` in place (mouth 48-67 in its own colour).
+
+    Non-finite or far off-panel points are skipped.
+    """
+    import cv2
+
+    h, w = panel.shape[:2]
+    for i, (x, y) in enumerate(np.asarray(points, dtype=np.float64)):
+        if not (np.isfinite(x) and np.isfinite(y)) or not (-w <= x <= 2 * w and -h <= y <= 2 * h):
+            continue
+        centre = (round(x * (1 << _SUBPIXEL)), round(y * (1 << _SUBPIXEL)))
+        colour = MOUTH_COLOUR if i >= 48 else FACE_COLOUR
+        cv2.circle(panel, centre, radius << _SUBPIXEL, colour, -1, cv2.LINE_AA, _SUBPIXEL)
+    return panel
+
+
+def preview_video(
+    image: np.ndarray,
+    plot_png: Path,
+    n_frames: int,
+    wave: np.ndarray,
+    path: Path,
+    landmarks: np.ndarray | None = None,
+) -> Path:
+    """Reference image | coefficient plot with a cursor at the current frame, H.264 + AAC.
+
+    ``landmarks`` (n_frames, 68, 2) in ``image`` pixels are drawn on the reference image, one frame at a
+    time (memory stays one frame, whatever the length).
+    """
     import av
     import cv2
 
@@ -186,6 +259,12 @@ def preview_video(image: np.ndarray, plot_png: Path, n_frames: int, wave: np.nda
     base = np.concatenate([ref, plot], axis=1)
     base = base[: base.shape[0] // 2 * 2, : base.shape[1] // 2 * 2]
     x0, x1 = ref.shape[1] + int(0.125 * plot.shape[1]), ref.shape[1] + int(0.97 * plot.shape[1])
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if landmarks.shape != (n_frames, 68, 2):
+            raise ValueError(f"landmarks must be ({n_frames}, 68, 2), got {landmarks.shape}")
+        scale = np.array([ref.shape[1] / image.shape[1], h / image.shape[0]])
+        radius = max(1, round(h / 160))
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=FPS)
         vs.width, vs.height, vs.pix_fmt = base.shape[1], base.shape[0], "yuv420p"
@@ -193,6 +272,10 @@ def preview_video(image: np.ndarray, plot_png: Path, n_frames: int, wave: np.nda
         aus.layout = "mono"
         for i in range(n_frames):
             frame = base.copy()
+            if landmarks is not None:
+                panel = ref.copy()
+                draw_landmarks(panel, landmarks[i] * scale, radius)
+                frame[:, : ref.shape[1]] = panel[: frame.shape[0]]
             x = int(x0 + (x1 - x0) * i / max(1, n_frames - 1))
             cv2.line(frame, (x, 0), (x, frame.shape[0] - 1), (220, 30, 30), 2)
             for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from torch.utils.data import Dataset, default_collate
 
 from emotalker.config import TrainStageConfig
 from emotalker.tasks.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, dict[str, Any], int], tuple[torch.Tensor, dict[str, float]]]
 ValFn = Callable[[nn.Module, Iterator[dict[str, Any]]], dict[str, float]]
@@ -87,12 +90,17 @@ def run_training(
     sink: MetricSink | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     stop_after: int | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train for ``stage.steps`` steps, resuming from ``ckpt_dir/last.pt`` when it exists.
 
     ``stop_after`` ends early after that many steps of this call (used by tests to simulate a kill).
+    ``threads`` fixes torch's CPU thread count: results are bit-identical only at the same count, and
+    other libraries in a long-lived process may have changed it.
     """
     n = len(train_set)  # type: ignore[arg-type]
+    if threads is not None:
+        torch.set_num_threads(threads)
     if n == 0:
         raise TrainingInputError("the training split yields no windows: check the split and the window size")
     model.to(device)
@@ -109,6 +117,13 @@ def run_training(
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, best, best_step = int(state["step"]), float(state["best"]), int(state["best_step"])
+        if state.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            log.warning(
+                "resuming with %d CPU threads, checkpoint written with %d: results will differ slightly "
+                "from an uninterrupted run (set train.cpu_threads)",
+                torch.get_num_threads(),
+                state["threads"],
+            )
         history = json.loads(state["history"])
         resumed = step
 
@@ -178,6 +193,7 @@ def run_training(
                     "best": best,
                     "best_step": best_step,
                     "history": json.dumps(history),
+                    "threads": torch.get_num_threads(),
                 },
             )
             if on_checkpoint is not None:

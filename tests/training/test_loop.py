@@ -80,3 +80,21 @@ def test_empty_training_set_fails_before_any_step(tmp_path):
     with pytest.raises(TrainingInputError, match="no windows"):
         run_training(_model(), _loss, Linear(0), STAGE, tmp_path, "cpu")
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_thread_count_is_fixed_recorded_and_a_different_one_on_resume_is_reported(tmp_path, caplog):
+    before = torch.get_num_threads()
+    try:
+        run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=12, threads=1)
+        assert torch.get_num_threads() == 1
+        assert load_checkpoint(tmp_path / "last.pt")["threads"] == 1
+        torch.set_num_threads(2)  # something else in a long-lived process changed it
+        with caplog.at_level("WARNING", logger="emotalker.tasks.training"):
+            run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=None)
+        assert "resuming with 2 CPU threads, checkpoint written with 1" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="emotalker.tasks.training"):
+            run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=1)
+        assert "CPU threads" not in caplog.text
+    finally:
+        torch.set_num_threads(before)
