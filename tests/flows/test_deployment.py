@@ -1,0 +1,257 @@
+"""The README's "Full reproduction with Prefect deployments", on loopback (slow, run in CI).
+
+A real ``prefect server``, the ``emotalker`` process work pool, ``prefect deploy --all`` from this checkout,
+a real worker and a real ``mlflow server``; the demo deployments run the tiny synthetic pipeline, then the
+runs are read back through the Prefect and MLflow REST APIs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from .conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Services:
+    """Background processes started by the test, each stopped by its PID (terminate, wait, kill)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.files: list[Any] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_all)
+        # own process group (id = the child's PID): the worker's flow-run processes and the MLflow server's
+        # uvicorn child are stopped with it
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.files.append(log)
+        self.procs[name] = proc
+        return proc
+
+    def tail(self, name: str, chars: int = 4000) -> str:
+        p = self.logs / f"{name}.log"
+        return p.read_text(errors="replace")[-chars:] if p.exists() else ""
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        """Worker first, servers last; SIGTERM to each group, SIGKILL what is left after 20 s."""
+        for proc in reversed(list(self.procs.values())):
+            self._signal(proc, signal.SIGTERM)
+        for proc in reversed(list(self.procs.values())):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            self._signal(proc, signal.SIGKILL)  # stragglers in the group (a flow run, uvicorn)
+        for f in self.files:
+            f.close()
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, what: str, log: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}:\n{log}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not answer {url} within {timeout} s")
+
+
+def _cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> str:
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture
+def services(tmp_path) -> Iterator[Services]:
+    svc = Services(tmp_path)
+    try:
+        yield svc
+    finally:
+        svc.stop_all()
+
+
+def _run_deployment(
+    name: str, params: dict[str, Any], env: dict[str, str], api: str, svc: Services, timeout: float
+) -> str:
+    """`prefect deployment run NAME --params JSON`, then poll the Prefect API until the run is terminal."""
+    out = _cli([str(BIN / "prefect"), "deployment", "run", name, "--params", json.dumps(params)], env)
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert match, out
+    run_id = match.group(1)
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = requests.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+        if state in TERMINAL:
+            break
+        assert svc.procs["worker"].poll() is None, svc.tail("worker")
+        time.sleep(2)
+    assert state == "COMPLETED", f"{name} ended {state}:\n{svc.tail('worker', 8000)}"
+    return run_id
+
+
+def test_readme_deployment_recipe(services, tmp_path):
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    tracking = f"http://127.0.0.1:{mlflow_port}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "EMOTALKER_HOME": str(REPO),  # prefect.yaml's pull step: the worker runs flows from this checkout
+    }
+    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    prefect = str(BIN / "prefect")
+
+    # 1. Prefect server, the process work pool, every deployment in prefect.yaml, a worker.
+    server = services.start(
+        "prefect-server",
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+        server_env,
+    )
+    _wait_http(f"{api}/health", server, 120, "prefect server", services.tail("prefect-server"))
+    _cli([prefect, "work-pool", "create", "emotalker", "--type", "process"], env)
+    _cli([prefect, "deploy", "--all"], env, timeout=300)
+    deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    assert len(deployments) == len(declared) >= 12
+    assert all(d["work_pool_name"] == "emotalker" for d in deployments)
+    pull = deployments[0]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert pull["directory"] == str(REPO)  # {{ $EMOTALKER_HOME }} is resolved when deploying
+    services.start("worker", [prefect, "worker", "start", "--pool", "emotalker"], env)
+
+    # 2. MLflow tracking server with proxied artifact storage.
+    artifacts = tmp_path / "mlflow-artifacts"
+    mlflow_server = services.start(
+        "mlflow-server",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--artifacts-destination",
+            str(artifacts),
+            "--workers",
+            "1",
+        ],
+        env,
+    )
+    _wait_http(f"{tracking}/health", mlflow_server, 120, "mlflow server", services.tail("mlflow-server"))
+
+    # 3. The demo deployments on a tiny config under tmp_path, tracked by the MLflow server.
+    root = tmp_path / "run"
+    overrides = tiny_overrides(root) + [
+        "synthetic.emotions=[happy, neutral, sad]",
+        "synthetic.levels=[1]",
+        "train.vqvae.steps=30",
+        "audio.kmeans_n_init=1",
+        f"mlflow.tracking_uri={tracking}",
+    ]
+    params = {"config": "configs/demo.yaml", "overrides": overrides}
+    _run_deployment("demo-data/demo", params, env, api, services, timeout=300)
+    parent_flow_run = _run_deployment(
+        "reproduce/demo", params, env, api, services, timeout=900
+    )  # ~3 min on 2 idle cores
+
+    runs = requests.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+    states = {(r["name"], r["state"]["type"]) for r in runs}
+    assert {r["state"]["type"] for r in runs} == {"COMPLETED"}, states
+    children = [r for r in runs if r["parent_task_run_id"] is not None]
+    assert len(children) >= 7
+    flows = {f["id"]: f["name"] for f in requests.post(f"{api}/flows/filter", json={}, timeout=10).json()}
+    ran = {flows[r["flow_id"]] for r in runs}
+    expected = {"demo-data", "reproduce", "download", "prepare", "features", "train-vqvae"}
+    assert expected | {"train-lip", "train-transformer", "evaluate"} <= ran
+    assert parent_flow_run in {r["id"] for r in runs}
+
+    # 4. MLflow, read back through its REST API.
+    rest = f"{tracking}/api/2.0/mlflow"
+    exp = requests.get(
+        f"{rest}/experiments/get-by-name", params={"experiment_name": "emotalker-demo"}, timeout=10
+    )
+    assert exp.ok, exp.text
+    exp_id = exp.json()["experiment"]["experiment_id"]
+    found = requests.post(
+        f"{rest}/runs/search", json={"experiment_ids": [exp_id], "max_results": 200}, timeout=10
+    ).json()["runs"]
+
+    def tags(run: dict[str, Any]) -> dict[str, str]:
+        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+    def metrics(run: dict[str, Any]) -> dict[str, float]:
+        return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+
+    parents = [r for r in found if tags(r).get("stage") == "reproduce"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent["info"]["status"] == "FINISHED"
+    assert {"test/LipL2", "test/FaceL2"} <= set(metrics(parent))
+    nested = {
+        tags(r)["stage"]: r for r in found if tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]
+    }
+    assert {"vqvae", "lip", "transformer"} <= set(nested), sorted(nested)
+    for stage in ("vqvae", "lip", "transformer"):
+        run = nested[stage]
+        assert run["info"]["status"] == "FINISHED"
+        assert any(k.startswith("train/") for k in metrics(run)), (stage, sorted(metrics(run)))
+        alias = requests.get(
+            f"{rest}/registered-models/alias",
+            params={"name": f"emotalker-{stage}", "alias": "best"},
+            timeout=10,
+        )
+        assert alias.ok, alias.text
+        assert alias.json()["model_version"]["run_id"] == run["info"]["run_id"]
+        listed = requests.get(f"{rest}/artifacts/list", params={"run_id": run["info"]["run_id"]}, timeout=10)
+        assert {"checkpoint", "config"} <= {f["path"] for f in listed.json().get("files", [])}
+    # artifacts went through the server's proxy into its destination, not into the worker's cwd
+    assert any(artifacts.rglob("*.safetensors")), sorted(str(p) for p in artifacts.rglob("*"))[:20]
+    assert not (REPO / "mlruns").exists() or not any((REPO / "mlruns").rglob(parent["info"]["run_id"]))
