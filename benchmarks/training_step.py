@@ -71,8 +71,10 @@ def measure(cfg: PipelineConfig, stage: str, batch: int, dev: str, repeats: int)
     """Median step time, peak memory of the timed steps, frames/s and tokens/s for one stage."""
     make = stage1_step if stage == "stage1" else stage2_step
     step, _ = make(cfg, batch, dev)
-    step()  # warm-up (allocates optimizer state)
+    # the first step is inside the probe: it allocates gradients and optimizer state, and later steps
+    # reuse freed activation memory, so a probe started after it would see almost nothing
     with peak_memory(dev) as mem:
+        step()
         t = time_call(step, repeats, warmup=0)
     window = cfg.train.vqvae.window if stage == "stage1" else cfg.train.transformer.window
     per_token = 2**cfg.vqvae.down_t

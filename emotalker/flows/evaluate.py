@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -10,8 +11,15 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
+from emotalker.models.bfm import load_bfm
 from emotalker.storage.manifest import Manifest
-from emotalker.tasks.inference import clip_features, evaluate_clip, load_emotalker
+from emotalker.tasks.inference import (
+    clip_features,
+    evaluate_clip,
+    landmark_metrics,
+    load_emotalker,
+    rendered_ssim,
+)
 from emotalker.tasks.metrics import PAPER_TABLE1, accuracy
 from emotalker.tasks.split import load_split
 from emotalker.tasks.tracking import config_params, setup_mlflow
@@ -29,17 +37,18 @@ def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarr
     return refs
 
 
-def skipped_image_metrics(cfg: Any) -> dict[str, str]:
-    """Image metrics need rendered videos and their weights; say exactly what is missing."""
+def skipped_metrics(cfg: Any) -> dict[str, str]:
+    """Metrics this run cannot compute, each with exactly what it needs."""
     e = cfg.eval
     notes = {}
+    if cfg.face.bfm_path is None:
+        for m in ("F-LMD", "M-LMD"):
+            notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
     if e.rendered_dir is None:
-        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
-            notes[m] = "skipped: needs rendered test videos (eval.rendered_dir) and a BFM renderer"
-    if e.syncnet_checkpoint is None:
-        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint) and rendered videos"
-    if e.emotion_classifier_checkpoint is None:
-        notes["EmoAcc"] = "skipped (image): needs an emotion classifier (eval.emotion_classifier_checkpoint)"
+        notes["SSIM"] = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
+    notes["CPBD"] = "skipped: CPBD sharpness scoring is not implemented in this pipeline yet"
+    notes["Sync"] = "skipped: SyncNet confidence scoring is not implemented in this pipeline yet"
+    notes["EmoAcc"] = "skipped (image): a video emotion classifier is not integrated yet; see EmoAcc_motion"
     return notes
 
 
@@ -61,6 +70,10 @@ def evaluate_flow(
     model = load_emotalker(
         cfg, cfg.train.model_alias, cfg.paths.resolve("checkpoints") / "registry-cache", device
     )
+    bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
+    rendered = cfg.eval.rendered_dir
+    if rendered is not None and not rendered.is_dir():
+        raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
     refs = reference_frames([rows[c] for c in split["test"] if c in rows], cfg)
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,10 +81,19 @@ def evaluate_flow(
     for cid in test_ids:
         r = rows[cid]
         try:
-            res = evaluate_clip(model, clip_features(cfg, cid), refs[r["actor"]], r["emotion"])
+            feats = clip_features(cfg, cid)
+            res = evaluate_clip(model, feats, refs[r["actor"]], r["emotion"])
         except KeyError as exc:
             logger.warning("skipping %s: %s", cid, exc)
             continue
+        if bfm is not None:
+            res.update(landmark_metrics(bfm, res["motion"], feats["motion"], feats["coeffs"]))
+        if rendered is not None:
+            video = rendered / f"{cid}.mp4"
+            if video.is_file():
+                res["ssim"] = rendered_ssim(video, Path(r["prepared_video"]))
+            else:
+                logger.warning("%s: no rendered video %s", cid, video)
         np.save(out_dir / f"{cid}.npy", res.pop("motion"))
         per_clip.append({"clip_id": cid, "emotion": r["emotion"], **res})
     if not per_clip:
@@ -88,7 +110,11 @@ def evaluate_flow(
         ),
         "clips": len(per_clip),
     }
-    skipped = skipped_image_metrics(cfg)
+    for key, name in (("f_lmd", "F-LMD"), ("m_lmd", "M-LMD"), ("ssim", "SSIM")):
+        values = [p[key] for p in per_clip if key in p]
+        if values:
+            summary[name] = float(np.nanmean(values))
+    skipped = skipped_metrics(cfg)
     table = [
         {
             "method": "this run",

@@ -26,10 +26,12 @@ class WindowDataset(Dataset):
     ``labels`` is given. ``transforms[name]`` is applied to the numpy slice before conversion to a tensor.
     Clips shorter than ``window`` are skipped and counted in ``.skipped``. Clip completeness and lengths
     are checked once here; items then slice per-worker cached zarr handles (only the overlapping chunks are
-    read), so the stores must not be rewritten while the dataset is in use.
+    read) or, for clips that fit ``cache_bytes``, a per-worker LRU of decoded clips, so the stores must
+    not be rewritten while the dataset is in use.
     """
 
     HANDLE_CACHE = 1024  # open zarr array handles kept per process
+    CACHE_BYTES = 512 * 2**20  # decoded whole-clip arrays kept per process (LRU), see ``cache_bytes``
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class WindowDataset(Dataset):
         hop: int | None = None,
         labels: dict[str, int] | None = None,
         transforms: dict[str, Callable] | None = None,
+        cache_bytes: int | None = None,
     ):
         if not sources:
             raise ValueError("WindowDataset needs at least one source")
@@ -57,6 +60,11 @@ class WindowDataset(Dataset):
         if unknown:
             raise ValueError(f"transforms for unknown source(s) {unknown}; sources: {sorted(self.sources)}")
         self.labels = None if labels is None else dict(labels)
+        # Windows overlap and each epoch revisits every clip: decoding a clip's chunks once and slicing
+        # the decoded array afterwards keeps small datasets (the demo) from being loader-bound.
+        self.cache_bytes = self.CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+        self._decoded: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._decoded_bytes = 0
 
         self.clip_lengths: dict[str, int] = {}
         self.skipped: int = 0
@@ -93,6 +101,7 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()  # zarr handles are reopened in each worker
+        state["_decoded"], state["_decoded_bytes"] = OrderedDict(), 0
         return state
 
     def _handle(self, name: str, clip_id: str) -> Any:
@@ -107,6 +116,25 @@ class WindowDataset(Dataset):
         else:
             self._handles.move_to_end(hk)
         return h
+
+    def _slice(self, name: str, clip_id: str, start: int) -> np.ndarray:
+        """Frames ``[start, start + window)``: from the decoded-clip cache when the clip fits in it."""
+        hk = (name, clip_id)
+        full = self._decoded.get(hk)
+        if full is not None:
+            self._decoded.move_to_end(hk)
+            return full[start : start + self.window].copy()  # callers may modify items in place
+        h = self._handle(name, clip_id)
+        nbytes = int(np.prod(h.shape)) * h.dtype.itemsize
+        if nbytes > self.cache_bytes // 2:  # too large to be worth caching: read just the window
+            return np.asarray(h[start : start + self.window])
+        full = np.asarray(h[...])
+        self._decoded[hk] = full
+        self._decoded_bytes += nbytes
+        while self._decoded_bytes > self.cache_bytes and self._decoded:
+            _, old = self._decoded.popitem(last=False)
+            self._decoded_bytes -= old.nbytes
+        return full[start : start + self.window].copy()
 
     def __len__(self) -> int:
         return len(self._index)
@@ -123,7 +151,7 @@ class WindowDataset(Dataset):
         cid, start = self._index[idx]
         item: dict[str, Any] = {}
         for name in self.sources:
-            arr = np.asarray(self._handle(name, cid)[start : start + self.window])
+            arr = self._slice(name, cid, start)
             tf = self.transforms.get(name)
             if tf is not None:
                 arr = tf(arr)

@@ -10,13 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from emotalker.config import PipelineConfig
-from emotalker.constants import EMOTION_TO_ID, FACE_INDICES
+from emotalker.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FACE_INDICES
+from emotalker.models.bfm import BFMLandmarks, project_landmarks
 from emotalker.models.emotalker import EmoTalker
 from emotalker.models.lip import LipBranch
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import FeatureStore
-from emotalker.tasks.metrics import face_l2, lip_l2
+from emotalker.tasks.metrics import f_lmd, face_l2, lip_l2, m_lmd, ssim_video
 from emotalker.tasks.tracking import fetch_registered_checkpoint, setup_mlflow
 
 
@@ -51,7 +52,7 @@ def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "
 def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
     root = cfg.paths.store_root()
     out = {
-        "motion": FeatureStore(root, "face").read_clip(clip_id, ["motion"])["motion"],
+        **FeatureStore(root, "face").read_clip(clip_id, ["motion", "coeffs"]),
         "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
         "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
         "mel": FeatureStore(root, "mel").read_clip(clip_id, ["windows"])["windows"],
@@ -88,3 +89,34 @@ def evaluate_clip(
         "frames": len(gen),
         "motion": gen,
     }
+
+
+def landmark_metrics(
+    bfm: BFMLandmarks, gen: np.ndarray, gt: np.ndarray, coeffs: np.ndarray
+) -> dict[str, float]:
+    """F-LMD / M-LMD of generated vs ground-truth motion, both projected through the BFM with the clip's
+    identity (mean of its per-frame ``id`` coefficients), in pixels of Deep3DFace's 224 crop."""
+    n = min(len(gen), len(gt))
+    identity = coeffs[:, COEFF_SLICES["id"]].mean(axis=0)
+
+    def landmarks(m: np.ndarray) -> np.ndarray:
+        return project_landmarks(
+            bfm, identity, m[:n, :EXP_DIM], m[:n, EXP_DIM : EXP_DIM + 3], m[:n, EXP_DIM + 3 :]
+        )
+
+    pred, ref = landmarks(gen), landmarks(gt)
+    return {"f_lmd": f_lmd(pred, ref), "m_lmd": m_lmd(pred, ref)}
+
+
+def rendered_ssim(rendered: Path, ground_truth: Path) -> float:
+    """SSIM between a rendered test video and the clip's prepared 25 fps video (resized to match)."""
+    import cv2
+
+    from emotalker.tasks.face_coeffs import read_video_frames
+
+    pred, _ = read_video_frames(str(rendered))
+    gt, _ = read_video_frames(str(ground_truth))
+    h, w = gt.shape[1:3]
+    if pred.shape[1:3] != (h, w):
+        pred = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in pred])
+    return ssim_video(pred, gt)

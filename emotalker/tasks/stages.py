@@ -221,7 +221,7 @@ class TransformerObjective:
         self, model: CrossModalTransformer, batch: dict[str, Any], step: int
     ) -> tuple[torch.Tensor, dict]:
         losses, _ = self._run(model, batch)
-        return losses["loss"], {k: float(v) for k, v in losses.items()}
+        return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
 
     def validate(self, model: CrossModalTransformer, batches: Any) -> dict[str, float]:
         sums: dict[str, float] = {}

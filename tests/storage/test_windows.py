@@ -132,3 +132,25 @@ def test_missing_or_partial_clip_raises(stores) -> None:
         WindowDataset({"label": (face, "motion")}, ["clipA"], window=8)
     with pytest.raises(ValueError, match="window"):
         WindowDataset({"motion": (face, "motion")}, ["clipA"], window=0)
+
+
+def test_decoded_clip_cache_gives_the_same_items_stays_in_budget_and_is_not_aliased(tmp_path):
+    rng = np.random.default_rng(3)
+    store = FeatureStore(tmp_path, "face")
+    clips = {f"c{i}": rng.standard_normal((40, 6)).astype(np.float32) for i in range(5)}
+    for cid, arr in clips.items():
+        store.write_clip(cid, {"motion": arr})
+    ids = sorted(clips)
+    uncached = WindowDataset({"m": (store, "motion")}, ids, window=8, hop=3, cache_bytes=0)
+    budget = 5 * clips["c0"].nbytes // 2  # room for two decoded clips: the LRU must evict
+    cached = WindowDataset({"m": (store, "motion")}, ids, window=8, hop=3, cache_bytes=budget)
+    for i in list(range(len(cached))) * 2:
+        a, b = cached[i]["m"], uncached[i]["m"]
+        assert torch.equal(a, b)
+        cid, start = cached.window_at(i)
+        assert torch.equal(a, torch.from_numpy(clips[cid][start : start + 8]))
+        assert cached._decoded_bytes <= cached.cache_bytes
+    assert len(cached._decoded) == 2 and len(uncached._decoded) == 0
+    item = cached[0]["m"]
+    item += 100.0  # a training step modifying its batch in place must not corrupt later reads
+    assert torch.equal(cached[0]["m"], torch.from_numpy(clips["c0"][:8]))
