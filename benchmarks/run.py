@@ -1,7 +1,8 @@
 """Run the benchmarks: ``python -m benchmarks.run [--quick] [--only NAME ...] [--out DIR]``.
 
 Each benchmark writes ``<out>/<name>.json`` (params, metrics, target, whether it was met, machine info);
-``summary.json`` and ``summary.md`` collect the headline numbers.
+``summary.json`` and ``summary.md`` collect the headline numbers. Every benchmark runs in its own
+interpreter so peak-memory numbers (RSS on CPU) are not hidden by memory an earlier one left mapped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import json
 import math
+import subprocess
 import sys
 import time
 import traceback
@@ -61,6 +63,20 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
     return res
 
 
+def _run_in_child(name: str, quick: bool, out: Path) -> dict[str, Any]:
+    """One benchmark in a fresh interpreter, so its RSS peak and warm caches are its own."""
+    path = out / f"{name}.json"
+    path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.run", "--single", name, "--out", str(out)]
+    proc = subprocess.run(cmd + (["--quick"] if quick else []), check=False)
+    if path.exists():
+        return json.loads(path.read_text())
+    res = {"name": name, "quick": quick, "error": f"benchmark process exited with {proc.returncode}"}
+    res["target"] = getattr(importlib.import_module(f"benchmarks.{name}"), "TARGET", "")
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a few minutes), for tests")
@@ -68,14 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)"
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--single", choices=BENCHMARKS, help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.single:
+        res = run_one(args.single, args.quick)
+        (args.out / f"{args.single}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        return 0
     names = args.only or BENCHMARKS
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         print(f"[bench] {name} ...", flush=True)
-        res = run_one(name, args.quick)
-        (args.out / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        res = _run_in_child(name, args.quick, args.out)
         results[name] = res
         status = "error" if "error" in res else f"target_met={res.get('target_met')}"
         print(f"[bench] {name}: {status} in {res['wall_s']:.1f}s", flush=True)

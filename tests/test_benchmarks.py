@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,12 +56,13 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # one process group: the runner and its per-benchmark children
     )
     try:
         log, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, log[-4000:]
     for name in BENCHMARKS:

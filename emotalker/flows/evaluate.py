@@ -12,13 +12,15 @@ from prefect import flow, get_run_logger
 
 from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
 from emotalker.models.bfm import load_bfm
+from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
+from emotalker.tasks.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.inference import (
     clip_features,
     evaluate_clip,
     landmark_metrics,
     load_emotalker,
-    rendered_ssim,
+    rendered_metrics,
 )
 from emotalker.tasks.metrics import PAPER_TABLE1, accuracy
 from emotalker.tasks.split import load_split
@@ -45,10 +47,17 @@ def skipped_metrics(cfg: Any) -> dict[str, str]:
         for m in ("F-LMD", "M-LMD"):
             notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
     if e.rendered_dir is None:
-        notes["SSIM"] = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
-    notes["CPBD"] = "skipped: CPBD sharpness scoring is not implemented in this pipeline yet"
-    notes["Sync"] = "skipped: SyncNet confidence scoring is not implemented in this pipeline yet"
-    notes["EmoAcc"] = "skipped (image): a video emotion classifier is not integrated yet; see EmoAcc_motion"
+        for m in ("SSIM", "CPBD", "Sync"):
+            notes[m] = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
+    if e.syncnet_checkpoint is None:
+        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)" + (
+            " and rendered test videos (eval.rendered_dir)" if e.rendered_dir is None else ""
+        )
+    if e.rendered_dir is None or e.emotion_classifier_checkpoint is None:
+        notes["EmoAcc"] = (
+            "skipped: needs rendered test videos (eval.rendered_dir) and a facial-expression classifier "
+            "(eval.emotion_classifier_checkpoint); see EmoAcc_motion for the motion-space accuracy"
+        )
     return notes
 
 
@@ -74,6 +83,14 @@ def evaluate_flow(
     rendered = cfg.eval.rendered_dir
     if rendered is not None and not rendered.is_dir():
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
+    syncnet = None
+    if cfg.eval.syncnet_checkpoint is not None:  # a bad checkpoint fails before any clip
+        syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device)
+    classifier = None
+    if cfg.eval.emotion_classifier_checkpoint is not None:
+        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+        if classifier.missing:
+            logger.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
     refs = reference_frames([rows[c] for c in split["test"] if c in rows], cfg)
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +108,16 @@ def evaluate_flow(
         if rendered is not None:
             video = rendered / f"{cid}.mp4"
             if video.is_file():
-                res["ssim"] = rendered_ssim(video, Path(r["prepared_video"]))
+                res.update(
+                    rendered_metrics(
+                        video,
+                        Path(r["prepared_video"]),
+                        Path(r["prepared_audio"]),
+                        syncnet,
+                        device,
+                        classifier,
+                    )
+                )
             else:
                 logger.warning("%s: no rendered video %s", cid, video)
         np.save(out_dir / f"{cid}.npy", res.pop("motion"))
@@ -110,10 +136,14 @@ def evaluate_flow(
         ),
         "clips": len(per_clip),
     }
-    for key, name in (("f_lmd", "F-LMD"), ("m_lmd", "M-LMD"), ("ssim", "SSIM")):
+    named = {"f_lmd": "F-LMD", "m_lmd": "M-LMD", "ssim": "SSIM", "cpbd": "CPBD", "sync": "Sync"}
+    for key, name in named.items():
         values = [p[key] for p in per_clip if key in p]
         if values:
             summary[name] = float(np.nanmean(values))
+    seen = [p for p in per_clip if "emotion_image" in p]
+    if seen:
+        summary["EmoAcc"] = float(np.mean([p["emotion_image"] == p["emotion"] for p in seen]))
     skipped = skipped_metrics(cfg)
     table = [
         {

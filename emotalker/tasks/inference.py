@@ -17,7 +17,7 @@ from emotalker.models.lip import LipBranch
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import FeatureStore
-from emotalker.tasks.metrics import f_lmd, face_l2, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
 from emotalker.tasks.tracking import fetch_registered_checkpoint, setup_mlflow
 
 
@@ -108,15 +108,34 @@ def landmark_metrics(
     return {"f_lmd": f_lmd(pred, ref), "m_lmd": m_lmd(pred, ref)}
 
 
-def rendered_ssim(rendered: Path, ground_truth: Path) -> float:
-    """SSIM between a rendered test video and the clip's prepared 25 fps video (resized to match)."""
+def rendered_metrics(
+    rendered: Path,
+    ground_truth: Path,
+    audio: Path | None = None,
+    syncnet: Any = None,
+    device: str = "cpu",
+    emotion_classifier: Any = None,
+) -> dict[str, Any]:
+    """Image metrics of a rendered test video: SSIM against the clip's prepared 25 fps video (resized
+    to match), its no-reference sharpness CPBD and, given a SyncNet and the clip's 16 kHz audio, the
+    SyncNet confidence (the rendered frames are taken as face crops), and given a facial-expression
+    classifier, the emotion it sees (``emotion_image``)."""
     import cv2
 
+    from emotalker.tasks.audio_io import load_audio
     from emotalker.tasks.face_coeffs import read_video_frames
+    from emotalker.tasks.sync import sync_confidence
 
     pred, _ = read_video_frames(str(rendered))
     gt, _ = read_video_frames(str(ground_truth))
+    out: dict[str, Any] = {"cpbd": cpbd_video(pred)}  # at the rendered resolution
+    if emotion_classifier is not None:
+        out["emotion_image"] = emotion_classifier.predict(pred)
+    if syncnet is not None and audio is not None:
+        sync = sync_confidence(syncnet, pred, load_audio(audio), device=device)
+        out.update(sync=sync["confidence"], sync_offset=sync["offset"])
     h, w = gt.shape[1:3]
     if pred.shape[1:3] != (h, w):
         pred = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in pred])
-    return ssim_video(pred, gt)
+    out["ssim"] = ssim_video(pred, gt)
+    return out

@@ -121,14 +121,16 @@ def test_evaluation_reports_metrics_and_what_was_skipped(pipeline):
     assert ev["clips"] == 7
     assert np.isfinite(ev["LipL2"]) and np.isfinite(ev["FaceL2"])
     assert 0.0 <= ev["EmoAcc_motion"] <= 1.0
-    assert "Sync" in ev["skipped"] and "not implemented" in ev["skipped"]["Sync"]
-    for name in ("F-LMD", "M-LMD", "SSIM"):  # no BFM, no rendered videos in this run
+    assert "syncnet_checkpoint" in ev["skipped"]["Sync"]
+    assert "emotion_classifier_checkpoint" in ev["skipped"]["EmoAcc"]
+    for name in ("F-LMD", "M-LMD", "SSIM", "CPBD"):  # no BFM, no rendered videos in this run
         assert name not in ev and "needs" in ev["skipped"][name]
 
 
-def test_evaluation_with_a_bfm_and_rendered_videos_adds_lmd_and_ssim(pipeline, tmp_path):
+def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pipeline, tmp_path):
     """Rendered videos here are copies of the ground truth for two clips (SSIM 1) and a blurred copy
-    for a third (SSIM < 1); the BFM is a random one in the real file format."""
+    for a third (SSIM < 1); the BFM, SyncNet and expression classifier are random ones in their real
+    file formats (the classifier biased to always answer "happy")."""
     import shutil
 
     import cv2
@@ -137,6 +139,7 @@ def test_evaluation_with_a_bfm_and_rendered_videos_adds_lmd_and_ssim(pipeline, t
     from emotalker.synthetic.mead import write_mp4
     from emotalker.tasks.face_coeffs import read_video_frames
     from emotalker.testing.fake_bfm import write_fake_bfm
+    from emotalker.testing.fake_eval_assets import write_fake_expression_classifier, write_fake_syncnet
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
@@ -148,9 +151,18 @@ def test_evaluation_with_a_bfm_and_rendered_videos_adds_lmd_and_ssim(pipeline, t
     frames, fps = read_video_frames(rows[test_ids[2]]["prepared_video"])
     write_mp4(np.stack([cv2.blur(f, (7, 7)) for f in frames]), rendered / f"{test_ids[2]}.mp4", round(fps))
     bfm = write_fake_bfm(tmp_path / "BFM_model_front.mat")
-    ov = [*pipeline["overrides"], f"face.bfm_path={bfm}", f"eval.rendered_dir={rendered}", "eval.max_clips=3"]
+    syncnet = write_fake_syncnet(tmp_path / "syncnet_v2.model")
+    fer = write_fake_expression_classifier(tmp_path / "fer", favour="Happy")
+    ov = [
+        *pipeline["overrides"],
+        f"face.bfm_path={bfm}",
+        f"eval.rendered_dir={rendered}",
+        f"eval.syncnet_checkpoint={syncnet}",
+        f"eval.emotion_classifier_checkpoint={fer}",
+        "eval.max_clips=3",
+    ]
     ev = evaluate_flow(CONFIG, ov)
-    assert ev["clips"] == 3 and "F-LMD" not in ev["skipped"] and "SSIM" not in ev["skipped"]
+    assert ev["clips"] == 3 and ev["skipped"] == {}
     per_clip = {
         p["clip_id"]: p
         for p in json.loads((cfg.paths.resolve("outputs") / "eval" / "per_clip.json").read_text())
@@ -158,4 +170,12 @@ def test_evaluation_with_a_bfm_and_rendered_videos_adds_lmd_and_ssim(pipeline, t
     assert per_clip[test_ids[0]]["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert 0.3 < per_clip[test_ids[2]]["ssim"] < 0.999
     assert ev["SSIM"] == pytest.approx(np.mean([per_clip[c]["ssim"] for c in test_ids]))
+    assert "CPBD" not in ev["skipped"]
+    sharp, blurred = per_clip[test_ids[0]]["cpbd"], per_clip[test_ids[2]]["cpbd"]
+    assert 0.0 <= blurred < sharp <= 1.0  # the box-blurred render is less sharp
+    assert all(np.isfinite(per_clip[c]["sync"]) and abs(per_clip[c]["sync_offset"]) <= 15 for c in test_ids)
+    assert ev["Sync"] == pytest.approx(np.mean([per_clip[c]["sync"] for c in test_ids]))
+    assert {per_clip[c]["emotion_image"] for c in test_ids} == {"happy"}
+    emotions = [rows[c]["emotion"] for c in test_ids]
+    assert ev["EmoAcc"] == pytest.approx(np.mean([e == "happy" for e in emotions]))
     assert ev["M-LMD"] > 0 and ev["F-LMD"] > 0 and np.isfinite(ev["M-LMD"])
