@@ -52,6 +52,19 @@ def _landmarks(n: int, size: int) -> np.ndarray:
     return np.stack([base + np.array([2.0 * i, 0.0], np.float32) for i in range(n)])
 
 
+def _comparison(batched: dict[str, Any], per_frame: dict[str, Any], n: int) -> dict[str, Any]:
+    """Times, frames/s and speedup of two ``time_call`` results over the same ``n`` frames."""
+    return {
+        "batched_s": batched["median_s"],
+        "per_frame_s": per_frame["median_s"],
+        "batched_times_s": batched["times_s"],
+        "per_frame_times_s": per_frame["times_s"],
+        "batched_fps": n / batched["median_s"],
+        "per_frame_fps": n / per_frame["median_s"],
+        "speedup": per_frame["median_s"] / batched["median_s"],
+    }
+
+
 def _stages(det: Any, ext: Any, frames: np.ndarray) -> dict[str, float]:
     """Seconds spent in SFD detection, FAN landmarks and alignment + ReconNet, batched and per frame."""
     n = len(frames)
@@ -108,13 +121,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "frame_size": [int(hd.shape[2]), int(hd.shape[1])],
                 "pipeline": f"extract, batch {batch}, detection at max side {det.detect_max_side}",
                 "baseline": "extract_per_frame, batch 1, detection at native resolution",
-                "batched_s": b["median_s"],
-                "per_frame_s": p["median_s"],
-                "batched_times_s": b["times_s"],
-                "per_frame_times_s": p["times_s"],
-                "batched_fps": n_mead / b["median_s"],
-                "per_frame_fps": n_mead / p["median_s"],
-                "speedup": p["median_s"] / b["median_s"],
+                **_comparison(b, p, n_mead),
                 "both_found_faces": bool(b["result"]["valid"].all() and p["result"]["valid"].all()),
             }
         warm = frames[:2]
@@ -127,13 +134,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             p = time_call(lambda kw=kw: ext.extract_per_frame(frames, **kw), repeats, warmup=0)
             out_b, out_p = b["result"], p["result"]
             res = {
-                "batched_s": b["median_s"],
-                "per_frame_s": p["median_s"],
-                "batched_times_s": b["times_s"],
-                "per_frame_times_s": p["times_s"],
-                "batched_fps": n_frames / b["median_s"],
-                "per_frame_fps": n_frames / p["median_s"],
-                "speedup": p["median_s"] / b["median_s"],
+                **_comparison(b, p, n_frames),
                 "max_abs_diff_coeffs": float(np.nanmax(np.abs(out_b["coeffs"] - out_p["coeffs"]))),
             }
             if mode == "full":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DEMO
+from emotalker.testing.demo_layout import relocated_demo_overrides
 
 TARGET = "second (no-op) run < 5% of the first run's wall time"
 
@@ -21,15 +22,7 @@ TARGET = "second (no-op) run < 5% of the first run's wall time"
 def overrides(root: Path, quick: bool) -> list[str]:
     """The demo config moved under ``root`` (and shrunk further in quick mode)."""
     ov = [
-        f"paths.root={root}",
-        f"download.urls_file={root}/mirror",
-        f"face.ground_truth_dir={root}/mirror/ground_truth",
-        f"face.deep3dface_checkpoint={root}/assets/deep3dface/epoch_20.pth",
-        f"face.lm3d_mat={root}/assets/deep3dface/similarity_Lm3D_all.mat",
-        f"face.face_alignment_dir={root}/assets/torch_home/hub/checkpoints",
-        f"audio.emotion_model={root}/assets/hubert-emotion",
-        f"audio.content_model={root}/assets/hubert-content",
-        f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
+        *relocated_demo_overrides(root),
         "device=cpu",
     ]
     if quick:

@@ -19,6 +19,20 @@ from emotalker.constants import FACE_DIM
 TARGET = "report only: step time, peak memory and tokens/s at paper size"
 
 
+def _optimizer_step(
+    objective: Any, model: torch.nn.Module, data: dict[str, Any], opt: torch.optim.Optimizer
+) -> Any:
+    """A closure running one training step of ``objective(model, batch, step)`` on the fixed batch."""
+
+    def step() -> None:
+        loss, _ = objective(model, data, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
     """A closure running one stage-1 training step, and the random batch it uses."""
     from emotalker.tasks.stages import build_vqvae, vqvae_loss
@@ -32,13 +46,7 @@ def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
         "label": torch.randint(0, 8, (batch,), device=dev),
     }
 
-    def step() -> None:
-        loss, _ = vqvae_loss(model, data, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, data
+    return _optimizer_step(vqvae_loss, model, data, opt), data
 
 
 def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
@@ -58,13 +66,7 @@ def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
         "label": torch.randint(0, 8, (batch,), device=dev),
     }
 
-    def step() -> None:
-        loss, _ = objective(model, data, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, data
+    return _optimizer_step(objective, model, data, opt), data
 
 
 def measure(cfg: PipelineConfig, stage: str, batch: int, dev: str, repeats: int) -> dict[str, Any]:

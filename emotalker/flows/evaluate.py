@@ -46,13 +46,15 @@ def skipped_metrics(cfg: Any) -> dict[str, str]:
     if cfg.face.bfm_path is None:
         for m in ("F-LMD", "M-LMD"):
             notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
+    needs_renders = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
     if e.rendered_dir is None:
-        for m in ("SSIM", "CPBD", "Sync"):
-            notes[m] = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
+        notes["SSIM"] = notes["CPBD"] = needs_renders
     if e.syncnet_checkpoint is None:
         notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)" + (
             " and rendered test videos (eval.rendered_dir)" if e.rendered_dir is None else ""
         )
+    elif e.rendered_dir is None:
+        notes["Sync"] = needs_renders
     if e.rendered_dir is None or e.emotion_classifier_checkpoint is None:
         notes["EmoAcc"] = (
             "skipped: needs rendered test videos (eval.rendered_dir) and a facial-expression classifier "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from emotalker.testing.demo_layout import relocated_demo_overrides
+
 
 @pytest.fixture(scope="session")
 def prefect_server():
@@ -18,15 +20,7 @@ def prefect_server():
 def tiny_overrides(root: Path, actors: str = "[M003, W009, M012]") -> list[str]:
     """The demo config, shrunk further and moved under ``root``."""
     return [
-        f"paths.root={root}",
-        f"download.urls_file={root}/mirror",
-        f"face.ground_truth_dir={root}/mirror/ground_truth",
-        f"face.deep3dface_checkpoint={root}/assets/deep3dface/epoch_20.pth",
-        f"face.lm3d_mat={root}/assets/deep3dface/similarity_Lm3D_all.mat",
-        f"face.face_alignment_dir={root}/assets/torch_home/hub/checkpoints",
-        f"audio.emotion_model={root}/assets/hubert-emotion",
-        f"audio.content_model={root}/assets/hubert-content",
-        f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
+        *relocated_demo_overrides(root),
         f"synthetic.actors={actors}",
         "synthetic.emotions=[angry, happy, neutral, sad]",
         "synthetic.levels=[1, 3]",

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from emotalker.config import load_config
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import FeatureStore
 
-from .conftest import tiny_overrides
+from ._pipeline import train_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/demo.yaml"
@@ -22,23 +21,10 @@ CONFIG = "configs/demo.yaml"
 @pytest.fixture(scope="module")
 def pipeline(prefect_server, tmp_path_factory):
     """Run demo data -> download -> prepare -> features -> train x3 -> evaluate once for the module."""
-    from emotalker.flows.data import download_flow, prepare_flow
-    from emotalker.flows.demo import demo_data_flow
     from emotalker.flows.evaluate import evaluate_flow
-    from emotalker.flows.features import features_flow
-    from emotalker.flows.train import train_lip, train_transformer, train_vqvae
 
-    root = tmp_path_factory.mktemp("pipeline")
-    ov = tiny_overrides(root)
-    out = {"root": root, "overrides": ov, "cfg": load_config(CONFIG, ov)}
-    out["demo"] = demo_data_flow(CONFIG, ov)
-    out["download"] = download_flow(CONFIG, ov)
-    out["prepare"] = prepare_flow(CONFIG, ov)
-    out["features"] = features_flow(CONFIG, ov)
-    out["vqvae"] = train_vqvae(CONFIG, ov)
-    out["lip"] = train_lip(CONFIG, ov)
-    out["transformer"] = train_transformer(CONFIG, ov)
-    out["evaluate"] = evaluate_flow(CONFIG, ov)
+    out = train_tiny_pipeline(tmp_path_factory.mktemp("pipeline"), CONFIG)
+    out["evaluate"] = evaluate_flow(CONFIG, out["overrides"])
     return out
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from emotalker.testing.demo_layout import demo_input_overrides, relocated_demo_overrides
+
 CONFIG = "configs/demo.yaml"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,15 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
     """demo.yaml moved under ``root`` and shrunk to 2 actors x 2 emotions x 2 levels with tiny training."""
     return [
-        f"paths.root={root}",
-        f"download.urls_file={root}/mirror",
-        f"face.ground_truth_dir={root}/mirror/ground_truth",
-        f"face.deep3dface_checkpoint={root}/assets/deep3dface/epoch_20.pth",
-        f"face.lm3d_mat={root}/assets/deep3dface/similarity_Lm3D_all.mat",
-        f"face.face_alignment_dir={root}/assets/torch_home/hub/checkpoints",
-        f"audio.emotion_model={root}/assets/hubert-emotion",
-        f"audio.content_model={root}/assets/hubert-content",
-        f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
+        *relocated_demo_overrides(root),
         "synthetic.actors=[M003, W009]",
         "synthetic.emotions=[angry, happy]",
         "synthetic.levels=[1, 3]",
@@ -61,15 +55,7 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
 
 def shared_inputs(reference: dict[str, Any]) -> list[str]:
     """Overrides pointing a new root at the reference's mirror and stand-in models (same fingerprints)."""
-    a = reference["root"]
-    return [
-        f"face.ground_truth_dir={a}/mirror/ground_truth",
-        f"face.deep3dface_checkpoint={a}/assets/deep3dface/epoch_20.pth",
-        f"face.lm3d_mat={a}/assets/deep3dface/similarity_Lm3D_all.mat",
-        f"face.face_alignment_dir={a}/assets/torch_home/hub/checkpoints",
-        f"audio.emotion_model={a}/assets/hubert-emotion",
-        f"audio.content_model={a}/assets/hubert-content",
-    ]
+    return demo_input_overrides(reference["root"])
 
 
 def subprocess_env(home: Path) -> dict[str, str]:
