@@ -25,4 +25,4 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 clean-demo:
-	rm -rf data/demo mlruns/demo
+	rm -rf data/demo

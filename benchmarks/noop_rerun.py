@@ -2,8 +2,9 @@
 
 The synthetic MEAD-shaped set is generated, downloaded (local mirror) and prepared first (untimed); then
 ``features_flow`` (face + audio families) runs twice through a Prefect test server. The second run must
-find every clip fresh (same fingerprints) and start no Dask cluster. A third run with Prefect's flow
-heartbeats off separates Prefect's fixed teardown cost from the pipeline's own freshness checks.
+find every clip fresh (same fingerprints), start no Dask cluster and no subflow run. A third run with
+Prefect's flow heartbeats off separates Prefect's fixed teardown cost (it joins the flow run's heartbeat
+thread, which sleeps in 1 s steps) from the pipeline's own freshness checks.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         second = features_flow(config, ov)
         second_s = time.perf_counter() - t0
-        # Prefect joins each flow's heartbeat thread on exit (it sleeps in 1 s steps): up to ~1 s per
-        # flow of the three. Measured apart so the pipeline's own no-op cost is visible.
+        # Prefect joins the flow run's heartbeat thread on exit (it sleeps in 1 s steps): up to ~1 s.
+        # Measured apart so the pipeline's own no-op cost is visible.
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             t0 = time.perf_counter()
             features_flow(config, ov)

@@ -77,6 +77,21 @@ def _run_in_child(name: str, quick: bool, out: Path) -> dict[str, Any]:
     return res
 
 
+def collect_results(out: Path, fresh: dict[str, dict[str, Any]], quick: bool) -> dict[str, dict[str, Any]]:
+    """This run's results plus earlier ones of the same kind (quick or full) found in ``out``.
+
+    So ``--only NAME`` refreshes one row of the summary instead of dropping the others.
+    """
+    results = dict(fresh)
+    for name in BENCHMARKS:
+        prev = out / f"{name}.json"
+        if name not in results and prev.exists():
+            old = json.loads(prev.read_text())
+            if old.get("quick") == quick:
+                results[name] = old
+    return {n: results[n] for n in BENCHMARKS if n in results}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds to a few minutes), for tests")
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = res
         status = "error" if "error" in res else f"target_met={res.get('target_met')}"
         print(f"[bench] {name}: {status} in {res['wall_s']:.1f}s", flush=True)
+    results = collect_results(args.out, results, args.quick)
     summary = {
         "quick": args.quick,
         "machine": machine_info(),

@@ -135,9 +135,12 @@ class DaskConfig(_Strict):
 
 
 class MlflowConfig(_Strict):
-    tracking_uri: str = "sqlite:///mlflow.db"  # artifacts default to ./mlruns beside it
+    tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "emotalker"
     registry_prefix: str = "emotalker"
+    # where a new experiment stores artifacts; None: ``mlartifacts/`` beside a sqlite database (MLflow
+    # itself would use ./mlruns of whatever directory the process runs in), the server's choice otherwise
+    artifact_location: str | None = None
 
 
 class VQVAEConfig(_Strict):

@@ -6,6 +6,9 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+
+import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="emotalker-prefect-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
@@ -19,3 +22,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def _flow_run_counts(*names: str) -> dict[str, int]:
+    """How many runs of each named Prefect flow the current API (test server or ephemeral) holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return {
+            n: client.count_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[n]))) for n in names
+        }
+
+
+@pytest.fixture
+def flow_run_counts() -> Callable[..., dict[str, int]]:
+    """``flow_run_counts("a", "b")`` -> runs of each named flow, to check which subflows a run started."""
+    return _flow_run_counts

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import BENCHMARKS, summary_markdown
+from benchmarks.run import BENCHMARKS, collect_results, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_METRICS = {
     "face_extraction": {"batched_fps", "per_frame_fps", "speedup"},
-    "hubert": {"mead_like_speedup", "mead_like_batched_rtf", "mead_like_single_rtf", "equal_length_speedup"},
+    "hubert": {"speedup", "pipeline_rtf", "baseline_rtf", "distinct_pair_speedup"},
     "noop_rerun": {"first_run_s", "second_run_s", "ratio"},
     "window_reader": {"demo_loader_samples_per_s", "paper_loader_samples_per_s", "paper_zarr_over_npy"},
     "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
@@ -37,6 +37,16 @@ def test_summary_markdown_lists_every_benchmark() -> None:
     md = summary_markdown(results)
     assert "| a | x=1.5 | x >= 1 | yes |" in md
     assert "ValueError: boom" in md
+
+
+def test_summary_keeps_earlier_results_of_the_same_kind(tmp_path: Path) -> None:
+    first, second = BENCHMARKS[0], BENCHMARKS[1]
+    (tmp_path / f"{first}.json").write_text(json.dumps({"name": first, "quick": False, "metrics": {"x": 1}}))
+    (tmp_path / f"{second}.json").write_text(json.dumps({"name": second, "quick": True, "metrics": {"x": 2}}))
+    fresh = {BENCHMARKS[2]: {"name": BENCHMARKS[2], "quick": False, "metrics": {"x": 3}}}
+    merged = collect_results(tmp_path, fresh, quick=False)
+    assert list(merged) == [first, BENCHMARKS[2]]  # benchmark order; the quick result is not mixed in
+    assert merged[first]["metrics"] == {"x": 1} and merged[BENCHMARKS[2]]["metrics"] == {"x": 3}
 
 
 @pytest.mark.slow

@@ -52,24 +52,21 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 @task(name="stand-in-assets")
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs and Deep3DFace/face-alignment stand-ins in the real formats (skipped when present)."""
-    from emotalker.testing.fake_hubert import write_tiny_hubert
+    from emotalker.testing.fake_hubert import write_er_from_base, write_tiny_hubert
 
-    out: dict[str, str] = {}
-    hidden = cfg.transformer.audio_dim
-    for key, path, classifier in (
-        ("emotion", cfg.audio.emotion_model, True),
-        ("content", cfg.audio.content_model, False),
-    ):
-        p = Path(path)
-        if not (p / "config.json").exists():
-            write_tiny_hubert(
-                p,
-                hidden_size=hidden,
-                num_hidden_layers=max(10, cfg.audio.content_layer + 1),
-                classifier=classifier,
-                seed=cfg.seed,
-            )
-        out[key] = str(p)
+    # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
+    # content encoder plus a classifier head, so both families come from one forward pass.
+    content, emotion = Path(cfg.audio.content_model), Path(cfg.audio.emotion_model)
+    if not (content / "config.json").exists():
+        write_tiny_hubert(
+            content,
+            hidden_size=cfg.transformer.audio_dim,
+            num_hidden_layers=max(10, cfg.audio.content_layer + 1),
+            seed=cfg.seed,
+        )
+    if not (emotion / "config.json").exists():
+        write_er_from_base(content, emotion, seed=cfg.seed + 1)
+    out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
     if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
         from emotalker.testing.fake_face_assets import write_fake_face_assets
 

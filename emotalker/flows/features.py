@@ -211,14 +211,44 @@ def check_audio_assets(cfg: PipelineConfig) -> None:
         resolve_model_dir(name)
 
 
+def kmeans_file(cfg: PipelineConfig) -> tuple[Path, str]:
+    """Where the k-means model for the current content features and k-means settings lives, and its id."""
+    fp = fingerprint(kmeans_config(cfg))
+    return cfg.paths.resolve("features") / "kmeans" / f"kmeans-{fp}.joblib", fp
+
+
+def face_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The face fingerprint and the clips whose coefficients are missing or stale."""
+    fp = face_fingerprint(cfg)
+    return fp, pending(cfg, "face", clips, fp)
+
+
+def hubert_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The HuBERT fingerprint and the clips missing emotion or content features (both come from one run)."""
+    fp = hubert_fingerprint(cfg)
+    ids = {c["clip_id"] for fam in ("hubert_emotion", "hubert_content") for c in pending(cfg, fam, clips, fp)}
+    return fp, [c for c in clips if c["clip_id"] in ids]
+
+
+def audio_up_to_date(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> bool:
+    """True when the audio flow would compute nothing: HuBERT, mel, the k-means model and tokens are fresh."""
+    hfp, todo = hubert_todo(cfg, clips)
+    if todo or pending(cfg, "mel", clips, MEL_FINGERPRINT):
+        return False
+    path, kfp = kmeans_file(cfg)
+    if not path.exists():
+        return False
+    content = FeatureStore(store_root(cfg), "hubert_content")
+    return not [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
+
+
 @task(name="fit-kmeans")
 def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, str]:
     """Fit K-means on a deterministic sample of layer-k content frames (train split when available)."""
     from emotalker.tasks.kmeans import fit_kmeans, sample_frames, save_kmeans
 
     kcfg = kmeans_config(cfg)
-    fp = fingerprint(kcfg)
-    path = cfg.paths.resolve("features") / "kmeans" / f"kmeans-{fp}.joblib"
+    path, fp = kmeans_file(cfg)
     if path.exists():
         return str(path), fp
     content = FeatureStore(store_root(cfg), "hubert_content")
@@ -245,8 +275,7 @@ def face_features_flow(
     cfg = resolve_config(config, overrides)
     clips = prepared_clips(cfg)
     check_face_assets(cfg)
-    fp = face_fingerprint(cfg)
-    todo = pending(cfg, "face", clips, fp)
+    fp, todo = face_todo(cfg, clips)
     get_run_logger().info("face: %d clips, %d to compute (fingerprint %s)", len(clips), len(todo), fp)
     result = {"clips": len(clips), "computed": 0, "failed": 0}
     if todo:
@@ -280,12 +309,7 @@ def audio_features_flow(
     root, device = store_root(cfg), cfg.torch_device()
     result: dict[str, Any] = {"clips": len(clips)}
 
-    hfp = hubert_fingerprint(cfg)
-    todo = pending(cfg, "hubert_emotion", clips, hfp)
-    todo_ids = {c["clip_id"] for c in todo} | {
-        c["clip_id"] for c in pending(cfg, "hubert_content", clips, hfp)
-    }
-    todo = [c for c in clips if c["clip_id"] in todo_ids]
+    hfp, todo = hubert_todo(cfg, clips)
     logger.info("hubert: %d to compute", len(todo))
     result["hubert"] = (
         run_on_dask(
@@ -351,5 +375,34 @@ def _report(cfg: PipelineConfig, family: str) -> None:
 
 @flow(name="features", log_prints=True)
 def features_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Both feature families; each subflow can also be rerun on its own to refresh it."""
-    return {"face": face_features_flow(config, overrides), "audio": audio_features_flow(config, overrides)}
+    """Both feature families; each subflow can also be rerun on its own to refresh it.
+
+    A family whose stores are already fresh is reported here without starting its subflow run, so a
+    rerun with nothing changed costs one flow run and the freshness checks.
+    """
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    clips = prepared_clips(cfg)
+    if face_todo(cfg, clips)[1]:
+        face = face_features_flow(config, overrides)
+    else:
+        face = {"clips": len(clips), "computed": 0, "failed": 0}
+        _log_fresh(cfg, logger, "face", ("face",), len(clips))
+    if not audio_up_to_date(cfg, clips):
+        audio = audio_features_flow(config, overrides)
+    else:
+        audio = {"clips": len(clips), "hubert": 0, "mel": 0, "tokens": 0}
+        _log_fresh(cfg, logger, "audio", ("hubert_emotion", "mel", "tokens"), len(clips))
+    return {"face": face, "audio": audio}
+
+
+def _log_fresh(cfg: PipelineConfig, logger: Any, name: str, families: tuple[str, ...], n: int) -> None:
+    failed = {f: len(_load_failures(cfg, f)) for f in families}
+    known = ", ".join(f"{k} {v} ({_failures_path(cfg, k).name})" for k, v in failed.items() if v)
+    logger.info(
+        "%s: all %d clips up to date, %s-features not started%s",
+        name,
+        n,
+        name,
+        f"; recorded failures: {known}" if known else "",
+    )

@@ -163,12 +163,45 @@ def _hubert(name: str, device: str) -> Any:
     return _cached(("hubert", name, sig, device), lambda: load_hubert(name, device))
 
 
+def hubert_features(
+    waves: list[np.ndarray], audio_cfg: dict[str, Any], device: str
+) -> dict[str, list[np.ndarray]]:
+    """HuBERT frames (~49 Hz) of each clip for both families: emotion (ER model) and content (layer k).
+
+    Checkpoints with the same encoder (e.g. superb ER and the HuBERT base it was converted from) share
+    one forward pass that returns every requested layer.
+    """
+    from emotalker.tasks.hubert import extract_hubert
+
+    jobs = [
+        ("hubert_emotion", audio_cfg["emotion_model"], audio_cfg["emotion_layer"]),
+        ("hubert_content", audio_cfg["content_model"], audio_cfg["content_layer"]),
+    ]
+    passes: dict[str, tuple[Any, Any, list[tuple[str, int]]]] = {}
+    for family, name, layer in jobs:
+        model, settings = _hubert(name, device)
+        passes.setdefault(settings.encoder_digest, (model, settings, []))[2].append((family, layer))
+    feats: dict[str, list[np.ndarray]] = {}
+    for model, settings, wanted in passes.values():
+        out = extract_hubert(
+            model,
+            waves,
+            sorted({layer for _, layer in wanted}),
+            device=device,
+            batch_seconds=audio_cfg["batch_seconds"],
+            normalize=settings.do_normalize,
+        )
+        for family, layer in wanted:
+            feats[family] = [o[layer] for o in out]
+    return feats
+
+
 def hubert_chunk(
     clips: list[dict[str, Any]], store_root: str, audio_cfg: dict[str, Any], device: str, fp: str
 ) -> list[dict[str, Any]]:
     """Emotion features (last layer of the ER model) and content features (layer k of HuBERT) at 25 fps."""
     from emotalker.tasks.audio_io import load_audio, validate_audio
-    from emotalker.tasks.hubert import align_to_video, extract_hubert
+    from emotalker.tasks.hubert import align_to_video
 
     results, waves, ok = [], [], []
     for clip in clips:
@@ -181,22 +214,7 @@ def hubert_chunk(
             results.append(_status(clip["clip_id"], exc))
     if not ok:
         return results
-    jobs = [
-        ("hubert_emotion", audio_cfg["emotion_model"], audio_cfg["emotion_layer"]),
-        ("hubert_content", audio_cfg["content_model"], audio_cfg["content_layer"]),
-    ]
-    feats: dict[str, list[np.ndarray]] = {}
-    for family, name, layer in jobs:
-        model, settings = _hubert(name, device)
-        out = extract_hubert(
-            model,
-            waves,
-            [layer],
-            device=device,
-            batch_seconds=audio_cfg["batch_seconds"],
-            normalize=settings.do_normalize,
-        )
-        feats[family] = [o[layer] for o in out]
+    feats = hubert_features(waves, audio_cfg, device)
     for i, clip in enumerate(ok):
         try:
             n = int(clip["n_frames"])

@@ -12,10 +12,19 @@ Batching rule (so batched output equals per-clip output):
     the whole time axis and have no attention mask, so padding would change every frame. Such clips are
     batched only with clips of exactly the same length.
 Either way each output is cropped to ``hubert_frames(len)``.
+
+Two further savings that leave every output unchanged:
+  * the encoder runs only as deep as the deepest requested layer (layer 9 of 12 for content features);
+  * two checkpoints whose encoders are identical (same weights, same encoder settings, same waveform
+    normalisation) share one forward pass. The superb ER checkpoints are such a case: HF's s3prl
+    conversion copies the frozen upstream (``facebook/hubert-base-ls960``) into the classifier unchanged
+    and adds only the projector/classifier head.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -46,6 +55,46 @@ class HubertSettings:
     uses_attention_mask: bool  # feat_extract_norm == "layer"
     num_layers: int  # hidden_states has num_layers + 1 entries
     hidden_size: int
+    encoder_digest: str = ""  # weights + encoder settings + normalisation: equal digests share a pass
+
+
+# HubertConfig fields that change what the encoder computes in eval mode (dropouts, masking, heads and
+# labels do not). Shapes are covered by the weights themselves.
+_ENCODER_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "conv_dim",
+    "conv_stride",
+    "conv_kernel",
+    "conv_bias",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "conv_pos_batch_norm",
+    "do_stable_layer_norm",
+    "feat_proj_layer_norm",
+)
+
+
+def encoder_digest(model: torch.nn.Module, do_normalize: bool) -> str:
+    """Content hash of what maps a waveform to hidden states: encoder weights, settings, normalisation.
+
+    Two checkpoints with equal digests produce identical hidden states, whatever their heads or names.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    cfg = model.config
+    settings = {k: getattr(cfg, k, None) for k in _ENCODER_FIELDS}
+    h.update(json.dumps({"settings": settings, "do_normalize": do_normalize}, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def hubert_frames(n_samples: int) -> int:
@@ -121,7 +170,6 @@ def load_hubert(
             f"e.g. {missing[:3]}"
         )
     model.eval()
-    model.to(device)
     cfg = model.config
     uses_mask = getattr(cfg, "feat_extract_norm", "group") == "layer"
     do_normalize = uses_mask
@@ -143,7 +191,9 @@ def load_hubert(
         uses_attention_mask=uses_mask,
         num_layers=int(cfg.num_hidden_layers),
         hidden_size=int(cfg.hidden_size),
+        encoder_digest=encoder_digest(model, do_normalize),  # on the CPU copy, before moving
     )
+    model.to(device)
     return model, settings
 
 
@@ -161,6 +211,53 @@ def _check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
             raise ValueError(f"layer {k} out of range: model has hidden_states[0..{n_layers}]")
         out.append(int(k))
     return out
+
+
+def encoder_depth(config: object, layers: Sequence[int]) -> int:
+    """Transformer layers to run so that ``hidden_states[k]`` is exact for every requested k.
+
+    Base models: k layers, at least one (transformers records ``hidden_states`` through the layers, so
+    zero layers would record none). Stable-layer-norm (large) models in some transformers versions apply
+    their final layer norm to the last recorded entry, so one more layer runs to keep
+    ``hidden_states[k]`` the raw layer output.
+    """
+    n = int(config.num_hidden_layers)  # type: ignore[attr-defined]
+    deepest = max(int(k) % (n + 1) for k in layers)  # -1 -> n
+    if getattr(config, "do_stable_layer_norm", False):
+        deepest += 1
+    return min(n, max(1, deepest))
+
+
+def _install_output_hooks(model: torch.nn.Module) -> None:
+    """Install transformers' hidden-state recording hooks on ``model`` itself (recent versions only).
+
+    Those versions record ``hidden_states`` with hooks on the layer modules, installed lazily on the first
+    forward of a model object and flagged on that object. A view that ran first would install them on
+    the shared layers without flagging the original, and every later view would add another set.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # versions that collect hidden states inside forward need nothing
+        return
+    maybe_install_capturing_hooks(model)
+
+
+def truncated_encoder(model: torch.nn.Module, depth: int) -> torch.nn.Module:
+    """A view of ``model`` running only its first ``depth`` transformer layers, sharing all weights.
+
+    The original model is not modified (other threads may be using it).
+    """
+    layers = list(model.encoder.layers)
+    if depth >= len(layers):
+        return model
+    _install_output_hooks(model)  # the copies below then inherit "installed" instead of stacking hooks
+    encoder = copy.copy(model.encoder)
+    encoder._modules = dict(encoder._modules)  # the shallow copy would share (and so edit) this dict
+    encoder.layers = torch.nn.ModuleList(layers[:depth])
+    view = copy.copy(model)
+    view._modules = dict(view._modules)
+    view.encoder = encoder
+    return view
 
 
 def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only: bool) -> list[list[int]]:
@@ -210,10 +307,12 @@ def _run_batch(
     with torch.inference_mode():
         out = model(inputs, output_hidden_states=True, return_dict=True, **kwargs)
     hidden = out.hidden_states
+    full = int(model.config.num_hidden_layers) + 1
     results: list[dict[int, np.ndarray]] = []
     for b, w in enumerate(waves):
         n = hubert_frames(w.size)
-        results.append({k: hidden[k][b, :n].float().cpu().numpy() for k in layers})
+        # absolute indices: a truncated view shares the full model's config but has fewer entries
+        results.append({k: hidden[k % full][b, :n].float().cpu().numpy() for k in layers})
     return results
 
 
@@ -242,6 +341,7 @@ def extract_hubert(
     ks = _check_layers(layers, int(model.config.num_hidden_layers))
     prepared = _prepare(waves, normalize)
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
+    model = truncated_encoder(model, encoder_depth(model.config, ks))
     batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not use_mask)
     results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
     for idx in batches:

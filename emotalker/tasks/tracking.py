@@ -49,10 +49,34 @@ def config_params(cfg: PipelineConfig) -> dict[str, str]:
     return params
 
 
+def artifact_location(cfg: PipelineConfig) -> str | None:
+    """Artifact root for a new experiment: the configured one, else ``mlartifacts/`` beside a sqlite file.
+
+    Without it MLflow puts a sqlite-tracked experiment's artifacts in ``./mlruns`` of the current working
+    directory, so runs started from different directories (a worker, a test) would scatter them.
+    """
+    m = cfg.mlflow
+    if m.artifact_location:
+        loc = m.artifact_location
+        return Path(loc).expanduser().resolve().as_uri() if "://" not in loc else loc
+    prefix = "sqlite:///"
+    if m.tracking_uri.startswith(prefix) and ":memory:" not in m.tracking_uri:
+        db = Path(m.tracking_uri[len(prefix) :]).expanduser()
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None  # a tracking server or file store decides
+
+
 def setup_mlflow(cfg: PipelineConfig) -> str:
-    """Point MLflow at the configured tracking URI and experiment; returns the experiment id."""
+    """Point MLflow at the configured tracking URI and experiment (created with its artifact location)."""
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    exp = mlflow.set_experiment(cfg.mlflow.experiment)
+    name = cfg.mlflow.experiment
+    if mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=artifact_location(cfg))
+        except MlflowException:  # created meanwhile by a concurrent flow
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
+    exp = mlflow.set_experiment(name)
     return exp.experiment_id
 
 

@@ -93,6 +93,26 @@ def write_tiny_hubert(
     return out
 
 
+def write_er_from_base(base_dir: str | Path, directory: str | Path, seed: int = 1) -> Path:
+    """An emotion checkpoint built the way HF's s3prl conversion built ``superb/hubert-base-superb-er``.
+
+    The conversion loads the frozen upstream (``facebook/hubert-base-ls960``) into a
+    ``HubertForSequenceClassification``, sets only the projector/classifier head and saves a feature
+    extractor with ``do_normalize=False``: so the encoder equals the base model's bit for bit.
+    """
+    base = HubertModel.from_pretrained(str(base_dir), local_files_only=True)
+    torch.manual_seed(seed)
+    er = HubertForSequenceClassification(base.config)
+    er.hubert.load_state_dict(base.state_dict())
+    er.eval()
+    out = Path(directory)
+    er.save_pretrained(out)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False, return_attention_mask=True
+    ).save_pretrained(out)
+    return out
+
+
 def _repo_folder_name(repo_id: str) -> str:
     if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")

@@ -181,7 +181,7 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
     assert all(p.name == "zarr.json" and p.parent.suffix == ".zarr" for p in changed), changed
 
 
-def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(audio_run):
+def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(audio_run, flow_run_counts):
     from emotalker.flows.features import audio_features_flow
 
     cfg, ov, ids = audio_run["cfg"], audio_run["ov"], audio_run["ids"]
@@ -215,6 +215,18 @@ def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(
     assert refresh["mel"] == {"computed": 1, "failed": 0}
     assert refresh["hubert"] == 0 and refresh["tokens"] == 0
     np.testing.assert_allclose(mel.read_clip(ids[3], ["windows"])["windows"], old, rtol=1e-6)
+
+    # the same through the parent flow: only the stale family's subflow runs
+    from emotalker.flows.features import features_flow
+
+    mel.delete_clip(ids[4])
+    runs = flow_run_counts("face-features", "audio-features")
+    out = features_flow(CONFIG, ov)
+    assert out["audio"]["mel"] == {"computed": 1, "failed": 0} and out["face"]["computed"] == 0
+    assert flow_run_counts("face-features", "audio-features") == {
+        "face-features": runs["face-features"],
+        "audio-features": runs["audio-features"] + 1,
+    }
 
 
 # ----------------------------------------------------------------------------- Deep3DFace extraction

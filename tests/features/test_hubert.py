@@ -219,3 +219,115 @@ def test_one_second_gives_49_frames_and_25_aligned(models: dict[str, Path]) -> N
     f = extract_hubert(model, [np.random.default_rng(2).standard_normal(16000).astype(np.float32)], [9])[0][9]
     assert f.shape == (49, 32)
     assert align_to_video(f, 25).shape == (25, 32)
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+def test_only_needed_layers_run_and_outputs_match_the_full_model(
+    models: dict[str, Path], waves: list[np.ndarray], kind: str
+) -> None:
+    model, _ = load_hubert(models[kind])
+    n = model.config.num_hidden_layers
+    calls: list[int] = []
+    hooks = [
+        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
+        for i, layer in enumerate(model.encoder.layers)
+    ]
+    try:
+        for layers in ([0], [3], [-3], [2, n - 4], [-1]):
+            calls.clear()
+            got = extract_hubert(model, waves[:3], layers)
+            ran = sorted(set(calls))
+            deepest = max(k % (n + 1) for k in layers)
+            extra = 1 if kind == "layer" and deepest < n else 0  # stable layer norm runs one more
+            assert ran == list(range(min(n, max(1, deepest + extra)))), (layers, ran)
+            calls.clear()
+            ref = extract_hubert_single(model, waves[:3], layers)  # full forward pass
+            assert sorted(set(calls)) == list(range(n))
+            for g, r in zip(got, ref, strict=True):
+                for k in layers:
+                    np.testing.assert_allclose(g[k], r[k], rtol=1e-4, atol=1e-4)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(model.encoder.layers) == n  # the shared model was not cut
+
+
+def test_encoder_digest_identifies_shared_encoders(tmp_path: Path, models: dict[str, Path]) -> None:
+    from emotalker.testing.fake_hubert import write_er_from_base
+
+    er = write_er_from_base(models["group"], tmp_path / "er")
+    _, base_s = load_hubert(models["group"])
+    _, er_s = load_hubert(er)
+    assert er_s.encoder_digest == base_s.encoder_digest  # head differs, encoder identical
+    _, other_s = load_hubert(models["cls"])  # another seed
+    assert other_s.encoder_digest != base_s.encoder_digest
+    normalised = write_tiny_hubert(tmp_path / "norm", do_normalize=True)  # same weights, other input
+    assert load_hubert(normalised)[1].encoder_digest != base_s.encoder_digest
+
+
+def test_shared_encoder_features_come_from_one_forward_pass(
+    tmp_path: Path, models: dict[str, Path], waves: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emotalker.tasks.hubert as hubert_mod
+    from emotalker.storage.zarr_store import FeatureStore
+    from emotalker.tasks.audio_io import write_wav
+    from emotalker.tasks.features import hubert_chunk
+    from emotalker.testing.fake_hubert import write_er_from_base
+
+    er = write_er_from_base(models["group"], tmp_path / "er")
+    clips = []
+    for i, w in enumerate(waves[:3]):
+        path = tmp_path / f"c{i}.wav"
+        write_wav(path, w, 16000, subtype="FLOAT")  # no 16-bit rounding: compare exactly
+        clips.append(
+            {"clip_id": f"c{i}", "prepared_audio": str(path), "n_frames": hubert_frames(w.size) // 2}
+        )
+    passes: list[list[int]] = []
+    real = hubert_mod.extract_hubert
+
+    def counting(model, waves, layers, **kw):  # type: ignore[no-untyped-def]
+        passes.append(list(layers))
+        return real(model, waves, layers, **kw)
+
+    monkeypatch.setattr(hubert_mod, "extract_hubert", counting)
+    audio_cfg = {
+        "emotion_model": str(er),
+        "emotion_layer": -1,
+        "content_model": str(models["group"]),
+        "content_layer": 3,
+        "batch_seconds": 60.0,
+    }
+    status = hubert_chunk(clips, str(tmp_path / "store"), audio_cfg, "cpu", "fp")
+    assert all(s["ok"] for s in status), status
+    assert passes == [[-1, 3]]  # one pass serves both families
+
+    model, _ = load_hubert(models["group"])
+    ref = extract_hubert_single(model, waves[:3], [-1, 3])
+    for family, k in (("hubert_emotion", -1), ("hubert_content", 3)):
+        store = FeatureStore(str(tmp_path / "store"), family)
+        for i, c in enumerate(clips):
+            got = store.read_clip(c["clip_id"], ["feats"])["feats"]
+            np.testing.assert_allclose(got, align_to_video(ref[i][k], c["n_frames"]), rtol=1e-4, atol=1e-4)
+
+    passes.clear()
+    audio_cfg["emotion_model"] = str(models["cls"])  # a different encoder: two passes
+    assert all(s["ok"] for s in hubert_chunk(clips, str(tmp_path / "store2"), audio_cfg, "cpu", "fp"))
+    assert sorted(passes) == [[-1], [3]]
+
+
+def test_repeated_truncated_passes_on_a_fresh_model_stay_exact(
+    models: dict[str, Path], waves: list[np.ndarray]
+) -> None:
+    # transformers records hidden states with hooks installed on first use: views of the encoder must not
+    # stack a new set per call (which shifted every later hidden_states index)
+    model, _ = load_hubert(models["group"])  # never run yet
+    reference, _ = load_hubert(models["group"])
+    ref = extract_hubert_single(reference, waves[:2], [4])
+    hooks = None
+    for _ in range(3):
+        got = extract_hubert(model, waves[:2], [4])
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_allclose(g[4], r[4], rtol=1e-5, atol=1e-5)
+        n_hooks = len(model.encoder.layers[0]._forward_hooks)
+        assert hooks is None or n_hooks == hooks
+        hooks = n_hooks

@@ -61,7 +61,7 @@ def test_every_feature_store_holds_every_clip_at_25fps(pipeline):
     assert t.dtype == np.int16 and t.max() < cfg.audio.kmeans_k
 
 
-def test_reruns_do_no_work(pipeline):
+def test_reruns_do_no_work(pipeline, flow_run_counts):
     from emotalker.flows.data import prepare_flow
     from emotalker.flows.features import features_flow
     from emotalker.flows.train import train_vqvae
@@ -70,7 +70,11 @@ def test_reruns_do_no_work(pipeline):
     before = {p: p.stat().st_mtime_ns for p in cfg.paths.resolve("prepared").rglob("*.wav")}
     assert prepare_flow(CONFIG, ov)["prepared_now"] == 0
     assert before == {p: p.stat().st_mtime_ns for p in cfg.paths.resolve("prepared").rglob("*.wav")}
+    names = ("features", "face-features", "audio-features")
+    runs = flow_run_counts(*names)
     again = features_flow(CONFIG, ov)
+    # everything fresh: reported by the parent run, no subflow run started
+    assert flow_run_counts(*names) == {**runs, "features": runs["features"] + 1}
     assert again["face"]["computed"] == 0
     assert again["audio"]["hubert"] == 0 and again["audio"]["mel"] == 0 and again["audio"]["tokens"] == 0
     assert train_vqvae(CONFIG, ov)["skipped"] is True

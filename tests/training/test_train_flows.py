@@ -49,7 +49,7 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-flows")
     ov = tiny_overrides(root)
     with prefect_test_harness(server_startup_timeout=120), pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands in the temp dir
+        mp.chdir(root)  # anything written relative to the working directory stays in the temp dir
         demo_data_flow(CONFIG, ov)
         download_flow(CONFIG, ov)
         prepare_flow(CONFIG, ov)
