@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.errors import ContainsGroupError
 
 FAMILIES: frozenset[str] = frozenset({"face", "hubert_emotion", "hubert_content", "tokens", "mel"})
 
@@ -97,13 +98,16 @@ class FeatureStore:
     def group(self) -> zarr.Group:
         """Root group of the store (created on first use)."""
         if self._group is None:
+            kwargs: dict[str, Any] = {"zarr_format": 3}
             if self._is_url:
-                self._group = zarr.open_group(
-                    self.url, mode="a", zarr_format=3, storage_options=self.storage_options or None
-                )
+                kwargs["storage_options"] = self.storage_options or None
             else:
                 Path(self.url).parent.mkdir(parents=True, exist_ok=True)
-                self._group = zarr.open_group(self.url, mode="a", zarr_format=3)
+            try:
+                self._group = zarr.open_group(self.url, mode="a", **kwargs)
+            except ContainsGroupError:
+                # another writer created the root between zarr's "exists?" check and its create: open it
+                self._group = zarr.open_group(self.url, mode="a", **kwargs)
         return self._group
 
     def _clips(self) -> zarr.Group:

@@ -9,8 +9,12 @@ Batching rule (so batched output equals per-clip output):
     clips of different lengths are zero-padded together in length-sorted buckets; every valid frame only
     sees its own samples and the transformer masks the padding.
   * group-norm extractors (HuBERT base, incl. the superb ER model) normalise the first conv layer over
-    the whole time axis and have no attention mask, so padding would change every frame. Such clips are
-    batched only with clips of exactly the same length.
+    the whole time axis, so padding the waveform would change every frame. On the CPU (compute-bound,
+    batching gains nothing) such clips are batched only with clips of exactly the same length. On a GPU
+    clips of different lengths share a batch from the transformer on: the conv feature encoder runs clip
+    by clip, its frames are zero-padded and the encoder masks the padding. That is exact: the encoder
+    zeroes padded frames before its positional convolution, which is what the convolution's own zero
+    padding shows a clip alone, and attention never reads a padded frame.
 Either way each output is cropped to ``hubert_frames(len)``.
 
 Two further savings that leave every output unchanged:
@@ -242,22 +246,43 @@ def _install_output_hooks(model: torch.nn.Module) -> None:
     maybe_install_capturing_hooks(model)
 
 
-def truncated_encoder(model: torch.nn.Module, depth: int) -> torch.nn.Module:
-    """A view of ``model`` running only its first ``depth`` transformer layers, sharing all weights.
+class _PrecomputedFeatures(torch.nn.Module):
+    """Stands in for the conv feature encoder of a view: returns frames already computed clip by clip."""
 
-    The original model is not modified (other threads may be using it).
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.features
+
+
+def model_view(
+    model: torch.nn.Module, depth: int | None = None, feature_extractor: torch.nn.Module | None = None
+) -> torch.nn.Module:
+    """A view of ``model`` sharing all weights: only the first ``depth`` transformer layers, and/or another
+    conv feature encoder. The original model is not modified (other threads may be using it).
     """
     layers = list(model.encoder.layers)
-    if depth >= len(layers):
+    cut = depth is not None and depth < len(layers)
+    if not cut and feature_extractor is None:
         return model
     _install_output_hooks(model)  # the copies below then inherit "installed" instead of stacking hooks
-    encoder = copy.copy(model.encoder)
-    encoder._modules = dict(encoder._modules)  # the shallow copy would share (and so edit) this dict
-    encoder.layers = torch.nn.ModuleList(layers[:depth])
     view = copy.copy(model)
-    view._modules = dict(view._modules)
-    view.encoder = encoder
+    view._modules = dict(view._modules)  # the shallow copy would share (and so edit) this dict
+    if cut:
+        encoder = copy.copy(model.encoder)
+        encoder._modules = dict(encoder._modules)
+        encoder.layers = torch.nn.ModuleList(layers[:depth])
+        view.encoder = encoder
+    if feature_extractor is not None:
+        view.feature_extractor = feature_extractor
     return view
+
+
+def truncated_encoder(model: torch.nn.Module, depth: int) -> torch.nn.Module:
+    """A view of ``model`` running only its first ``depth`` transformer layers, sharing all weights."""
+    return model_view(model, depth=depth)
 
 
 def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only: bool) -> list[list[int]]:
@@ -293,7 +318,13 @@ def _run_batch(
     layers: list[int],
     device: str | torch.device,
     use_mask: bool,
+    per_clip_conv: bool = False,
 ) -> list[dict[int, np.ndarray]]:
+    """One forward pass over ``waves`` zero-padded to the longest.
+
+    ``use_mask``: pass the sample mask (layer-norm models). ``per_clip_conv``: run the conv feature
+    encoder clip by clip and mask the padded frames from the transformer on (group-norm models).
+    """
     max_len = max(w.size for w in waves)
     x = np.zeros((len(waves), max_len), dtype=np.float32)
     mask = np.zeros((len(waves), max_len), dtype=np.int64)
@@ -301,10 +332,17 @@ def _run_batch(
         x[b, : w.size] = w
         mask[b, : w.size] = 1
     inputs = torch.from_numpy(x).to(device)
+    per_clip_conv = per_clip_conv and len({w.size for w in waves}) > 1  # equal lengths need no mask
     kwargs = {}
-    if use_mask:
+    if use_mask or per_clip_conv:
         kwargs["attention_mask"] = torch.from_numpy(mask).to(device)
     with torch.inference_mode():
+        if per_clip_conv:
+            frames = [model.feature_extractor(inputs[b : b + 1, : w.size]) for b, w in enumerate(waves)]
+            padded = frames[0].new_zeros((len(waves), frames[0].shape[1], max(f.shape[-1] for f in frames)))
+            for b, f in enumerate(frames):
+                padded[b, :, : f.shape[-1]] = f[0]
+            model = model_view(model, feature_extractor=_PrecomputedFeatures(padded))
         out = model(inputs, output_hidden_states=True, return_dict=True, **kwargs)
     hidden = out.hidden_states
     full = int(model.config.num_hidden_layers) + 1
@@ -331,23 +369,27 @@ def extract_hubert(
     device: str | torch.device = "cpu",
     batch_seconds: float = 120.0,
     normalize: bool = False,
+    mixed_lengths: bool | None = None,
 ) -> list[dict[int, np.ndarray]]:
     """Hidden states ``hidden_states[k]`` (output of layer k; 0 = before layer 1) for each clip.
 
     Returns, in input order, ``{k: (hubert_frames(len_i), hidden) float32}`` keyed by the layer indices as
     given (so ``-1`` stays ``-1``). Batches follow the rule in the module docstring, so results match
-    ``extract_hubert_single`` up to float round-off.
+    ``extract_hubert_single`` up to float round-off. ``mixed_lengths`` lets clips of different lengths
+    share a batch (default: layer-norm models always, group-norm models on a GPU).
     """
     ks = _check_layers(layers, int(model.config.num_hidden_layers))
     prepared = _prepare(waves, normalize)
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
+    if mixed_lengths is None:
+        mixed_lengths = use_mask or torch.device(device).type == "cuda"
+    per_clip_conv = mixed_lengths and not use_mask
     model = truncated_encoder(model, encoder_depth(model.config, ks))
-    batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not use_mask)
+    batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not mixed_lengths)
     results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
     for idx in batches:
-        for i, r in zip(
-            idx, _run_batch(model, [prepared[i] for i in idx], ks, device, use_mask), strict=True
-        ):
+        batch = [prepared[i] for i in idx]
+        for i, r in zip(idx, _run_batch(model, batch, ks, device, use_mask, per_clip_conv), strict=True):
             results[i] = r
     return [r for r in results if r is not None]
 

@@ -170,6 +170,30 @@ def test_padding_would_break_group_norm(models: dict[str, Path], waves: list[np.
     assert np.abs(padded - alone).max() > 1e-2
 
 
+@pytest.mark.parametrize("layers", [[0], [3], [9, -1]])
+def test_group_norm_mixed_length_batches_are_exact_with_per_clip_conv(
+    models: dict[str, Path], waves: list[np.ndarray], layers: list[int]
+) -> None:
+    """The GPU batching path: conv encoder per clip, padded frames masked from the transformer on."""
+    model, _ = load_hubert(models["group"])
+    forwards: list[int] = []
+    hook = model.encoder.layers[0].register_forward_hook(lambda *_a: forwards.append(1))
+    try:
+        mixed = extract_hubert(model, waves, layers, batch_seconds=60.0, mixed_lengths=True)
+        assert len(forwards) == 1  # every length in one batch
+        forwards.clear()
+        default = extract_hubert(model, waves, layers, batch_seconds=60.0)  # CPU: equal lengths only
+        assert len(forwards) == len(set(LENGTHS))
+    finally:
+        hook.remove()
+    single = extract_hubert_single(model, waves, layers)
+    for w, m, d, one in zip(waves, mixed, default, single, strict=True):
+        for k in layers:
+            assert m[k].shape == (hubert_frames(w.size), 32)
+            np.testing.assert_allclose(m[k], one[k], atol=2e-5, rtol=1e-4)
+            np.testing.assert_allclose(d[k], one[k], atol=2e-5, rtol=1e-4)
+
+
 def test_last_layer_is_last_hidden_state(models: dict[str, Path], waves: list[np.ndarray]) -> None:
     model, _ = load_hubert(models["group"])
     feats = extract_hubert(model, waves[:1], [-1, 10])[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,29 @@ def test_concurrent_writers_different_clips(tmp_path) -> None:
     assert s.clip_ids() == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(6)])
     assert s.has_clip("b5", fingerprint="b")
     np.testing.assert_array_equal(s.read_clip("a4")["x"], np.full(30, 4))
+
+
+def test_root_created_by_another_writer_meanwhile_is_opened_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # zarr's open_group(mode="a") checks for the root, then creates it; a concurrent writer can create it in
+    # between, and zarr then raises ContainsGroupError (seen with four threads writing one store)
+    from zarr.errors import ContainsGroupError
+
+    import emotalker.storage.zarr_store as zs
+
+    real = zarr.open_group
+    calls: list[str] = []
+
+    def racing(url, mode, **kw):  # type: ignore[no-untyped-def]
+        calls.append(mode)
+        if len(calls) == 1:
+            real(url, mode="a", **kw)  # the other writer wins the race
+            raise ContainsGroupError(f"A group exists in store at path ''. ({url})")
+        return real(url, mode=mode, **kw)
+
+    monkeypatch.setattr(zs.zarr, "open_group", racing)
+    store = FeatureStore(str(tmp_path / "s"), "face")
+    store.write_clip("a", {"x": np.arange(3, dtype=np.float32)}, fingerprint="f")
+    assert len(calls) == 2
+    np.testing.assert_array_equal(store.read_clip("a")["x"], np.arange(3, dtype=np.float32))
