@@ -118,7 +118,12 @@ def _batching_only(
     ``mixed=True``: clips of different lengths share a batch (per-clip conv encoder, masked transformer),
     the path a GPU takes by default.
     """
-    from emotalker.tasks.hubert import extract_hubert, extract_hubert_single, make_batches
+    from emotalker.tasks.hubert import (
+        extract_hubert,
+        extract_hubert_single,
+        make_batches,
+        mixed_lengths_default,
+    )
 
     layers = [CONTENT_LAYER, -1]
 
@@ -128,11 +133,11 @@ def _batching_only(
     b = time_call(batched, repeats, warmup=0)
     s = time_call(lambda: extract_hubert_single(model, waves, layers, dev), repeats, warmup=0)
     audio_s = sum(w.size for w in waves) / 16000
-    equal_only = not (mixed if mixed is not None else dev == "cuda")
+    mixed = mixed_lengths_default(model.config, dev) if mixed is None else mixed
     sizes = [w.size for w in waves]
     return {
         **_ratio(b, s, audio_s),
-        "forward_batches": len(make_batches(sizes, BATCH_SECONDS, equal_length_only=equal_only)),
+        "forward_batches": len(make_batches(sizes, BATCH_SECONDS, equal_length_only=not mixed)),
     }
 
 

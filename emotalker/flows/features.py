@@ -238,8 +238,13 @@ def audio_up_to_date(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> bool:
     path, kfp = kmeans_file(cfg)
     if not path.exists():
         return False
+    return not tokens_todo(cfg, clips, hfp, kfp)
+
+
+def tokens_todo(cfg: PipelineConfig, clips: list[dict[str, Any]], hfp: str, kfp: str) -> list[dict[str, Any]]:
+    """Clips whose tokens are missing or stale and whose content features (to tokenise) are fresh."""
     content = FeatureStore(store_root(cfg), "hubert_content")
-    return not [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
+    return [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
 
 
 @task(name="fit-kmeans")
@@ -341,7 +346,7 @@ def audio_features_flow(
     if not fit_ids:
         raise RuntimeError("no clip has content features: see hubert_content.failures.json")
     km_path, kfp = fit_content_kmeans(cfg, fit_ids)
-    tok_todo = [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
+    tok_todo = tokens_todo(cfg, clips, hfp, kfp)
     logger.info("tokens: %d to compute with %s", len(tok_todo), km_path)
     result["tokens"] = (
         run_on_dask(cfg, "tokens", tokens_chunk, tok_todo, kfp, store_root=root, kmeans_path=km_path, fp=kfp)

@@ -280,9 +280,11 @@ def model_view(
     return view
 
 
-def truncated_encoder(model: torch.nn.Module, depth: int) -> torch.nn.Module:
-    """A view of ``model`` running only its first ``depth`` transformer layers, sharing all weights."""
-    return model_view(model, depth=depth)
+def mixed_lengths_default(config: object, device: str | torch.device) -> bool:
+    """Whether clips of different lengths share a batch unless told otherwise (module docstring):
+    layer-norm models always; group-norm models only on a GPU, where batching pays for the padding."""
+    layer_norm = getattr(config, "feat_extract_norm", "group") == "layer"
+    return layer_norm or torch.device(device).type == "cuda"
 
 
 def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only: bool) -> list[list[int]]:
@@ -382,9 +384,9 @@ def extract_hubert(
     prepared = _prepare(waves, normalize)
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
     if mixed_lengths is None:
-        mixed_lengths = use_mask or torch.device(device).type == "cuda"
+        mixed_lengths = mixed_lengths_default(model.config, device)
     per_clip_conv = mixed_lengths and not use_mask
-    model = truncated_encoder(model, encoder_depth(model.config, ks))
+    model = model_view(model, depth=encoder_depth(model.config, ks))
     batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not mixed_lengths)
     results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
     for idx in batches:
