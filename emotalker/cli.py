@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _add_config_args(show)
 
+    check = sub.add_parser(
+        "hubert-check", help="load the configured HuBERT checkpoints and say whether they share one pass"
+    )
+    _add_config_args(check)
+
     gen = sub.add_parser("generate", help="animate a face image with speech audio")
     _add_config_args(gen)
     gen.add_argument("--image", required=True, type=Path)
@@ -90,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "config":
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        return 0
+    if args.command == "hubert-check":
+        from emotalker.tasks.hubert import HubertModelNotFound, load_hubert, pass_sharing
+
+        try:
+            pair = load_hubert(cfg.audio.emotion_model), load_hubert(cfg.audio.content_model)
+        except (HubertModelNotFound, ValueError) as exc:
+            print(f"emotalker: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(pass_sharing(*pair), indent=2))
         return 0
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")

@@ -4,18 +4,22 @@ Loading is offline only (``local_files_only=True``): a local directory or a Hugg
 A ``HubertForSequenceClassification`` checkpoint (``superb/hubert-base-superb-er``) loads into a
 ``HubertModel`` by its ``hubert.`` prefix; its projector/classifier weights are ignored.
 
-Batching rule (so batched output equals per-clip output):
+Batching rule (so batched output equals per-clip output): clips are sorted by length and grouped into
+buckets whose clips are at most ``MAX_PADDING`` shorter than the bucket's longest (the feature flows hand
+over chunks of length-sorted clips, so buckets are nearly full and padding is small).
   * layer-norm extractors (``feat_extract_norm == "layer"``, HuBERT large) take an attention mask, so
-    clips of different lengths are zero-padded together in length-sorted buckets; every valid frame only
-    sees its own samples and the transformer masks the padding.
+    clips of different lengths are zero-padded together; every valid frame only sees its own samples and
+    the transformer masks the padding.
   * group-norm extractors (HuBERT base, incl. the superb ER model) normalise the first conv layer over
-    the whole time axis, so padding the waveform would change every frame. On the CPU (compute-bound,
-    batching gains nothing) such clips are batched only with clips of exactly the same length. On a GPU
-    clips of different lengths share a batch from the transformer on: the conv feature encoder runs clip
-    by clip, its frames are zero-padded and the encoder masks the padding. That is exact: the encoder
-    zeroes padded frames before its positional convolution, which is what the convolution's own zero
-    padding shows a clip alone, and attention never reads a padded frame.
-Either way each output is cropped to ``hubert_frames(len)``.
+    the whole time axis, so padding the waveform would change every frame. Clips of different lengths
+    share a batch from the transformer on: the conv feature encoder runs clip by clip, its frames are
+    zero-padded and the encoder masks the padding. That is exact: the encoder zeroes padded frames before
+    its positional convolution, which is what the convolution's own zero padding shows a clip alone, and
+    attention never reads a padded frame.
+Each output is cropped to ``hubert_frames(len)``. On the CPU the conv feature encoder runs clip by clip
+for every model, equal lengths too: in a batch its 512-channel intermediates (~80 MB for three 4 s clips)
+fall out of cache, so one clip at a time is 15-35% faster there (measured), while the transformer still
+gains from the batch.
 
 Two further savings that leave every output unchanged:
   * the encoder runs only as deep as the deepest requested layer (layer 9 of 12 for content features);
@@ -31,7 +35,8 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +47,8 @@ from emotalker.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE
 from emotalker.tasks.audio_io import validate_audio
 
 log = logging.getLogger(__name__)
+
+MAX_PADDING = 0.1  # a batched clip is at most 10% shorter than its batch's longest (padding compute)
 
 
 class HubertModelNotFound(FileNotFoundError):
@@ -101,6 +108,34 @@ def encoder_digest(model: torch.nn.Module, do_normalize: bool) -> str:
     return h.hexdigest()
 
 
+def pass_sharing(
+    first: tuple[torch.nn.Module, HubertSettings], second: tuple[torch.nn.Module, HubertSettings]
+) -> dict[str, object]:
+    """Whether two loaded checkpoints share one forward pass in the feature stage, and if not, why.
+
+    Run on the real checkpoints (``emotalker hubert-check``) to learn which speed-up applies: the paper's
+    pair shares only if both ``preprocessor_config.json`` files agree on ``do_normalize``.
+    """
+    (model_a, a), (_, b) = first, second
+    if a.encoder_digest == b.encoder_digest:
+        reason = "same encoder weights, encoder settings and waveform normalisation"
+    elif encoder_digest(model_a, b.do_normalize) == b.encoder_digest:
+        reason = (
+            "same encoder, but preprocessor_config.json disagrees on do_normalize "
+            f"({a.name}: {a.do_normalize}, {b.name}: {b.do_normalize})"
+        )
+    else:
+        reason = "different encoder weights or encoder settings"
+    return {
+        "shared_pass": a.encoder_digest == b.encoder_digest,
+        "reason": reason,
+        "checkpoints": [
+            {"name": s.name, "path": str(s.path), "do_normalize": s.do_normalize, "digest": s.encoder_digest}
+            for s in (a, b)
+        ],
+    }
+
+
 def hubert_frames(n_samples: int) -> int:
     """HuBERT output frames for ``n_samples`` at 16 kHz: floor((N-400)/320)+1, 0 when N < 400."""
     n = int(n_samples)
@@ -147,6 +182,19 @@ def resolve_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = N
     return snap_path
 
 
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Silence transformers' load-report warning: an ER checkpoint's head is expectedly unused, missing
+    encoder weights are an error raised by ``load_hubert`` and size mismatches raise in transformers."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report_logger.setLevel(level)
+
+
 def load_hubert(
     name_or_path: str | Path, device: str | torch.device = "cpu", cache_dir: str | Path | None = None
 ) -> tuple[torch.nn.Module, HubertSettings]:
@@ -160,9 +208,10 @@ def load_hubert(
 
     model_dir = resolve_model_dir(name_or_path, cache_dir)
     try:
-        model, info = HubertModel.from_pretrained(
-            str(model_dir), local_files_only=True, output_loading_info=True
-        )
+        with _quiet_load_report():
+            model, info = HubertModel.from_pretrained(
+                str(model_dir), local_files_only=True, output_loading_info=True
+            )
     except OSError as exc:  # e.g. config.json present but no weights file
         raise HubertModelNotFound(
             f"cannot load weights for {name_or_path!r} from {model_dir}: {exc}"
@@ -173,6 +222,9 @@ def load_hubert(
             f"{name_or_path!r} ({model_dir}) is missing {len(missing)} HuBERT encoder weights, "
             f"e.g. {missing[:3]}"
         )
+    ignored = sorted({k.split(".")[0] for k in info.get("unexpected_keys", [])})
+    if ignored:
+        log.info("%s: ignoring the checkpoint's %s weights (not part of the encoder)", name_or_path, ignored)
     model.eval()
     cfg = model.config
     uses_mask = getattr(cfg, "feat_extract_norm", "group") == "layer"
@@ -280,21 +332,28 @@ def model_view(
     return view
 
 
-def mixed_lengths_default(config: object, device: str | torch.device) -> bool:
-    """Whether clips of different lengths share a batch unless told otherwise (module docstring):
-    layer-norm models always; group-norm models only on a GPU, where batching pays for the padding."""
-    layer_norm = getattr(config, "feat_extract_norm", "group") == "layer"
-    return layer_norm or torch.device(device).type == "cuda"
+def per_clip_conv_default(device: str | torch.device) -> bool:
+    """Whether every batch runs the conv feature encoder clip by clip (module docstring): on the CPU,
+    where that is faster; elsewhere only batches that need it (group-norm models, mixed lengths)."""
+    return torch.device(device).type == "cpu"
 
 
-def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only: bool) -> list[list[int]]:
+def make_batches(
+    lengths: Sequence[int],
+    batch_seconds: float,
+    equal_length_only: bool = False,
+    max_padding: float = MAX_PADDING,
+) -> list[list[int]]:
     """Group clip indices into batches of at most ``batch_seconds`` of padded audio (one clip minimum).
 
-    Clips are sorted by length (longest first) so padding is small; with ``equal_length_only`` a batch
-    never mixes lengths (group-norm models, see module docstring).
+    Clips are sorted by length (longest first); a clip joins the current batch only if it is at most
+    ``max_padding`` (a fraction) shorter than the batch's longest, or, with ``equal_length_only``, exactly
+    as long (group-norm models batched without a per-clip conv encoder, see module docstring).
     """
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be positive, got {batch_seconds}")
+    if not 0.0 <= max_padding < 1.0:
+        raise ValueError(f"max_padding must be in [0, 1), got {max_padding}")
     budget = batch_seconds * SAMPLE_RATE
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
@@ -302,9 +361,8 @@ def make_batches(lengths: Sequence[int], batch_seconds: float, equal_length_only
     for i in order:
         if cur:
             max_len = lengths[cur[0]]  # longest in the batch (sorted descending)
-            same = lengths[i] == max_len
-            fits = (len(cur) + 1) * max_len <= budget
-            if fits and (same or not equal_length_only):
+            close = lengths[i] == max_len if equal_length_only else lengths[i] >= (1 - max_padding) * max_len
+            if close and (len(cur) + 1) * max_len <= budget:
                 cur.append(i)
                 continue
             batches.append(cur)
@@ -325,7 +383,8 @@ def _run_batch(
     """One forward pass over ``waves`` zero-padded to the longest.
 
     ``use_mask``: pass the sample mask (layer-norm models). ``per_clip_conv``: run the conv feature
-    encoder clip by clip and mask the padded frames from the transformer on (group-norm models).
+    encoder clip by clip and zero-pad its frames; where lengths differ, the padded frames are masked
+    from the transformer on (exact for group-norm models too).
     """
     max_len = max(w.size for w in waves)
     x = np.zeros((len(waves), max_len), dtype=np.float32)
@@ -334,9 +393,9 @@ def _run_batch(
         x[b, : w.size] = w
         mask[b, : w.size] = 1
     inputs = torch.from_numpy(x).to(device)
-    per_clip_conv = per_clip_conv and len({w.size for w in waves}) > 1  # equal lengths need no mask
+    per_clip_conv = per_clip_conv and len(waves) > 1
     kwargs = {}
-    if use_mask or per_clip_conv:
+    if use_mask or (per_clip_conv and len({w.size for w in waves}) > 1):  # equal lengths need no mask
         kwargs["attention_mask"] = torch.from_numpy(mask).to(device)
     with torch.inference_mode():
         if per_clip_conv:
@@ -371,23 +430,24 @@ def extract_hubert(
     device: str | torch.device = "cpu",
     batch_seconds: float = 120.0,
     normalize: bool = False,
-    mixed_lengths: bool | None = None,
+    mixed_lengths: bool = True,
+    max_padding: float = MAX_PADDING,
 ) -> list[dict[int, np.ndarray]]:
     """Hidden states ``hidden_states[k]`` (output of layer k; 0 = before layer 1) for each clip.
 
     Returns, in input order, ``{k: (hubert_frames(len_i), hidden) float32}`` keyed by the layer indices as
     given (so ``-1`` stays ``-1``). Batches follow the rule in the module docstring, so results match
-    ``extract_hubert_single`` up to float round-off. ``mixed_lengths`` lets clips of different lengths
-    share a batch (default: layer-norm models always, group-norm models on a GPU).
+    ``extract_hubert_single`` up to float round-off. ``mixed_lengths=False`` batches only clips of equal
+    length (and, for group-norm models off the CPU, runs the conv encoder on the whole batch);
+    ``max_padding`` bounds the padding of mixed-length batches (``make_batches``).
     """
     ks = _check_layers(layers, int(model.config.num_hidden_layers))
     prepared = _prepare(waves, normalize)
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
-    if mixed_lengths is None:
-        mixed_lengths = mixed_lengths_default(model.config, device)
-    per_clip_conv = mixed_lengths and not use_mask
+    per_clip_conv = (mixed_lengths and not use_mask) or per_clip_conv_default(device)
     model = model_view(model, depth=encoder_depth(model.config, ks))
-    batches = make_batches([w.size for w in prepared], batch_seconds, equal_length_only=not mixed_lengths)
+    sizes = [w.size for w in prepared]
+    batches = make_batches(sizes, batch_seconds, equal_length_only=not mixed_lengths, max_padding=max_padding)
     results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
     for idx in batches:
         batch = [prepared[i] for i in idx]

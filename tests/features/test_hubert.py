@@ -5,6 +5,7 @@ All models are tiny random HuBERTs saved in the real Hugging Face formats by emo
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -25,9 +26,12 @@ from emotalker.tasks.hubert import (
     hubert_frames,
     load_hubert,
     make_batches,
+    pass_sharing,
+    per_clip_conv_default,
 )
 from emotalker.testing.fake_hubert import (
     convert_to_legacy_bin,
+    write_er_from_base,
     write_tiny_hubert,
     write_tiny_hubert_to_hf_cache,
 )
@@ -80,8 +84,22 @@ def test_preprocessor_config_overrides_default(tmp_path: Path) -> None:
     assert load_hubert(d)[1].do_normalize is False  # fairseq rule for group-norm (base) models
 
 
-def test_classifier_checkpoint_loads_encoder_weights(models: dict[str, Path]) -> None:
-    model, _ = load_hubert(models["cls"])
+def test_classifier_checkpoint_loads_encoder_weights(
+    models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    reports: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = reports.append  # type: ignore[method-assign]
+    transformers_log = logging.getLogger("transformers.modeling_utils")  # does not propagate to caplog
+    transformers_log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="emotalker.tasks.hubert"):
+            model, _ = load_hubert(models["cls"])
+    finally:
+        transformers_log.removeHandler(handler)
+    # the unused head is named once by us, not as transformers' load-report warning on every worker
+    assert not [r for r in reports if "LOAD REPORT" in r.getMessage()]
+    assert "['classifier', 'projector'] weights" in caplog.text
     ref = HubertForSequenceClassification.from_pretrained(models["cls"]).hubert.state_dict()
     got = model.state_dict()
     assert set(got) == set(ref)
@@ -162,7 +180,7 @@ def test_batched_matches_per_clip(models: dict[str, Path], waves: list[np.ndarra
 
 
 def test_padding_would_break_group_norm(models: dict[str, Path], waves: list[np.ndarray]) -> None:
-    """Why group-norm models batch only equal lengths: zero padding changes every frame."""
+    """Why group-norm models never share a padded waveform: zero padding changes every frame."""
     model, _ = load_hubert(models["group"])
     padded = _run_batch(model, [waves[0], waves[1]], [9], "cpu", use_mask=False)[1][9]
     alone = extract_hubert_single(model, [waves[1]], [9])[0][9]
@@ -170,28 +188,57 @@ def test_padding_would_break_group_norm(models: dict[str, Path], waves: list[np.
     assert np.abs(padded - alone).max() > 1e-2
 
 
+def _count_forwards(module: torch.nn.Module) -> tuple[list[int], object]:
+    calls: list[int] = []
+    return calls, module.register_forward_hook(lambda *_a: calls.append(1))
+
+
 @pytest.mark.parametrize("layers", [[0], [3], [9, -1]])
 def test_group_norm_mixed_length_batches_are_exact_with_per_clip_conv(
     models: dict[str, Path], waves: list[np.ndarray], layers: list[int]
 ) -> None:
-    """The GPU batching path: conv encoder per clip, padded frames masked from the transformer on."""
+    """Conv encoder per clip, padded frames masked from the transformer on: any padding is exact."""
     model, _ = load_hubert(models["group"])
-    forwards: list[int] = []
-    hook = model.encoder.layers[0].register_forward_hook(lambda *_a: forwards.append(1))
+    forwards, hook = _count_forwards(model.encoder.layers[0])
     try:
-        mixed = extract_hubert(model, waves, layers, batch_seconds=60.0, mixed_lengths=True)
+        one_batch = extract_hubert(model, waves, layers, batch_seconds=60.0, max_padding=0.99)
         assert len(forwards) == 1  # every length in one batch
         forwards.clear()
-        default = extract_hubert(model, waves, layers, batch_seconds=60.0)  # CPU: equal lengths only
+        default = extract_hubert(model, waves, layers, batch_seconds=60.0)  # buckets of <= 10% padding
+        assert len(forwards) == len(make_batches(LENGTHS, 60.0)) == 5
+        forwards.clear()
+        equal_only = extract_hubert(model, waves, layers, batch_seconds=60.0, mixed_lengths=False)
         assert len(forwards) == len(set(LENGTHS))
     finally:
         hook.remove()
     single = extract_hubert_single(model, waves, layers)
-    for w, m, d, one in zip(waves, mixed, default, single, strict=True):
+    for w, *got, one in zip(waves, one_batch, default, equal_only, single, strict=True):
         for k in layers:
-            assert m[k].shape == (hubert_frames(w.size), 32)
-            np.testing.assert_allclose(m[k], one[k], atol=2e-5, rtol=1e-4)
-            np.testing.assert_allclose(d[k], one[k], atol=2e-5, rtol=1e-4)
+            for g in got:
+                assert g[k].shape == (hubert_frames(w.size), 32)
+                np.testing.assert_allclose(g[k], one[k], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+def test_cpu_runs_the_conv_encoder_per_clip_in_a_batch(models: dict[str, Path], kind: str) -> None:
+    """On the CPU an equal-length batch still goes through the conv encoder one clip at a time (faster
+    there), and through the transformer once."""
+    model, s = load_hubert(models[kind])
+    rng = np.random.default_rng(5)
+    same = [(0.1 * rng.standard_normal(9000)).astype(np.float32) for _ in range(3)]
+    convs, conv_hook = _count_forwards(model.feature_extractor)
+    layers_run, layer_hook = _count_forwards(model.encoder.layers[0])
+    try:
+        got = extract_hubert(model, same, [2, -1], normalize=s.do_normalize)
+    finally:
+        conv_hook.remove()
+        layer_hook.remove()
+    assert (len(convs), len(layers_run)) == (3, 1)
+    single = extract_hubert_single(model, same, [2, -1], normalize=s.do_normalize)
+    for g, one in zip(got, single, strict=True):
+        for k in (2, -1):
+            np.testing.assert_allclose(g[k], one[k], atol=2e-5, rtol=1e-4)
+    assert per_clip_conv_default("cpu") and not per_clip_conv_default(torch.device("cuda", 0))
 
 
 def test_last_layer_is_last_hidden_state(models: dict[str, Path], waves: list[np.ndarray]) -> None:
@@ -206,11 +253,18 @@ def test_last_layer_is_last_hidden_state(models: dict[str, Path], waves: list[np
 def test_make_batches_rules() -> None:
     lengths = [100, 300, 300, 200, 300]
     assert make_batches(lengths, 1000 / 16000, equal_length_only=True) == [[1, 2, 4], [3], [0]]
-    assert make_batches(lengths, 1000 / 16000, equal_length_only=False) == [[1, 2, 4], [3, 0]]
+    assert make_batches(lengths, 1000 / 16000) == [[1, 2, 4], [3], [0]]  # 200 is 33% short of 300
+    assert make_batches(lengths, 1000 / 16000, max_padding=0.7) == [[1, 2, 4], [3, 0]]
     # Budget counts padded samples; a clip longer than the budget still gets its own batch.
     assert make_batches([5000, 10], 1000 / 16000, equal_length_only=False) == [[0], [1]]
+    # Padding: a clip joins only if at most max_padding shorter than the batch's longest.
+    assert make_batches([100, 95, 89, 90], 1.0) == [[0, 1, 3], [2]]
+    assert make_batches([100, 95, 89, 90], 1.0, max_padding=0.0) == [[0], [1], [3], [2]]
+    assert make_batches([100, 95, 89, 90], 1.0, max_padding=0.5) == [[0, 1, 3, 2]]
     with pytest.raises(ValueError, match="batch_seconds"):
         make_batches(lengths, 0, equal_length_only=True)
+    with pytest.raises(ValueError, match="max_padding"):
+        make_batches(lengths, 1.0, max_padding=1.0)
 
 
 def test_extract_errors(models: dict[str, Path]) -> None:
@@ -355,3 +409,34 @@ def test_repeated_truncated_passes_on_a_fresh_model_stay_exact(
         n_hooks = len(model.encoder.layers[0]._forward_hooks)
         assert hooks is None or n_hooks == hooks
         hooks = n_hooks
+
+
+def test_pass_sharing_says_why_a_pair_does_not_share(
+    tmp_path: Path, models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`emotalker hubert-check`: run on the real checkpoints, it tells which HuBERT speed-up applies."""
+    import json
+    import shutil
+
+    from emotalker.cli import main
+
+    base = models["group"]
+    er = write_er_from_base(base, tmp_path / "er")  # like superb ER: base encoder + head, no normalisation
+    normed = Path(shutil.copytree(base, tmp_path / "normed"))
+    pre = normed / "preprocessor_config.json"
+    pre.write_text(json.dumps({**json.loads(pre.read_text()), "do_normalize": True}))
+
+    assert pass_sharing(load_hubert(er), load_hubert(base))["shared_pass"] is True
+    report = pass_sharing(load_hubert(er), load_hubert(normed))
+    assert report["shared_pass"] is False and "do_normalize" in str(report["reason"])
+    report = pass_sharing(load_hubert(models["cls"]), load_hubert(base))
+    assert report["shared_pass"] is False and "different encoder weights" in str(report["reason"])
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    args = ["hubert-check", "--config", str(demo), "--set", f"audio.emotion_model={er}"]
+    assert main([*args, "--set", f"audio.content_model={normed}"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["shared_pass"] is False
+    assert [c["do_normalize"] for c in printed["checkpoints"]] == [False, True]
+    assert main([*args, "--set", f"audio.content_model={tmp_path / 'absent'}"]) == 2
+    assert "absent" in capsys.readouterr().err
