@@ -93,6 +93,7 @@ def _stage(waves: list[np.ndarray], emotion: Path, content: Path, dev: str, repe
         "content_model": str(content),
         "content_layer": CONTENT_LAYER,
         "batch_seconds": BATCH_SECONDS,
+        "waveform_normalization": "pretraining",
     }
     (em, es), (cm, cs) = load_hubert(emotion, dev), load_hubert(content, dev)
     checkpoints = [(em, es, -1), (cm, cs, CONTENT_LAYER)]
@@ -229,8 +230,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             "Headline: the paper's pair on one flow chunk, where the ER checkpoint's encoder is HuBERT base "
             "unchanged (HF's s3prl conversion copies the frozen upstream), so one forward pass to the last "
             "layer serves both families. The pass is shared only when the encoder digests match, which "
-            "includes the waveform normalisation from preprocessor_config.json: if the two downloaded "
-            "checkpoints disagree on do_normalize, the distinct_pair figure applies (truncation at layer 9 "
+            "includes the waveform normalisation: by default (pretraining rule) both base models take the "
+            "raw waveform; with audio.waveform_normalization=preprocessor_config and HF files that disagree "
+            "on do_normalize, the distinct_pair figure applies (truncation at layer 9 "
             "and batching only). Batching: clips within 10% of a batch's longest share the transformer "
             "(padded frames masked); the conv encoder runs clip by clip on the CPU (faster there, and the "
             "only exact way for group-norm models, see bucket_padding_error.waveform_padding)."

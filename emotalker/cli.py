@@ -100,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         from emotalker.tasks.hubert import HubertModelNotFound, load_hubert, pass_sharing
 
         try:
-            pair = load_hubert(cfg.audio.emotion_model), load_hubert(cfg.audio.content_model)
+            a = cfg.audio
+            emotion = load_hubert(a.emotion_model, normalization=a.waveform_normalization)
+            content = load_hubert(a.content_model, normalization=a.waveform_normalization)
         except (HubertModelNotFound, ValueError) as exc:
             print(f"emotalker: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(pass_sharing(*pair), indent=2))
+        print(json.dumps(pass_sharing(emotion, content), indent=2))
         return 0
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")

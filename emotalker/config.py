@@ -118,6 +118,10 @@ class AudioFeatureConfig(_Strict):
     content_model: str = "facebook/hubert-base-ls960"
     content_layer: int = Field(9, ge=0)
     emotion_layer: int = -1  # last hidden state of the emotion-finetuned model
+    # waveform normalisation before HuBERT: "pretraining" as fairseq/s3prl trained and fine-tuned the
+    # checkpoint (only layer-norm, i.e. large, models normalise: the HuBERT k-means recipe and superb);
+    # "preprocessor_config" as the checkpoint's Hugging Face preprocessor_config.json says
+    waveform_normalization: Literal["pretraining", "preprocessor_config"] = "pretraining"
     batch_seconds: float = Field(120.0, gt=0)  # audio per batch (length-bucketed)
     kmeans_k: int = Field(200, ge=2)
     kmeans_sample_frames: int = Field(500_000, ge=100)

@@ -157,6 +157,7 @@ def hubert_fingerprint(cfg: PipelineConfig) -> str:
         a.emotion_layer,
         file_signature(a.content_model),
         a.content_layer,
+        a.waveform_normalization,
     )
 
 

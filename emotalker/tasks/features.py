@@ -156,11 +156,14 @@ def face_chunk(
 
 
 # -------------------------------------------------------------------------------------------- audio
-def _hubert(name: str, device: str) -> Any:
+def _hubert(name: str, device: str, normalization: str) -> Any:
     from emotalker.tasks.hubert import load_hubert
 
     sig = json.dumps(file_signature(name))  # a replaced model dir is reloaded on long-lived workers
-    return _cached(("hubert", name, sig, device), lambda: load_hubert(name, device))
+    return _cached(
+        ("hubert", name, sig, device, normalization),
+        lambda: load_hubert(name, device, normalization=normalization),
+    )
 
 
 def hubert_features(
@@ -179,7 +182,7 @@ def hubert_features(
     ]
     passes: dict[str, tuple[Any, Any, list[tuple[str, int]]]] = {}
     for family, name, layer in jobs:
-        model, settings = _hubert(name, device)
+        model, settings = _hubert(name, device, audio_cfg["waveform_normalization"])
         passes.setdefault(settings.encoder_digest, (model, settings, []))[2].append((family, layer))
     feats: dict[str, list[np.ndarray]] = {}
     for model, settings, wanted in passes.values():

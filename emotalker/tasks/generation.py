@@ -108,7 +108,7 @@ def audio_features(
         ("audio", cfg.audio.emotion_model, cfg.audio.emotion_layer),
         ("content", cfg.audio.content_model, cfg.audio.content_layer),
     ):
-        model, settings = _hubert(name, device)
+        model, settings = _hubert(name, device, cfg.audio.waveform_normalization)
         out = extract_hubert(
             model,
             [wave],

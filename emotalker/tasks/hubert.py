@@ -114,15 +114,15 @@ def pass_sharing(
     """Whether two loaded checkpoints share one forward pass in the feature stage, and if not, why.
 
     Run on the real checkpoints (``emotalker hubert-check``) to learn which speed-up applies: the paper's
-    pair shares only if both ``preprocessor_config.json`` files agree on ``do_normalize``.
+    pair shares when loaded with the same waveform normalisation (always, by the pretraining rule).
     """
     (model_a, a), (_, b) = first, second
     if a.encoder_digest == b.encoder_digest:
         reason = "same encoder weights, encoder settings and waveform normalisation"
     elif encoder_digest(model_a, b.do_normalize) == b.encoder_digest:
         reason = (
-            "same encoder, but preprocessor_config.json disagrees on do_normalize "
-            f"({a.name}: {a.do_normalize}, {b.name}: {b.do_normalize})"
+            "same encoder, but the waveform normalisation differs "
+            f"({a.name}: do_normalize={a.do_normalize}, {b.name}: do_normalize={b.do_normalize})"
         )
     else:
         reason = "different encoder weights or encoder settings"
@@ -195,15 +195,26 @@ def _quiet_load_report() -> Iterator[None]:
         report_logger.setLevel(level)
 
 
+NORMALIZATION_MODES = ("pretraining", "preprocessor_config")
+
+
 def load_hubert(
-    name_or_path: str | Path, device: str | torch.device = "cpu", cache_dir: str | Path | None = None
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    normalization: str = "pretraining",
 ) -> tuple[torch.nn.Module, HubertSettings]:
     """Load a HuBERT encoder in eval mode plus its preprocessing settings.
 
-    ``do_normalize`` comes from ``preprocessor_config.json`` when present, else fairseq's rule (normalise
-    only layer-norm/large models). Raises HubertModelNotFound naming the id when the checkpoint is absent,
-    and ValueError when the checkpoint lacks encoder weights (rather than silently using random ones).
+    ``do_normalize`` (per-clip zero mean, unit variance): with ``normalization="pretraining"`` as fairseq
+    pretrained and s3prl fine-tuned the checkpoint, i.e. only layer-norm (large) models normalise, which
+    is also what the HuBERT k-means recipe's feature dump does; with ``"preprocessor_config"`` as the
+    checkpoint's ``preprocessor_config.json`` says (that rule when the file is absent). Raises
+    HubertModelNotFound naming the id when the checkpoint is absent, and ValueError when the checkpoint
+    lacks encoder weights (rather than silently using random ones).
     """
+    if normalization not in NORMALIZATION_MODES:
+        raise ValueError(f"normalization must be one of {NORMALIZATION_MODES}, got {normalization!r}")
     from transformers import HubertModel
 
     model_dir = resolve_model_dir(name_or_path, cache_dir)
@@ -233,7 +244,8 @@ def load_hubert(
     pre = model_dir / "preprocessor_config.json"
     if pre.is_file():
         fe = json.loads(pre.read_text())
-        do_normalize = bool(fe.get("do_normalize", do_normalize))
+        if normalization == "preprocessor_config":
+            do_normalize = bool(fe.get("do_normalize", do_normalize))
         sampling_rate = int(fe.get("sampling_rate", sampling_rate))
     if sampling_rate != SAMPLE_RATE:
         raise ValueError(

@@ -77,11 +77,17 @@ def test_load_local_dir_settings(models: dict[str, Path]) -> None:
     assert s2.uses_attention_mask is True and s2.do_normalize is True
 
 
-def test_preprocessor_config_overrides_default(tmp_path: Path) -> None:
+def test_waveform_normalization_modes(tmp_path: Path) -> None:
     d = write_tiny_hubert(tmp_path / "m", do_normalize=True)  # group norm, but the config says normalise
-    assert load_hubert(d)[1].do_normalize is True
+    assert load_hubert(d)[1].do_normalize is False  # pretraining rule: base (group-norm) models do not
+    assert load_hubert(d, normalization="preprocessor_config")[1].do_normalize is True
     (d / "preprocessor_config.json").unlink()
-    assert load_hubert(d)[1].do_normalize is False  # fairseq rule for group-norm (base) models
+    assert load_hubert(d, normalization="preprocessor_config")[1].do_normalize is False  # rule as fallback
+    large = write_tiny_hubert(tmp_path / "large", feat_extract_norm="layer", do_normalize=False)
+    assert load_hubert(large)[1].do_normalize is True  # large models were pretrained on normalised audio
+    assert load_hubert(large, normalization="preprocessor_config")[1].do_normalize is False
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        load_hubert(d, normalization="always")
 
 
 def test_classifier_checkpoint_loads_encoder_weights(
@@ -340,7 +346,9 @@ def test_encoder_digest_identifies_shared_encoders(tmp_path: Path, models: dict[
     _, other_s = load_hubert(models["cls"])  # another seed
     assert other_s.encoder_digest != base_s.encoder_digest
     normalised = write_tiny_hubert(tmp_path / "norm", do_normalize=True)  # same weights, other input
-    assert load_hubert(normalised)[1].encoder_digest != base_s.encoder_digest
+    assert load_hubert(normalised)[1].encoder_digest == base_s.encoder_digest  # pretraining rule: raw
+    hf = load_hubert(normalised, normalization="preprocessor_config")[1]
+    assert hf.do_normalize and hf.encoder_digest != base_s.encoder_digest
 
 
 def test_shared_encoder_features_come_from_one_forward_pass(
@@ -374,6 +382,7 @@ def test_shared_encoder_features_come_from_one_forward_pass(
         "content_model": str(models["group"]),
         "content_layer": 3,
         "batch_seconds": 60.0,
+        "waveform_normalization": "pretraining",
     }
     status = hubert_chunk(clips, str(tmp_path / "store"), audio_cfg, "cpu", "fp")
     assert all(s["ok"] for s in status), status
@@ -427,16 +436,33 @@ def test_pass_sharing_says_why_a_pair_does_not_share(
     pre.write_text(json.dumps({**json.loads(pre.read_text()), "do_normalize": True}))
 
     assert pass_sharing(load_hubert(er), load_hubert(base))["shared_pass"] is True
-    report = pass_sharing(load_hubert(er), load_hubert(normed))
-    assert report["shared_pass"] is False and "do_normalize" in str(report["reason"])
+    assert pass_sharing(load_hubert(er), load_hubert(normed))["shared_pass"] is True  # pretraining rule
+    hf = "preprocessor_config"
+    report = pass_sharing(load_hubert(er, normalization=hf), load_hubert(normed, normalization=hf))
+    assert report["shared_pass"] is False and "normalisation differs" in str(report["reason"])
     report = pass_sharing(load_hubert(models["cls"]), load_hubert(base))
     assert report["shared_pass"] is False and "different encoder weights" in str(report["reason"])
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     args = ["hubert-check", "--config", str(demo), "--set", f"audio.emotion_model={er}"]
     assert main([*args, "--set", f"audio.content_model={normed}"]) == 0
+    assert json.loads(capsys.readouterr().out)["shared_pass"] is True
+    hf_mode = ["--set", "audio.waveform_normalization=preprocessor_config"]
+    assert main([*args, "--set", f"audio.content_model={normed}", *hf_mode]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["shared_pass"] is False
     assert [c["do_normalize"] for c in printed["checkpoints"]] == [False, True]
     assert main([*args, "--set", f"audio.content_model={tmp_path / 'absent'}"]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+def test_hubert_fingerprint_follows_the_normalisation_mode() -> None:
+    """Switching the waveform normalisation changes the features, so stored HuBERT features go stale."""
+    from emotalker.config import load_config
+    from emotalker.flows.features import hubert_fingerprint
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    pretraining = load_config(demo)
+    hf = load_config(demo, ["audio.waveform_normalization=preprocessor_config"])
+    assert pretraining.audio.waveform_normalization == "pretraining"
+    assert hubert_fingerprint(pretraining) != hubert_fingerprint(hf)
