@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from emotalker.constants import DEFAULT_TEST_ACTORS, EMOTIONS, LEVELS
+from emotalker.constants import DEFAULT_TEST_ACTORS, EMOTIONS, LEVELS, WaveformNormalization
 
 
 class _Strict(BaseModel):
@@ -121,7 +121,7 @@ class AudioFeatureConfig(_Strict):
     # waveform normalisation before HuBERT: "pretraining" as fairseq/s3prl trained and fine-tuned the
     # checkpoint (only layer-norm, i.e. large, models normalise: the HuBERT k-means recipe and superb);
     # "preprocessor_config" as the checkpoint's Hugging Face preprocessor_config.json says
-    waveform_normalization: Literal["pretraining", "preprocessor_config"] = "pretraining"
+    waveform_normalization: WaveformNormalization = "pretraining"
     batch_seconds: float = Field(120.0, gt=0)  # audio per batch (length-bucketed)
     kmeans_k: int = Field(200, ge=2)
     kmeans_sample_frames: int = Field(500_000, ge=100)

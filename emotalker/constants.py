@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 # MEAD
 EMOTIONS: tuple[str, ...] = (
     "angry",
@@ -51,6 +53,9 @@ FACE_DIM = len(FACE_INDICES)  # 57
 # HuBERT: 20 ms hop, 25 ms receptive field at 16 kHz
 HUBERT_HOP = 320
 HUBERT_WIN = 400
+# waveform normalisation before HuBERT: as fairseq pretrained the checkpoint (only large, layer-norm
+# models normalise) or as its Hugging Face preprocessor_config.json says
+WaveformNormalization = Literal["pretraining", "preprocessor_config"]
 
 # SadTalker / Wav2Lip mel settings for the lip branch
 MEL_N_FFT = 800

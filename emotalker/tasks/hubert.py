@@ -39,11 +39,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
-from emotalker.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE
+from emotalker.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE, WaveformNormalization
 from emotalker.tasks.audio_io import validate_audio
 
 log = logging.getLogger(__name__)
@@ -195,14 +196,11 @@ def _quiet_load_report() -> Iterator[None]:
         report_logger.setLevel(level)
 
 
-NORMALIZATION_MODES = ("pretraining", "preprocessor_config")
-
-
 def load_hubert(
     name_or_path: str | Path,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
-    normalization: str = "pretraining",
+    normalization: WaveformNormalization = "pretraining",
 ) -> tuple[torch.nn.Module, HubertSettings]:
     """Load a HuBERT encoder in eval mode plus its preprocessing settings.
 
@@ -213,8 +211,9 @@ def load_hubert(
     HubertModelNotFound naming the id when the checkpoint is absent, and ValueError when the checkpoint
     lacks encoder weights (rather than silently using random ones).
     """
-    if normalization not in NORMALIZATION_MODES:
-        raise ValueError(f"normalization must be one of {NORMALIZATION_MODES}, got {normalization!r}")
+    modes = get_args(WaveformNormalization)
+    if normalization not in modes:
+        raise ValueError(f"normalization must be one of {modes}, got {normalization!r}")
     from transformers import HubertModel
 
     model_dir = resolve_model_dir(name_or_path, cache_dir)
