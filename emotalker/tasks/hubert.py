@@ -183,17 +183,25 @@ def resolve_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = N
     return snap_path
 
 
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 @contextmanager
 def _quiet_load_report() -> Iterator[None]:
-    """Silence transformers' load-report warning: an ER checkpoint's head is expectedly unused, missing
-    encoder weights are an error raised by ``load_hubert`` and size mismatches raise in transformers."""
+    """Drop transformers' load-report warning: an ER checkpoint's head is expectedly unused, missing
+    encoder weights are an error raised by ``load_hubert`` and size mismatches raise in transformers.
+
+    A filter, not a level: transformers runs (and logs) extra checks when that logger's level is raised.
+    """
     report_logger = logging.getLogger("transformers.modeling_utils")
-    level = report_logger.level
-    report_logger.setLevel(logging.ERROR)
+    drop = _DropLoadReport()
+    report_logger.addFilter(drop)
     try:
         yield
     finally:
-        report_logger.setLevel(level)
+        report_logger.removeFilter(drop)
 
 
 def load_hubert(
