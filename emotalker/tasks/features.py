@@ -172,17 +172,21 @@ def hubert_features(
     """HuBERT frames (~49 Hz) of each clip for both families: emotion (ER model) and content (layer k).
 
     Checkpoints with the same encoder (e.g. superb ER and the HuBERT base it was converted from) share
-    one forward pass that returns every requested layer.
+    one forward pass that returns every requested layer. ``audio_cfg`` is ``AudioFeatureConfig`` as a dict
+    (what crosses to Dask workers); keys it omits take the config's defaults.
     """
+    from emotalker.config import AudioFeatureConfig
     from emotalker.tasks.hubert import extract_hubert
 
+    a = AudioFeatureConfig.model_validate(audio_cfg)
+
     jobs = [
-        ("hubert_emotion", audio_cfg["emotion_model"], audio_cfg["emotion_layer"]),
-        ("hubert_content", audio_cfg["content_model"], audio_cfg["content_layer"]),
+        ("hubert_emotion", a.emotion_model, a.emotion_layer),
+        ("hubert_content", a.content_model, a.content_layer),
     ]
     passes: dict[str, tuple[Any, Any, list[tuple[str, int]]]] = {}
     for family, name, layer in jobs:
-        model, settings = _hubert(name, device, audio_cfg["waveform_normalization"])
+        model, settings = _hubert(name, device, a.waveform_normalization)
         passes.setdefault(settings.encoder_digest, (model, settings, []))[2].append((family, layer))
     feats: dict[str, list[np.ndarray]] = {}
     for model, settings, wanted in passes.values():
@@ -191,7 +195,7 @@ def hubert_features(
             waves,
             sorted({layer for _, layer in wanted}),
             device=device,
-            batch_seconds=audio_cfg["batch_seconds"],
+            batch_seconds=a.batch_seconds,
             normalize=settings.do_normalize,
         )
         for family, layer in wanted:
