@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from emotalker.constants import COEFF_DIM, COEFF_SLICES, EXP_DIM, FPS, SAMPLE_RATE
+from emotalker.constants import COEFF_DIM, COEFF_SLICES, EXP_DIM, FPS, SAMPLE_RATE, WaveformNormalization
 from emotalker.storage.zarr_store import FeatureStore
 
 _MODEL_CACHE: dict[tuple, Any] = {}
@@ -156,7 +156,7 @@ def face_chunk(
 
 
 # -------------------------------------------------------------------------------------------- audio
-def _hubert(name: str, device: str, normalization: str) -> Any:
+def _hubert(name: str, device: str, normalization: WaveformNormalization) -> Any:
     from emotalker.tasks.hubert import load_hubert
 
     sig = json.dumps(file_signature(name))  # a replaced model dir is reloaded on long-lived workers

@@ -97,31 +97,18 @@ def audio_features(
     wave: np.ndarray, cfg: PipelineConfig, device: str, kmeans_path: Path
 ) -> dict[str, np.ndarray]:
     """The same features as the training stores: HuBERT ER, layer-k tokens, mel windows, at 25 fps."""
-    from emotalker.tasks.features import _hubert
-    from emotalker.tasks.hubert import align_to_video, extract_hubert
+    from emotalker.tasks.features import hubert_features
+    from emotalker.tasks.hubert import align_to_video
     from emotalker.tasks.kmeans import apply_kmeans, load_kmeans
     from emotalker.tasks.mel import mel_windows, melspectrogram
 
     n = len(wave) // SAMPLES_PER_FRAME
-    feats = {}
-    for key, name, layer in (
-        ("audio", cfg.audio.emotion_model, cfg.audio.emotion_layer),
-        ("content", cfg.audio.content_model, cfg.audio.content_layer),
-    ):
-        model, settings = _hubert(name, device, cfg.audio.waveform_normalization)
-        out = extract_hubert(
-            model,
-            [wave],
-            [layer],
-            device=device,
-            batch_seconds=cfg.audio.batch_seconds,
-            normalize=settings.do_normalize,
-        )[0][layer]
-        feats[key] = align_to_video(out, n).astype(np.float32)
+    hubert = hubert_features([wave], cfg.audio.model_dump(mode="json"), device)  # as the feature flow
+    feats = {family: align_to_video(out[0], n).astype(np.float32) for family, out in hubert.items()}
     km = load_kmeans(kmeans_path)
     return {
-        "audio": feats["audio"],
-        "tokens": apply_kmeans(km, feats["content"]).astype(np.int64),
+        "audio": feats["hubert_emotion"],
+        "tokens": apply_kmeans(km, feats["hubert_content"]).astype(np.int64),
         "mel": mel_windows(melspectrogram(wave), n).astype(np.float32),
     }
 

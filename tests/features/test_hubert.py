@@ -340,8 +340,6 @@ def test_only_needed_layers_run_and_outputs_match_the_full_model(
 
 
 def test_encoder_digest_identifies_shared_encoders(tmp_path: Path, models: dict[str, Path]) -> None:
-    from emotalker.testing.fake_hubert import write_er_from_base
-
     er = write_er_from_base(models["group"], tmp_path / "er")
     _, base_s = load_hubert(models["group"])
     _, er_s = load_hubert(er)
@@ -361,7 +359,6 @@ def test_shared_encoder_features_come_from_one_forward_pass(
     from emotalker.storage.zarr_store import FeatureStore
     from emotalker.tasks.audio_io import write_wav
     from emotalker.tasks.features import hubert_chunk
-    from emotalker.testing.fake_hubert import write_er_from_base
 
     er = write_er_from_base(models["group"], tmp_path / "er")
     clips = []
