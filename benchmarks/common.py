@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from emotalker.config import PipelineConfig, load_config
+from emotalker.configs.schema import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper.yaml"

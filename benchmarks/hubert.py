@@ -45,7 +45,7 @@ def _write_base(directory: Path, seed: int) -> Path:
 
 
 def _write_models(root: Path, quick: bool) -> dict[str, Path]:
-    from emotalker.testing.fake_hubert import write_er_from_base, write_tiny_hubert
+    from emotalker.tasks.data.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
     if quick:
         content = write_tiny_hubert(root / "content", num_hidden_layers=12, seed=0)
@@ -75,7 +75,7 @@ def _clips(lengths_s: list[float], seed: int) -> list[np.ndarray]:
 
 def _one_at_a_time(waves: list[np.ndarray], checkpoints: list[tuple[Any, Any, int]], dev: str) -> list:
     """Per clip, per checkpoint: a full forward pass keeping one layer (the baseline)."""
-    from emotalker.tasks.hubert import extract_hubert_single
+    from emotalker.tasks.features.hubert import extract_hubert_single
 
     return [
         [extract_hubert_single(m, [w], [k], dev, normalize=s.do_normalize)[0][k] for m, s, k in checkpoints]
@@ -84,8 +84,8 @@ def _one_at_a_time(waves: list[np.ndarray], checkpoints: list[tuple[Any, Any, in
 
 
 def _stage(waves: list[np.ndarray], emotion: Path, content: Path, dev: str, repeats: int) -> dict[str, Any]:
-    from emotalker.tasks.features import hubert_features
-    from emotalker.tasks.hubert import load_hubert
+    from emotalker.tasks.features.hubert import load_hubert
+    from emotalker.tasks.features.workers import hubert_features
 
     audio_cfg = {
         "emotion_model": str(emotion),
@@ -121,7 +121,7 @@ def _batching_only(
 
     ``mixed=False``: only clips of exactly equal length share a batch.
     """
-    from emotalker.tasks.hubert import extract_hubert, extract_hubert_single, make_batches
+    from emotalker.tasks.features.hubert import extract_hubert, extract_hubert_single, make_batches
 
     layers = [CONTENT_LAYER, -1]
 
@@ -141,7 +141,7 @@ def _batching_only(
 def _flow_chunk(n_dataset: int, quick: bool, seed: int) -> list[float]:
     """Lengths (s) of one Dask task of the feature flow: ``CHUNK_CLIPS`` consecutive clips of a MEAD-like
     dataset sorted by length (``flows.features._chunks``), taken from the middle of the range."""
-    from emotalker.flows.features import CHUNK_CLIPS
+    from emotalker.flows.featurize import CHUNK_CLIPS
 
     rng = np.random.default_rng(seed)
     dataset = np.sort(rng.uniform(2.0, 3.0 if quick else 6.0, n_dataset))
@@ -152,7 +152,7 @@ def _flow_chunk(n_dataset: int, quick: bool, seed: int) -> list[float]:
 def _bucket_error(model: torch.nn.Module, waves: list[np.ndarray], dev: str) -> dict[str, dict[str, float]]:
     """Relative error of sharing one padded batch vs each clip alone: padding the waveform (what
     group-norm models cannot take) and padding conv frames computed per clip under a mask (exact)."""
-    from emotalker.tasks.hubert import _run_batch, extract_hubert_single
+    from emotalker.tasks.features.hubert import _run_batch, extract_hubert_single
 
     ref = extract_hubert_single(model, waves, [-1], dev)
     out = {}
@@ -168,7 +168,7 @@ def _bucket_error(model: torch.nn.Module, waves: list[np.ndarray], dev: str) -> 
 
 def run(quick: bool = False) -> dict[str, Any]:
     """RTF of the pipeline and the baseline for both checkpoint pairs, batching alone, padding error."""
-    from emotalker.tasks.hubert import load_hubert
+    from emotalker.tasks.features.hubert import load_hubert
 
     dev = device()
     repeats = 1 if quick else 3

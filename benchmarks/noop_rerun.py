@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DEMO
-from emotalker.testing.demo_layout import relocated_demo_overrides
+from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
 
 TARGET = "second (no-op) run < 5% of the first run's wall time"
 
@@ -43,10 +43,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from emotalker.config import load_config
-    from emotalker.flows.data import download_flow, prepare_flow
+    from emotalker.configs.schema import load_config
     from emotalker.flows.demo import demo_data_flow
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
+    from emotalker.flows.ingest import download_flow, prepare_flow
     from emotalker.storage.zarr_store import FeatureStore
 
     config = str(DEMO)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import device, mib, paper_config, peak_memory, time_call
-from emotalker.config import PipelineConfig
-from emotalker.constants import FACE_DIM
+from emotalker.configs.constants import FACE_DIM
+from emotalker.configs.schema import PipelineConfig
 
 TARGET = "report only: step time, peak memory and tokens/s at paper size"
 
@@ -35,7 +35,7 @@ def _optimizer_step(
 
 def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
     """A closure running one stage-1 training step, and the random batch it uses."""
-    from emotalker.tasks.stages import build_vqvae, vqvae_loss
+    from emotalker.tasks.training.stages import build_vqvae, vqvae_loss
 
     torch.manual_seed(0)
     model = build_vqvae(cfg).to(dev).train()
@@ -51,7 +51,7 @@ def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
 
 def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
     """A closure running one stage-2 training step (frozen VQ-VAE targets), and its random batch."""
-    from emotalker.tasks.stages import TransformerObjective, build_transformer, build_vqvae
+    from emotalker.tasks.training.stages import TransformerObjective, build_transformer, build_vqvae
 
     torch.manual_seed(0)
     vq = build_vqvae(cfg).to(dev)

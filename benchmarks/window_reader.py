@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.common import demo_config, device, du, paper_config, time_call
 from benchmarks.training_step import measure
-from emotalker.config import PipelineConfig
+from emotalker.configs.schema import PipelineConfig
 
 TARGET = "loader samples/s >= training consumption (steps/s x batch) with num_workers=0, each config"
 
@@ -49,7 +49,7 @@ def _write_stores(root: Path, cfg: PipelineConfig, n_clips: int, seed: int) -> t
 
 def _one_config(name: str, cfg: PipelineConfig, n_clips: int, reads: int, dev: str, quick: bool) -> dict:
     from emotalker.storage.windows import WindowDataset
-    from emotalker.tasks.stages import FaceNormalizer
+    from emotalker.tasks.training.stages import FaceNormalizer
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

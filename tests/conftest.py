@@ -39,3 +39,12 @@ def _flow_run_counts(*names: str) -> dict[str, int]:
 def flow_run_counts() -> Callable[..., dict[str, int]]:
     """``flow_run_counts("a", "b")`` -> runs of each named flow, to check which subflows a run started."""
     return _flow_run_counts
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session (flow, reliability and deployment tests)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

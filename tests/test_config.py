@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from emotalker.config import ConfigError, PipelineConfig, apply_overrides, dump_config, load_config
+from emotalker.configs.schema import ConfigError, PipelineConfig, apply_overrides, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from http_server import Behaviour, serve
 
-from emotalker.tasks.download import (
+from emotalker.tasks.data.download import (
     ArchiveSpec,
     ChecksumError,
     DownloadError,
@@ -16,6 +15,7 @@ from emotalker.tasks.download import (
     download_archive,
     load_url_manifest,
 )
+from emotalker_testkit.http_server import Behaviour, serve
 
 FAST = {"retries": 3, "backoff_s": 0.0, "timeout_s": 5.0, "chunk_bytes": 4096}
 

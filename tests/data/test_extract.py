@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from emotalker.tasks import extract as ex
-from emotalker.tasks.extract import (
+from emotalker.tasks.data import extract as ex
+from emotalker.tasks.data.extract import (
     ArchiveError,
     UnsafeArchiveError,
     extract_mead_actor,
@@ -325,7 +325,7 @@ def test_scan_mead_tree(tmp_path):
 
 
 def test_sha_taken_from_download_marker_instead_of_rehashing(tmp_path, monkeypatch):
-    from emotalker.tasks.download import ArchiveSpec, download_archive
+    from emotalker.tasks.data.download import ArchiveSpec, download_archive
 
     src = _variant_outer_video_audio(tmp_path / "src")
     archive = download_archive(ArchiveSpec(src.as_uri(), "M003.tar"), tmp_path / "archives")

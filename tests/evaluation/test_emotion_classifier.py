@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 
-from emotalker.tasks.emotion_classifier import load_emotion_classifier, mead_label
-from emotalker.testing.fake_eval_assets import FER7_LABELS as FER7
-from emotalker.testing.fake_eval_assets import write_fake_expression_classifier as _save_classifier
+from emotalker.tasks.data.standins.fake_eval_assets import FER7_LABELS as FER7
+from emotalker.tasks.data.standins.fake_eval_assets import (
+    write_fake_expression_classifier as _save_classifier,
+)
+from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier, mead_label
 
 
 def test_labels_map_to_mead_emotions_by_name():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from emotalker.tasks.metrics import cpbd, cpbd_video, edge_widths, f_lmd, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.evaluation.metrics import cpbd, cpbd_video, edge_widths, f_lmd, lip_l2, m_lmd, ssim_video
 
 
 def test_lmd_is_translation_invariant_and_matches_a_hand_computed_shift():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from emotalker.models.syncnet import SyncNet, load_syncnet
-from emotalker.tasks.sync import offset_and_confidence, shifted_distances, sync_confidence
-from emotalker.testing.fake_eval_assets import write_fake_syncnet
+from emotalker.tasks.data.standins.fake_eval_assets import write_fake_syncnet
+from emotalker.tasks.evaluation.sync import offset_and_confidence, shifted_distances, sync_confidence
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotalker.tasks.audio_io import AudioError, load_audio, validate_audio, write_wav
+from emotalker.tasks.features.audio_io import AudioError, load_audio, validate_audio, write_wav
 
 
 def _tone(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from emotalker.constants import COEFF_SLICES
-from emotalker.motion import coeffs_to_motion
-from emotalker.tasks.coeff_import import (
+from emotalker.configs.constants import COEFF_SLICES
+from emotalker.models.motion import coeffs_to_motion
+from emotalker.tasks.features.coeff_import import (
     CoeffImportError,
     import_deep3dface_dir,
     import_deep3dface_landmarks,

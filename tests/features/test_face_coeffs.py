@@ -11,8 +11,13 @@ import skimage.data
 import torch
 
 from emotalker.models.deep3dface import CheckpointError, ReconNet, load_recon_net
-from emotalker.motion import coeffs_to_motion
-from emotalker.tasks.face_coeffs import (
+from emotalker.models.motion import coeffs_to_motion
+from emotalker.tasks.data.standins.fake_face_assets import (
+    project_template,
+    synthetic_lm3d_68,
+    write_fake_face_assets,
+)
+from emotalker.tasks.features.face_coeffs import (
     FaceCoeffExtractor,
     LandmarkDetector,
     NoFaceError,
@@ -21,11 +26,6 @@ from emotalker.tasks.face_coeffs import (
     interpolate_invalid,
     load_lm3d,
     read_video_frames,
-)
-from emotalker.testing.fake_face_assets import (
-    project_template,
-    synthetic_lm3d_68,
-    write_fake_face_assets,
 )
 
 torch.set_num_threads(1)

@@ -19,13 +19,13 @@ import pytest
 import scipy.io
 import torch
 from distributed import Client
-from flows.conftest import tiny_overrides
 
-from emotalker.config import load_config
-from emotalker.constants import COEFF_SLICES
-from emotalker.motion import coeffs_to_motion
+from emotalker.configs.constants import COEFF_SLICES
+from emotalker.configs.schema import load_config
+from emotalker.models.motion import coeffs_to_motion
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import FeatureStore
+from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
@@ -112,8 +112,8 @@ def flow_env(tmp_path_factory):
 
 
 def _prepare(root: Path, ov: list[str]) -> None:
-    from emotalker.flows.data import download_flow, prepare_flow
     from emotalker.flows.demo import demo_data_flow
+    from emotalker.flows.ingest import download_flow, prepare_flow
 
     demo_data_flow(CONFIG, ov)
     download_flow(CONFIG, ov)
@@ -128,7 +128,7 @@ def _mtimes(path: Path) -> dict[Path, int]:
 @pytest.fixture(scope="module")
 def audio_run(flow_env, dask_address, tmp_path_factory):
     """Two actors (14 clips) prepared, then the whole features flow on the external cluster."""
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
 
     root = tmp_path_factory.mktemp("features")
     ov = [*tiny_overrides(root, "[M012, W009]"), f"dask.address={dask_address}"]
@@ -139,7 +139,7 @@ def audio_run(flow_env, dask_address, tmp_path_factory):
 
 
 def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, dask_address):
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
 
     cfg, ids, first = audio_run["cfg"], audio_run["ids"], audio_run["first"]
     assert len(ids) == 14
@@ -166,7 +166,7 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
         # a lambda is pickled by value (the workers cannot import this test module)
         kinds = client.run(
             lambda: sorted(
-                {k[0] for k in __import__("emotalker.tasks.features", fromlist=["x"])._MODEL_CACHE}
+                {k[0] for k in __import__("emotalker.tasks.features.workers", fromlist=["x"])._MODEL_CACHE}
             )
         )
     assert len(kinds) == 2
@@ -182,7 +182,7 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
 
 
 def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(audio_run, flow_run_counts):
-    from emotalker.flows.features import audio_features_flow
+    from emotalker.flows.featurize import audio_features_flow
 
     cfg, ov, ids = audio_run["cfg"], audio_run["ov"], audio_run["ids"]
     feats = cfg.paths.resolve("features")
@@ -217,7 +217,7 @@ def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(
     np.testing.assert_allclose(mel.read_clip(ids[3], ["windows"])["windows"], old, rtol=1e-6)
 
     # the same through the parent flow: only the stale family's subflow runs
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
 
     mel.delete_clip(ids[4])
     runs = flow_run_counts("face-features", "audio-features")
@@ -233,7 +233,7 @@ def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(
 @pytest.fixture(scope="module")
 def face_run(flow_env, dask_address, tmp_path_factory):
     """Two short clips through face.source=extract with the stand-in Deep3DFace/face-alignment weights."""
-    from emotalker.flows.features import face_features_flow
+    from emotalker.flows.featurize import face_features_flow
 
     root = tmp_path_factory.mktemp("face")
     ov = [
@@ -257,8 +257,8 @@ def face_run(flow_env, dask_address, tmp_path_factory):
 
 
 def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_changes(face_run):
-    from emotalker.flows.features import face_features_flow, face_fingerprint
-    from emotalker.testing.fake_face_assets import random_recon_state
+    from emotalker.flows.featurize import face_features_flow, face_fingerprint
+    from emotalker.tasks.data.standins.fake_face_assets import random_recon_state
 
     cfg, ov, ids = face_run["cfg"], face_run["ov"], face_run["ids"]
     assert face_run["first"] == {"clips": 2, "computed": 2, "failed": 0}
@@ -292,7 +292,7 @@ def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_cha
 
 
 def test_face_import_reads_deep3dface_mat_files(face_run):
-    from emotalker.flows.features import face_features_flow
+    from emotalker.flows.featurize import face_features_flow
 
     cfg, ids = face_run["cfg"], face_run["ids"]
     imp = face_run["root"] / "imported"

@@ -1,6 +1,7 @@
 """HuBERT loading (local dir, classifier checkpoint, HF cache id), framing, batching and video alignment.
 
-All models are tiny random HuBERTs saved in the real Hugging Face formats by emotalker.testing.fake_hubert.
+All models are tiny random HuBERTs saved in the real Hugging Face formats by
+emotalker.tasks.data.standins.fake_hubert.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import pytest
 import torch
 from transformers import HubertForSequenceClassification
 
-from emotalker.tasks.audio_io import AudioError
-from emotalker.tasks.hubert import (
+from emotalker.tasks.data.standins.fake_hubert import (
+    convert_to_legacy_bin,
+    write_er_from_base,
+    write_tiny_hubert,
+    write_tiny_hubert_to_hf_cache,
+)
+from emotalker.tasks.features.audio_io import AudioError
+from emotalker.tasks.features.hubert import (
     HubertModelNotFound,
     _run_batch,
     align_to_video,
@@ -28,12 +35,6 @@ from emotalker.tasks.hubert import (
     make_batches,
     pass_sharing,
     per_clip_conv_default,
-)
-from emotalker.testing.fake_hubert import (
-    convert_to_legacy_bin,
-    write_er_from_base,
-    write_tiny_hubert,
-    write_tiny_hubert_to_hf_cache,
 )
 
 REPO_ID = "superb/hubert-base-superb-er"
@@ -101,7 +102,7 @@ def test_classifier_checkpoint_loads_encoder_weights(
     for logger in transformers_logs:
         logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="emotalker.tasks.hubert"):
+        with caplog.at_level(logging.INFO, logger="emotalker.tasks.features.hubert"):
             model, _ = load_hubert(models["cls"])
     finally:
         for logger in transformers_logs:
@@ -148,7 +149,7 @@ def test_load_by_id_with_env_offline(tmp_path: Path) -> None:
     write_tiny_hubert_to_hf_cache(cache, REPO_ID)
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     code = (
-        "from emotalker.tasks.hubert import load_hubert, extract_hubert\n"
+        "from emotalker.tasks.features.hubert import load_hubert, extract_hubert\n"
         "import numpy as np\n"
         f"m, s = load_hubert({REPO_ID!r})\n"
         "f = extract_hubert(m, [np.zeros(16000, np.float32)], [9])[0][9]\n"
@@ -355,10 +356,10 @@ def test_encoder_digest_identifies_shared_encoders(tmp_path: Path, models: dict[
 def test_shared_encoder_features_come_from_one_forward_pass(
     tmp_path: Path, models: dict[str, Path], waves: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import emotalker.tasks.hubert as hubert_mod
+    import emotalker.tasks.features.hubert as hubert_mod
     from emotalker.storage.zarr_store import FeatureStore
-    from emotalker.tasks.audio_io import write_wav
-    from emotalker.tasks.features import hubert_chunk
+    from emotalker.tasks.features.audio_io import write_wav
+    from emotalker.tasks.features.workers import hubert_chunk
 
     er = write_er_from_base(models["group"], tmp_path / "er")
     clips = []
@@ -427,7 +428,7 @@ def test_pass_sharing_says_why_a_pair_does_not_share(
     import json
     import shutil
 
-    from emotalker.cli import main
+    from emotalker.flows.cli import main
 
     base = models["group"]
     er = write_er_from_base(base, tmp_path / "er")  # like superb ER: base encoder + head, no normalisation
@@ -458,8 +459,8 @@ def test_pass_sharing_says_why_a_pair_does_not_share(
 
 def test_hubert_fingerprint_follows_the_normalisation_mode() -> None:
     """Switching the waveform normalisation changes the features, so stored HuBERT features go stale."""
-    from emotalker.config import load_config
-    from emotalker.flows.features import hubert_fingerprint
+    from emotalker.configs.schema import load_config
+    from emotalker.flows.featurize import hubert_fingerprint
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     pretraining = load_config(demo)

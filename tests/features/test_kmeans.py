@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalker.tasks.kmeans import (
+from emotalker.tasks.features.kmeans import (
     KMeansFileError,
     apply_kmeans,
     fit_kmeans,

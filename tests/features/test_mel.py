@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotalker.tasks.mel import (
+from emotalker.tasks.features.mel import (
     hz_to_mel,
     mel_filterbank,
     mel_to_hz,

@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from .conftest import tiny_overrides
+from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ import pytest
 import scipy.io
 import soundfile as sf
 
-from emotalker.tasks.generation import InputError
-
-from ._pipeline import CONFIG, train_tiny_pipeline
+from emotalker.tasks.generation.animate import InputError
+from emotalker_testkit.pipeline import CONFIG, train_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,7 @@ def trained(prefect_server, tmp_path_factory):
 
 def _speech(sample_rate: int, frames: int, text: str) -> np.ndarray:
     """Stereo (N, 2) espeak-ng speech lasting ``frames + 0.5`` video frames (T is unambiguous)."""
-    from emotalker.synthetic.speech import prosody_for, synthesize, voice_for_actor
+    from emotalker.tasks.data.synthetic.speech import prosody_for, synthesize, voice_for_actor
 
     mono = synthesize(text, voice_for_actor("W009", 0), prosody_for("happy", 3), sample_rate=sample_rate)
     n = frames * sample_rate // 25 + sample_rate // 50
@@ -148,7 +147,7 @@ def test_bad_inputs_name_the_file(trained, inputs, tmp_path, image, audio, messa
 
 
 def test_cli_generate(trained, inputs, tmp_path, capsys):
-    from emotalker.cli import main
+    from emotalker.flows.cli import main
 
     out = tmp_path / "cli"
     argv = ["generate", "--image", str(inputs["face"]), "--audio", str(inputs["speech"])]

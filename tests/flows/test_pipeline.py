@@ -11,8 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import FeatureStore
-
-from ._pipeline import train_tiny_pipeline
+from emotalker_testkit.pipeline import train_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/demo.yaml"
@@ -62,8 +61,8 @@ def test_every_feature_store_holds_every_clip_at_25fps(pipeline):
 
 
 def test_reruns_do_no_work(pipeline, flow_run_counts):
-    from emotalker.flows.data import prepare_flow
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
+    from emotalker.flows.ingest import prepare_flow
     from emotalker.flows.train import train_vqvae
 
     cfg, ov = pipeline["cfg"], pipeline["overrides"]
@@ -126,10 +125,13 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
     import cv2
 
     from emotalker.flows.evaluate import evaluate_flow
-    from emotalker.synthetic.mead import write_mp4
-    from emotalker.tasks.face_coeffs import read_video_frames
-    from emotalker.testing.fake_bfm import write_fake_bfm
-    from emotalker.testing.fake_eval_assets import write_fake_expression_classifier, write_fake_syncnet
+    from emotalker.tasks.data.standins.fake_bfm import write_fake_bfm
+    from emotalker.tasks.data.standins.fake_eval_assets import (
+        write_fake_expression_classifier,
+        write_fake_syncnet,
+    )
+    from emotalker.tasks.data.synthetic.mead import write_mp4
+    from emotalker.tasks.features.face_coeffs import read_video_frames
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}

@@ -10,9 +10,9 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from emotalker.models.bfm import BFMLandmarks, load_bfm, project_landmarks
-from emotalker.tasks.face_coeffs import _reduce_to_5, align_face, crop_to_image
-from emotalker.testing.fake_bfm import fake_bfm_arrays, write_fake_bfm
-from emotalker.testing.fake_face_assets import project_template, synthetic_lm3d_68
+from emotalker.tasks.data.standins.fake_bfm import fake_bfm_arrays, write_fake_bfm
+from emotalker.tasks.data.standins.fake_face_assets import project_template, synthetic_lm3d_68
+from emotalker.tasks.features.face_coeffs import _reduce_to_5, align_face, crop_to_image
 
 ZERO_ID = np.zeros(80)
 
@@ -153,7 +153,7 @@ def test_crop_to_image_inverts_align_face(as_stored):
 
 def test_motion_landmarks_land_on_the_reference_face(bfm_file):
     """Zero motion with the fake BFM (keypoints = the alignment template) lands on the photo's face."""
-    from emotalker.tasks.generation import motion_landmarks
+    from emotalker.tasks.generation.animate import motion_landmarks
 
     img, lm = _face_image()
     _, params, _ = align_face(img, lm, _reduce_to_5(synthetic_lm3d_68()))
@@ -170,7 +170,7 @@ def _reference_panels(path, ref_width: int) -> list[np.ndarray]:
 
 
 def test_preview_animates_landmarks_only_with_a_bfm(bfm_file, tmp_path):
-    from emotalker.tasks.generation import save_outputs
+    from emotalker.tasks.generation.animate import save_outputs
 
     img, lm = _face_image()
     _, params, _ = align_face(img, lm, _reduce_to_5(synthetic_lm3d_68()))
@@ -202,8 +202,8 @@ def test_generate_flow_fails_on_a_missing_bfm_before_loading_models(tmp_path, mo
     import soundfile as sf
 
     import emotalker.flows.generate as gen
-    from emotalker.config import load_config
-    from emotalker.tasks.generation import load_preview_bfm
+    from emotalker.configs.schema import load_config
+    from emotalker.tasks.generation.animate import load_preview_bfm
 
     assert load_preview_bfm(load_config(None, [])) is None
     image, audio = tmp_path / "face.png", tmp_path / "speech.wav"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotalker.constants import FACE_INDICES, LIP_INDICES
+from emotalker.configs.constants import FACE_INDICES, LIP_INDICES
 from emotalker.models import CrossModalTransformer, EmoTalker, LipBranch, MotionVQVAE
 
 torch.set_num_threads(1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotalker.config import LipConfig
-from emotalker.constants import LIP_INDICES
+from emotalker.configs.constants import LIP_INDICES
+from emotalker.configs.schema import LipConfig
 from emotalker.models.lip import AudioEncoder, CheckpointError, ExpNet, LipBranch, load_sadtalker_audio2exp
 
 torch.set_num_threads(1)

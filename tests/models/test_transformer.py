@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotalker.config import TransformerConfig
+from emotalker.configs.schema import TransformerConfig
 from emotalker.models.transformer import CrossModalTransformer
 
 torch.set_num_threads(1)

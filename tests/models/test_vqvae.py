@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotalker.config import VQVAEConfig
+from emotalker.configs.schema import VQVAEConfig
 from emotalker.models.vqvae import MotionVQVAE
 
 torch.set_num_threads(1)

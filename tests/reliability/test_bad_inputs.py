@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotalker.config import load_config
+from emotalker.configs.schema import load_config
 from emotalker.storage.zarr_store import FeatureStore
 
 CONFIG = "configs/demo.yaml"
@@ -38,7 +38,7 @@ def _ffmpeg(*args: str) -> None:
     ],
 )
 def test_malformed_config_is_refused_by_the_cli_naming_file_and_key(tmp_path, capsys, text, needles):
-    from emotalker.cli import main
+    from emotalker.flows.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
@@ -51,7 +51,7 @@ def test_malformed_config_is_refused_by_the_cli_naming_file_and_key(tmp_path, ca
 
 
 def test_bad_override_type_names_the_key(capsys):
-    from emotalker.cli import main
+    from emotalker.flows.cli import main
 
     assert main(["config", "--config", CONFIG, "--set", "dask.n_workers=zero"]) == 2
     assert "dask.n_workers" in capsys.readouterr().err
@@ -84,7 +84,7 @@ def _extract_cfg(tmp_path: Path, assets: dict[str, Path] | None = None, **missin
 
 @pytest.fixture(scope="module")
 def face_assets(tmp_path_factory) -> dict[str, Path]:
-    from emotalker.testing.fake_face_assets import write_fake_face_assets
+    from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
 
     d = tmp_path_factory.mktemp("face-assets")
     return write_fake_face_assets(d / "deep3dface", d / "torch_home", detector_fires=False)
@@ -99,7 +99,7 @@ def face_assets(tmp_path_factory) -> dict[str, Path]:
     ],
 )
 def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path, face_assets, which, needles):
-    from emotalker.flows.features import check_face_assets
+    from emotalker.flows.featurize import check_face_assets
 
     cfg = _extract_cfg(tmp_path, face_assets, **{which: True})
     with pytest.raises(FileNotFoundError) as info:
@@ -110,8 +110,8 @@ def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path,
 
 
 def test_missing_hubert_dir_fails_before_any_work_with_where_to_get_it(tmp_path):
-    from emotalker.flows.features import check_audio_assets
-    from emotalker.tasks.hubert import HubertModelNotFound
+    from emotalker.flows.featurize import check_audio_assets
+    from emotalker.tasks.features.hubert import HubertModelNotFound
 
     with pytest.raises(HubertModelNotFound) as info:
         check_audio_assets(_extract_cfg(tmp_path))
@@ -122,7 +122,7 @@ def test_missing_hubert_dir_fails_before_any_work_with_where_to_get_it(tmp_path)
 @pytest.mark.slow
 def test_face_flow_with_missing_checkpoint_loses_nothing(reference, tmp_path):
     """Flow level: the error names the file; the store and failures file stay as they were."""
-    from emotalker.flows.features import face_features_flow
+    from emotalker.flows.featurize import face_features_flow
 
     a = reference["root"]
     root = tmp_path / "root"
@@ -146,7 +146,7 @@ def test_face_flow_with_missing_checkpoint_loses_nothing(reference, tmp_path):
 @pytest.mark.slow
 def test_video_with_no_face_is_reported_and_other_clips_kept(tmp_path, face_assets):
     """A detector that never fires: the clip is a failure naming it, no partial group is written."""
-    from emotalker.tasks.features import face_chunk
+    from emotalker.tasks.features.workers import face_chunk
 
     video = tmp_path / "blank.mp4"
     _ffmpeg(
@@ -185,7 +185,7 @@ def test_clip_shorter_than_a_training_window_is_skipped_and_counted(tmp_path):
 # --------------------------------------------------------------------------------------------- audio
 @pytest.fixture(scope="module")
 def tiny_hubert(tmp_path_factory) -> str:
-    from emotalker.testing.fake_hubert import write_tiny_hubert
+    from emotalker.tasks.data.standins.fake_hubert import write_tiny_hubert
 
     d = tmp_path_factory.mktemp("hubert") / "hubert"
     write_tiny_hubert(d, hidden_size=16, num_hidden_layers=2)
@@ -193,7 +193,7 @@ def tiny_hubert(tmp_path_factory) -> str:
 
 
 def test_audio_shorter_than_one_hubert_frame_fails_alone(tmp_path, tiny_hubert):
-    from emotalker.tasks.features import hubert_chunk
+    from emotalker.tasks.features.workers import hubert_chunk
 
     short, good = tmp_path / "short.wav", tmp_path / "good.wav"
     sf.write(short, np.full(300, 0.1, np.float32), 16_000)  # < 400 samples: no HuBERT frame
@@ -216,7 +216,7 @@ def test_audio_shorter_than_one_hubert_frame_fails_alone(tmp_path, tiny_hubert):
 
 
 def test_mismatched_audio_video_lengths_fail_that_clip_only(tmp_path):
-    from emotalker.tasks.prepare import prepare_chunk
+    from emotalker.tasks.data.prepare import prepare_chunk
 
     video, audio, short = tmp_path / "001.mp4", tmp_path / "001.m4a", tmp_path / "002.m4a"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=30:duration=1", "-pix_fmt", "yuv420p", str(video))
@@ -249,7 +249,7 @@ def test_mismatched_audio_video_lengths_fail_that_clip_only(tmp_path):
 
 # ------------------------------------------------------------------------------------ generation input
 def test_stereo_44k_speech_is_converted_and_reported(tmp_path):
-    from emotalker.tasks.generation import load_speech
+    from emotalker.tasks.generation.animate import load_speech
 
     path = tmp_path / "speech.wav"
     t = np.arange(44_100) / 44_100
@@ -265,7 +265,7 @@ def test_stereo_44k_speech_is_converted_and_reported(tmp_path):
 
 
 def test_speech_shorter_than_a_frame_is_refused(tmp_path):
-    from emotalker.tasks.generation import InputError, load_speech
+    from emotalker.tasks.generation.animate import InputError, load_speech
 
     path = tmp_path / "click.wav"
     sf.write(path, np.full(200, 0.2, np.float32), 16_000)
@@ -274,7 +274,7 @@ def test_speech_shorter_than_a_frame_is_refused(tmp_path):
 
 
 def test_non_image_identity_is_refused_naming_the_file(tmp_path):
-    from emotalker.tasks.generation import InputError, read_image
+    from emotalker.tasks.generation.animate import InputError, read_image
 
     for name, data in (("notes.txt", b"not a picture\n"), ("fake.jpg", b"\xff\xd8\xff\xe0garbage" * 10)):
         p = tmp_path / name
@@ -286,7 +286,7 @@ def test_non_image_identity_is_refused_naming_the_file(tmp_path):
 def test_huge_identity_image_is_refused_and_large_one_downsized(tmp_path):
     import cv2
 
-    from emotalker.tasks.generation import MAX_IMAGE_SIDE, InputError, read_image
+    from emotalker.tasks.generation.animate import MAX_IMAGE_SIDE, InputError, read_image
 
     bomb = tmp_path / "bomb.png"
     cv2.imwrite(str(bomb), np.zeros((8200, 8200), np.uint8))  # 67 MP: a few KB on disk

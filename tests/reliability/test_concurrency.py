@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from emotalker.storage.zarr_store import FeatureStore
-
-from ._compare import assert_store_equal, failures, manifest_rows
-from .conftest import CONFIG, shared_inputs, tiny_overrides
+from emotalker_testkit.compare import assert_store_equal, failures, manifest_rows
+from emotalker_testkit.reliability import CONFIG, shared_inputs, tiny_overrides
 
 FAMILIES = {
     "face-features": ["face"],
@@ -88,8 +87,8 @@ def test_concurrent_writers_of_one_clip_never_expose_a_mixed_or_partial_clip(tmp
 
 def test_failure_records_of_concurrent_runs_are_merged(tmp_path):
     """Each run merges its own outcomes into the failures file; another run's records survive."""
-    from emotalker.config import load_config
-    from emotalker.flows.features import _load_failures, _save_failures
+    from emotalker.configs.schema import load_config
+    from emotalker.flows.featurize import _load_failures, _save_failures
 
     cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
     _save_failures(

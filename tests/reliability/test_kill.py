@@ -1,7 +1,7 @@
 """Kill tests (issue 9): every flow SIGKILLed at a seeded random point, rerun, and compared with an
 uninterrupted run of the same config and seed (the session ``reference`` root).
 
-Each flow runs as ``python -m emotalker.cli run <flow>`` in its own process group; the kill takes the
+Each flow runs as ``python -m emotalker.flows.cli run <flow>`` in its own process group; the kill takes the
 CLI and its Dask workers. The rerun goes through the same flow function in-process.
 """
 
@@ -22,11 +22,16 @@ import pytest
 import soundfile as sf
 from mlflow.tracking import MlflowClient
 
-from emotalker.tasks.checkpoint import CheckpointError, load_checkpoint
-from emotalker.tasks.media import count_video_frames
-
-from ._compare import assert_state_equal, assert_store_equal, failures, manifest_rows, tree_digest
-from .conftest import CONFIG, kill_when, shared_inputs, tiny_overrides
+from emotalker.tasks.data.media import count_video_frames
+from emotalker.tasks.training.checkpoint import CheckpointError, load_checkpoint
+from emotalker_testkit.compare import (
+    assert_state_equal,
+    assert_store_equal,
+    failures,
+    manifest_rows,
+    tree_digest,
+)
+from emotalker_testkit.reliability import CONFIG, kill_when, shared_inputs, tiny_overrides
 
 pytestmark = pytest.mark.slow
 RNG = random.Random(9)  # the kill points are random but reproducible
@@ -89,7 +94,7 @@ def slow_server(reference: dict[str, Any]) -> Iterator[str]:
 def test_killed_download_resumes_to_the_same_archives(reference, slow_server, cli, tmp_path):
     import hashlib
 
-    from emotalker.flows.data import download_flow
+    from emotalker.flows.ingest import download_flow
 
     a, b = reference["root"], tmp_path / "root"
     b.mkdir()
@@ -122,7 +127,7 @@ def test_killed_download_resumes_to_the_same_archives(reference, slow_server, cl
 
 # ------------------------------------------------------------------------------------------- prepare
 def test_killed_prepare_resumes_to_the_same_manifest(reference, cli, tmp_path):
-    from emotalker.flows.data import prepare_flow
+    from emotalker.flows.ingest import prepare_flow
 
     a, b = reference["root"], tmp_path / "root"
     shutil.copytree(a / "raw", b / "raw")
@@ -174,7 +179,7 @@ def _feature_root(reference: dict[str, Any], b: Path) -> list[str]:
 def test_killed_feature_flow_resumes_to_the_same_stores(
     reference, cli, tmp_path, flow, families, trigger, delay
 ):
-    from emotalker.cli import FLOWS, _load
+    from emotalker.flows.cli import FLOWS, _load
 
     a, b = reference["root"], tmp_path / "root"
     ov = _feature_root(reference, b)
@@ -191,7 +196,7 @@ def test_killed_feature_flow_resumes_to_the_same_stores(
     assert result["clips"] == len(ids)
     if flow == "audio-features":
         from emotalker.storage.zarr_store import FeatureStore
-        from emotalker.tasks.kmeans import kmeans_fingerprint, load_kmeans
+        from emotalker.tasks.features.kmeans import kmeans_fingerprint, load_kmeans
 
         ma, mb = (
             FeatureStore(a / "features", "tokens").get_meta(),
@@ -223,7 +228,7 @@ def _checkpoint_step(path: Path) -> int:
 
 @pytest.mark.parametrize("stage", ["vqvae", "lip", "transformer"])  # transformer needs the vqvae alias
 def test_killed_training_stage_resumes_into_the_same_run_and_weights(reference, train_root, cli, stage):
-    from emotalker.cli import FLOWS, _load
+    from emotalker.flows.cli import FLOWS, _load
 
     a, b, ov = reference["root"], train_root["root"], train_root["overrides"]
     ref = reference[stage]

@@ -20,9 +20,15 @@ from typing import Any
 import pytest
 import torch
 
-from emotalker.config import load_config, redact_secrets
+from emotalker.configs.schema import load_config, redact_secrets
 
-PACKAGE = Path(__file__).resolve().parents[2] / "emotalker"
+REPO = Path(__file__).resolve().parents[2]
+# the installed package's source folders (the repository root maps them into ``emotalker.*``)
+PACKAGE_DIRS = [REPO / d for d in ("emotalker", "configs", "flows", "models", "storage", "tasks")]
+
+
+def _package_files() -> list[tuple[str, Path]]:
+    return [(py.relative_to(REPO).as_posix(), py) for d in PACKAGE_DIRS for py in sorted(d.rglob("*.py"))]
 
 
 class _Payload:
@@ -49,7 +55,7 @@ def test_payload_really_runs_code_when_unpickled(tmp_path):
 
 
 def test_training_checkpoint_loader_refuses_pickled_code(tmp_path):
-    from emotalker.tasks.checkpoint import CheckpointError, load_checkpoint
+    from emotalker.tasks.training.checkpoint import CheckpointError, load_checkpoint
 
     marker = tmp_path / "marker"
     path = _malicious(tmp_path / "last.pt", marker, "model")
@@ -80,7 +86,7 @@ def test_sadtalker_audio2exp_loader_refuses_pickled_code(tmp_path):
 
 @pytest.fixture(scope="module")
 def face_assets(tmp_path_factory):
-    from emotalker.testing.fake_face_assets import write_fake_face_assets
+    from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
 
     d = tmp_path_factory.mktemp("face-assets")
     return write_fake_face_assets(d / "deep3dface", d / "torch_home")
@@ -89,7 +95,7 @@ def face_assets(tmp_path_factory):
 @pytest.mark.parametrize("which", ["sfd", "fan"])
 def test_face_alignment_models_refuse_pickled_code(face_assets, tmp_path, which):
     """The detector is loaded by face-alignment itself, the FAN by our loader: both refuse pickles."""
-    from emotalker.tasks.face_coeffs import LandmarkDetector
+    from emotalker.tasks.features.face_coeffs import LandmarkDetector
 
     fa_dir = tmp_path / "checkpoints"
     shutil.copytree(face_assets["fa_dir"], fa_dir)
@@ -104,14 +110,13 @@ _LOAD_CALL = re.compile(
     r"\b(torch\.load|pickle\.loads?|joblib\.load|np\.load|numpy\.load|cloudpickle\.loads?)\("
 )
 # joblib is the k-means model the pipeline writes itself under features/kmeans (never a downloaded file)
-_ALLOWED_UNSAFE = {("tasks/kmeans.py", "joblib.load")}
+_ALLOWED_UNSAFE = {("tasks/features/kmeans.py", "joblib.load")}
 
 
 def test_every_deserialisation_in_the_package_is_safe():
     """Grep the code base: torch.load always weights_only=True, np.load never allows pickles."""
     found = []
-    for py in sorted(PACKAGE.rglob("*.py")):
-        rel = py.relative_to(PACKAGE).as_posix()
+    for rel, py in _package_files():
         text = py.read_text()
         for m in _LOAD_CALL.finditer(text):
             call = text[m.start() : text.find("\n", m.end()) + 200]
@@ -136,7 +141,7 @@ def test_every_deserialisation_in_the_package_is_safe():
 
 # ----------------------------------------------------------------------------------------- archives
 def test_mead_actor_archive_with_traversal_member_is_rejected_whole(tmp_path):
-    from emotalker.tasks.extract import extract_mead_actor
+    from emotalker.tasks.data.extract import extract_mead_actor
 
     archive = tmp_path / "M003.tar"
     with tarfile.open(archive, "w") as tar:
@@ -155,8 +160,8 @@ def test_mead_actor_archive_with_traversal_member_is_rejected_whole(tmp_path):
 def test_local_dask_cluster_listens_on_loopback_only():
     import psutil
 
-    from emotalker.config import DaskConfig
-    from emotalker.tasks.cluster import dask_client
+    from emotalker.configs.schema import DaskConfig
+    from emotalker.tasks.features.cluster import dask_client
 
     with dask_client(DaskConfig(n_workers=1, threads_per_worker=1)) as client:
         info = client.scheduler_info()
@@ -174,7 +179,7 @@ def test_local_dask_cluster_listens_on_loopback_only():
 
 
 def test_no_server_in_the_package_binds_all_interfaces():
-    text = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
+    text = "\n".join(py.read_text() for _, py in _package_files())
     assert "0.0.0.0" not in text and "host=''" not in text and 'host=""' not in text
 
 
@@ -188,7 +193,7 @@ SECRETS = ("hunter2pass", "tok-SECRET-123", "dasksecret")
 
 
 def test_config_params_for_mlflow_hold_no_secrets():
-    from emotalker.tasks.tracking import config_params
+    from emotalker.tasks.training.tracking import config_params
 
     params = config_params(load_config("configs/demo.yaml", SECRET_OVERRIDES))
     blob = "\n".join(f"{k}={v}" for k, v in params.items())
@@ -226,7 +231,7 @@ def test_flow_log_line_redacts_overrides(monkeypatch):
 
 
 def test_download_errors_do_not_echo_tokens(tmp_path):
-    from emotalker.tasks.download import ArchiveSpec, DownloadError, download_archive
+    from emotalker.tasks.data.download import ArchiveSpec, DownloadError, download_archive
 
     spec = ArchiveSpec(
         url="http://127.0.0.1:9/M003.tar?token=tok-SECRET-123", name="M003.tar", sha256=None, size=None
@@ -242,7 +247,7 @@ def test_mlflow_run_params_and_config_artifact_hold_no_secrets(tmp_path, monkeyp
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from emotalker.tasks.tracking import stage_run
+    from emotalker.tasks.training.tracking import stage_run
 
     overrides = [o for o in SECRET_OVERRIDES if not o.startswith("mlflow.")]
     overrides += [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "mlflow.experiment=secrets"]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from emotalker.constants import FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
-from emotalker.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
-from emotalker.synthetic.mead import (
+from emotalker.configs.constants import FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
+from emotalker.tasks.data.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
+from emotalker.tasks.data.synthetic.mead import (
     FIXED_MTIME,
     GroundTruthError,
     generate_mead,
@@ -21,7 +21,13 @@ from emotalker.synthetic.mead import (
     load_ground_truth,
     read_ground_truth,
 )
-from emotalker.synthetic.speech import SENTENCES, prosody_for, speech_envelope, synthesize, voice_for_actor
+from emotalker.tasks.data.synthetic.speech import (
+    SENTENCES,
+    prosody_for,
+    speech_envelope,
+    synthesize,
+    voice_for_actor,
+)
 
 SIZE = 256
 EXPECTED = ["angry/level_1", "angry/level_3", "happy/level_1", "happy/level_3", "neutral/level_1"]
@@ -237,7 +243,7 @@ def test_video_split_variant(tmp_path: Path) -> None:
 
 def test_extracts_and_loads_ground_truth(tmp_path: Path, demo: tuple[Path, Path]) -> None:
     out, tar = demo
-    extract = pytest.importorskip("emotalker.tasks.extract")
+    extract = pytest.importorskip("emotalker.tasks.data.extract")
     extract.extract_mead_actor(tar, tmp_path / "raw")
     found = extract.scan_mead_tree(tmp_path / "raw")
     assert len(found) == len(EXPECTED) and all(c["audio_path"] is not None for c in found)

@@ -2,9 +2,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from emotalker.config import TrainStageConfig
-from emotalker.tasks.checkpoint import load_checkpoint
-from emotalker.tasks.training import TrainingInputError, batch_for_step, run_training
+from emotalker.configs.schema import TrainStageConfig
+from emotalker.tasks.training.checkpoint import load_checkpoint
+from emotalker.tasks.training.loop import TrainingInputError, batch_for_step, run_training
 
 
 class Linear(Dataset):
@@ -89,11 +89,11 @@ def test_thread_count_is_fixed_recorded_and_a_different_one_on_resume_is_reporte
         assert torch.get_num_threads() == 1
         assert load_checkpoint(tmp_path / "last.pt")["threads"] == 1
         torch.set_num_threads(2)  # something else in a long-lived process changed it
-        with caplog.at_level("WARNING", logger="emotalker.tasks.training"):
+        with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
             run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=None)
         assert "resuming with 2 CPU threads, checkpoint written with 1" in caplog.text
         caplog.clear()
-        with caplog.at_level("WARNING", logger="emotalker.tasks.training"):
+        with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
             run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=1)
         assert "CPU threads" not in caplog.text
     finally:

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from emotalker.config import load_config
-from emotalker.tasks.tracking import artifact_location, setup_mlflow
+from emotalker.configs.schema import load_config
+from emotalker.tasks.training.tracking import artifact_location, setup_mlflow
 
 
 def _cfg(*overrides: str):  # type: ignore[no-untyped-def]

@@ -14,12 +14,12 @@ from typing import Any
 import mlflow
 import pytest
 import torch
-from flows.conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from emotalker.config import load_config
-from emotalker.tasks.split import SplitError
-from emotalker.tasks.training import TrainingInputError
+from emotalker.configs.schema import load_config
+from emotalker.tasks.data.split import SplitError
+from emotalker.tasks.training.loop import TrainingInputError
+from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
@@ -42,9 +42,9 @@ def data_root(tmp_path_factory):
     """Prefect test server + synthetic data, prepared and with every feature family, once per module."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from emotalker.flows.data import download_flow, prepare_flow
     from emotalker.flows.demo import demo_data_flow
-    from emotalker.flows.features import features_flow
+    from emotalker.flows.featurize import features_flow
+    from emotalker.flows.ingest import download_flow, prepare_flow
 
     root = tmp_path_factory.mktemp("train-flows")
     ov = tiny_overrides(root)

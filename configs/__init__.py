@@ -1,0 +1,1 @@
+"""Pipeline configuration: the pydantic schema, shared constants and the shipped YAML files."""

@@ -1,0 +1,360 @@
+"""Pipeline configuration: YAML files in ``configs/`` validated by these pydantic models.
+
+Every field has the paper's / official EmoTalker default; ``configs/demo.yaml`` shrinks sizes so the
+whole pipeline runs on 2 CPU cores. Overrides use dotted keys (``train.vqvae.steps=50``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from emotalker.configs.constants import DEFAULT_TEST_ACTORS, EMOTIONS, LEVELS, WaveformNormalization
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Strict):
+    """Where everything lives; relative paths resolve against ``root``."""
+
+    root: Path = Path("data")
+    archives: Path = Path("archives")  # downloaded MEAD tarballs
+    raw: Path = Path("raw")  # extracted MEAD tree
+    prepared: Path = Path("prepared")  # 25 fps video / 16 kHz audio
+    features: Path = Path("features")  # Zarr stores
+    manifest: Path = Path("manifest.parquet")
+    split: Path = Path("split.json")
+    checkpoints: Path = Path("checkpoints")
+    outputs: Path = Path("outputs")
+
+    # Zarr feature stores on object storage or any fsspec URL (s3://bucket/features, memory://...);
+    # None keeps them under `features`, which always holds the local bookkeeping (k-means, failures)
+    features_url: str | None = None
+
+    def store_root(self) -> str:
+        """Where the Zarr stores live: ``features_url`` when set, else the local features folder."""
+        return self.features_url or str(self.resolve("features"))
+
+    def resolve(self, name: str) -> Path:
+        """Absolute path of a named location (``root`` joined unless already absolute)."""
+        p = getattr(self, name)
+        return p if p.is_absolute() or name == "root" else self.root / p
+
+
+class DownloadConfig(_Strict):
+    urls_file: Path | None = None  # manifest of archive URLs (see tasks/download.py)
+    retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    chunk_bytes: int = Field(1 << 20, gt=0)
+
+
+class SyntheticConfig(_Strict):
+    """The built-in MEAD-shaped demo data set."""
+
+    actors: list[str] = ["M003", "W009", "M012", "W021"]
+    emotions: list[str] = list(EMOTIONS)
+    levels: list[int] = list(LEVELS)
+    sentences_per_level: int = Field(1, ge=1)
+    seed: int = 0
+    image_size: int = Field(256, ge=64, multiple_of=2)  # H.264 yuv420p needs even sizes
+    video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
+    workers: int = Field(1, ge=1)
+
+    @field_validator("emotions")
+    @classmethod
+    def _known_emotions(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(EMOTIONS))
+        if bad:
+            raise ValueError(f"unknown emotions {bad}; MEAD has {list(EMOTIONS)}")
+        return v
+
+
+class DataConfig(_Strict):
+    views: list[str] = ["front"]
+    test_actors: list[str] = list(DEFAULT_TEST_ACTORS)
+    val_actors: list[str] = []
+    val_fraction: float = Field(0.05, ge=0, lt=1)  # of train clips, when val_actors is empty
+    fps: int = 25
+    sample_rate: int = 16_000
+    max_clips: int | None = None  # cap for quick runs
+    max_av_mismatch_frames: int = Field(1, ge=0)  # audio/video length disagreement tolerated (then trimmed)
+    workers: int = Field(2, ge=1)  # parallel clip preparation
+
+
+class FaceFeatureConfig(_Strict):
+    """Deep3DFace extraction: real assets are looked up at these paths."""
+
+    deep3dface_checkpoint: Path = Path("assets/deep3dface/epoch_20.pth")
+    lm3d_mat: Path = Path("assets/deep3dface/similarity_Lm3D_all.mat")
+    # folder holding face-alignment's s3fd-619a316812.pth and 2DFAN4-11f355bf06.pth.tar;
+    # None: $TORCH_HOME/hub/checkpoints, where face-alignment itself caches them
+    face_alignment_dir: Path | None = None
+    detect_max_side: int | None = Field(640, ge=64)  # frames shrunk for SFD detection (memory on 1080p)
+    flip_input: bool = True  # face-alignment's test-time flip averaging
+    face_detector: Literal["sfd", "blazeface", "dlib"] = "sfd"
+    batch_size: int = Field(32, ge=1)
+    missing_face: Literal["interpolate", "exclude"] = "interpolate"
+    # extract: run Deep3DFace on the prepared video; import: read pre-extracted .mat files from import_dir
+    # (Deep3DFace id/exp/... or SadTalker coeff_3dmm); synthetic_ground_truth: the demo renderer's motion.
+    source: Literal["extract", "import", "synthetic_ground_truth"] = "extract"
+    import_dir: Path | None = None
+    ground_truth_dir: Path | None = None  # synthetic demo: where the renderer wrote its motion sidecars
+    # Deep3DFace's BFM/BFM_model_front.mat (Basel Face Model 2009 + Exp_Pca.bin, see README); only enables
+    # the generation preview's animated landmarks. None: the preview shows the static reference image.
+    bfm_path: Path | None = None
+
+
+class AudioFeatureConfig(_Strict):
+    emotion_model: str = "superb/hubert-base-superb-er"  # local dir or HF cache id
+    content_model: str = "facebook/hubert-base-ls960"
+    content_layer: int = Field(9, ge=0)
+    emotion_layer: int = -1  # last hidden state of the emotion-finetuned model
+    # waveform normalisation before HuBERT: "pretraining" as fairseq/s3prl trained and fine-tuned the
+    # checkpoint (only layer-norm, i.e. large, models normalise: the HuBERT k-means recipe and superb);
+    # "preprocessor_config" as the checkpoint's Hugging Face preprocessor_config.json says
+    waveform_normalization: WaveformNormalization = "pretraining"
+    batch_seconds: float = Field(120.0, gt=0)  # audio per batch (length-bucketed)
+    kmeans_k: int = Field(200, ge=2)
+    kmeans_sample_frames: int = Field(500_000, ge=100)
+    kmeans_batch_size: int = 10_000
+    kmeans_max_iter: int = 100
+    kmeans_n_init: int = 20
+    kmeans_max_no_improvement: int = 100
+    seed: int = 0
+
+
+class DaskConfig(_Strict):
+    address: str | None = None  # None: a LocalCluster on 127.0.0.1
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "emotalker"
+    registry_prefix: str = "emotalker"
+    # where a new experiment stores artifacts; None: ``mlartifacts/`` beside a sqlite database (MLflow
+    # itself would use ./mlruns of whatever directory the process runs in), the server's choice otherwise
+    artifact_location: str | None = None
+
+
+class VQVAEConfig(_Strict):
+    """Stage 1 (Sec. 3.2): motion VQ-VAE over the 57 face coefficients."""
+
+    in_dim: int = 57
+    codebook_size: int = 1024  # K
+    code_dim: int = 256  # d_c
+    down_t: int = 2  # l = 2**down_t = 4 frames per token
+    stride_t: int = 2
+    width: int = 512
+    depth: int = 4
+    dilation_growth: int = 3
+    ema_decay: float = 0.99
+    commitment_beta: float = 0.2
+    emotion_weight: float = 0.2
+    num_emotions: int = 8
+    emotion_head: bool = True  # ablation switch (Table 3)
+    dead_threshold: float = Field(1.0, ge=0)  # EMA count under which a code is reset to a batch vector
+
+
+class TransformerConfig(_Strict):
+    """Stage 2 (Sec. 3.3): cross-modal autoregressive Transformer decoder."""
+
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    ff_dim: int = 1024
+    dropout: float = 0.1
+    audio_dim: int = 768
+    alibi_window: int = 4  # h in Eq. 5
+    align_k: int = 8  # k in Eq. 7
+    contrastive_weight: float = 0.8
+    contrastive_temperature: float = 1.0
+    use_content_tokens: bool = True  # extra cross-attention to k-means tokens (ablation)
+    use_alignment_mask: bool = True
+    use_biased_mask: bool = True
+    use_contrastive: bool = True
+    style_from_reference: bool = True
+
+
+class LipConfig(_Strict):
+    """Lip branch (Sec. 3.4): Wav2Lip-style audio encoder -> 64 exp -> 13 lip coefficients."""
+
+    audio_embed: int = 512
+    lip_mix: float = 0.2
+    mel_frames: int = 16
+    mel_bins: int = 80
+
+
+class TrainStageConfig(_Strict):
+    steps: int = Field(10_000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(300, ge=0)
+    window: int = Field(96, ge=4)  # frames per training clip (clip_len)
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    val_every: int = Field(500, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+
+
+class VQVAETrainConfig(TrainStageConfig):
+    batch_size: int = Field(512, ge=1)  # official VQ batch
+
+
+class TrainConfig(_Strict):
+    vqvae: VQVAETrainConfig = VQVAETrainConfig()
+    transformer: TrainStageConfig = TrainStageConfig()
+    lip: TrainStageConfig = TrainStageConfig()
+    model_alias: str = "best"
+    # CPU threads for training; float sums depend on it, so a resumed run must use the same count.
+    # None: every core this process may use.
+    cpu_threads: int | None = Field(None, ge=1)
+    # training stages that may share one CUDA device at once (Prefect global concurrency limit "gpu")
+    gpu_slots: int = Field(1, ge=1)
+
+
+class EvalConfig(_Strict):
+    max_clips: int | None = None
+    rendered_dir: Path | None = None  # rendered test videos, enables image metrics
+    syncnet_checkpoint: Path | None = None
+    emotion_classifier_checkpoint: Path | None = None
+
+
+class PipelineConfig(_Strict):
+    """Root configuration for every flow."""
+
+    name: str = "emotalker"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    paths: PathsConfig = PathsConfig()
+    download: DownloadConfig = DownloadConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    data: DataConfig = DataConfig()
+    face: FaceFeatureConfig = FaceFeatureConfig()
+    audio: AudioFeatureConfig = AudioFeatureConfig()
+    dask: DaskConfig = DaskConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    vqvae: VQVAEConfig = VQVAEConfig()
+    transformer: TransformerConfig = TransformerConfig()
+    lip: LipConfig = LipConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def torch_device(self) -> str:
+        """Resolve ``auto`` to cuda when a GPU is visible."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of some config sections: reruns compare it to decide what is stale."""
+        payload = {s: _dump(getattr(self, s)) for s in sections} if sections else _dump(self)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _dump(model: BaseModel) -> Any:
+    return model.model_dump(mode="json")
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;][^=&;\s]*(?:token|password|passwd|secret|key|sig|signature|credential)[^=&;\s]*=)[^&;\s]+",
+    re.IGNORECASE,
+)
+
+
+def redact_secrets(text: str) -> str:
+    """Mask credentials in URLs (``user:pass@`` and token-like query values) before logging or tracking."""
+    text = _URL_USERINFO.sub(r"\g<scheme><redacted>@", text)
+    return _SECRET_QUERY.sub(r"\g<name><redacted>", text)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the file and key."""
+
+
+def _parse_value(raw: str) -> Any:
+    return yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The YAML files installed with the package, by name (``paper``, ``demo``)."""
+    return {p.stem: p for p in sorted(SHIPPED_CONFIGS.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or a shipped config's name (``paper``, ``demo``, ``configs/demo.yaml``).
+
+    An existing file always wins; otherwise a name (or the in-checkout path ``configs/<name>.yaml``)
+    resolves to the copy installed with the package, so commands work outside a checkout.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    name = p.stem if (p.suffix in {".yaml", ".yml"} and p.parent.as_posix() in {".", "configs"}) else str(p)
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file not found: {p} (shipped configs: {', '.join(shipped)})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config (or the defaults), apply overrides, validate; errors name the file."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        p = resolve_config_path(path)
+        where = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: invalid config:\n{exc}") from exc
+
+
+def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:
+    """Write the fully-resolved config (what a run really used) as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return p

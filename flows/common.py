@@ -1,0 +1,33 @@
+"""What every flow does first: resolve its config and make the run's inputs visible in Prefect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from emotalker.configs.schema import PipelineConfig, load_config, redact_secrets
+
+
+def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:
+    """Load and validate the config, and log where it came from (errors name the file and key)."""
+    cfg = load_config(config, overrides or [])
+    logger = get_run_logger()
+    logger.info(
+        "config %s (overrides: %s) device=%s",
+        config or "<defaults>",
+        [redact_secrets(o) for o in overrides or []],
+        cfg.torch_device(),
+    )
+    return cfg
+
+
+def table_artifact(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    """A Prefect table artifact (keys must be lowercase-dashed); silently skipped when rows are empty."""
+    if rows:
+        create_table_artifact(key=key, table=rows, description=description)
+
+
+def markdown_artifact(key: str, markdown: str, description: str) -> None:
+    create_markdown_artifact(key=key, markdown=markdown, description=description)

@@ -1,0 +1,101 @@
+"""The built-in demo: synthetic MEAD-shaped archives + stand-in model assets, then ``reproduce``.
+
+Real Deep3DFace / face-alignment / HuBERT weights cannot be fetched in this environment, so the demo
+writes randomly initialised models in the real formats
+(``emotalker.tasks.data.standins``) and points the config at
+them. With ``face.source: synthetic_ground_truth`` (demo default) the face family holds the motion the
+renderer drew, so the training curves show real learning; ``--set face.source=extract`` runs the real
+Deep3DFace extraction path with the stand-in weights instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from emotalker.configs.schema import PipelineConfig
+from emotalker.flows.common import resolve_config
+from emotalker.flows.reproduce import reproduce
+
+
+def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
+    return path.exists() and json.loads(path.read_text()) == payload
+
+
+@task(name="synthetic-mead")
+def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
+    from emotalker.tasks.data.synthetic.mead import generate_mead
+
+    s = cfg.synthetic
+    payload = {"synthetic": s.model_dump(mode="json"), "views": cfg.data.views}
+    marker = mirror / ".synthetic.json"
+    if _marker_ok(marker, payload):
+        return sorted(str(p) for p in mirror.glob("*.tar"))
+    tars = generate_mead(
+        mirror,
+        actors=s.actors,
+        emotions=s.emotions,
+        levels=s.levels,
+        sentences_per_level=s.sentences_per_level,
+        seed=s.seed,
+        image_size=s.image_size,
+        views=tuple(cfg.data.views),
+        video_split=s.video_split,
+        workers=s.workers,
+    )
+    marker.write_text(json.dumps(payload))
+    return [str(p) for p in tars]
+
+
+@task(name="stand-in-assets")
+def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
+    """Tiny HuBERTs and Deep3DFace/face-alignment stand-ins in the real formats (skipped when present)."""
+    from emotalker.tasks.data.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+
+    # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
+    # content encoder plus a classifier head, so both families come from one forward pass.
+    content, emotion = Path(cfg.audio.content_model), Path(cfg.audio.emotion_model)
+    if not (content / "config.json").exists():
+        write_tiny_hubert(
+            content,
+            hidden_size=cfg.transformer.audio_dim,
+            num_hidden_layers=max(10, cfg.audio.content_layer + 1),
+            seed=cfg.seed,
+        )
+    if not (emotion / "config.json").exists():
+        write_er_from_base(content, emotion, seed=cfg.seed + 1)
+    out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
+    if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
+        from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
+
+        fa_dir = Path(cfg.face.face_alignment_dir or "data/demo/assets/torch_home/hub/checkpoints")
+        torch_home = fa_dir.parent.parent
+        written = write_fake_face_assets(
+            Path(cfg.face.deep3dface_checkpoint).parent, torch_home, seed=cfg.seed
+        )
+        out.update({k: str(v) for k, v in written.items()})
+    return out
+
+
+@flow(name="demo-data", log_prints=True)
+def demo_data_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Write the synthetic MEAD mirror and the stand-in assets the demo config points at."""
+    cfg = resolve_config(config, overrides)
+    if cfg.download.urls_file is None:
+        raise ValueError("the demo config must set download.urls_file to the synthetic mirror directory")
+    mirror = Path(cfg.download.urls_file)
+    tars = make_synthetic_mead(cfg, mirror)
+    assets = make_stand_in_assets(cfg)
+    get_run_logger().info("synthetic MEAD: %d actor archives in %s", len(tars), mirror)
+    return {"archives": tars, "assets": assets}
+
+
+@flow(name="demo", log_prints=True)
+def demo_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Everything, end to end, on the synthetic data: what `make demo` runs."""
+    data = demo_data_flow(config, overrides)
+    result = reproduce(config, overrides)
+    return {"demo_data": data, **result}

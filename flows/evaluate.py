@@ -1,0 +1,182 @@
+"""Evaluation on the test split: coefficient-space metrics always, image metrics when assets allow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from prefect import flow, get_run_logger
+
+from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
+from emotalker.models.bfm import load_bfm
+from emotalker.models.syncnet import load_syncnet
+from emotalker.storage.manifest import Manifest
+from emotalker.tasks.data.split import load_split
+from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
+from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, accuracy
+from emotalker.tasks.generation.inference import (
+    clip_features,
+    evaluate_clip,
+    landmark_metrics,
+    load_emotalker,
+    rendered_metrics,
+)
+from emotalker.tasks.training.tracking import config_params, setup_mlflow
+
+
+def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
+    """Per actor, the first frame of a neutral clip (the paper's neutral reference), else any clip."""
+    from emotalker.storage.zarr_store import FeatureStore
+
+    face = FeatureStore(cfg.paths.store_root(), "face")
+    refs: dict[str, np.ndarray] = {}
+    for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
+        if r["actor"] not in refs and face.has_clip(r["clip_id"]):
+            refs[r["actor"]] = face.read_slice(r["clip_id"], "motion", 0, 1)[0]
+    return refs
+
+
+def skipped_metrics(cfg: Any) -> dict[str, str]:
+    """Metrics this run cannot compute, each with exactly what it needs."""
+    e = cfg.eval
+    notes = {}
+    if cfg.face.bfm_path is None:
+        for m in ("F-LMD", "M-LMD"):
+            notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
+    needs_renders = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
+    if e.rendered_dir is None:
+        notes["SSIM"] = notes["CPBD"] = needs_renders
+    if e.syncnet_checkpoint is None:
+        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)" + (
+            " and rendered test videos (eval.rendered_dir)" if e.rendered_dir is None else ""
+        )
+    elif e.rendered_dir is None:
+        notes["Sync"] = needs_renders
+    if e.rendered_dir is None or e.emotion_classifier_checkpoint is None:
+        notes["EmoAcc"] = (
+            "skipped: needs rendered test videos (eval.rendered_dir) and a facial-expression classifier "
+            "(eval.emotion_classifier_checkpoint); see EmoAcc_motion for the motion-space accuracy"
+        )
+    return notes
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(
+    config: str = "configs/paper.yaml", overrides: list[str] | None = None, parent_run_id: str | None = None
+) -> dict[str, Any]:
+    """Generate every test clip from audio + neutral reference and compare with its ground truth."""
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    split = load_split(cfg.paths.resolve("split"))
+    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    test_ids = [c for c in split["test"] if c in rows]
+    if cfg.eval.max_clips is not None:
+        test_ids = test_ids[: cfg.eval.max_clips]
+    if not test_ids:
+        raise ValueError(f"the test split in {cfg.paths.resolve('split')} is empty")
+    device = cfg.torch_device()
+    model = load_emotalker(
+        cfg, cfg.train.model_alias, cfg.paths.resolve("checkpoints") / "registry-cache", device
+    )
+    bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
+    rendered = cfg.eval.rendered_dir
+    if rendered is not None and not rendered.is_dir():
+        raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
+    syncnet = None
+    if cfg.eval.syncnet_checkpoint is not None:  # a bad checkpoint fails before any clip
+        syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device)
+    classifier = None
+    if cfg.eval.emotion_classifier_checkpoint is not None:
+        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+        if classifier.missing:
+            logger.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
+    refs = reference_frames([rows[c] for c in split["test"] if c in rows], cfg)
+    out_dir = cfg.paths.resolve("outputs") / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_clip = []
+    for cid in test_ids:
+        r = rows[cid]
+        try:
+            feats = clip_features(cfg, cid)
+            res = evaluate_clip(model, feats, refs[r["actor"]], r["emotion"])
+        except KeyError as exc:
+            logger.warning("skipping %s: %s", cid, exc)
+            continue
+        if bfm is not None:
+            res.update(landmark_metrics(bfm, res["motion"], feats["motion"], feats["coeffs"]))
+        if rendered is not None:
+            video = rendered / f"{cid}.mp4"
+            if video.is_file():
+                res.update(
+                    rendered_metrics(
+                        video,
+                        Path(r["prepared_video"]),
+                        Path(r["prepared_audio"]),
+                        syncnet,
+                        device,
+                        classifier,
+                    )
+                )
+            else:
+                logger.warning("%s: no rendered video %s", cid, video)
+        np.save(out_dir / f"{cid}.npy", res.pop("motion"))
+        per_clip.append({"clip_id": cid, "emotion": r["emotion"], **res})
+    if not per_clip:
+        raise RuntimeError("no test clip could be evaluated (missing features?)")
+    summary = {
+        "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
+        "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
+        "EmoAcc_motion": accuracy(
+            np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
+        ),
+        "EmoAcc_gt_motion": accuracy(
+            np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
+            np.array([p["emotion_label"] for p in per_clip]),
+        ),
+        "clips": len(per_clip),
+    }
+    named = {"f_lmd": "F-LMD", "m_lmd": "M-LMD", "ssim": "SSIM", "cpbd": "CPBD", "sync": "Sync"}
+    for key, name in named.items():
+        values = [p[key] for p in per_clip if key in p]
+        if values:
+            summary[name] = float(np.nanmean(values))
+    seen = [p for p in per_clip if "emotion_image" in p]
+    if seen:
+        summary["EmoAcc"] = float(np.mean([p["emotion_image"] == p["emotion"] for p in seen]))
+    skipped = skipped_metrics(cfg)
+    table = [
+        {
+            "method": "this run",
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
+            **{m: "skipped" for m in skipped},
+        }
+    ]
+    for name, vals in PAPER_TABLE1.items():
+        table.append({"method": name, **vals})
+    table_artifact(
+        "evaluation-vs-table1", table, "coefficient-space metrics of this run beside the paper's Table 1"
+    )
+    markdown_artifact(
+        "evaluation-skipped",
+        "\n".join(f"- **{k}**: {v}" for k, v in skipped.items()) or "none",
+        "metrics that could not be computed and what they need",
+    )
+    setup_mlflow(cfg)
+    kwargs: dict[str, Any] = {"run_name": f"{cfg.name}-evaluate"}
+    if parent_run_id:
+        kwargs["parent_run_id"] = parent_run_id
+        active = mlflow.active_run()
+        kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
+    with mlflow.start_run(**kwargs) as run:
+        mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name})
+        mlflow.log_params(config_params(cfg))
+        mlflow.log_metrics({f"test/{k}": float(v) for k, v in summary.items()})
+        (out_dir / "per_clip.json").write_text(json.dumps(per_clip, indent=1))
+        (out_dir / "table.json").write_text(json.dumps({"table": table, "skipped": skipped}, indent=1))
+        mlflow.log_artifacts(str(out_dir), "evaluation")
+        summary["run_id"] = run.info.run_id
+    summary["skipped"] = skipped
+    return summary

@@ -1,0 +1,149 @@
+"""Data flows: MEAD download + extraction, and 25 fps / 16 kHz preparation with the split."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from emotalker.flows.common import resolve_config, table_artifact
+from emotalker.storage.manifest import Manifest, clip_id_for
+from emotalker.tasks.data.download import download_archive, load_url_manifest
+from emotalker.tasks.data.extract import extract_mead_actor, scan_mead_tree
+from emotalker.tasks.data.prepare import needs_prepare, prepare_chunk, prepare_fingerprint
+from emotalker.tasks.data.split import make_split, write_split_once
+
+CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk
+
+
+@task(name="download-archive", task_run_name="download-{spec.name}")
+def _download(spec: Any, dest: Path, retries: int, backoff_s: float, timeout_s: float, chunk: int) -> Path:
+    artifact = create_progress_artifact(progress=0.0, description=f"download {spec.name}")
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            pct = 100.0 * done / total
+            if pct - last[0] >= 5 or done == total:
+                last[0] = pct
+                update_progress_artifact(artifact_id=artifact, progress=pct)
+
+    path = download_archive(
+        spec,
+        dest,
+        retries=retries,
+        backoff_s=backoff_s,
+        timeout_s=timeout_s,
+        chunk_bytes=chunk,
+        progress=progress,
+    )
+    update_progress_artifact(artifact_id=artifact, progress=100.0)
+    return path
+
+
+@task(name="extract-actor", task_run_name="extract-{archive.name}")
+def _extract(archive: Path, raw_root: Path) -> Path:
+    return extract_mead_actor(archive, raw_root)
+
+
+@flow(name="download", log_prints=True)
+def download_flow(
+    config: str = "configs/paper.yaml", overrides: list[str] | None = None, urls_file: str | None = None
+) -> dict[str, Any]:
+    """Fetch MEAD actor archives (resumable, verified) and extract them safely into ``paths.raw``."""
+    cfg = resolve_config(config, overrides)
+    source = urls_file or (str(cfg.download.urls_file) if cfg.download.urls_file else None)
+    if source is None:
+        raise ValueError(
+            "no archive list: set download.urls_file (a URL manifest or a local mirror directory)"
+        )
+    specs = load_url_manifest(Path(source))
+    archives_dir, raw_root = cfg.paths.resolve("archives"), cfg.paths.resolve("raw")
+    d = cfg.download
+    paths = [_download(s, archives_dir, d.retries, d.backoff_s, d.timeout_s, d.chunk_bytes) for s in specs]
+    actors = [_extract(p, raw_root) for p in paths]
+    rows = [{"archive": p.name, "actor_dir": str(a)} for p, a in zip(paths, actors, strict=True)]
+    table_artifact("mead-archives", rows, "downloaded and extracted MEAD archives")
+    return {"archives": [str(p) for p in paths], "actors": [a.name for a in actors]}
+
+
+@flow(name="prepare", log_prints=True)
+def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Resample every clip to 25 fps / 16 kHz mono, record it in the manifest, then write the split.
+
+    Idempotent: clips whose inputs and settings are unchanged are skipped; failures are recorded with
+    their error and the flow goes on.
+    """
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    d = cfg.data
+    manifest = Manifest(cfg.paths.resolve("manifest"))
+    found = scan_mead_tree(cfg.paths.resolve("raw"), views=tuple(d.views))
+    if not found:
+        raise FileNotFoundError(f"no MEAD clips under {cfg.paths.resolve('raw')} for views {d.views}")
+    clips = []
+    for c in found:
+        clip = dict(c, clip_id=clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], c["sentence"]))
+        clip["video_path"] = str(clip["video_path"])
+        clip["audio_path"] = str(clip["audio_path"]) if clip.get("audio_path") else None
+        clips.append(clip)
+    clips.sort(key=lambda c: c["clip_id"])
+    if d.max_clips is not None:
+        clips = clips[: d.max_clips]
+    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest]
+    if new:
+        manifest.upsert(new)
+    todo = [
+        c
+        for c in clips
+        if needs_prepare(
+            manifest.get(c["clip_id"]), prepare_fingerprint(c, d.fps, d.sample_rate, d.max_av_mismatch_frames)
+        )
+    ]
+    logger.info("%d clips found, %d new, %d to prepare", len(clips), len(new), len(todo))
+    prepared_root = cfg.paths.resolve("prepared")
+    for i in range(0, len(todo), CHUNK):
+        chunk = todo[i : i + CHUNK]
+        updates = prepare_chunk(
+            chunk,
+            prepared_root,
+            d.fps,
+            d.sample_rate,
+            d.max_av_mismatch_frames,
+            d.workers,
+            chunk_name=f"{i // CHUNK:04d}",
+        )
+        manifest.upsert(updates)
+        for u in updates:
+            if u["status"] == "failed":
+                logger.warning("clip %s failed: %s", u["clip_id"], u["error"])
+    ids = {c["clip_id"] for c in clips}
+    rows = [r for r in manifest.records() if r["clip_id"] in ids]
+    prepared = [r for r in rows if r["status"] == "prepared"]
+    split, written = write_split_once(
+        cfg.paths.resolve("split"),
+        make_split(prepared, d.test_actors, d.val_actors, d.val_fraction, cfg.seed),
+    )
+    counts = Counter(r["status"] for r in rows)
+    table_artifact(
+        "prepare-failures",
+        [{"clip_id": r["clip_id"], "error": r["error"]} for r in rows if r["status"] == "failed"],
+        "clips that could not be prepared (kept in the manifest with their error)",
+    )
+    table_artifact(
+        "split",
+        [
+            {"split": k, "actors": ", ".join(split["actors"][k]), "clips": len(split[k])}
+            for k in ("train", "val", "test")
+        ],
+        "train/val/test split by actor",
+    )
+    return {
+        "status": dict(counts),
+        "prepared_now": len(todo),
+        "split_written": written,
+        "split": {k: len(split[k]) for k in ("train", "val", "test")},
+    }

@@ -1,0 +1,362 @@
+"""Training flows, one per stage, each one MLflow run (nested under ``reproduce`` when called from it).
+
+A stage reruns as a no-op when its fingerprint (model + training config + inputs) already finished;
+a killed stage resumes from its last checkpoint into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from prefect import flow, get_run_logger
+from safetensors.torch import load_file
+
+from emotalker.configs.schema import PipelineConfig
+from emotalker.flows.common import resolve_config
+from emotalker.models.vqvae import MotionVQVAE
+from emotalker.tasks.features.workers import fingerprint
+from emotalker.tasks.training.checkpoint import load_checkpoint
+from emotalker.tasks.training.loop import TrainResult, iterate_batches, run_training
+from emotalker.tasks.training.plots import code_tsne, codebook_usage, loss_curves
+from emotalker.tasks.training.stages import (
+    FaceNormalizer,
+    TransformerObjective,
+    build_lip,
+    build_transformer,
+    build_vqvae,
+    ckpt_dir,
+    lip_datasets,
+    lip_loss,
+    lip_validate,
+    model_summary,
+    transformer_datasets,
+    vqvae_datasets,
+    vqvae_loss,
+    vqvae_validate,
+)
+from emotalker.tasks.training.tracking import (
+    fetch_registered_checkpoint,
+    log_and_register,
+    metric_sink,
+    stage_run,
+)
+
+GPU_LIMIT = "gpu"
+
+
+def ensure_gpu_limit(slots: int) -> None:
+    """Create the Prefect global concurrency limit ``gpu`` with ``slots`` slots unless it exists.
+
+    An existing limit is left as the user set it (``prefect global-concurrency-limit update gpu ...``).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots)
+                )
+            except ObjectAlreadyExists:  # another stage created it first
+                pass
+
+
+@contextmanager
+def gpu_slot(device: str, slots: int = 1) -> Iterator[None]:
+    """Hold one slot of the Prefect global concurrency limit ``gpu`` while training on CUDA.
+
+    Stages started at once (several workers, parallel deployments) queue for the GPU instead of sharing
+    it; ``train.gpu_slots`` > 1 lets that many share one GPU when asked.
+    """
+    if not device.startswith("cuda"):
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    ensure_gpu_limit(slots)
+    with concurrency(GPU_LIMIT, occupy=1, strict=True, timeout_seconds=None):
+        yield
+
+
+def _split_hash(cfg: PipelineConfig) -> str:
+    return hashlib.sha256(cfg.paths.resolve("split").read_bytes()).hexdigest()[:12]
+
+
+def registered_name(cfg: PipelineConfig, stage: str) -> str:
+    return f"{cfg.mlflow.registry_prefix}-{stage}"
+
+
+def _finish(
+    cfg: PipelineConfig,
+    stage: str,
+    d: Path,
+    model: torch.nn.Module,
+    model_config: dict[str, Any],
+    res: TrainResult,
+    run_id: str,
+) -> dict[str, Any]:
+    best = load_checkpoint(d / "best.pt")
+    model.load_state_dict(best["model"])
+    loss_curves(res.history, d / "loss_curves.png")
+    mlflow.log_artifact(str(d / "loss_curves.png"), "plots")
+    reg = log_and_register(
+        model, model_config, registered_name(cfg, stage), res.best_metric, cfg.train.model_alias
+    )
+    mlflow.log_metrics({"best/val_metric": res.best_metric, "best/step": res.best_step})
+    summary = {
+        "stage": stage,
+        "run_id": run_id,
+        "steps": res.steps,
+        "best_metric": res.best_metric,
+        "best_step": res.best_step,
+        "resumed_from": res.resumed_from,
+        "final": res.final_metrics,
+        "registered": reg,
+        "checkpoint_dir": str(d),
+    }
+    (d / "done.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def cpu_threads(cfg: PipelineConfig) -> int:
+    """Training's CPU thread count: the configured one, else every core this process may use."""
+    return cfg.train.cpu_threads or len(os.sched_getaffinity(0))
+
+
+def _already_done(d: Path) -> dict[str, Any] | None:
+    done = d / "done.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()), skipped=True)
+    return None
+
+
+@flow(name="train-vqvae", log_prints=True)
+def train_vqvae(
+    config: str = "configs/paper.yaml",
+    overrides: list[str] | None = None,
+    parent_run_id: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3)."""
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    device = cfg.torch_device()
+    train, val, norm = vqvae_datasets(cfg)  # fails fast on missing stores, empty split, bad widths
+    fp = fingerprint("vqvae-v1", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), _split_hash(cfg))
+    d = ckpt_dir(cfg, "vqvae", fp)
+    if (done := _already_done(d)) is not None:
+        logger.info("vqvae %s already trained: %s", fp, d)
+        return done
+    torch.manual_seed(cfg.train.vqvae.seed)
+    model = build_vqvae(cfg)
+    logger.info(
+        "vqvae: %d train windows, %d val windows, %s", len(train), len(val or []), model_summary(model)
+    )
+    with (
+        gpu_slot(device, cfg.train.gpu_slots),
+        stage_run(cfg, "vqvae", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
+    ):
+        mlflow.log_params(
+            {
+                "data.train_windows": len(train),
+                "data.val_windows": len(val or []),
+                "model.parameters": model_summary(model)["parameters"],
+                "fingerprint": fp,
+                "runtime.cpu_threads": cpu_threads(cfg),
+            }
+        )
+        res = run_training(
+            model,
+            vqvae_loss,
+            train,
+            cfg.train.vqvae,
+            d,
+            device,
+            val,
+            vqvae_validate,
+            "val/loss",
+            metric_sink,
+            stop_after=stop_after,
+            threads=cpu_threads(cfg),
+        )
+        if res.steps < cfg.train.vqvae.steps:
+            return {"stage": "vqvae", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
+        model_config = {"model": cfg.vqvae.model_dump(), **norm.to_dict()}
+        summary = _finish(cfg, "vqvae", d, model, model_config, res, run.info.run_id)
+        _vqvae_plots(model, val or train, d, cfg.train.vqvae.batch_size)
+    return summary
+
+
+def _vqvae_plots(model: MotionVQVAE, data: Any, d: Path, batch_size: int) -> None:
+    """Codebook usage histogram and the t-SNE of codes coloured by their dominant emotion."""
+    model.eval().cpu()
+    k = model.quantizer.codebook_size
+    per_emotion = np.zeros((8, k))
+    with torch.inference_mode():
+        for b in iterate_batches(data, batch_size):
+            _, idx = model.encode(b["face"])
+            for e in range(8):
+                sel = b["label"] == e
+                if sel.any():
+                    per_emotion[e] += np.bincount(idx[sel].reshape(-1).numpy(), minlength=k)
+    counts = per_emotion.sum(0)
+    dominant = np.where(counts > 0, per_emotion.argmax(0), -1)
+    mlflow.log_artifact(str(codebook_usage(counts, d / "codebook_usage.png")), "plots")
+    codebook = model.quantizer.codebook.detach().cpu().numpy()
+    mlflow.log_artifact(str(code_tsne(codebook, dominant, d / "codebook_tsne.png")), "plots")
+    mlflow.log_metric("codebook/used_codes", float((counts > 0).sum()))
+
+
+def load_vqvae(cfg: PipelineConfig, alias: str, dest: Path) -> tuple[MotionVQVAE, FaceNormalizer, str]:
+    """Stage-1 model chosen by registry alias (safetensors + config, no unpickling)."""
+    weights, mc = fetch_registered_checkpoint(
+        cfg.mlflow.tracking_uri, registered_name(cfg, "vqvae"), alias, dest
+    )
+    model = MotionVQVAE(**mc["model"])
+    model.load_state_dict(load_file(str(weights)))
+    norm = FaceNormalizer(np.asarray(mc["face_mean"], np.float32), np.asarray(mc["face_std"], np.float32))
+    return model.eval(), norm, hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+
+
+@flow(name="train-transformer", log_prints=True)
+def train_transformer(
+    config: str = "configs/paper.yaml",
+    overrides: list[str] | None = None,
+    parent_run_id: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Stage 2: the cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9)."""
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    device = cfg.torch_device()
+    vq_dir = cfg.paths.resolve("checkpoints") / "registry-cache" / "vqvae"
+    vqvae, norm, vq_hash = load_vqvae(cfg, cfg.train.model_alias, vq_dir)
+    train, val = transformer_datasets(cfg, norm)
+    fp = fingerprint(
+        "transformer-v1",
+        cfg.transformer.model_dump(),
+        cfg.train.transformer.model_dump(),
+        _split_hash(cfg),
+        vq_hash,
+        cfg.audio.kmeans_k,
+    )
+    d = ckpt_dir(cfg, "transformer", fp)
+    if (done := _already_done(d)) is not None:
+        logger.info("transformer %s already trained: %s", fp, d)
+        return done
+    torch.manual_seed(cfg.train.transformer.seed)
+    model = build_transformer(cfg, vqvae)
+    objective = TransformerObjective(vqvae)
+    logger.info("transformer: %d train windows, %s", len(train), model_summary(model))
+    with (
+        gpu_slot(device, cfg.train.gpu_slots),
+        stage_run(
+            cfg, "transformer", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}
+        ) as run,
+    ):
+        mlflow.log_params(
+            {
+                "data.train_windows": len(train),
+                "data.val_windows": len(val or []),
+                "model.parameters": model_summary(model)["parameters"],
+                "fingerprint": fp,
+                "vqvae.weights_sha": vq_hash,
+                "runtime.cpu_threads": cpu_threads(cfg),
+            }
+        )
+        res = run_training(
+            model,
+            objective,
+            train,
+            cfg.train.transformer,
+            d,
+            device,
+            val,
+            objective.validate,
+            "val/loss",
+            metric_sink,
+            stop_after=stop_after,
+            threads=cpu_threads(cfg),
+        )
+        if res.steps < cfg.train.transformer.steps:
+            return {
+                "stage": "transformer",
+                "status": "interrupted",
+                "steps": res.steps,
+                "run_id": run.info.run_id,
+            }
+        model_config = {
+            "model": {
+                **cfg.transformer.model_dump(),
+                "code_dim": vqvae.code_dim,
+                "audio_per_token": vqvae.frames_per_token,
+                "content_vocab": cfg.audio.kmeans_k,
+                "ref_dim": vqvae.in_dim,
+            },
+            "vqvae_weights_sha": vq_hash,
+        }
+        return _finish(cfg, "transformer", d, model, model_config, res, run.info.run_id)
+
+
+@flow(name="train-lip", log_prints=True)
+def train_lip(
+    config: str = "configs/paper.yaml",
+    overrides: list[str] | None = None,
+    parent_run_id: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10)."""
+    cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
+    device = cfg.torch_device()
+    train, val = lip_datasets(cfg)
+    fp = fingerprint("lip-v1", cfg.lip.model_dump(), cfg.train.lip.model_dump(), _split_hash(cfg))
+    d = ckpt_dir(cfg, "lip", fp)
+    if (done := _already_done(d)) is not None:
+        logger.info("lip %s already trained: %s", fp, d)
+        return done
+    torch.manual_seed(cfg.train.lip.seed)
+    model = build_lip(cfg)
+    with (
+        gpu_slot(device, cfg.train.gpu_slots),
+        stage_run(cfg, "lip", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
+    ):
+        mlflow.log_params(
+            {
+                "data.train_windows": len(train),
+                "data.val_windows": len(val or []),
+                "model.parameters": model_summary(model)["parameters"],
+                "fingerprint": fp,
+                "runtime.cpu_threads": cpu_threads(cfg),
+            }
+        )
+        res = run_training(
+            model,
+            lip_loss,
+            train,
+            cfg.train.lip,
+            d,
+            device,
+            val,
+            lip_validate,
+            "val/loss",
+            metric_sink,
+            stop_after=stop_after,
+            threads=cpu_threads(cfg),
+        )
+        if res.steps < cfg.train.lip.steps:
+            return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
+        return _finish(cfg, "lip", d, model, {"model": cfg.lip.model_dump()}, res, run.info.run_id)

@@ -1,0 +1,132 @@
+"""Inference wrapper: VQ-VAE decoder + cross-modal Transformer (face branch) + lip branch -> 70-dim motion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emotalker.configs.constants import EXP_DIM, FACE_DIM, FACE_INDICES, LIP_DIM, MOTION_DIM
+from emotalker.models.lip import LipBranch
+from emotalker.models.motion import merge_motion
+from emotalker.models.transformer import CrossModalTransformer
+from emotalker.models.vqvae import MotionVQVAE
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if torch.is_tensor(x):
+        return x
+    raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _pad_frames(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad dim 0 to ``n`` rows by repeating the last row."""
+    pad = n - x.shape[0]
+    return x if pad <= 0 else torch.cat([x, x[-1:].expand(pad, *x.shape[1:])], dim=0)
+
+
+class EmoTalker(nn.Module):
+    """The full generator; ``face_mean``/``face_std`` (57,) undo the face normalisation used in training."""
+
+    def __init__(
+        self,
+        vqvae: MotionVQVAE,
+        transformer: CrossModalTransformer,
+        lip: LipBranch,
+        face_mean: torch.Tensor | np.ndarray | None = None,
+        face_std: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        if vqvae.in_dim != FACE_DIM:
+            raise ValueError(f"VQ-VAE must model the {FACE_DIM} face coefficients, has in_dim={vqvae.in_dim}")
+        if transformer.code_dim != vqvae.code_dim:
+            raise ValueError(
+                f"transformer code_dim {transformer.code_dim} != VQ-VAE code_dim {vqvae.code_dim}"
+            )
+        self.vqvae = vqvae
+        self.transformer = transformer
+        self.lip = lip
+        mean = torch.zeros(FACE_DIM) if face_mean is None else _as_tensor(face_mean, "face_mean").float()
+        std = torch.ones(FACE_DIM) if face_std is None else _as_tensor(face_std, "face_std").float()
+        if mean.shape != (FACE_DIM,) or std.shape != (FACE_DIM,):
+            raise ValueError(
+                f"face_mean/face_std must be ({FACE_DIM},), got {tuple(mean.shape)}, {tuple(std.shape)}"
+            )
+        self.register_buffer("face_mean", mean)
+        self.register_buffer("face_std", std.clamp(min=1e-6))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        reference: np.ndarray | torch.Tensor,
+        emotion_audio_feats: np.ndarray | torch.Tensor,
+        content: np.ndarray | torch.Tensor | None,
+        mel_windows: np.ndarray | torch.Tensor,
+        ratio: np.ndarray | torch.Tensor | None = None,
+        max_context: int | None = 64,
+        lip_batch: int = 256,
+    ) -> np.ndarray:
+        """Generate (T, 70) motion for T frames at 25 fps, any T.
+
+        reference: (70,) motion of the neutral reference frame (identity/style for the face branch and the
+        reference expression for ExpNet); emotion_audio_feats: (T, audio_dim); content: (T,) k-means tokens or
+        (T, d) features (None when the transformer has no content branch); mel_windows: (T, 80, 16);
+        ratio: optional (T,) or (T, 1) blink ratio. ``max_context`` tokens of sliding context keep
+        autoregressive decoding linear in T (None = full context).
+        """
+        self.eval()
+        dev = self.face_mean.device
+        ref = _as_tensor(reference, "reference").float().to(dev)
+        if ref.shape != (MOTION_DIM,):
+            raise ValueError(f"reference must be ({MOTION_DIM},) motion, got {tuple(ref.shape)}")
+        audio = _as_tensor(emotion_audio_feats, "emotion_audio_feats").float().to(dev)
+        if audio.ndim != 2 or audio.shape[0] < 1:
+            raise ValueError(f"emotion_audio_feats must be (T, D) with T >= 1, got {tuple(audio.shape)}")
+        t = audio.shape[0]
+        mel = _as_tensor(mel_windows, "mel_windows").float().to(dev)
+        if mel.shape != (t, 80, 16):
+            raise ValueError(
+                f"mel_windows must be ({t}, 80, 16) to match the audio features, got {tuple(mel.shape)}"
+            )
+        tok = None
+        if content is not None:
+            tok = _as_tensor(content, "content").to(dev)
+            if tok.shape[0] != t:
+                raise ValueError(f"content has {tok.shape[0]} frames, audio features have {t}")
+            if tok.is_floating_point():
+                tok = tok.float()
+
+        # face branch: pad to a whole number of tokens, decode autoregressively, crop
+        n_tok = self.vqvae.n_tokens(t)
+        t_pad = n_tok * self.vqvae.frames_per_token
+        audio_p = _pad_frames(audio, t_pad)[None]
+        tok_p = _pad_frames(tok, t_pad)[None] if tok is not None else None
+        face_ref = ((ref[list(FACE_INDICES)] - self.face_mean) / self.face_std)[None]
+        _, idx = self.transformer.generate(
+            audio_p,
+            tok_p,
+            n_tok,
+            start=face_ref,
+            codebook=self.vqvae.quantizer.codebook,
+            max_context=max_context,
+        )
+        assert idx is not None
+        face = self.vqvae.decode_indices(idx, t)[0] * self.face_std + self.face_mean  # (T, 57)
+
+        # lip branch, per frame
+        ref_exp = ref[:EXP_DIM][None]
+        r = None
+        if ratio is not None:
+            r = _as_tensor(ratio, "ratio").float().to(dev).reshape(t, 1)
+        lips = []
+        for s in range(0, t, lip_batch):
+            e = min(t, s + lip_batch)
+            rr = r[s:e] if r is not None else None
+            lips.append(self.lip(mel[s:e, None], ref_exp.expand(e - s, -1), rr)["lip"])
+        lip = torch.cat(lips, dim=0)
+        assert lip.shape == (t, LIP_DIM)
+        return merge_motion(face.cpu().numpy().astype(np.float32), lip.cpu().numpy().astype(np.float32))

@@ -1,0 +1,189 @@
+"""Lip branch (Sec. 3.4): Wav2Lip-style mel encoder -> SadTalker ExpNet (64 exp) -> 13 lip coefficients.
+
+Parameter names follow SadTalker's ``audio2exp`` network (``audio_encoder.<i>.conv_block.{0,1}``,
+``mapping1``) so its checkpoint (``netG.``-prefixed keys under ``model``) loads into :class:`ExpNet`.
+Output (Eq. 10): ``lip = lip_mix * mapping2(y) + (1 - lip_mix) * y[LIP_INDICES]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emotalker.configs.constants import EXP_DIM, LIP_DIM, LIP_INDICES
+
+
+class ConvBlock2d(nn.Module):
+    """Conv2d + BatchNorm (+ identity) + ReLU, the Wav2Lip building block."""
+
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: Any, padding: int, residual: bool = False
+    ) -> None:
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout))
+        self.residual = residual
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_block(x)
+        if self.residual:
+            out = out + x
+        return self.act(out)
+
+
+class AudioEncoder(nn.Sequential):
+    """(B, 1, 80, 16) mel window -> (B, 512, 1, 1); the layer indices match Wav2Lip/SadTalker."""
+
+    mel_bins = 80
+    mel_frames = 16
+
+    def __init__(self) -> None:
+        super().__init__(
+            ConvBlock2d(1, 32, 3, 1, 1),
+            ConvBlock2d(32, 32, 3, 1, 1, residual=True),
+            ConvBlock2d(32, 32, 3, 1, 1, residual=True),
+            ConvBlock2d(32, 64, 3, (3, 1), 1),
+            ConvBlock2d(64, 64, 3, 1, 1, residual=True),
+            ConvBlock2d(64, 64, 3, 1, 1, residual=True),
+            ConvBlock2d(64, 128, 3, 3, 1),
+            ConvBlock2d(128, 128, 3, 1, 1, residual=True),
+            ConvBlock2d(128, 128, 3, 1, 1, residual=True),
+            ConvBlock2d(128, 256, 3, (3, 2), 1),
+            ConvBlock2d(256, 256, 3, 1, 1, residual=True),
+            ConvBlock2d(256, 512, 3, 1, 0),
+            ConvBlock2d(512, 512, 1, 1, 0),
+        )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that exists but does not fit the network (bad layout, shapes)."""
+
+
+class ExpNet(nn.Module):
+    """SadTalker audio2exp: audio embedding + reference expression (64) + blink ratio (1) -> 64 exp."""
+
+    def __init__(self, audio_embed: int = 512) -> None:
+        super().__init__()
+        if audio_embed != 512:
+            raise ValueError(f"the Wav2Lip audio encoder outputs 512 features, got audio_embed={audio_embed}")
+        self.audio_encoder = AudioEncoder()
+        self.mapping1 = nn.Linear(audio_embed + EXP_DIM + 1, EXP_DIM)
+        nn.init.zeros_(self.mapping1.bias)
+
+    def forward(
+        self, mel: torch.Tensor, ref_exp: torch.Tensor, ratio: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """mel (N, 1, 80, 16) or (B, T, 1, 80, 16); ref_exp (N|B, [T,] 64); ratio like ref_exp[..., :1]."""
+        lead = mel.shape[:-3]
+        if mel.shape[-3:] != (1, AudioEncoder.mel_bins, AudioEncoder.mel_frames):
+            raise ValueError(f"mel windows must be (..., 1, 80, 16), got {tuple(mel.shape)}")
+        flat = mel.reshape(-1, 1, AudioEncoder.mel_bins, AudioEncoder.mel_frames)
+        emb = self.audio_encoder(flat).reshape(flat.shape[0], -1)
+        if ref_exp.shape[-1] != EXP_DIM:
+            raise ValueError(f"ref_exp must end in {EXP_DIM}, got {tuple(ref_exp.shape)}")
+        ref = _broadcast(ref_exp, lead, EXP_DIM, "ref_exp")
+        ratio = ref.new_zeros(ref.shape[0], 1) if ratio is None else _broadcast(ratio, lead, 1, "ratio")
+        y = self.mapping1(torch.cat([emb, ref.to(emb.dtype), ratio.to(emb.dtype)], dim=1))
+        return y.reshape(*lead, EXP_DIM)
+
+
+def _broadcast(t: torch.Tensor, lead: tuple[int, ...], dim: int, name: str) -> torch.Tensor:
+    """Per-clip (B, dim) or per-frame (B, T, dim) conditioning -> flat (N, dim)."""
+    while t.ndim < len(lead) + 1:
+        t = t.unsqueeze(-2)  # (B, dim) -> (B, 1, dim): one value for every frame of the clip
+    try:
+        return t.expand(*lead, dim).reshape(-1, dim)
+    except RuntimeError as exc:
+        raise ValueError(f"{name} {tuple(t.shape)} does not broadcast to {(*lead, dim)}") from exc
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict", "net"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict (expected tensors, optionally under 'model')")
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "netG."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def load_sadtalker_audio2exp(net: ExpNet, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+    """Load SadTalker's ``auido2exp_00300-model.pth`` (or any ExpNet state dict) into ``net``.
+
+    Loads with ``torch.load(weights_only=True)``; returns ``{"missing": [...], "unexpected": [...]}``
+    and raises :class:`CheckpointError` on shape mismatches, when nothing matched, or (``strict``)
+    when any key is missing or unexpected.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"SadTalker audio2exp checkpoint not found: {p}")
+    sd = _unwrap_state_dict(torch.load(p, map_location="cpu", weights_only=True), p)
+    own = net.state_dict()
+    bad = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if bad:
+        raise CheckpointError(f"{p}: shape mismatch for {len(bad)} keys: {bad[:5]}")
+    result = net.load_state_dict(sd, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    if not set(sd) & set(own):
+        raise CheckpointError(f"{p}: no key matched ExpNet (first keys: {list(sd)[:5]})")
+    if strict and (report["missing"] or report["unexpected"]):
+        raise CheckpointError(
+            f"{p}: missing {report['missing'][:10]}, unexpected {report['unexpected'][:10]}"
+        )
+    return report
+
+
+class LipBranch(nn.Module):
+    """ExpNet followed by mapping2 (64 -> 13) and the Eq. 10 mixture with the selected lip coefficients."""
+
+    def __init__(
+        self, audio_embed: int = 512, lip_mix: float = 0.2, mel_frames: int = 16, mel_bins: int = 80
+    ) -> None:
+        super().__init__()
+        if (mel_frames, mel_bins) != (AudioEncoder.mel_frames, AudioEncoder.mel_bins):
+            raise ValueError(f"the audio encoder needs 80 x 16 mel windows, got {mel_bins} x {mel_frames}")
+        if not 0.0 <= lip_mix <= 1.0:
+            raise ValueError(f"lip_mix must be in [0, 1], got {lip_mix}")
+        self.lip_mix = lip_mix
+        self.expnet = ExpNet(audio_embed)
+        self.mapping2 = nn.Linear(EXP_DIM, LIP_DIM)
+        self.register_buffer("lip_indices", torch.tensor(LIP_INDICES, dtype=torch.long), persistent=False)
+        with torch.no_grad():  # start as the plain selection y[LIP_INDICES], so a pretrained ExpNet is kept
+            self.mapping2.weight.zero_()
+            self.mapping2.weight[torch.arange(LIP_DIM), self.lip_indices] = 1.0
+            self.mapping2.bias.zero_()
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> LipBranch:
+        """Build from :class:`emotalker.configs.schema.LipConfig`."""
+        kwargs = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def mix(self, y_lip: torch.Tensor) -> torch.Tensor:
+        """Eq. 10 on ExpNet output y_lip (..., 64) -> (..., 13)."""
+        return self.lip_mix * self.mapping2(y_lip) + (1 - self.lip_mix) * y_lip[..., self.lip_indices]
+
+    def forward(
+        self, mel: torch.Tensor, ref_exp: torch.Tensor, ratio: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Returns ``lip`` (..., 13) and the intermediate ``exp`` (..., 64)."""
+        y = self.expnet(mel, ref_exp, ratio)
+        return {"lip": self.mix(y), "exp": y}
+
+    def load_sadtalker_audio2exp(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+        """Initialise the ExpNet part from SadTalker's audio2exp checkpoint (see module function)."""
+        return load_sadtalker_audio2exp(self.expnet, path, strict)

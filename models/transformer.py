@@ -1,0 +1,367 @@
+"""Stage 2 (Sec. 3.3): cross-modal autoregressive Transformer decoder over codebook embeddings.
+
+Each decoder layer: biased causal self-attention (Eq. 4-5) -> cross-attention to content-token
+embeddings (k-means HuBERT units; the extra branch) -> cross-attention to emotion-aware HuBERT features
+under the alignment mask (Eq. 6-7) -> feed-forward. The first input is a style token projected from
+the neutral reference face coefficients; the style embedding is also added to every later input so
+sliding-window decoding never loses identity. The model predicts codebook-space embeddings ê_i and is
+trained with L2 + a contrastive term over all K codes (Eq. 8-9).
+
+Audio layout: the pipeline aligns HuBERT features to 25 fps, so with l = 4 frames per token
+``audio_per_token = 4``; ``align_k`` keeps the official unit (50 Hz audio, 8 frames per token) and is
+scaled to ``scaled_align_k(align_k, audio_per_token)`` (8 -> 4). With ``audio_per_token = 8`` the mask
+is exactly Eq. 7.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emotalker.models.masks import alibi_biased_mask, alignment_mask, causal_mask, scaled_align_k
+
+
+def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encoding of (any) integer positions (N,) -> (N, dim), computed on demand."""
+    half = (dim + 1) // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / half)
+    ang = positions.float()[:, None] * freq[None]
+    return torch.cat([ang.sin(), ang.cos()], dim=1)[:, :dim]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an additive float mask broadcastable to (B, H, Tq, Tk)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, kv_dim: int | None = None) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
+        kv_dim = kv_dim or d_model
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(kv_dim, d_model)
+        self.v = nn.Linear(kv_dim, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, tq, d = x.shape
+        h = self.n_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, t.shape[1], h, d // h).transpose(1, 2)
+
+        if mask is not None:
+            mask = mask.to(x.dtype)
+        y = F.scaled_dot_product_attention(
+            heads(self.q(x)),
+            heads(self.k(kv)),
+            heads(self.v(kv)),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, tq, d))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm decoder layer: self-attn -> content cross-attn (optional) -> audio cross-attn -> FFN."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float, use_content: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(d_model, n_heads, dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.content_attn = Attention(d_model, n_heads, dropout) if use_content else None
+        self.norm_c = nn.LayerNorm(d_model) if use_content else None
+        self.audio_attn = Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
+        )
+        self.norm3 = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_mask: torch.Tensor,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        content: torch.Tensor | None,
+        content_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.drop(self.self_attn(h, h, self_mask))
+        if self.content_attn is not None and content is not None:
+            assert self.norm_c is not None
+            x = x + self.drop(self.content_attn(self.norm_c(x), content, content_mask))
+        x = x + self.drop(self.audio_attn(self.norm2(x), audio, audio_mask))
+        return x + self.drop(self.ff(self.norm3(x)))
+
+
+class CrossModalTransformer(nn.Module):
+    """Autoregressive predictor of codebook embeddings from emotion-aware audio + content tokens."""
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        n_layers: int = 6,
+        n_heads: int = 4,
+        ff_dim: int = 1024,
+        dropout: float = 0.1,
+        audio_dim: int = 768,
+        code_dim: int = 256,
+        alibi_window: int = 4,
+        align_k: int = 8,
+        audio_per_token: int = 4,
+        use_content_tokens: bool = True,
+        content_vocab: int = 200,
+        content_dim: int | None = None,
+        use_alignment_mask: bool = True,
+        use_biased_mask: bool = True,
+        ref_dim: int = 57,
+        style_from_reference: bool = True,
+        num_emotions: int = 0,
+        contrastive_weight: float = 0.8,
+        contrastive_temperature: float = 1.0,
+        use_contrastive: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.code_dim = code_dim
+        self.audio_dim = audio_dim
+        self.alibi_window = alibi_window
+        self.align_k = align_k
+        self.audio_per_token = audio_per_token
+        self.k_eff = scaled_align_k(align_k, audio_per_token)
+        self.use_content_tokens = use_content_tokens
+        self.use_alignment_mask = use_alignment_mask
+        self.use_biased_mask = use_biased_mask
+        self.style_from_reference = style_from_reference
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_temperature = contrastive_temperature
+        self.use_contrastive = use_contrastive
+        self.ref_dim = ref_dim
+
+        self.audio_proj = nn.Linear(audio_dim, d_model)
+        self.content_embed: nn.Module | None = None
+        if use_content_tokens:
+            self.content_embed = (
+                nn.Embedding(content_vocab, d_model)
+                if content_dim is None
+                else nn.Linear(content_dim, d_model)
+            )
+        self.content_vocab = content_vocab
+        self.content_dim = content_dim
+        self.token_proj = nn.Linear(code_dim, d_model)
+        if style_from_reference:
+            self.style_proj: nn.Module = nn.Linear(ref_dim, d_model)
+        else:
+            self.style_proj = nn.Identity()
+            self.style_token = nn.Parameter(torch.zeros(d_model))
+        self.emotion_embed = nn.Embedding(num_emotions, d_model) if num_emotions > 0 else None
+        self.layers = nn.ModuleList(
+            [DecoderLayer(d_model, n_heads, ff_dim, dropout, use_content_tokens) for _ in range(n_layers)]
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, code_dim)
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> CrossModalTransformer:
+        """Build from a ``TransformerConfig`` (``content_vocab=cfg.audio.kmeans_k``)."""
+        kwargs = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # ---- embeddings ----------------------------------------------------------------------------------
+    def style(
+        self, reference: torch.Tensor | None, batch: int, emotion: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Style embedding (B, d_model) from the reference face coefficients (B, ref_dim)."""
+        if self.style_from_reference:
+            if reference is None:
+                raise ValueError("style_from_reference=True needs a reference (B, ref_dim)")
+            if reference.ndim != 2 or reference.shape != (batch, self.ref_dim):
+                raise ValueError(f"reference must be ({batch}, {self.ref_dim}), got {tuple(reference.shape)}")
+            s = self.style_proj(reference)
+        else:
+            s = self.style_token[None].expand(batch, -1)
+        if self.emotion_embed is not None and emotion is not None:
+            s = s + self.emotion_embed(emotion.long().reshape(batch))
+        return s
+
+    def _memory(
+        self, audio: torch.Tensor, content: torch.Tensor | None, audio_offset: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if audio.ndim != 3 or audio.shape[-1] != self.audio_dim:
+            raise ValueError(f"audio features must be (B, S, {self.audio_dim}), got {tuple(audio.shape)}")
+        # Absolute positions only for the no-alignment-mask ablation: with the mask, alignment is given and
+        # leaving memory position-free keeps the model translation invariant for arbitrarily long audio.
+        pe = torch.zeros((), dtype=audio.dtype, device=audio.device)
+        if not self.use_alignment_mask:
+            pos = torch.arange(audio.shape[1], device=audio.device) + audio_offset
+            pe = sinusoid(pos, self.d_model).to(audio.dtype)[None]
+        a = self.audio_proj(audio) + pe
+        c = None
+        if self.content_embed is not None:
+            if content is None:
+                raise ValueError("use_content_tokens=True needs content tokens (B, S) or features (B, S, d)")
+            if content.shape[:2] != audio.shape[:2]:
+                raise ValueError(
+                    f"content {tuple(content.shape)} and audio {tuple(audio.shape)} must share (B, S)"
+                )
+            if self.content_dim is None:
+                if content.dtype not in (torch.int32, torch.int64) or content.ndim != 2:
+                    raise ValueError("content must be integer token ids (B, S) when content_dim is None")
+                if int(content.min()) < 0 or int(content.max()) >= self.content_vocab:
+                    raise ValueError(f"content tokens must lie in [0, {self.content_vocab})")
+                c = self.content_embed(content.long()) + pe
+            else:
+                if content.ndim != 3 or content.shape[-1] != self.content_dim:
+                    raise ValueError(
+                        f"content features must be (B, S, {self.content_dim}), got {tuple(content.shape)}"
+                    )
+                c = self.content_embed(content.to(audio.dtype)) + pe
+        return a, c
+
+    def _masks(
+        self, n_tok: int, n_audio: int, token_offset: int, audio_offset: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.use_biased_mask:
+            self_mask = alibi_biased_mask(self.n_heads, n_tok, self.alibi_window, device=device)
+        else:
+            self_mask = causal_mask(n_tok, device=device)
+        cross = None
+        if self.use_alignment_mask:
+            cross = alignment_mask(
+                n_tok,
+                n_audio,
+                self.k_eff,
+                self.audio_per_token,
+                token_offset=token_offset,
+                audio_offset=audio_offset,
+                device=device,
+            )[None]
+        return self_mask[None], (cross[None] if cross is not None else None)
+
+    def _decode(
+        self,
+        inputs: torch.Tensor,
+        audio: torch.Tensor,
+        content: torch.Tensor | None,
+        token_offset: int,
+        audio_offset: int,
+    ) -> torch.Tensor:
+        """Decoder stack: embedded inputs (B, n, d_model) -> predicted embeddings (B, n, code_dim)."""
+        pos = torch.arange(inputs.shape[1], device=inputs.device) + token_offset
+        # periodic positional encoding (FaceFormer PPE, period = alibi window)
+        x = inputs + sinusoid(pos % self.alibi_window, self.d_model).to(inputs.dtype)[None]
+        self_mask, cross = self._masks(inputs.shape[1], audio.shape[1], token_offset, audio_offset, x.device)
+        for layer in self.layers:
+            x = layer(x, self_mask, audio, cross, content, cross)
+        return self.head(self.norm(x))
+
+    # ---- training -----------------------------------------------------------------------------------
+    def forward(
+        self,
+        audio_feats: torch.Tensor,
+        content: torch.Tensor | None,
+        targets_q: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        emotion: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher forcing: inputs [style, e_1..e_{N-1}] -> predictions ê_1..ê_N (B, N, code_dim)."""
+        if targets_q.ndim != 3 or targets_q.shape[-1] != self.code_dim:
+            raise ValueError(f"targets must be (B, N, {self.code_dim}), got {tuple(targets_q.shape)}")
+        b, n, _ = targets_q.shape
+        s = self.style(reference, b, emotion)
+        prev = self.token_proj(targets_q[:, :-1]) + s[:, None]
+        inputs = torch.cat([s[:, None], prev], dim=1)
+        a, c = self._memory(audio_feats, content)
+        return self._decode(inputs, a, c, 0, 0)
+
+    def loss(
+        self,
+        pred: torch.Tensor,
+        targets_q: torch.Tensor,
+        target_idx: torch.Tensor,
+        codebook: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Eq. 8-9: L2 to the quantized targets + contrastive weight * InfoNCE over all K codes.
+
+        InfoNCE logits are ``-||ê_i - c_k||^2 / temperature`` for every code c_k; the positive is the
+        ground-truth index. ``mask`` (B, N) marks valid tokens.
+        """
+        if pred.shape != targets_q.shape or target_idx.shape != pred.shape[:2]:
+            raise ValueError(
+                f"pred {tuple(pred.shape)}, targets {tuple(targets_q.shape)}, "
+                f"indices {tuple(target_idx.shape)} disagree"
+            )
+        m = torch.ones(pred.shape[:2], device=pred.device) if mask is None else mask.float()
+        denom = m.sum().clamp(min=1.0)
+        l2 = (((pred - targets_q.detach()) ** 2).mean(-1) * m).sum() / denom
+        cb = codebook.detach().to(pred.dtype)
+        flat = pred.reshape(-1, pred.shape[-1])
+        d2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
+        logits = -d2 / self.contrastive_temperature
+        ce = F.cross_entropy(logits, target_idx.reshape(-1).long(), reduction="none")
+        contrastive = (ce * m.reshape(-1)).sum() / denom
+        acc = ((logits.argmax(1) == target_idx.reshape(-1)).float() * m.reshape(-1)).sum() / denom
+        total = l2 + (self.contrastive_weight * contrastive if self.use_contrastive else 0.0)
+        return {"loss": total, "loss_l2": l2, "loss_contrastive": contrastive, "token_acc": acc}
+
+    # ---- inference ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        audio_feats: torch.Tensor,
+        content_feats: torch.Tensor | None,
+        n_tokens: int,
+        start: torch.Tensor | None = None,
+        codebook: torch.Tensor | None = None,
+        emotion: torch.Tensor | None = None,
+        max_context: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Greedy autoregressive decoding of ``n_tokens`` embeddings.
+
+        ``start`` is the reference (B, ref_dim) that forms the style token. With ``codebook`` (K, D)
+        each prediction is snapped to its nearest code before being fed back (what teacher forcing
+        trained on) and the indices are returned too. ``max_context`` limits the decoder to the last
+        that many inputs (and their audio window), keeping time and memory linear in length.
+        """
+        if n_tokens < 1:
+            raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+        if max_context is not None and max_context < 1:
+            raise ValueError(f"max_context must be >= 1, got {max_context}")
+        b = audio_feats.shape[0]
+        s = self.style(start, b, emotion)
+        a_full, c_full = self._memory(audio_feats, content_feats)
+        n_audio = a_full.shape[1]
+        inputs = [s[:, None]]
+        preds: list[torch.Tensor] = []
+        indices: list[torch.Tensor] = []
+        for i in range(n_tokens):
+            t0 = 0 if max_context is None else max(0, i + 1 - max_context)
+            window = torch.cat(inputs[t0 : i + 1], dim=1)
+            a0, a1 = 0, n_audio
+            if max_context is not None and self.use_alignment_mask:
+                a0 = min(max(0, self.audio_per_token * t0 - self.k_eff), n_audio - 1)
+                a1 = max(a0 + 1, min(n_audio, self.audio_per_token * i + self.k_eff))
+            a = a_full[:, a0:a1]
+            c = c_full[:, a0:a1] if c_full is not None else None
+            out = self._decode(window, a, c, t0, a0)[:, -1]  # ê_{i+1}
+            if codebook is not None:
+                cb = codebook.to(out.dtype)
+                d2 = out.pow(2).sum(1, keepdim=True) - 2 * out @ cb.t() + cb.pow(2).sum(1)[None]
+                idx = d2.argmin(1)
+                out = cb[idx]
+                indices.append(idx)
+            preds.append(out)
+            inputs.append((self.token_proj(out) + s)[:, None])
+        pred = torch.stack(preds, dim=1)
+        return pred, (torch.stack(indices, dim=1) if indices else None)

@@ -1,0 +1,1 @@
+"""Pipeline tasks, one subpackage per stage: data, features, training, evaluation, generation."""

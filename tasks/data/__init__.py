@@ -1,0 +1,1 @@
+"""Data stage: MEAD download, safe extraction, 25 fps / 16 kHz preparation, split, demo data."""

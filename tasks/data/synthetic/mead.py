@@ -1,0 +1,480 @@
+"""Per-actor archives shaped exactly like MEAD, plus the ground-truth motion they were rendered from.
+
+Layout written under ``out_dir``::
+
+    <actor>.tar                      outer archive, as MEAD distributes it
+      video.tar                      (or video_1.tar + video_2.tar with ``video_split``)
+        video/<view>/<emotion>/level_<n>/NNN.mp4     H.264 yuv420p, 30 fps
+      audio.tar
+        audio/<emotion>/level_<n>/NNN.m4a            AAC, 48 kHz mono
+    ground_truth/<actor>.npz         kept outside the MEAD-shaped archive
+
+The sidecar holds, per clip key ``<emotion>/level_<n>/<NNN>``, ``<key>/motion`` (T30, 70) float32 at 30 fps
+(front view; exp 64 | angle 3 | trans 3), ``<key>/envelope`` (T30,) the smoothed speech RMS envelope the
+mouth follows, and ``<key>/brightness`` (T30,); ``__meta__`` is a JSON string (sentences, voices, layout).
+Neutral has level_1 only, as in MEAD. Archives and sidecars are byte-reproducible for a given seed: tar
+members carry fixed mtimes/owners, the encoders run single-threaded with bit-exact muxing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from emotalker.configs.constants import (
+    EMOTION_TO_ID,
+    EMOTIONS,
+    LEVELS,
+    MEAD_AUDIO_RATE,
+    MEAD_VIDEO_FPS,
+    VIEWS,
+)
+from emotalker.tasks.data.synthetic.face import (
+    ANGLE,
+    VIEW_ANGLES,
+    Identity,
+    build_motion,
+    identity_for_actor,
+    render_frame,
+)
+from emotalker.tasks.data.synthetic.speech import (
+    SENTENCES,
+    fit_to_frames,
+    prosody_for,
+    speech_brightness,
+    speech_envelope,
+    synthesize,
+    voice_for_actor,
+)
+
+FIXED_MTIME = 1_577_836_800  # 2020-01-01T00:00:00Z, for reproducible archives
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+ACTOR_RE = re.compile(r"^[MW]\d{3}$")
+GENERATOR_VERSION = 1
+
+
+class GroundTruthError(ValueError):
+    """A ground-truth sidecar without the requested clip (names the file and the key)."""
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    actor: str
+    emotion: str
+    level: int
+    number: int
+    sentence: str
+    seed: int
+    image_size: int
+    views: tuple[str, ...]
+    identity: Identity
+    stage: str  # staging root (str so the job pickles cheaply)
+
+
+def clip_key(emotion: str, level: int, sentence: str | int) -> str:
+    """Sidecar key of a clip: ``<emotion>/level_<n>/<NNN>``."""
+    number = f"{sentence:03d}" if isinstance(sentence, int) else str(sentence)
+    return f"{emotion}/level_{int(level)}/{number}"
+
+
+def ground_truth_path(out_dir: str | Path, actor: str) -> Path:
+    """Where :func:`generate_mead` writes an actor's motion sidecar."""
+    return Path(out_dir) / "ground_truth" / f"{actor}.npz"
+
+
+def clip_levels(emotion: str, levels: list[int] | tuple[int, ...]) -> list[int]:
+    """Levels an emotion is recorded at: neutral only ever has level_1 (as in MEAD)."""
+    return [1] if emotion == "neutral" else sorted(set(levels))
+
+
+def _validate(
+    actors: list[str],
+    emotions: list[str],
+    levels: list[int],
+    sentences_per_level: int,
+    image_size: int,
+    views: tuple[str, ...],
+    video_split: bool,
+) -> None:
+    if not actors:
+        raise ValueError("actors is empty: give at least one MEAD-style actor id such as 'M003'")
+    bad = [a for a in actors if not isinstance(a, str) or not ACTOR_RE.match(a)]
+    if bad:
+        raise ValueError(
+            f"actor ids {bad} are not MEAD-shaped (M or W followed by three digits, e.g. 'W009')"
+        )
+    if len(set(actors)) != len(actors):
+        raise ValueError(f"duplicate actors in {actors}")
+    if not emotions:
+        raise ValueError(f"emotions is empty; choose from {list(EMOTIONS)}")
+    bad = [e for e in emotions if e not in EMOTIONS]
+    if bad:
+        raise ValueError(f"unknown emotions {bad}; MEAD has {list(EMOTIONS)}")
+    if len(set(emotions)) != len(emotions):
+        raise ValueError(f"duplicate emotions in {emotions}")
+    if not levels:
+        raise ValueError(f"levels is empty; choose from {list(LEVELS)}")
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad:
+        raise ValueError(f"unknown levels {bad}; MEAD has {list(LEVELS)}")
+    if not 1 <= sentences_per_level <= len(SENTENCES):
+        raise ValueError(f"sentences_per_level must be in 1..{len(SENTENCES)}, got {sentences_per_level}")
+    if image_size < 64 or image_size % 2:
+        raise ValueError(f"image_size must be an even number >= 64 (H.264 yuv420p), got {image_size}")
+    if not views:
+        raise ValueError(f"views is empty; choose from {list(VIEWS)}")
+    bad = [v for v in views if v not in VIEWS]
+    if bad:
+        raise ValueError(f"unknown views {bad}; MEAD has {list(VIEWS)}")
+    if video_split and len(emotions) < 2:
+        raise ValueError(
+            "video_split needs at least two emotions to split between video_1.tar and video_2.tar"
+        )
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int = MEAD_VIDEO_FPS) -> None:
+    """(T, H, W, 3) RGB uint8 -> H.264 yuv420p mp4 (single-threaded, bit-exact muxing: reproducible)."""
+    with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream(
+            "libx264", rate=fps, options={"preset": "veryfast", "crf": "18", "threads": "1"}
+        )
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_m4a(audio: np.ndarray, path: Path, sample_rate: int = MEAD_AUDIO_RATE) -> None:
+    """Mono float audio -> AAC-LC in an .m4a (mp4) container."""
+    with av.open(str(path), "w", format="ipod", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("aac", rate=sample_rate, options={"aac_coder": "fast"})
+        stream.layout = "mono"
+        step = 1024
+        for start in range(0, len(audio), step):
+            chunk = np.ascontiguousarray(audio[None, start : start + step], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+# ------------------------------------------------------------------------------------------ clips
+
+
+def _clip_rng(seed: int, actor: str, emotion: str, level: int, number: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(actor.encode()), EMOTION_TO_ID[emotion], level, number])
+
+
+def _render_clip(job: _ClipJob) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+    """Speak, derive motion, render and encode one clip into the staging tree; return its ground truth."""
+    rng = _clip_rng(job.seed, job.actor, job.emotion, job.level, job.number)
+    voice = voice_for_actor(job.actor, job.seed)
+    audio = fit_to_frames(synthesize(job.sentence, voice, prosody_for(job.emotion, job.level)))
+    env = speech_envelope(audio)
+    bright = speech_brightness(audio)
+    motion = build_motion(env, bright, job.emotion, job.level, rng, fps=MEAD_VIDEO_FPS)
+    name = f"{job.number:03d}"
+    rel = Path(job.emotion) / f"level_{job.level}"
+    stage = Path(job.stage)
+    adir = stage / "audio" / rel
+    adir.mkdir(parents=True, exist_ok=True)
+    write_m4a(audio, adir / f"{name}.m4a")
+    for view in job.views:
+        frames = np.stack([render_frame(m, job.identity, job.image_size, view) for m in motion])
+        vdir = stage / "video" / view / rel
+        vdir.mkdir(parents=True, exist_ok=True)
+        write_mp4(frames, vdir / f"{name}.mp4")
+    key = clip_key(job.emotion, job.level, name)
+    arrays = {"motion": motion, "envelope": env, "brightness": bright}
+    meta = {"sentence": job.sentence, "n_frames": len(motion), "n_samples": len(audio), "voice": voice.name}
+    return key, arrays, meta
+
+
+def _jobs_for_actor(
+    actor: str,
+    emotions: list[str],
+    levels: list[int],
+    sentences_per_level: int,
+    seed: int,
+    image_size: int,
+    views: tuple[str, ...],
+    stage: Path,
+) -> list[_ClipJob]:
+    identity = identity_for_actor(actor, seed)
+    jobs = []
+    for emotion in emotions:
+        for level in clip_levels(emotion, levels):
+            pick = np.random.default_rng(
+                [seed, zlib.crc32(actor.encode()), EMOTION_TO_ID[emotion], level, 11]
+            )
+            order = pick.permutation(len(SENTENCES))[:sentences_per_level]
+            for number, idx in enumerate(order, start=1):
+                jobs.append(
+                    _ClipJob(
+                        actor,
+                        emotion,
+                        level,
+                        number,
+                        SENTENCES[idx],
+                        seed,
+                        image_size,
+                        views,
+                        identity,
+                        str(stage),
+                    )
+                )
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------ archives
+
+
+def _tarinfo(name: str, size: int | None) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mtime = FIXED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if size is None:
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+    else:
+        info.size = size
+        info.mode = 0o644
+    return info
+
+
+def _write_tar(dest: Path, files: dict[str, Path]) -> None:
+    """A tar of ``arcname -> file`` with parent directory entries, sorted, fixed metadata."""
+    entries: dict[tuple[str, ...], Path | None] = {}
+    for arcname, src in files.items():
+        parts = tuple(arcname.split("/"))
+        for i in range(1, len(parts)):
+            entries.setdefault(parts[:i], None)
+        entries[parts] = src
+    with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as tf:
+        for parts in sorted(entries):
+            src = entries[parts]
+            name = "/".join(parts)
+            if src is None:
+                tf.addfile(_tarinfo(name, None))
+            else:
+                with open(src, "rb") as fh:
+                    tf.addfile(_tarinfo(name, src.stat().st_size), fh)
+
+
+def _tree_files(root: Path, top: str, keep: Any = None) -> dict[str, Path]:
+    """``{"<top>/...": path}`` for every file under ``root/top``, optionally filtered by ``keep(rel)``."""
+    out = {}
+    for p in sorted((root / top).rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if keep is None or keep(rel):
+                out[rel] = p
+    return out
+
+
+def _write_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` with fixed zip timestamps: identical content gives identical bytes."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
+def _build_actor(
+    actor: str,
+    out_dir: Path,
+    emotions: list[str],
+    levels: list[int],
+    sentences_per_level: int,
+    seed: int,
+    image_size: int,
+    views: tuple[str, ...],
+    video_split: bool,
+    pool: ProcessPoolExecutor | None,
+) -> Path:
+    stage = Path(tempfile.mkdtemp(prefix=f".synth-{actor}-", dir=out_dir))
+    try:
+        jobs = _jobs_for_actor(actor, emotions, levels, sentences_per_level, seed, image_size, views, stage)
+        results = list(pool.map(_render_clip, jobs)) if pool is not None else [_render_clip(j) for j in jobs]
+        inner = stage / "_inner"
+        inner.mkdir()
+        members: dict[str, Path] = {}
+        if video_split:
+            ordered = [e for e in EMOTIONS if e in emotions]
+            first = set(ordered[: (len(ordered) + 1) // 2])
+            for part, chosen in ((1, first), (2, set(ordered) - first)):
+                tar = inner / f"video_{part}.tar"
+                _write_tar(tar, _tree_files(stage, "video", lambda rel, c=chosen: rel.split("/")[2] in c))
+                members[tar.name] = tar
+        else:
+            _write_tar(inner / "video.tar", _tree_files(stage, "video"))
+            members["video.tar"] = inner / "video.tar"
+        _write_tar(inner / "audio.tar", _tree_files(stage, "audio"))
+        members["audio.tar"] = inner / "audio.tar"
+        final = out_dir / f"{actor}.tar"
+        partial = out_dir / f".{actor}.tar.partial"
+        _write_tar(partial, members)
+
+        arrays: dict[str, np.ndarray] = {}
+        clips_meta: dict[str, Any] = {}
+        for key, clip_arrays, meta in results:
+            for name, value in clip_arrays.items():
+                arrays[f"{key}/{name}"] = value
+            clips_meta[key] = meta
+        meta = {
+            "version": GENERATOR_VERSION,
+            "actor": actor,
+            "seed": seed,
+            "fps": MEAD_VIDEO_FPS,
+            "sample_rate": MEAD_AUDIO_RATE,
+            "image_size": image_size,
+            "views": list(views),
+            "view_angles": {v: list(VIEW_ANGLES[v]) for v in views},
+            "motion_layout": "exp 64 | angle 3 (pitch, yaw, roll) | trans 3; front view",
+            "clips": clips_meta,
+        }
+        arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+        gt = ground_truth_path(out_dir, actor)
+        gt.parent.mkdir(parents=True, exist_ok=True)
+        gt_partial = gt.with_name(f".{gt.name}.partial")
+        _write_npz(gt_partial, arrays)
+        os.replace(gt_partial, gt)
+        os.replace(partial, final)
+        return final
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def generate_mead(
+    out_dir: Path,
+    actors: list[str],
+    emotions: list[str],
+    levels: list[int],
+    sentences_per_level: int,
+    seed: int,
+    image_size: int = 256,
+    views: tuple[str, ...] = ("front",),
+    video_split: bool = False,
+    workers: int = 1,
+) -> list[Path]:
+    """Write one MEAD-shaped ``<actor>.tar`` per actor (plus its ground-truth sidecar); returns the tar paths.
+
+    Each (emotion, level) gets ``sentences_per_level`` clips ``001``.. of real espeak-ng speech with a face
+    rendered from ground-truth motion; neutral gets level_1 only. ``video_split`` writes ``video_1.tar`` +
+    ``video_2.tar`` (emotions split in MEAD order) instead of ``video.tar``. ``workers`` > 1 renders clips
+    in parallel processes; the output does not depend on it.
+    """
+    views = tuple(views)
+    actors, emotions, levels = list(actors), list(emotions), list(levels)
+    _validate(actors, emotions, levels, sentences_per_level, image_size, views, video_split)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        return [
+            _build_actor(
+                a, out_dir, emotions, levels, sentences_per_level, seed, image_size, views, video_split, pool
+            )
+            for a in actors
+        ]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ reading back
+
+
+def _find_sidecar(gt_dir: Path, actor: str) -> Path:
+    candidates = [ground_truth_path(gt_dir, actor), Path(gt_dir) / f"{actor}.npz"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"no ground-truth sidecar for actor {actor!r}: looked at {[str(c) for c in candidates]}"
+        )
+    return found
+
+
+def read_ground_truth(
+    gt_dir: str | Path, actor: str
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """All clips of an actor's sidecar: ``({clip_key: {"motion", "envelope", "brightness"}}, meta)``.
+
+    ``gt_dir`` may be the generator's ``out_dir`` or its ``ground_truth/`` folder.
+    """
+    path = _find_sidecar(Path(gt_dir), actor)
+    clips: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["__meta__"]))
+        for name in npz.files:
+            if name == "__meta__":
+                continue
+            key, _, field = name.rpartition("/")
+            clips.setdefault(key, {})[field] = npz[name]
+    return clips, meta
+
+
+def load_ground_truth(gt_dir: str | Path, clip: Mapping[str, Any]) -> np.ndarray:
+    """(T30, 70) float32 motion of a clip record (``actor``, ``emotion``, ``level``, ``sentence``, ``view``).
+
+    For a non-front view the camera's pitch/yaw offset is added to the head angles, as a 3DMM fit of that
+    view would see it. ``gt_dir`` may be the generator's ``out_dir`` or its ``ground_truth/`` folder.
+    """
+    missing = [k for k in ("actor", "emotion", "level", "sentence") if k not in clip]
+    if missing:
+        raise ValueError(f"clip record lacks {missing} (has {sorted(clip)})")
+    path = _find_sidecar(Path(gt_dir), str(clip["actor"]))
+    key = clip_key(str(clip["emotion"]), int(clip["level"]), clip["sentence"])
+    with np.load(path, allow_pickle=False) as npz:
+        name = f"{key}/motion"
+        if name not in npz.files:
+            raise GroundTruthError(f"{path}: no ground truth for clip {key!r} of actor {clip['actor']!r}")
+        motion = np.array(npz[name], dtype=np.float32)
+    view = str(clip.get("view", "front"))
+    if view not in VIEW_ANGLES:
+        raise ValueError(f"unknown view {view!r}; MEAD has {list(VIEWS)}")
+    pitch, yaw = VIEW_ANGLES[view]
+    motion[:, ANGLE.start] += pitch
+    motion[:, ANGLE.start + 1] += yaw
+    return motion
+
+
+def timed_demo(out_dir: Path, workers: int = 1) -> float:
+    """Generate the default demo set (4 actors, 8 emotions, 3 levels) and return the seconds it took."""
+    t0 = time.perf_counter()
+    generate_mead(
+        out_dir, ["M003", "W009", "M012", "W021"], list(EMOTIONS), list(LEVELS), 1, 0, workers=workers
+    )
+    return time.perf_counter() - t0

@@ -1,0 +1,1 @@
+"""Feature stage: 3DMM coefficients, HuBERT features, k-means tokens and mel windows."""

@@ -1,0 +1,40 @@
+"""Dask client for the feature flows: a loopback LocalCluster, or an existing scheduler by address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed import Client, LocalCluster
+
+from emotalker.configs.schema import DaskConfig
+
+
+@contextmanager
+def dask_client(cfg: DaskConfig) -> Iterator[Client]:
+    """Yield a client; a cluster this function started is closed on exit, an external one is left running.
+
+    ``cfg.address`` (``tcp://host:8786``) connects to a running ``dask scheduler`` (dask-jobqueue,
+    Kubernetes, ...); otherwise workers are local processes bound to 127.0.0.1 with no public dashboard.
+    """
+    if cfg.address:
+        client = Client(cfg.address, timeout="30s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=cfg.n_workers,
+        threads_per_worker=cfg.threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=40,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,1 @@
+"""Generation stage: load trained stages and animate a reference face from speech."""

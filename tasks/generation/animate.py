@@ -1,0 +1,294 @@
+"""Generation from a face image and speech: identity coefficients, audio features, motion, outputs.
+
+Outputs per call: ``motion.npy`` (T, 70), ``motion.mat`` (SadTalker-compatible ``coeff_3dmm`` (T, 70)
+plus ``full_3dmm`` (T, 257) with the image's identity), ``coefficients.png`` and ``preview.mp4`` (the
+reference image beside the lip/expression curves with a moving cursor, muxed with the audio). With a
+Basel Face Model (``face.bfm_path``) the reference image carries the generated motion's 68 BFM landmarks,
+projected into Deep3DFace's aligned crop and mapped back onto the photo, animated frame by frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emotalker.configs.constants import (
+    COEFF_SLICES,
+    EXP_DIM,
+    FPS,
+    LIP_INDICES,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+)
+from emotalker.configs.schema import PipelineConfig
+
+if TYPE_CHECKING:
+    from emotalker.models.bfm import BFMLandmarks
+
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class InputError(ValueError):
+    """A generation input that cannot be used; the message names the file."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 image; rejects non-images and decompression bombs, downsizes very large photos."""
+    import cv2
+
+    if not path.is_file():
+        raise InputError(f"identity image not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    header = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if header is None:
+        raise InputError(f"{path} is not an image OpenCV can decode (jpg/png/bmp/webp...)")
+    if header.shape[0] * header.shape[1] * 64 > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{path} is too large ({header.shape[1] * 8}x{header.shape[0] * 8} px); "
+            f"use an image under {MAX_IMAGE_PIXELS // 1_000_000} MP"
+        )
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{path} is not an image OpenCV can decode")
+    h, w = img.shape[:2]
+    scale = MAX_IMAGE_SIDE / max(h, w)
+    if scale < 1:
+        img = cv2.resize(img, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def identity_coefficients(image: np.ndarray, cfg: PipelineConfig, device: str) -> dict[str, np.ndarray]:
+    """Deep3DFace coefficients of the reference image (the real extractor, weights from config paths)."""
+    from emotalker.tasks.features.workers import _face_extractor
+
+    out = _face_extractor(cfg.face.model_dump(mode="json"), device).extract(
+        image[None], name="identity image"
+    )
+    if not bool(out["valid"][0]):
+        raise InputError("no face found in the identity image")
+    return {k: v[0] for k, v in out.items()}
+
+
+def load_speech(path: Path) -> tuple[np.ndarray, str]:
+    """16 kHz mono speech; other rates or channel counts are converted and reported, too-short rejected."""
+    import av
+
+    from emotalker.tasks.features.audio_io import load_audio, validate_audio
+
+    if not path.is_file():
+        raise InputError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                raise InputError(f"{path} has no audio stream")
+            s = c.streams.audio[0]
+            src = f"{s.rate} Hz, {s.channels} channel(s)"
+    except av.FFmpegError as exc:
+        raise InputError(f"{path} is not a readable audio file: {exc}") from exc
+    wave = load_audio(path, SAMPLE_RATE)
+    try:
+        wave = validate_audio(wave, SAMPLE_RATE, str(path))
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if len(wave) < SAMPLES_PER_FRAME:
+        raise InputError(f"{path} is shorter than one video frame (40 ms)")
+    note = "" if src == f"{SAMPLE_RATE} Hz, 1 channel(s)" else f"converted {src} -> 16000 Hz mono"
+    return wave, note
+
+
+def audio_features(
+    wave: np.ndarray, cfg: PipelineConfig, device: str, kmeans_path: Path
+) -> dict[str, np.ndarray]:
+    """The same features as the training stores: HuBERT ER, layer-k tokens, mel windows, at 25 fps."""
+    from emotalker.tasks.features.hubert import align_to_video
+    from emotalker.tasks.features.kmeans import apply_kmeans, load_kmeans
+    from emotalker.tasks.features.mel import mel_windows, melspectrogram
+    from emotalker.tasks.features.workers import hubert_features
+
+    n = len(wave) // SAMPLES_PER_FRAME
+    hubert = hubert_features([wave], cfg.audio.model_dump(mode="json"), device)  # as the feature flow
+    feats = {family: align_to_video(out[0], n).astype(np.float32) for family, out in hubert.items()}
+    km = load_kmeans(kmeans_path)
+    return {
+        "audio": feats["hubert_emotion"],
+        "tokens": apply_kmeans(km, feats["hubert_content"]).astype(np.int64),
+        "mel": mel_windows(melspectrogram(wave), n).astype(np.float32),
+    }
+
+
+def load_preview_bfm(cfg: PipelineConfig) -> BFMLandmarks | None:
+    """The BFM landmarks when ``face.bfm_path`` is set (raises naming the file if unusable), else None."""
+    if cfg.face.bfm_path is None:
+        return None
+    from emotalker.models.bfm import load_bfm
+
+    return load_bfm(cfg.face.bfm_path)
+
+
+def motion_landmarks(bfm: BFMLandmarks, motion: np.ndarray, identity: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, 68, 2) landmarks of the generated motion in the reference image's pixels (x right, y down).
+
+    Identity from ``identity["coeffs"][0:80]``; the crop -> image mapping uses the reference image's own
+    alignment (``identity["trans_params"]``), so the landmarks sit where Deep3DFace saw the face.
+    """
+    from emotalker.models.bfm import project_landmarks
+    from emotalker.tasks.features.face_coeffs import crop_to_image
+
+    crop = project_landmarks(
+        bfm,
+        identity["coeffs"][COEFF_SLICES["id"]],
+        motion[:, :EXP_DIM],
+        motion[:, EXP_DIM : EXP_DIM + 3],
+        motion[:, EXP_DIM + 3 : EXP_DIM + 6],
+    )
+    return crop_to_image(crop, identity["trans_params"]).astype(np.float32)
+
+
+def save_outputs(
+    out_dir: Path,
+    motion: np.ndarray,
+    identity: dict[str, np.ndarray],
+    image: np.ndarray,
+    wave: np.ndarray,
+    bfm: BFMLandmarks | None = None,
+) -> dict[str, str]:
+    """Write every output into a hidden staging folder, then rename each into ``out_dir``.
+
+    A generation killed midway leaves no truncated ``motion.npy`` / ``preview.mp4`` under a final name.
+    With ``bfm`` the preview's reference image shows the motion's animated landmarks.
+    """
+    import shutil
+
+    import scipy.io
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    stage.mkdir()
+    np.save(stage / "motion.npy", motion.astype(np.float32))
+    full = np.repeat(identity["coeffs"][None].astype(np.float32), len(motion), axis=0)
+    full[:, COEFF_SLICES["exp"]] = motion[:, :EXP_DIM]
+    full[:, COEFF_SLICES["angle"]] = motion[:, EXP_DIM : EXP_DIM + 3]
+    full[:, COEFF_SLICES["trans"]] = motion[:, EXP_DIM + 3 :]
+    scipy.io.savemat(stage / "motion.mat", {"coeff_3dmm": motion.astype(np.float32), "full_3dmm": full})
+    coefficient_plot(motion, stage / "coefficients.png")
+    landmarks = None if bfm is None else motion_landmarks(bfm, motion, identity)
+    preview_video(image, stage / "coefficients.png", len(motion), wave, stage / "preview.mp4", landmarks)
+    names = {"motion_npy": "motion.npy", "motion_mat": "motion.mat", "plot": "coefficients.png"}
+    names["preview"] = "preview.mp4"
+    for name in names.values():
+        os.replace(stage / name, out_dir / name)
+    stage.rmdir()
+    return {key: str(out_dir / name) for key, name in names.items()}
+
+
+def coefficient_plot(motion: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(len(motion)) / FPS
+    fig, axes = plt.subplots(3, 1, figsize=(6.4, 4.8), sharex=True)
+    axes[0].plot(t, motion[:, list(LIP_INDICES)], lw=0.8)
+    axes[0].set_ylabel("lip exp")
+    other = [i for i in range(EXP_DIM) if i not in LIP_INDICES][:12]
+    axes[1].plot(t, motion[:, other], lw=0.8)
+    axes[1].set_ylabel("face exp")
+    axes[2].plot(t, motion[:, EXP_DIM:], lw=0.8)
+    axes[2].set_ylabel("pose")
+    axes[2].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+FACE_COLOUR = (40, 220, 60)
+MOUTH_COLOUR = (255, 40, 200)
+_SUBPIXEL = 4  # cv2 fixed-point bits: landmarks move smoothly, not in whole-pixel steps
+
+
+def draw_landmarks(panel: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """Filled circles at (68, 2) pixel points on ``panel`` in place (mouth 48-67 in its own colour).
+
+    Non-finite or far off-panel points are skipped.
+    """
+    import cv2
+
+    h, w = panel.shape[:2]
+    for i, (x, y) in enumerate(np.asarray(points, dtype=np.float64)):
+        if not (np.isfinite(x) and np.isfinite(y)) or not (-w <= x <= 2 * w and -h <= y <= 2 * h):
+            continue
+        centre = (round(x * (1 << _SUBPIXEL)), round(y * (1 << _SUBPIXEL)))
+        colour = MOUTH_COLOUR if i >= 48 else FACE_COLOUR
+        cv2.circle(panel, centre, radius << _SUBPIXEL, colour, -1, cv2.LINE_AA, _SUBPIXEL)
+    return panel
+
+
+def preview_video(
+    image: np.ndarray,
+    plot_png: Path,
+    n_frames: int,
+    wave: np.ndarray,
+    path: Path,
+    landmarks: np.ndarray | None = None,
+) -> Path:
+    """Reference image | coefficient plot with a cursor at the current frame, H.264 + AAC.
+
+    ``landmarks`` (n_frames, 68, 2) in ``image`` pixels are drawn on the reference image, one frame at a
+    time (memory stays one frame, whatever the length).
+    """
+    import av
+    import cv2
+
+    plot = cv2.cvtColor(cv2.imread(str(plot_png)), cv2.COLOR_BGR2RGB)
+    h = plot.shape[0]
+    ref = cv2.resize(image, (int(image.shape[1] * h / image.shape[0]), h))
+    base = np.concatenate([ref, plot], axis=1)
+    base = base[: base.shape[0] // 2 * 2, : base.shape[1] // 2 * 2]
+    x0, x1 = ref.shape[1] + int(0.125 * plot.shape[1]), ref.shape[1] + int(0.97 * plot.shape[1])
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if landmarks.shape != (n_frames, 68, 2):
+            raise ValueError(f"landmarks must be ({n_frames}, 68, 2), got {landmarks.shape}")
+        scale = np.array([ref.shape[1] / image.shape[1], h / image.shape[0]])
+        radius = max(1, round(h / 160))
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = base.shape[1], base.shape[0], "yuv420p"
+        aus = out.add_stream("aac", rate=SAMPLE_RATE)
+        aus.layout = "mono"
+        for i in range(n_frames):
+            frame = base.copy()
+            if landmarks is not None:
+                panel = ref.copy()
+                draw_landmarks(panel, landmarks[i] * scale, radius)
+                frame[:, : ref.shape[1]] = panel[: frame.shape[0]]
+            x = int(x0 + (x1 - x0) * i / max(1, n_frames - 1))
+            cv2.line(frame, (x, 0), (x, frame.shape[0] - 1), (220, 30, 30), 2)
+            for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate = SAMPLE_RATE
+        for packet in aus.encode(af):
+            out.mux(packet)
+        for packet in aus.encode():
+            out.mux(packet)
+    return path
+
+
+def generation_inputs_summary(wave: np.ndarray, note: str) -> dict[str, Any]:
+    return {
+        "audio_seconds": len(wave) / SAMPLE_RATE,
+        "frames": len(wave) // SAMPLES_PER_FRAME,
+        "audio_note": note,
+    }

@@ -1,0 +1,141 @@
+"""Load the trained stages from the MLflow registry and run the full generator on stored features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from emotalker.configs.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FACE_INDICES
+from emotalker.configs.schema import PipelineConfig
+from emotalker.models.bfm import BFMLandmarks, project_landmarks
+from emotalker.models.emotalker import EmoTalker
+from emotalker.models.lip import LipBranch
+from emotalker.models.transformer import CrossModalTransformer
+from emotalker.models.vqvae import MotionVQVAE
+from emotalker.storage.zarr_store import FeatureStore
+from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.training.tracking import fetch_registered_checkpoint, setup_mlflow
+
+
+def registered_name(cfg: PipelineConfig, stage: str) -> str:
+    return f"{cfg.mlflow.registry_prefix}-{stage}"
+
+
+def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "cpu") -> EmoTalker:
+    """All three stages by registry alias, from safetensors + JSON configs (nothing unpickled)."""
+    setup_mlflow(cfg)
+    parts: dict[str, Any] = {}
+    for stage in ("vqvae", "transformer", "lip"):
+        weights, mc = fetch_registered_checkpoint(
+            cfg.mlflow.tracking_uri, registered_name(cfg, stage), alias, cache / stage
+        )
+        parts[stage] = (load_file(str(weights)), mc)
+    vq_state, vq_cfg = parts["vqvae"]
+    vqvae = MotionVQVAE(**vq_cfg["model"])
+    vqvae.load_state_dict(vq_state)
+    tr_state, tr_cfg = parts["transformer"]
+    transformer = CrossModalTransformer(**tr_cfg["model"])
+    transformer.load_state_dict(tr_state)
+    lip_state, lip_cfg = parts["lip"]
+    lip = LipBranch(**lip_cfg["model"])
+    lip.load_state_dict(lip_state)
+    model = EmoTalker(
+        vqvae, transformer, lip, np.asarray(vq_cfg["face_mean"]), np.asarray(vq_cfg["face_std"])
+    )
+    return model.to(device).eval()
+
+
+def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
+    root = cfg.paths.store_root()
+    out = {
+        **FeatureStore(root, "face").read_clip(clip_id, ["motion", "coeffs"]),
+        "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
+        "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
+        "mel": FeatureStore(root, "mel").read_clip(clip_id, ["windows"])["windows"],
+    }
+    n = min(len(v) for v in out.values())
+    return {k: v[:n] for k, v in out.items()}
+
+
+def emotion_of_motion(model: EmoTalker, motion: np.ndarray) -> int:
+    """Stage-1 emotion head applied to a motion sequence (used as the motion-space EmoAcc)."""
+    head = model.vqvae.emotion_classifier
+    if head is None:
+        return -1
+    dev = model.face_mean.device
+    face = (torch.as_tensor(motion[:, list(FACE_INDICES)], device=dev) - model.face_mean) / model.face_std
+    with torch.inference_mode():
+        z = model.vqvae.encode_latent(face[None].float())
+        return int(head(z.mean(1)).argmax(1))
+
+
+def evaluate_clip(
+    model: EmoTalker, feats: dict[str, np.ndarray], reference: np.ndarray, emotion: str
+) -> dict:
+    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics."""
+    gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    gt = feats["motion"]
+    label = EMOTION_TO_ID[emotion]
+    return {
+        "lip_l2": lip_l2(gen, gt),
+        "face_l2": face_l2(gen, gt),
+        "emotion_pred": emotion_of_motion(model, gen),
+        "emotion_pred_gt_motion": emotion_of_motion(model, gt),
+        "emotion_label": label,
+        "frames": len(gen),
+        "motion": gen,
+    }
+
+
+def landmark_metrics(
+    bfm: BFMLandmarks, gen: np.ndarray, gt: np.ndarray, coeffs: np.ndarray
+) -> dict[str, float]:
+    """F-LMD / M-LMD of generated vs ground-truth motion, both projected through the BFM with the clip's
+    identity (mean of its per-frame ``id`` coefficients), in pixels of Deep3DFace's 224 crop."""
+    n = min(len(gen), len(gt))
+    identity = coeffs[:, COEFF_SLICES["id"]].mean(axis=0)
+
+    def landmarks(m: np.ndarray) -> np.ndarray:
+        return project_landmarks(
+            bfm, identity, m[:n, :EXP_DIM], m[:n, EXP_DIM : EXP_DIM + 3], m[:n, EXP_DIM + 3 :]
+        )
+
+    pred, ref = landmarks(gen), landmarks(gt)
+    return {"f_lmd": f_lmd(pred, ref), "m_lmd": m_lmd(pred, ref)}
+
+
+def rendered_metrics(
+    rendered: Path,
+    ground_truth: Path,
+    audio: Path | None = None,
+    syncnet: Any = None,
+    device: str = "cpu",
+    emotion_classifier: Any = None,
+) -> dict[str, Any]:
+    """Image metrics of a rendered test video: SSIM against the clip's prepared 25 fps video (resized
+    to match), its no-reference sharpness CPBD and, given a SyncNet and the clip's 16 kHz audio, the
+    SyncNet confidence (the rendered frames are taken as face crops), and given a facial-expression
+    classifier, the emotion it sees (``emotion_image``)."""
+    import cv2
+
+    from emotalker.tasks.evaluation.sync import sync_confidence
+    from emotalker.tasks.features.audio_io import load_audio
+    from emotalker.tasks.features.face_coeffs import read_video_frames
+
+    pred, _ = read_video_frames(str(rendered))
+    gt, _ = read_video_frames(str(ground_truth))
+    out: dict[str, Any] = {"cpbd": cpbd_video(pred)}  # at the rendered resolution
+    if emotion_classifier is not None:
+        out["emotion_image"] = emotion_classifier.predict(pred)
+    if syncnet is not None and audio is not None:
+        sync = sync_confidence(syncnet, pred, load_audio(audio), device=device)
+        out.update(sync=sync["confidence"], sync_offset=sync["offset"])
+    h, w = gt.shape[1:3]
+    if pred.shape[1:3] != (h, w):
+        pred = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in pred])
+    out["ssim"] = ssim_video(pred, gt)
+    return out

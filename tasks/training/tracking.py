@@ -1,0 +1,217 @@
+"""MLflow bookkeeping for training stages: runs that resume, params, artifacts, registry aliases.
+
+Models are registered twice over in one version: an ``mlflow.pytorch`` pickle model (reloads for any
+batch size; no torch.export) and, beside it, ``weights.safetensors`` + ``model_config.json`` which the
+pipeline itself reloads without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from emotalker.configs.schema import PipelineConfig, dump_config, redact_secrets
+
+SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_params(cfg: PipelineConfig) -> dict[str, str]:
+    """Every config value as an MLflow param; anything that looks like a credential is redacted."""
+    params = {}
+    for k, v in flatten(cfg.model_dump(mode="json")).items():
+        text = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        if any(m in k.lower() for m in SECRET_MARKERS):
+            text = "<redacted>"
+        text = redact_secrets(text)
+        params[k] = text[:6000]
+    return params
+
+
+def artifact_location(cfg: PipelineConfig) -> str | None:
+    """Artifact root for a new experiment: the configured one, else ``mlartifacts/`` beside a sqlite file.
+
+    Without it MLflow puts a sqlite-tracked experiment's artifacts in ``./mlruns`` of the current working
+    directory, so runs started from different directories (a worker, a test) would scatter them.
+    """
+    m = cfg.mlflow
+    if m.artifact_location:
+        loc = m.artifact_location
+        return Path(loc).expanduser().resolve().as_uri() if "://" not in loc else loc
+    prefix = "sqlite:///"
+    if m.tracking_uri.startswith(prefix) and ":memory:" not in m.tracking_uri:
+        db = Path(m.tracking_uri[len(prefix) :]).expanduser()
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None  # a tracking server or file store decides
+
+
+def setup_mlflow(cfg: PipelineConfig) -> str:
+    """Point MLflow at the configured tracking URI and experiment (created with its artifact location)."""
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    name = cfg.mlflow.experiment
+    if mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=artifact_location(cfg))
+        except MlflowException:  # created meanwhile by a concurrent flow
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
+    exp = mlflow.set_experiment(name)
+    return exp.experiment_id
+
+
+def _existing_run(run_file: Path) -> str | None:
+    if not run_file.is_file():
+        return None
+    run_id = json.loads(run_file.read_text()).get("run_id")
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id if run.info.lifecycle_stage == "active" else None
+
+
+@contextmanager
+def stage_run(
+    cfg: PipelineConfig,
+    stage: str,
+    run_file: Path,
+    parent_run_id: str | None = None,
+    extra_artifacts: dict[str, Path] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run per stage; a resumed stage (same ``run_file``) continues the same run."""
+    setup_mlflow(cfg)
+    run_id = _existing_run(run_file)
+    kwargs: dict[str, Any] = {"log_system_metrics": True}
+    if run_id:
+        kwargs["run_id"] = run_id
+    else:
+        kwargs["run_name"] = f"{cfg.name}-{stage}"
+        if parent_run_id:
+            kwargs["parent_run_id"] = parent_run_id
+            active = mlflow.active_run()
+            kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    with mlflow.start_run(**kwargs) as run:
+        if not run_id:
+            run_file.parent.mkdir(parents=True, exist_ok=True)
+            run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+            mlflow.set_tags({"stage": stage, "pipeline": cfg.name})
+            mlflow.log_params(config_params(cfg))
+            with tempfile.TemporaryDirectory() as tmp:
+                resolved = dump_config(cfg, Path(tmp) / "config.yaml")
+                resolved.write_text(redact_secrets(resolved.read_text()))  # no credentials in artifacts
+                mlflow.log_artifact(str(resolved), "config")
+            for name, path in (extra_artifacts or {}).items():
+                if path.exists():
+                    mlflow.log_artifact(str(path), name)
+        yield run
+        _ensure_system_sample(run.info.run_id)
+
+
+def _ensure_system_sample(run_id: str) -> None:
+    """Log one CPU/memory/disk sample when the run ended before MLflow's sampler took its first one.
+
+    MLflow samples system metrics every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (5 here), so a
+    stage shorter than that (tiny configs, a resumed run near its end) would otherwise record none.
+    """
+    if any(k.startswith("system/") for k in MlflowClient().get_run(run_id).data.metrics):
+        return
+    try:
+        from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+        from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+    except ImportError:  # internal module moved in another MLflow version: nothing to add
+        return
+    sample: dict[str, float] = {}
+    for monitor in (CPUMonitor(), DiskMonitor()):
+        monitor.collect_metrics()
+        sample.update(monitor.aggregate_metrics())
+    mlflow.log_metrics({f"system/{k}": float(v) for k, v in sample.items()}, step=0)
+
+
+def metric_sink(metrics: dict[str, float], step: int) -> None:
+    """Log finite metrics (MLflow keys allow '/', which groups them in the UI)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_and_register(
+    model: nn.Module,
+    model_config: dict[str, Any],
+    registered_name: str,
+    metric: float,
+    alias: str = "best",
+    lower_is_better: bool = True,
+) -> dict[str, Any]:
+    """Log the model to the active run, register a version, and move ``alias`` if it is the best so far."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+        (Path(tmp) / "model_config.json").write_text(json.dumps(model_config, indent=2, default=str))
+        mlflow.log_artifacts(tmp, "checkpoint")
+    model_cpu = model.to("cpu").eval()
+    info = mlflow.pytorch.log_model(
+        model_cpu, name="model", serialization_format="pickle", registered_model_name=registered_name
+    )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(registered_name, version, "val_metric", str(metric))
+    client.set_model_version_tag(registered_name, version, "run_id", mlflow.active_run().info.run_id)
+    promoted = True
+    try:
+        current = client.get_model_version_by_alias(registered_name, alias)
+        old = float(current.tags.get("val_metric", "nan"))
+        if math.isfinite(old) and math.isfinite(metric):
+            promoted = metric < old if lower_is_better else metric > old
+        elif math.isfinite(old):
+            promoted = False
+    except MlflowException:
+        pass
+    if promoted:
+        client.set_registered_model_alias(registered_name, alias, version)
+    return {"name": registered_name, "version": version, "alias_moved": promoted}
+
+
+def fetch_registered_checkpoint(
+    tracking_uri: str, registered_name: str, alias: str, dest: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Download the safetensors weights and model config of ``name@alias`` (no unpickling).
+
+    The tracking URI is explicit: the process-wide MLflow URI may still point at another run's store.
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(registered_name, alias)
+    except MlflowException as exc:
+        raise LookupError(
+            f"no model version {registered_name}@{alias} in {tracking_uri}: train that stage first"
+        ) from exc
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="checkpoint", dst_path=str(dest), tracking_uri=tracking_uri
+        )
+    )
+    return local / "weights.safetensors", json.loads((local / "model_config.json").read_text())
