@@ -8,9 +8,7 @@ cluster at all.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from emotalker.configs.constants import MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config, table_artifact
+from emotalker.storage.files import file_lock, write_json_atomic
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import FeatureStore
 from emotalker.tasks.features.cluster import dask_client
@@ -63,21 +62,14 @@ def _save_failures(cfg: PipelineConfig, family: str, updates: dict[str, dict[str
     Re-reading inside the lock means two flows on the same stores never drop each other's records.
     """
     p = _failures_path(cfg, family)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_name(f".{p.name}.lock"), "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            failures = _load_failures(cfg, family)
-            for clip_id, entry in updates.items():
-                if entry is None:
-                    failures.pop(clip_id, None)
-                else:
-                    failures[clip_id] = entry
-            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(failures, indent=1, sort_keys=True))
-            os.replace(tmp, p)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with file_lock(p.with_name(f".{p.name}.lock")):
+        failures = _load_failures(cfg, family)
+        for clip_id, entry in updates.items():
+            if entry is None:
+                failures.pop(clip_id, None)
+            else:
+                failures[clip_id] = entry
+        write_json_atomic(p, failures, indent=1, sort_keys=True)
 
 
 def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:

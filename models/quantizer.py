@@ -15,6 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def code_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||z_n - c_k||^2 (N, K) for flat vectors z (N, D) and codes (K, D), in z's dtype.
+
+    The nearest-code distance of the quantizer (Sec. 3.2), also used to snap Transformer predictions
+    to codes; expanded as ||z||^2 - 2 z.c + ||c||^2 so it is one matmul instead of an (N, K, D) tensor.
+    """
+    cb = codebook.to(z.dtype)
+    return z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None, :]
+
+
 @dataclass
 class QuantizerOutput:
     """What one quantization step produces."""
@@ -58,9 +68,8 @@ class EMAQuantizer(nn.Module):
 
     def distances(self, z: torch.Tensor) -> torch.Tensor:
         """Squared Euclidean distances (N, K) between flat inputs (N, D) and every code."""
-        z = z.float()  # float32 even under autocast: bf16 distances pick wrong codes
-        cb = self.codebook.float()
-        return z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None, :]
+        # float32 even under autocast: bf16 distances pick wrong codes
+        return code_distances(z.float(), self.codebook)
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the closest code for each vector of ``z`` (..., D)."""

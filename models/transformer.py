@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emotalker.models.masks import alibi_biased_mask, alignment_mask, causal_mask, scaled_align_k
+from emotalker.models.quantizer import code_distances
 
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -305,9 +306,7 @@ class CrossModalTransformer(nn.Module):
         m = torch.ones(pred.shape[:2], device=pred.device) if mask is None else mask.float()
         denom = m.sum().clamp(min=1.0)
         l2 = (((pred - targets_q.detach()) ** 2).mean(-1) * m).sum() / denom
-        cb = codebook.detach().to(pred.dtype)
-        flat = pred.reshape(-1, pred.shape[-1])
-        d2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
+        d2 = code_distances(pred.reshape(-1, pred.shape[-1]), codebook.detach())
         logits = -d2 / self.contrastive_temperature
         ce = F.cross_entropy(logits, target_idx.reshape(-1).long(), reduction="none")
         contrastive = (ce * m.reshape(-1)).sum() / denom
@@ -356,10 +355,8 @@ class CrossModalTransformer(nn.Module):
             c = c_full[:, a0:a1] if c_full is not None else None
             out = self._decode(window, a, c, t0, a0)[:, -1]  # ê_{i+1}
             if codebook is not None:
-                cb = codebook.to(out.dtype)
-                d2 = out.pow(2).sum(1, keepdim=True) - 2 * out @ cb.t() + cb.pow(2).sum(1)[None]
-                idx = d2.argmin(1)
-                out = cb[idx]
+                idx = code_distances(out, codebook).argmin(1)
+                out = codebook.to(out.dtype)[idx]
                 indices.append(idx)
             preds.append(out)
             inputs.append((self.token_proj(out) + s)[:, None])

@@ -1,19 +1,16 @@
 """The clip manifest: one Parquet row per MEAD clip, merged by ``clip_id`` under a file lock.
 
 Several processes (Dask workers, Prefect tasks) update the manifest; each ``upsert`` takes an exclusive
-``fcntl`` lock on ``<path>.lock``, re-reads the file inside the lock, merges, writes a temp file and
+``file_lock`` on ``<path>.lock``, re-reads the file inside the lock, merges, writes a temp file and
 ``os.replace``s it, so readers always see a whole file and concurrent writers never lose rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emotalker.configs.constants import EMOTIONS, LEVELS, VIEWS
+from emotalker.storage.files import atomic_path, file_lock
 
 MANIFEST_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("clip_id", pa.string()),
@@ -208,16 +206,6 @@ class Manifest:
         ]
 
     # ------------------------------------------------------------------ writes
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
     def upsert(self, records: Iterable[dict]) -> None:
         """Merge rows by clip_id: given keys overwrite, other columns keep their values; new rows need
         clip_id, actor, view, emotion, level, sentence (status defaults to "raw"); updated_at is set here.
@@ -226,7 +214,7 @@ class Manifest:
         if not partials:
             return
         now = dt.datetime.now(dt.UTC)
-        with self._locked():
+        with file_lock(self.lock_path):
             rows: dict[str, dict] = {}
             if self.path.exists():
                 rows = {r["clip_id"]: r for r in _read_table(self.path)[0].to_pylist()}
@@ -243,15 +231,5 @@ class Manifest:
                 row["updated_at"] = now
                 rows[cid] = row
             table = pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=SCHEMA)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    pq.write_table(table, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_path(self.path, fsync=True) as tmp:
+                pq.write_table(table, tmp)

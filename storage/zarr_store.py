@@ -7,7 +7,6 @@ which is written after every array, so a writer killed midway leaves a clip that
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +19,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 from zarr.errors import ContainsGroupError
+
+from emotalker.storage.files import file_lock
 
 FAMILIES: frozenset[str] = frozenset({"face", "hubert_emotion", "hubert_content", "tokens", "mel"})
 
@@ -132,7 +133,7 @@ class FeatureStore:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        """Exclusive ``fcntl`` lock on ``<family>.zarr.lock`` for local stores (no-op for remote URLs).
+        """Exclusive ``file_lock`` on ``<family>.zarr.lock`` for local stores (no-op for remote URLs).
 
         Two writers of one clip (two feature flows on the same stores, or two Dask workers) would
         otherwise delete each other's half-written group and mark a mix of both as complete.
@@ -140,14 +141,8 @@ class FeatureStore:
         if self._is_url:
             yield
             return
-        lock = Path(self.url + ".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(self.url + ".lock"):
+            yield
 
     # ------------------------------------------------------------------ writes
     def write_clip(

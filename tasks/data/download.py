@@ -37,6 +37,7 @@ import requests
 import yaml
 
 from emotalker.configs.schema import redact_secrets
+from emotalker.storage.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +238,7 @@ def read_done_marker(path: Path) -> dict[str, Any] | None:
 
 def _write_marker(final: Path, sha: str, size: int) -> None:
     marker = final.with_name(final.name + ".done")
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": sha, "size": size, "mtime_ns": final.stat().st_mtime_ns}))
-    os.replace(tmp, marker)
+    write_json_atomic(marker, {"sha256": sha, "size": size, "mtime_ns": final.stat().st_mtime_ns})
 
 
 def _is_done(spec: ArchiveSpec, final: Path) -> bool:

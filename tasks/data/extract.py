@@ -19,7 +19,6 @@ devices / FIFOs) and additionally extracts with tarfile's ``data`` filter.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,12 +26,11 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from emotalker.configs.constants import EMOTIONS, VIEWS
+from emotalker.storage.files import file_lock
 from emotalker.tasks.data.download import ARCHIVE_SUFFIXES, file_sha256, read_done_marker
 
 log = logging.getLogger(__name__)
@@ -234,16 +232,6 @@ def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     return key(a) == key(b)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _expand_nested(stage: Path, archive: Path) -> None:
     """Unpack tars found inside the extracted tree (video.tar, video/1.tar, ...) in place, then drop them."""
     for _ in range(_MAX_NESTING):
@@ -317,7 +305,7 @@ def extract_mead_actor(archive: str | Path, raw_root: str | Path) -> Path:
     actor, unit_root, sources = _actor_unit(archive)
     raw_root.mkdir(parents=True, exist_ok=True)
     actor_dir = raw_root / actor
-    with _locked(raw_root / f".{actor}.lock"):
+    with file_lock(raw_root / f".{actor}.lock"):
         previous = _read_marker(actor_dir)
         fingerprint = _fingerprint(sources, unit_root, previous)
         if previous and _same(previous.get("archives", []), fingerprint):

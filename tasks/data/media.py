@@ -6,7 +6,6 @@ temporary name and renamed, so a killed job never leaves a file that looks finis
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from emotalker.storage.files import atomic_path
 
 
 class MediaError(RuntimeError):
@@ -44,10 +45,6 @@ def _run_ffmpeg(args: list[str], what: Path) -> None:
         raise MediaError(f"{what}: ffmpeg failed: {' | '.join(msg)}")
 
 
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
-
-
 def count_video_frames(path: Path) -> int:
     """Decode-count frames (container frame counts are unreliable after resampling)."""
     try:
@@ -70,72 +67,28 @@ def resample_video(src: Path, dst: Path, fps: int = 25) -> int:
     """Resample to ``fps`` (frame-rate conversion as ffmpeg's fps filter does), H.264, no audio."""
     if not src.is_file():
         raise MediaError(f"{src}: video file missing")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
-    try:
-        _run_ffmpeg(
-            [
-                "-i",
-                str(src),
-                "-an",
-                "-vf",
-                f"fps={fps}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-crf",
-                "18",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "mp4",
-                str(tmp),
-            ],
-            src,
-        )
+    with atomic_path(dst, suffix=f".tmp{dst.suffix}") as tmp:
+        args = ["-an", "-vf", f"fps={fps}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18"]
+        _run_ffmpeg(["-i", str(src), *args, "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)], src)
         n = count_video_frames(tmp)
         if n == 0:
             raise MediaError(f"{src}: video has no frames")
-        os.replace(tmp, dst)
-        return n
-    finally:
-        tmp.unlink(missing_ok=True)
+    return n
 
 
 def resample_audio(src: Path, dst: Path, sample_rate: int = 16_000) -> int:
     """Decode any container, downmix to mono, resample to ``sample_rate`` 16-bit wav."""
     if not src.is_file():
         raise MediaError(f"{src}: audio file missing")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
-    try:
-        _run_ffmpeg(
-            [
-                "-i",
-                str(src),
-                "-vn",
-                "-ac",
-                "1",
-                "-ar",
-                str(sample_rate),
-                "-c:a",
-                "pcm_s16le",
-                "-f",
-                "wav",
-                str(tmp),
-            ],
-            src,
-        )
+    with atomic_path(dst, suffix=f".tmp{dst.suffix}") as tmp:
+        args = ["-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le"]
+        _run_ffmpeg(["-i", str(src), *args, "-f", "wav", str(tmp)], src)
         wave = read_wav_samples(tmp)
         if wave.size == 0:
             raise MediaError(f"{src}: audio stream is empty")
         if float(np.max(np.abs(wave))) < 1e-4:
             raise MediaError(f"{src}: audio is silent (peak < 1e-4)")
-        os.replace(tmp, dst)
-        return int(wave.size)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return int(wave.size)
 
 
 def trim_wav(path: Path, n_samples: int) -> None:
@@ -143,9 +96,8 @@ def trim_wav(path: Path, n_samples: int) -> None:
     import soundfile as sf
 
     wave, sr = sf.read(str(path), dtype="int16")
-    tmp = _tmp_name(path)
-    sf.write(str(tmp), wave[:n_samples], sr, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
+        sf.write(str(tmp), wave[:n_samples], sr, subtype="PCM_16", format="WAV")
 
 
 def prepare_clip(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
+
+from emotalker.storage.files import write_json_atomic
 
 
 class SplitError(ValueError):
@@ -70,22 +71,15 @@ def write_split_once(path: Path, split: dict[str, Any]) -> tuple[dict[str, Any],
             for name in ("train", "val", "test"):
                 old[name] = sorted(old[name])
                 old["actors"][name] = sorted(set(old["actors"][name]))
-            _atomic_write(path, old)
+            write_json_atomic(path, old, indent=2, sort_keys=True)
         return old, changed
-    _atomic_write(path, split)
+    write_json_atomic(path, split, indent=2, sort_keys=True)
     return split, True
 
 
 def _actor_of(clip_id: str) -> str:
     """Clip ids start with the actor (see storage.manifest.clip_id_for)."""
     return clip_id.split("_", 1)[0]
-
-
-def _atomic_write(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def load_split(path: Path) -> dict[str, Any]:

@@ -6,8 +6,6 @@ audio track of an mp4 are handled the same way, with no ffmpeg subprocess.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import av
@@ -15,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from emotalker.configs.constants import HUBERT_WIN, SAMPLE_RATE
+from emotalker.storage.files import atomic_path
 
 
 class AudioError(ValueError):
@@ -102,13 +101,6 @@ def write_wav(path: str | Path, wave: np.ndarray, sr: int = SAMPLE_RATE, subtype
         raise AudioError(f"{p}: expected (N,) or (C, N) waveform, got shape {arr.shape}")
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp.wav", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix=".tmp.wav") as tmp:
         sf.write(tmp, arr, sr, subtype=subtype, format="WAV")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p

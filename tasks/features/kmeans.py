@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ from typing import Any
 import joblib
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
+
+from emotalker.storage.files import atomic_path, write_json_atomic
 
 
 class KMeansFileError(FileNotFoundError):
@@ -89,22 +89,15 @@ def save_kmeans(km: MiniBatchKMeans, path: str | Path, config: dict[str, Any] | 
     if not hasattr(km, "cluster_centers_"):
         raise ValueError("k-means model is not fitted")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         joblib.dump(km, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     meta = {
         "k": int(km.cluster_centers_.shape[0]),
         "dim": int(km.cluster_centers_.shape[1]),
         "fingerprint": kmeans_fingerprint(km),
         "config": config or {},
     }
-    _sidecar(p).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    write_json_atomic(_sidecar(p), meta, indent=2, sort_keys=True, default=str)
     return p
 
 

@@ -6,13 +6,14 @@ killed run resumes into the same MLflow run and ends where an uninterrupted run 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from emotalker.storage.files import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -41,10 +42,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write atomically (tmp + rename) so a kill mid-save keeps the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

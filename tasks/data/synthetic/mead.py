@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import tarfile
@@ -45,6 +44,7 @@ from emotalker.configs.constants import (
     MEAD_VIDEO_FPS,
     VIEWS,
 )
+from emotalker.storage.files import atomic_path
 from emotalker.tasks.data.synthetic.face import (
     ANGLE,
     VIEW_ANGLES,
@@ -341,9 +341,6 @@ def _build_actor(
             members["video.tar"] = inner / "video.tar"
         _write_tar(inner / "audio.tar", _tree_files(stage, "audio"))
         members["audio.tar"] = inner / "audio.tar"
-        final = out_dir / f"{actor}.tar"
-        partial = out_dir / f".{actor}.tar.partial"
-        _write_tar(partial, members)
 
         arrays: dict[str, np.ndarray] = {}
         clips_meta: dict[str, Any] = {}
@@ -364,12 +361,11 @@ def _build_actor(
             "clips": clips_meta,
         }
         arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
-        gt = ground_truth_path(out_dir, actor)
-        gt.parent.mkdir(parents=True, exist_ok=True)
-        gt_partial = gt.with_name(f".{gt.name}.partial")
-        _write_npz(gt_partial, arrays)
-        os.replace(gt_partial, gt)
-        os.replace(partial, final)
+        with atomic_path(ground_truth_path(out_dir, actor), suffix=".partial") as gt_partial:
+            _write_npz(gt_partial, arrays)
+        final = out_dir / f"{actor}.tar"  # last: an actor's archive exists only with its ground truth
+        with atomic_path(final, suffix=".partial") as partial:
+            _write_tar(partial, members)
         return final
     finally:
         shutil.rmtree(stage, ignore_errors=True)
