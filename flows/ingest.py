@@ -8,10 +8,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.tasks import exponential_backoff
 
+from emotalker.configs.schema import redact_secrets
 from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.manifest import Manifest, clip_id_for
-from emotalker.tasks.data.download import download_archive, load_url_manifest
+from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
 from emotalker.tasks.data.extract import extract_mead_actor, scan_mead_tree
 from emotalker.tasks.data.prepare import needs_prepare, prepare_chunk, prepare_fingerprint
 from emotalker.tasks.data.split import make_split, write_split_once
@@ -19,8 +21,19 @@ from emotalker.tasks.data.split import make_split, write_split_once
 CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk
 
 
-@task(name="download-archive", task_run_name="download-{spec.name}")
-def _download(spec: Any, dest: Path, retries: int, backoff_s: float, timeout_s: float, chunk: int) -> Path:
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retries a download only for failures worth retrying (not a 404 or a checksum mismatch)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result is no reason to retry
+        return False
+    return isinstance(exc, TransientDownloadError)
+
+
+@task(name="download-archive", task_run_name="download-{spec.name}", retry_condition_fn=_transient)
+def _download(spec: Any, dest: Path, timeout_s: float, chunk: int) -> Path:
+    """One attempt per task run: transient failures are Prefect task retries (with exponential backoff,
+    visible in the UI), each resuming from the ``.part`` file the previous attempt left."""
     artifact = create_progress_artifact(progress=0.0, description=f"download {spec.name}")
     last = [0.0]
 
@@ -31,15 +44,7 @@ def _download(spec: Any, dest: Path, retries: int, backoff_s: float, timeout_s: 
                 last[0] = pct
                 update_progress_artifact(artifact_id=artifact, progress=pct)
 
-    path = download_archive(
-        spec,
-        dest,
-        retries=retries,
-        backoff_s=backoff_s,
-        timeout_s=timeout_s,
-        chunk_bytes=chunk,
-        progress=progress,
-    )
+    path = download_archive(spec, dest, retries=0, timeout_s=timeout_s, chunk_bytes=chunk, progress=progress)
     update_progress_artifact(artifact_id=artifact, progress=100.0)
     return path
 
@@ -49,12 +54,26 @@ def _extract(archive: Path, raw_root: Path) -> Path:
     return extract_mead_actor(archive, raw_root)
 
 
+class ArchivesFailed(RuntimeError):
+    """Some archives could not be downloaded or extracted; the good ones were. Names each bad one."""
+
+
+def _reason(name: str, exc: BaseException) -> str:
+    msg = redact_secrets(str(exc))
+    return msg if msg.startswith(name) else f"{name}: {msg}"
+
+
 @flow(name="download", log_prints=True)
 def download_flow(
     config: str = "configs/paper.yaml", overrides: list[str] | None = None, urls_file: str | None = None
 ) -> dict[str, Any]:
-    """Fetch MEAD actor archives (resumable, verified) and extract them safely into ``paths.raw``."""
+    """Fetch MEAD actor archives (resumable, verified) and extract them safely into ``paths.raw``.
+
+    Each archive is handled on its own: every good one is downloaded and extracted, then the flow fails
+    listing every bad archive with its reason.
+    """
     cfg = resolve_config(config, overrides)
+    logger = get_run_logger()
     source = urls_file or (str(cfg.download.urls_file) if cfg.download.urls_file else None)
     if source is None:
         raise ValueError(
@@ -63,11 +82,36 @@ def download_flow(
     specs = load_url_manifest(Path(source))
     archives_dir, raw_root = cfg.paths.resolve("archives"), cfg.paths.resolve("raw")
     d = cfg.download
-    paths = [_download(s, archives_dir, d.retries, d.backoff_s, d.timeout_s, d.chunk_bytes) for s in specs]
-    actors = [_extract(p, raw_root) for p in paths]
-    rows = [{"archive": p.name, "actor_dir": str(a)} for p, a in zip(paths, actors, strict=True)]
-    table_artifact("mead-archives", rows, "downloaded and extracted MEAD archives")
-    return {"archives": [str(p) for p in paths], "actors": [a.name for a in actors]}
+    download = _download.with_options(retries=d.retries, retry_delay_seconds=exponential_backoff(d.backoff_s))
+    rows, failed = [], []
+    for spec in specs:
+        try:
+            path = download(spec, archives_dir, d.timeout_s, d.chunk_bytes)
+            actor = _extract(path, raw_root)
+        except (OSError, ValueError) as exc:  # DownloadError, ArchiveError, ...: this archive only
+            failed.append(_reason(spec.name, exc))
+            logger.error("%s", failed[-1])
+            continue
+        rows.append({"archive": spec.name, "actor_dir": str(actor), "path": path})
+    table_artifact(
+        "mead-archives",
+        [{"archive": r["archive"], "actor_dir": r["actor_dir"]} for r in rows],
+        "downloaded and extracted MEAD archives",
+    )
+    table_artifact(
+        "mead-archive-failures",
+        [{"archive": f.split(": ", 1)[0], "reason": f.split(": ", 1)[-1]} for f in failed],
+        "archives that could not be downloaded or extracted",
+    )
+    if failed:
+        raise ArchivesFailed(
+            f"{len(failed)} of {len(specs)} archives failed (the other {len(rows)} are extracted): "
+            + "; ".join(failed)
+        )
+    return {
+        "archives": [str(r["path"]) for r in rows],
+        "actors": sorted({Path(r["actor_dir"]).name for r in rows}),
+    }
 
 
 @flow(name="prepare", log_prints=True)

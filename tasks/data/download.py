@@ -57,6 +57,13 @@ class DownloadError(OSError):
     """A transfer that failed for good (HTTP error status, retries exhausted)."""
 
 
+class TransientDownloadError(DownloadError):
+    """A transfer that failed in a way worth retrying later (dropped connection, 5xx, timeout).
+
+    The ``.part`` file is kept, so a retry (this module's loop or a Prefect task retry) resumes from it.
+    """
+
+
 class ChecksumError(DownloadError):
     """Downloaded bytes differ from the manifest's size or sha256; the partial file has been removed."""
 
@@ -406,8 +413,9 @@ def download_archive(
                     break
                 except _Transient as exc:
                     if attempt == retries:
-                        raise DownloadError(
-                            f"{redact_secrets(spec.url)}: giving up after {retries + 1} attempts: {exc}"
+                        raise TransientDownloadError(
+                            f"{spec.name}: {redact_secrets(spec.url)}: giving up after {retries + 1} "
+                            f"attempt{'s' if retries else ''}: {exc}"
                         ) from exc
                     delay = backoff_s * (2**attempt)
                     log.warning("%s: %s; retry %d/%d in %.1fs", spec.name, exc, attempt + 1, retries, delay)

@@ -35,7 +35,7 @@ from emotalker.tasks.data.download import ARCHIVE_SUFFIXES, file_sha256, read_do
 
 log = logging.getLogger(__name__)
 
-ACTOR_RE = re.compile(r"^[MW]\d{3}$")
+ACTOR_RE = re.compile(r"^[MW][0-9]{3}$")  # ASCII digits only (\d would take Arabic-Indic ones)
 LEVEL_RE = re.compile(r"^level_(\d+)$")
 VIDEO_EXTS: tuple[str, ...] = (".mp4",)
 AUDIO_EXTS: tuple[str, ...] = (".m4a", ".wav")
@@ -60,13 +60,13 @@ class UnsafeArchiveError(ArchiveError):
 # ------------------------------------------------------------------------------------------ safe extract
 
 
-def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
+def _member_parts(name: str, archive: Path | str) -> tuple[str, ...]:
     """Split a member path, rejecting absolute paths and ``..`` (backslashes treated as separators)."""
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path")
     parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
     if ".." in parts:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} contains '..' (path traversal)")
+        raise UnsafeArchiveError(f"{archive}: member {name!r} contains '..'")
     return parts
 
 
@@ -78,7 +78,7 @@ def _through_link(parts: tuple[str, ...], links: set[tuple[str, ...]]) -> tuple[
     return None
 
 
-def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+def _check_members(tf: tarfile.TarFile, archive: Path | str) -> list[tarfile.TarInfo]:
     """Validate every member up front so that a bad archive extracts nothing at all."""
     members = tf.getmembers()
     links = {_member_parts(m.name, archive) for m in members if m.issym()}
@@ -131,28 +131,35 @@ def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     return keep
 
 
-def safe_extract(tar_path: str | Path, dest_dir: str | Path) -> list[Path]:
+def safe_extract(tar_path: str | Path, dest_dir: str | Path, label: str | None = None) -> list[Path]:
     """Extract a (possibly compressed) tar after validating all members; returns the non-directory paths.
 
-    Raises UnsafeArchiveError naming the offending member before anything is written.
+    Raises UnsafeArchiveError naming the offending member before anything is written. Errors name the
+    tar as ``label`` when given (the user's archive and the nested tar's path in it, never a temp dir).
     """
     tar_path, dest_dir = Path(tar_path), Path(dest_dir)
+    name = label or str(tar_path)
     if not tar_path.is_file():
-        raise FileNotFoundError(f"archive not found: {tar_path}")
+        raise FileNotFoundError(f"archive not found: {name}")
     try:
         tf = tarfile.open(tar_path, "r:*")
     except tarfile.TarError as exc:
-        raise ArchiveError(f"{tar_path}: not a readable tar archive: {exc}") from exc
+        raise ArchiveError(f"{name}: not a readable tar archive: {exc}") from exc
     with tf:
         try:
-            members = _check_members(tf, tar_path)
+            members = _check_members(tf, name)
             dest_dir.mkdir(parents=True, exist_ok=True)
             tf.extractall(dest_dir, members=members, filter="data")
         except tarfile.FilterError as exc:  # belt and braces: our checks should have caught it first
-            raise UnsafeArchiveError(f"{tar_path}: {exc}") from exc
+            raise UnsafeArchiveError(f"{name}: {_strip(str(exc), dest_dir)}") from exc
         except (tarfile.TarError, EOFError) as exc:
-            raise ArchiveError(f"{tar_path}: corrupt or truncated tar: {exc}") from exc
-    return [dest_dir.joinpath(*_member_parts(m.name, tar_path)) for m in members if not m.isdir()]
+            raise ArchiveError(f"{name}: corrupt or truncated tar: {_strip(str(exc), dest_dir)}") from exc
+    return [dest_dir.joinpath(*_member_parts(m.name, name)) for m in members if not m.isdir()]
+
+
+def _strip(text: str, dest_dir: Path) -> str:
+    """tarfile's messages may quote the destination; a temp dir means nothing to the user."""
+    return text.replace(f"{dest_dir}{os.sep}", "").replace(str(dest_dir), ".")
 
 
 # ------------------------------------------------------------------------------------------ MEAD actor
@@ -177,21 +184,22 @@ def _actor_unit(archive: Path) -> tuple[str, Path, list[Path]]:
     """(actor, unit root, source tars): ``M003.tar`` alone, or every tar in the ``M003/`` dir it sits in."""
     if archive.is_dir():
         if not ACTOR_RE.match(archive.name):
-            raise ArchiveError(f"{archive}: directory name is not a MEAD actor id (like M003 or W009)")
+            raise ArchiveError(f"{archive.name}: directory name is not a MEAD actor id (like M003 or W009)")
         sources = _tars_under(archive)
         if not sources:
-            raise ArchiveError(f"{archive}: directory holds no tar archives")
+            raise ArchiveError(f"{archive.name}: directory holds no tar archives")
         return archive.name, archive, sources
     stem = _archive_stem(archive.name)
     if stem is None:
-        raise ArchiveError(f"{archive}: not a tar archive (expected {', '.join(ARCHIVE_SUFFIXES)})")
+        raise ArchiveError(f"{archive.name}: not a tar archive (expected {', '.join(ARCHIVE_SUFFIXES)})")
     if ACTOR_RE.match(stem):
         return stem, archive.parent, [archive]
     for parent in archive.parents:
         if ACTOR_RE.match(parent.name):
             return parent.name, parent, _tars_under(parent)
     raise ArchiveError(
-        f"{archive}: cannot tell which actor it holds; name it like M003.tar or put it in an M003/ directory"
+        f"{archive.name}: cannot tell which actor it holds; name it like M003.tar (M or W and three ASCII "
+        "digits) or put it in an M003/ directory"
     )
 
 
@@ -232,14 +240,28 @@ def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     return key(a) == key(b)
 
 
-def _expand_nested(stage: Path, archive: Path) -> None:
-    """Unpack tars found inside the extracted tree (video.tar, video/1.tar, ...) in place, then drop them."""
+def _label(path: Path, labels: dict[Path, str]) -> str:
+    """``M003.tar: video.tar``: the user's archive, then the path of each nested tar inside its parent."""
+    for parent in path.parents:
+        if parent in labels:
+            return f"{labels[parent]}: {path.relative_to(parent).as_posix()}"
+    return path.name
+
+
+def _expand_nested(stage: Path, archive: str, labels: dict[Path, str]) -> None:
+    """Unpack tars found inside the extracted tree (video.tar, video/1.tar, ...) in place, then drop them.
+
+    ``labels`` maps each extraction directory to the user-facing name of the tar it came from.
+    """
     for _ in range(_MAX_NESTING):
         inner = _tars_under(stage)
         if not inner:
             return
         for t in inner:
-            safe_extract(t, t.with_name(f"{_archive_stem(t.name)}.unpacked"))
+            label = _label(t, labels)
+            dest = t.with_name(f"{_archive_stem(t.name)}.unpacked")
+            safe_extract(t, dest, label)
+            labels[dest] = label
             t.unlink()
     raise ArchiveError(f"{archive}: tar archives nested more than {_MAX_NESTING} levels deep")
 
@@ -263,7 +285,7 @@ def _classify(parts: tuple[str, ...]) -> tuple[str, ...] | None:
     return None
 
 
-def _normalise(stage: Path, tree: Path, actor: str, archive: Path) -> tuple[int, int]:
+def _normalise(stage: Path, tree: Path, actor: str, archive: str) -> tuple[int, int]:
     counts = {"video": 0, "audio": 0}
     other_actors: set[str] = set()
     skipped = 0
@@ -314,15 +336,19 @@ def extract_mead_actor(archive: str | Path, raw_root: str | Path) -> Path:
         for stale in raw_root.glob(f".tmp-extract-{actor}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-extract-{actor}-", dir=raw_root))
+        name = archive.name  # what errors call the user's archive (never the temp dir it unpacks into)
         try:
             stage = tmp / "stage"
+            labels: dict[Path, str] = {}
             for i, src in enumerate(sources):
-                safe_extract(src, stage / f"{i:02d}_{_archive_stem(src.name)}")
-            _expand_nested(stage, archive)
+                dest = stage / f"{i:02d}_{_archive_stem(src.name)}"
+                labels[dest] = src.relative_to(unit_root.parent).as_posix()
+                safe_extract(src, dest, labels[dest])
+            _expand_nested(stage, name, labels)
             tree = tmp / actor
-            n_video, n_audio = _normalise(stage, tree, actor, archive)
+            n_video, n_audio = _normalise(stage, tree, actor, name)
             if n_video + n_audio == 0:
-                raise ArchiveError(f"{archive}: no MEAD clips (video/<view>/<emotion>/level_<n>/*.mp4) found")
+                raise ArchiveError(f"{name}: no MEAD clips (video/<view>/<emotion>/level_<n>/*.mp4) found")
             marker = {
                 "version": MARKER_VERSION,
                 "actor": actor,
