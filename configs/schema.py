@@ -287,23 +287,30 @@ class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the file and key."""
 
 
-def _parse_value(raw: str) -> Any:
-    return yaml.safe_load(raw)
+def _parse_value(raw: str, item: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"override {redact_secrets(item)!r}: value is not valid YAML ({problem}); "
+            "quote it (--set 'key=\"text\"') or close its brackets"
+        ) from exc
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {redact_secrets(item)!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(raw)
+                raise ConfigError(f"override {redact_secrets(item)!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(raw, item)
     return data
 
 
@@ -339,9 +346,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = resolve_config_path(path)
         where = str(p)
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "save the file as UTF-8"
+            ) from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded
@@ -349,7 +361,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: invalid config:\n{exc}") from exc
+        # our own one-line rendering: pydantic's would echo the input value (a URL with credentials)
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise ConfigError(f"{where}: invalid config: {problems}") from None
 
 
 def dump_config(cfg: PipelineConfig, path: str | Path) -> Path:

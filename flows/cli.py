@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.vqvae.steps=100 (repeatable)",
     )
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,33 +86,84 @@ def _runtime_defaults() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+class _NoTraceback(logging.Formatter):
+    """Wraps a console handler's formatter: the log line stays, its traceback goes (``--debug`` keeps it)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _console_tracebacks(show: bool) -> None:
+    """Prefect logs a failed run's traceback to the console; without ``--debug`` the CLI drops it there and
+    prints the error once, as one line. Call after Prefect is imported (it sets up its handlers then)."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            file = isinstance(handler, logging.FileHandler)
+            console = isinstance(handler, logging.StreamHandler) and not file
+            wrapped = isinstance(handler.formatter, _NoTraceback)
+            if console and show and wrapped:
+                handler.setFormatter(handler.formatter.inner)
+            elif console and not show and not wrapped:
+                handler.setFormatter(_NoTraceback(handler.formatter))
+
+
+def _one_line(exc: BaseException) -> str:
+    from emotalker.configs.schema import redact_secrets
+
+    text = redact_secrets(str(exc)).strip() or type(exc).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error is one line on stderr (exit 2 for bad input), a traceback only with --debug."""
     args = build_parser().parse_args(argv)
     _runtime_defaults()
-    from emotalker.configs.schema import ConfigError, load_config
-
     try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"emotalker: {exc}", file=sys.stderr)
-        return 2
+        return _dispatch(args)
+    except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into exit codes
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, ValueError | LookupError | OSError):  # config, inputs, data, missing files
+            print(f"emotalker: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        print(
+            f"emotalker: internal error ({type(exc).__name__}): {_one_line(exc)}"
+            + ("" if args.debug else "; rerun with --debug for the traceback"),
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from emotalker.configs.schema import load_config
+
+    cfg = load_config(args.config, args.overrides)
     if args.command == "config":
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        from emotalker.configs.schema import redact_secrets
+
+        print(redact_secrets(json.dumps(cfg.model_dump(mode="json"), indent=2)))
         return 0
     if args.command == "hubert-check":
-        from emotalker.tasks.features.hubert import HubertModelNotFound, load_hubert, pass_sharing
+        from emotalker.tasks.features.hubert import load_hubert, pass_sharing
 
-        try:
-            a = cfg.audio
-            emotion = load_hubert(a.emotion_model, normalization=a.waveform_normalization)
-            content = load_hubert(a.content_model, normalization=a.waveform_normalization)
-        except (HubertModelNotFound, ValueError) as exc:
-            print(f"emotalker: {exc}", file=sys.stderr)
-            return 2
+        a = cfg.audio
+        emotion = load_hubert(a.emotion_model, normalization=a.waveform_normalization)
+        content = load_hubert(a.content_model, normalization=a.waveform_normalization)
         print(json.dumps(pass_sharing(emotion, content), indent=2))
         return 0
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")
+        _console_tracebacks(show=args.debug)
         result = flow(
             config=args.config,
             overrides=args.overrides,
@@ -121,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = args.flow if args.command == "run" else args.command
     flow = _load(FLOWS[name])
+    _console_tracebacks(show=args.debug)
     result = flow(config=args.config, overrides=args.overrides)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from emotalker.flows.common import resolve_config
 from emotalker.storage.zarr_store import FeatureStore
 from emotalker.tasks.generation.animate import (
+    InputError,
     audio_features,
     generation_inputs_summary,
     identity_coefficients,
@@ -38,9 +39,17 @@ def generate_flow(
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
     bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
-    meta = FeatureStore(cfg.paths.store_root(), "tokens").get_meta()
+    tokens = FeatureStore(cfg.paths.store_root(), "tokens")
+    if not tokens.exists():  # a read-only command: never create the store it reads
+        raise InputError(
+            f"no tokens store at {cfg.paths.store_root()}: run `emotalker run audio-features` with this "
+            "config first (generate reads its k-means model)"
+        )
+    meta = tokens.get_meta()
     if "kmeans_path" not in meta:
-        raise FileNotFoundError("no k-means model recorded in the tokens store: run the audio-features flow")
+        raise InputError(
+            f"no k-means model recorded in {tokens.url}: run `emotalker run audio-features` with this config"
+        )
     identity = identity_coefficients(img, cfg, device)
     feats = audio_features(wave, cfg, device, Path(meta["kmeans_path"]))
     model = load_emotalker(

@@ -15,7 +15,12 @@ from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
 from emotalker.tasks.data.extract import extract_mead_actor, scan_mead_tree
-from emotalker.tasks.data.prepare import needs_prepare, prepare_chunk, prepare_fingerprint
+from emotalker.tasks.data.prepare import (
+    failure_summary,
+    needs_prepare,
+    prepare_chunk,
+    prepare_fingerprint,
+)
 from emotalker.tasks.data.split import make_split, write_split_once
 
 CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk
@@ -54,7 +59,11 @@ def _extract(archive: Path, raw_root: Path) -> Path:
     return extract_mead_actor(archive, raw_root)
 
 
-class ArchivesFailed(RuntimeError):
+class NothingPrepared(ValueError):
+    """Not one clip could be prepared; the message sums up the failures by reason."""
+
+
+class ArchivesFailed(ValueError):
     """Some archives could not be downloaded or extracted; the good ones were. Names each bad one."""
 
 
@@ -167,6 +176,17 @@ def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None
     ids = {c["clip_id"] for c in clips}
     rows = [r for r in manifest.records() if r["clip_id"] in ids]
     prepared = [r for r in rows if r["status"] == "prepared"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    if not prepared:
+        table_artifact(
+            "prepare-failures",
+            [{"clip_id": r["clip_id"], "error": r["error"]} for r in failed],
+            "clips that could not be prepared (kept in the manifest with their error)",
+        )
+        raise NothingPrepared(
+            f"prepare: none of the {len(rows)} clips could be prepared; "
+            + failure_summary(failed, cfg.paths.resolve("manifest"))
+        )
     split, written = write_split_once(
         cfg.paths.resolve("split"),
         make_split(prepared, d.test_actors, d.val_actors, d.val_fraction, cfg.seed),

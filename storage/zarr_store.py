@@ -214,6 +214,17 @@ class FeatureStore:
             self._group = None  # merge into what is on disk now, not a copy read before another writer
             self.group.attrs.update(_to_json(kv))
 
+    def exists(self) -> bool:
+        """Whether the store has been created, checked without creating it (read-only commands)."""
+        if self._group is not None:
+            return True
+        if not self._is_url:
+            return (Path(self.url) / "zarr.json").is_file()
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return bool(fs.exists(f"{path}/zarr.json"))
+
     def get_meta(self) -> dict:
         """Store-level attrs as a plain dict, as currently stored (another process may have updated them)."""
         self._group = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,27 @@ def prepare_fingerprint(clip: dict[str, Any], fps: int, sample_rate: int, tolera
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def failure_reason(error: str | None) -> str:
+    """The kind of a clip's failure, without the file it names (``audio is silent (peak < 1e-4)``)."""
+    text = (error or "unknown error").strip().splitlines()[0]
+    head, sep, rest = text.partition(": ")
+    if sep and ("/" in head or "\\" in head):  # errors start with the file they are about
+        text = rest
+    return text.split(": ", 1)[0]
+
+
+def failure_summary(rows: list[dict[str, Any]], manifest: Path) -> str:
+    """One line: how many clips failed, grouped by reason with their clip ids, and where the details are."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(failure_reason(r.get("error")), []).append(r["clip_id"])
+    parts = []
+    for reason, ids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(sorted(ids)[:5]) + (f", ... ({len(ids) - 5} more)" if len(ids) > 5 else "")
+        parts.append(f"{reason}: {len(ids)} clip{'s' if len(ids) > 1 else ''} ({shown})")
+    return "; ".join(parts) + f"; the reasons are in {manifest} (column error)"
+
+
 def needs_prepare(row: dict[str, Any] | None, fingerprint: str) -> bool:
     """True unless the manifest row is prepared with the same fingerprint and its outputs still exist."""
     if row is None or row.get("status") != "prepared" or row.get("fingerprint") != fingerprint:
@@ -36,22 +58,32 @@ def needs_prepare(row: dict[str, Any] | None, fingerprint: str) -> bool:
 def prepare_one(
     clip: dict[str, Any], prepared_root: Path, fps: int, sample_rate: int, tolerance: int
 ) -> dict:
-    """Prepare one clip; failures become a ``failed`` row with the error, never an exception."""
+    """Prepare one clip; failures become a ``failed`` row with the error, never an exception.
+
+    A failed clip keeps no outputs: what an earlier step (or an earlier good run) wrote is removed, so
+    nothing downstream can pick up a half-prepared clip; the manifest row keeps the reason.
+    """
     fp = prepare_fingerprint(clip, fps, sample_rate, tolerance)
     base = prepared_root / clip["actor"] / clip["clip_id"]
+    video, audio = base.with_name(f"{base.name}.mp4"), base.with_name(f"{base.name}.wav")
     update: dict[str, Any] = {"clip_id": clip["clip_id"], "fingerprint": fp}
     try:
         out = prepare_clip(
             Path(clip["video_path"]),
             Path(clip["audio_path"]) if clip.get("audio_path") else None,
-            base.with_suffix(".mp4"),
-            base.with_suffix(".wav"),
+            video,
+            audio,
             fps=fps,
             sample_rate=sample_rate,
             max_mismatch_frames=tolerance,
         )
-    except (MediaError, OSError) as exc:
-        update.update(status="failed", error=str(exc), prepared_video=None, prepared_audio=None)
+    except Exception as exc:  # noqa: BLE001 - any failure of one clip is that clip's record, not the run's
+        for partial in (video, audio):
+            partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            base.parent.rmdir()  # the actor's folder, when this clip was its only one
+        error = str(exc) if isinstance(exc, MediaError | OSError) else f"{clip['video_path']}: {exc!r}"
+        update.update(status="failed", error=error, prepared_video=None, prepared_audio=None)
         return update
     update.update(
         status="prepared",

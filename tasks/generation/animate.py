@@ -36,22 +36,49 @@ class InputError(ValueError):
     """A generation input that cannot be used; the message names the file."""
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header alone (nothing decoded); None when Pillow cannot tell."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # only the header is read here; the size check is ours
+            with Image.open(path) as im:
+                return im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 image; rejects non-images and decompression bombs, downsizes very large photos."""
+    """RGB uint8 image; rejects non-images and decompression bombs, downsizes very large photos.
+
+    The header's size is checked before anything is decoded: a bomb claims a huge size in a few bytes.
+    """
     import cv2
 
     if not path.is_file():
         raise InputError(f"identity image not found: {path}")
+    too_large = f"too large; use an image under {MAX_IMAGE_PIXELS // 1_000_000} MP"
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: the image header says {size[0]}x{size[1]} px, {too_large}")
     data = np.fromfile(path, dtype=np.uint8)
-    header = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if header is None:
-        raise InputError(f"{path} is not an image OpenCV can decode (jpg/png/bmp/webp...)")
-    if header.shape[0] * header.shape[1] * 64 > MAX_IMAGE_PIXELS:
-        raise InputError(
-            f"{path} is too large ({header.shape[1] * 8}x{header.shape[0] * 8} px); "
-            f"use an image under {MAX_IMAGE_PIXELS // 1_000_000} MP"
-        )
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        header = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        if header is None:
+            raise InputError(f"{path} is not an image OpenCV can decode (jpg/png/bmp/webp...)")
+        if header.shape[0] * header.shape[1] * 64 > MAX_IMAGE_PIXELS:
+            w, h = header.shape[1] * 8, header.shape[0] * 8
+            raise InputError(f"{path}: the image is about {w}x{h} px, {too_large}")
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own limits on a format Pillow could not read
+        raise InputError(f"{path}: OpenCV cannot decode it ({exc.err or 'error'}); use a jpg or png") from exc
     if img is None:
         raise InputError(f"{path} is not an image OpenCV can decode")
     h, w = img.shape[:2]
