@@ -5,25 +5,49 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-FLOWS: dict[str, str] = {
-    "demo-data": "emotalker.flows.demo:demo_data_flow",
-    "download": "emotalker.flows.ingest:download_flow",
-    "prepare": "emotalker.flows.ingest:prepare_flow",
-    "features": "emotalker.flows.featurize:features_flow",
-    "face-features": "emotalker.flows.featurize:face_features_flow",
-    "audio-features": "emotalker.flows.featurize:audio_features_flow",
-    "train-vqvae": "emotalker.flows.train:train_vqvae",
-    "train-transformer": "emotalker.flows.train:train_transformer",
-    "train-lip": "emotalker.flows.train:train_lip",
-    "evaluate": "emotalker.flows.evaluate:evaluate_flow",
-    "reproduce": "emotalker.flows.reproduce:reproduce",
-    "demo": "emotalker.flows.demo:demo_flow",
+from emotalker.flows.runtime import env_defaults
+
+# name -> (flow target, one-line description for --help); the import happens only when the flow runs
+FLOWS: dict[str, tuple[str, str]] = {
+    "demo-data": (
+        "emotalker.flows.demo:demo_data_flow",
+        "write the synthetic MEAD-shaped archives and stand-in model assets the demo config uses",
+    ),
+    "download": ("emotalker.flows.ingest:download_flow", "fetch MEAD archives (resumable, checksummed)"),
+    "prepare": (
+        "emotalker.flows.ingest:prepare_flow",
+        "extract archives, resample to 25 fps / 16 kHz, fill the manifest and the split",
+    ),
+    "features": ("emotalker.flows.featurize:features_flow", "refresh every feature family (face and audio)"),
+    "face-features": (
+        "emotalker.flows.featurize:face_features_flow",
+        "Deep3DFace coefficients, motion and landmarks per clip",
+    ),
+    "audio-features": (
+        "emotalker.flows.featurize:audio_features_flow",
+        "HuBERT emotion/content features, k-means tokens and mel windows per clip",
+    ),
+    "train-vqvae": ("emotalker.flows.train:train_vqvae", "stage 1: motion VQ-VAE with emotion head (Eq. 3)"),
+    "train-transformer": (
+        "emotalker.flows.train:train_transformer",
+        "stage 2: cross-modal Transformer over the stage-1 codebook (Eq. 4-9)",
+    ),
+    "train-lip": (
+        "emotalker.flows.train:train_lip",
+        "lip branch: mel + reference -> lip coefficients (Eq. 10)",
+    ),
+    "evaluate": (
+        "emotalker.flows.evaluate:evaluate_flow",
+        "generate the test split, compare with Table 1, write the HTML report",
+    ),
+    "reproduce": ("emotalker.flows.reproduce:reproduce", "every stage in order under one parent MLflow run"),
+    "demo": ("emotalker.flows.demo:demo_flow", "demo data, then reproduce on it (what `make demo` runs)"),
 }
 
 
@@ -34,8 +58,12 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="configs/paper.yaml", help="YAML config (see configs/)")
+def _add_config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
+    p.add_argument(
+        "--config",
+        default=default,
+        help=f"a shipped config by name (paper, demo) or a YAML file path (default: {default})",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -47,43 +75,114 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
 
 
+def _flow_list() -> str:
+    width = max(map(len, FLOWS))
+    return "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in FLOWS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emotalker", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from emotalker import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="emotalker",
+        description=__doc__,
+        formatter_class=fmt,
+        epilog=f"flows (emotalker run FLOW):\n{_flow_list()}\n\n"
+        "Without PREFECT_API_URL, flows report to a local Prefect server started on first use and kept\n"
+        "running for later calls (`emotalker server stop` ends it).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name in ("demo", "demo-data"):
-        p = sub.add_parser(name, help=f"run the {name} flow")
-        _add_config_args(p)
-        p.set_defaults(config="configs/demo.yaml")
+        p = sub.add_parser(name, help=FLOWS[name][1], description=FLOWS[name][1])
+        _add_config_args(p, default="demo")
 
-    run = sub.add_parser("run", help="run one flow in-process (same flows as the Prefect deployments)")
-    run.add_argument("flow", choices=sorted(FLOWS))
+    run = sub.add_parser(
+        "run",
+        help="run one flow in-process (the same flows as the Prefect deployments)",
+        description="Run one flow in-process (the same flows as the Prefect deployments in prefect.yaml).",
+        epilog=f"flows:\n{_flow_list()}",
+        formatter_class=fmt,
+    )
+    run.add_argument("flow", choices=list(FLOWS), metavar="FLOW", help="the flow to run (listed below)")
     _add_config_args(run)
 
-    show = sub.add_parser("config", help="print the resolved config as JSON")
+    show = sub.add_parser(
+        "config",
+        help="print the resolved config as JSON, or write the shipped YAML files for editing",
+        description="Print the resolved config (after --set overrides) as JSON; with --write DIR, copy the "
+        "shipped YAML configs into DIR instead, to edit and pass back with --config DIR/<name>.yaml.",
+    )
     _add_config_args(show)
+    show.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the shipped configs (paper.yaml, ...) here",
+    )
+    show.add_argument("--force", action="store_true", help="with --write: replace files that exist in DIR")
 
     check = sub.add_parser(
         "hubert-check", help="load the configured HuBERT checkpoints and say whether they share one pass"
     )
     _add_config_args(check)
 
-    gen = sub.add_parser("generate", help="animate a face image with speech audio")
+    gen = sub.add_parser(
+        "generate",
+        help="animate a face image with speech audio using the trained models",
+        description="Animate a face image with speech audio: writes motion.npy, motion.mat, "
+        "coefficients.png and preview.mp4 to --out.",
+    )
     _add_config_args(gen)
-    gen.add_argument("--image", required=True, type=Path)
-    gen.add_argument("--audio", required=True, type=Path)
-    gen.add_argument("--out", required=True, type=Path)
-    gen.add_argument("--emotion-reference", type=Path, default=None, help="optional reference motion .npy")
+    gen.add_argument("--image", required=True, type=Path, help="reference face image (jpg/png)")
+    gen.add_argument(
+        "--audio", required=True, type=Path, help="speech audio (wav, mp3, ...; resampled to 16 kHz)"
+    )
+    gen.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+
+    server = sub.add_parser(
+        "server",
+        help="the local Prefect server the CLI starts when PREFECT_API_URL is unset",
+        description="The CLI starts one local Prefect server per PREFECT_HOME on first use (127.0.0.1, "
+        "pid file under PREFECT_HOME) and reuses it from later calls.",
+    )
+    server.add_argument(
+        "action", choices=["status", "start", "stop"], help="show, start or stop the local server"
+    )
     return parser
 
 
-def _runtime_defaults() -> None:
-    """Defaults for in-process runs (the user's environment wins): a patient ephemeral Prefect server on
-    busy machines, and no telemetry from a pipeline that usually runs offline."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+def write_configs(dest: Path, force: bool = False) -> list[Path]:
+    """Copy the shipped YAML configs into ``dest``; existing files are kept unless ``force``."""
+    from emotalker.configs.schema import ConfigError, shipped_configs
+
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--write {dest}: not a directory")
+    targets = {src: dest / src.name for src in shipped_configs().values()}
+    clash = [str(t) for t in targets.values() if t.exists()]
+    if clash and not force:
+        raise ConfigError(f"--write: {', '.join(clash)} already exist (add --force to replace)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, target in targets.items():
+        shutil.copyfile(src, target)
+    return list(targets.values())
+
+
+def _server(action: str) -> int:
+    from emotalker.flows import local_server
+
+    if action == "stop":
+        stopped = local_server.stop()
+        print(f"stopped the local Prefect server (pid {stopped})" if stopped else "no local Prefect server")
+    elif action == "start":
+        print(local_server.ensure())
+    else:
+        info = local_server.running()
+        print(json.dumps(info, indent=2) if info else "no local Prefect server")
+    return 0
 
 
 class _NoTraceback(logging.Formatter):
@@ -127,18 +226,19 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; an error is one line on stderr (exit 2 for bad input), a traceback only with --debug."""
     args = build_parser().parse_args(argv)
-    _runtime_defaults()
+    env_defaults()
+    debug = getattr(args, "debug", False)
     try:
         return _dispatch(args)
     except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into exit codes
-        if args.debug:
+        if debug:
             traceback.print_exc()
         if isinstance(exc, ValueError | LookupError | OSError):  # config, inputs, data, missing files
             print(f"emotalker: {_one_line(exc)}", file=sys.stderr)
             return 2
         print(
             f"emotalker: internal error ({type(exc).__name__}): {_one_line(exc)}"
-            + ("" if args.debug else "; rerun with --debug for the traceback"),
+            + ("" if debug else "; rerun with --debug for the traceback"),
             file=sys.stderr,
         )
         return 1
@@ -147,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from emotalker.configs.schema import load_config
 
+    if args.command == "server":
+        return _server(args.action)
+    if args.command == "config" and args.write is not None:
+        for path in write_configs(args.write, args.force):
+            print(path)
+        return 0
     cfg = load_config(args.config, args.overrides)
     if args.command == "config":
         from emotalker.configs.schema import redact_secrets
@@ -161,22 +267,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         content = load_hubert(a.content_model, normalization=a.waveform_normalization)
         print(json.dumps(pass_sharing(emotion, content), indent=2))
         return 0
+    from emotalker.flows.local_server import api_for_cli
+
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")
-        _console_tracebacks(show=args.debug)
-        result = flow(
-            config=args.config,
-            overrides=args.overrides,
-            image=str(args.image),
-            audio=str(args.audio),
-            out_dir=str(args.out),
-        )
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-    name = args.flow if args.command == "run" else args.command
-    flow = _load(FLOWS[name])
+        kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
+    else:
+        flow = _load(FLOWS[args.flow if args.command == "run" else args.command][0])
+        kwargs = {}
     _console_tracebacks(show=args.debug)
-    result = flow(config=args.config, overrides=args.overrides)
+    with api_for_cli():
+        result = flow(config=args.config, overrides=args.overrides, **kwargs)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return 0

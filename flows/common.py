@@ -8,6 +8,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from emotalker.configs.schema import PipelineConfig, load_config, redact_secrets
+from emotalker.flows import runtime
+
+runtime.configure()  # every process that runs a flow: project loggers, harmless warnings filtered
 
 
 def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:

@@ -82,7 +82,12 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
 
 @flow(name="demo-data", log_prints=True)
 def demo_data_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write the synthetic MEAD mirror and the stand-in assets the demo config points at."""
+    """Write the synthetic MEAD mirror and the stand-in assets the demo config points at.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+    """
     cfg = resolve_config(config, overrides)
     if cfg.download.urls_file is None:
         raise ValueError("the demo config must set download.urls_file to the synthetic mirror directory")
@@ -95,7 +100,12 @@ def demo_data_flow(config: str = "configs/demo.yaml", overrides: list[str] | Non
 
 @flow(name="demo", log_prints=True)
 def demo_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Everything, end to end, on the synthetic data: what `make demo` runs."""
+    """Everything, end to end, on the synthetic data: what `make demo` runs.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+    """
     data = demo_data_flow(config, overrides)
     result = reproduce(config, overrides)
     return {"demo_data": data, **result}

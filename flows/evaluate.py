@@ -67,7 +67,13 @@ def skipped_metrics(cfg: Any) -> dict[str, str]:
 def evaluate_flow(
     config: str = "configs/paper.yaml", overrides: list[str] | None = None, parent_run_id: str | None = None
 ) -> dict[str, Any]:
-    """Generate every test clip from audio + neutral reference and compare with its ground truth."""
+    """Generate every test clip from audio + neutral reference and compare with its ground truth.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     split = load_split(cfg.paths.resolve("split"))

@@ -269,7 +269,12 @@ def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, s
 def face_features_flow(
     config: str = "configs/paper.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip."""
+    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+    """
     cfg = resolve_config(config, overrides)
     clips = prepared_clips(cfg)
     check_face_assets(cfg)
@@ -299,7 +304,12 @@ def face_features_flow(
 def audio_features_flow(
     config: str = "configs/paper.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip."""
+    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     clips = prepared_clips(cfg)
@@ -377,6 +387,10 @@ def features_flow(config: str = "configs/paper.yaml", overrides: list[str] | Non
 
     A family whose stores are already fresh is reported here without starting its subflow run, so a
     rerun with nothing changed costs one flow run and the freshness checks.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()

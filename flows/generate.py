@@ -33,6 +33,13 @@ def generate_flow(
     """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion.
 
     With ``face.bfm_path`` the preview animates the motion's BFM landmarks on the reference image.
+
+    Args:
+        image: reference face image (its identity and pose are kept).
+        audio: speech to animate (any format ffmpeg reads; resampled to 16 kHz).
+        out_dir: where motion.npy, motion.mat, coefficients.png and preview.mp4 go.
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
     cfg = resolve_config(config, overrides)
     device = cfg.torch_device()

@@ -80,6 +80,11 @@ def download_flow(
 
     Each archive is handled on its own: every good one is downloaded and extracted, then the flow fails
     listing every bad archive with its reason.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        urls_file: a URL manifest or local mirror directory instead of ``download.urls_file``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
@@ -129,6 +134,10 @@ def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None
 
     Idempotent: clips whose inputs and settings are unchanged are skipped; failures are recorded with
     their error and the flow goes on.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()

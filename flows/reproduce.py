@@ -22,6 +22,11 @@ def reproduce(
     """MEAD download -> prepare -> features -> stage 1 -> lip branch -> stage 2 -> evaluation.
 
     Each child flow is idempotent, so rerunning ``reproduce`` after a crash redoes only what is missing.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        skip_download: use the archives already under ``paths.root`` instead of downloading.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()

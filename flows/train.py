@@ -150,7 +150,14 @@ def train_vqvae(
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3)."""
+    """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3).
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
+        stop_after: end after this many steps of this call (simulates a kill in tests).
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     device = cfg.torch_device()
@@ -238,7 +245,14 @@ def train_transformer(
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Stage 2: the cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9)."""
+    """Stage 2: the cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
+        stop_after: end after this many steps of this call (simulates a kill in tests).
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     device = cfg.torch_device()
@@ -318,7 +332,14 @@ def train_lip(
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10)."""
+    """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10).
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
+        stop_after: end after this many steps of this call (simulates a kill in tests).
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     device = cfg.torch_device()

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,12 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_local_prefect_server_left():
+    """A CLI call in a test may start the local Prefect server of the test PREFECT_HOME: stop it by pid."""
+    yield
+    from emotalker.flows.local_server import stop
+
+    stop(Path(_PREFECT_HOME))
