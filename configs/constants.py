@@ -53,6 +53,8 @@ FACE_DIM = len(FACE_INDICES)  # 57
 # HuBERT: 20 ms hop, 25 ms receptive field at 16 kHz
 HUBERT_HOP = 320
 HUBERT_WIN = 400
+HUBERT_FPS = SAMPLE_RATE // HUBERT_HOP  # 50: stores keep HuBERT features and tokens at this native rate
+AUDIO_FRAMES_PER_VIDEO_FRAME = HUBERT_FPS // FPS  # 2 HuBERT frames per 25 fps video frame
 # waveform normalisation before HuBERT: as fairseq pretrained the checkpoint (only large, layer-norm
 # models normalise) or as its Hugging Face preprocessor_config.json says
 WaveformNormalization = Literal["pretraining", "preprocessor_config"]

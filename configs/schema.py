@@ -175,24 +175,27 @@ class TransformerConfig(_Strict):
     ff_dim: int = 1024
     dropout: float = 0.1
     audio_dim: int = 768
-    alibi_window: int = 4  # h in Eq. 5
-    align_k: int = 8  # k in Eq. 7
-    contrastive_weight: float = 0.8
-    contrastive_temperature: float = 1.0
-    use_content_tokens: bool = True  # extra cross-attention to k-means tokens (ablation)
-    use_alignment_mask: bool = True
-    use_biased_mask: bool = True
-    use_contrastive: bool = True
-    style_from_reference: bool = True
+    alibi_window: int = 4  # h in Eq. 5 (Eq. 7's k = floor(T'_a / T'_v) follows from the audio rate)
+    contrastive_weight: float = 0.8  # lambda of Eq. 8
+    contrastive_temperature: float = Field(0.1, gt=0)  # Eq. 9: cosine similarity / temperature
+    # ablation switches (Table 4 and variants); the paper's model has all of them on
+    use_content_tokens: bool = True  # cross-attention to the k-means cluster centres of the tokens
+    use_alignment_mask: bool = True  # Eq. 6-7
+    use_biased_mask: bool = True  # Eq. 4-5
+    use_contrastive: bool = True  # Eq. 9 term of Eq. 8
+    style_from_reference: bool = True  # start token = stage-1 encoding of the reference
 
 
 class LipConfig(_Strict):
     """Lip branch (Sec. 3.4): Wav2Lip-style audio encoder -> 64 exp -> 13 lip coefficients."""
 
     audio_embed: int = 512
-    lip_mix: float = 0.2
-    mel_frames: int = 16
+    lip_mix: float = 0.2  # Eq. 10
+    mel_frames: int = 16  # 0.2 s of mel per video frame
     mel_bins: int = 80
+    # SadTalker's audio2exp checkpoint (auido2exp_00300-model.pth): Phi_A and Phi_M1 start from it;
+    # None: random initialisation. Phi_M2 (mapping2) is always new.
+    init_checkpoint: Path | None = None
 
 
 class TrainStageConfig(_Strict):
@@ -206,17 +209,22 @@ class TrainStageConfig(_Strict):
     log_every: int = Field(50, ge=1)
     val_every: int = Field(500, ge=1)
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
 
 
 class VQVAETrainConfig(TrainStageConfig):
     batch_size: int = Field(512, ge=1)  # official VQ batch
+    betas: tuple[float, float] = (0.9, 0.99)  # the paper's VQ-VAE AdamW betas (with the warm-up lr)
+
+
+class LipTrainConfig(TrainStageConfig):
+    window: int = Field(5, ge=1)  # the paper trains the lip branch on continuous 5 frames
 
 
 class TrainConfig(_Strict):
     vqvae: VQVAETrainConfig = VQVAETrainConfig()
     transformer: TrainStageConfig = TrainStageConfig()
-    lip: TrainStageConfig = TrainStageConfig()
+    lip: LipTrainConfig = LipTrainConfig()
     model_alias: str = "best"
     # CPU threads for training; float sums depend on it, so a resumed run must use the same count.
     # None: every core this process may use.

@@ -58,7 +58,7 @@ def skipped_metrics(cfg: Any) -> dict[str, str]:
     if e.rendered_dir is None or e.emotion_classifier_checkpoint is None:
         notes["EmoAcc"] = (
             "skipped: needs rendered test videos (eval.rendered_dir) and a facial-expression classifier "
-            "(eval.emotion_classifier_checkpoint); see EmoAcc_motion for the motion-space accuracy"
+            "(eval.emotion_classifier_checkpoint); see EmoAcc_stage1_head for the motion-space accuracy"
         )
     return notes
 
@@ -135,10 +135,11 @@ def evaluate_flow(
     summary = {
         "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
         "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
-        "EmoAcc_motion": accuracy(
+        # not the paper's EmoAcc: the model's own stage-1 emotion head scores its generated motion
+        "EmoAcc_stage1_head": accuracy(
             np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
         ),
-        "EmoAcc_gt_motion": accuracy(
+        "EmoAcc_stage1_head_gt_motion": accuracy(
             np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
             np.array([p["emotion_label"] for p in per_clip]),
         ),

@@ -15,7 +15,7 @@ from typing import Any
 from distributed import as_completed
 from prefect import flow, get_run_logger, task
 
-from emotalker.configs.constants import MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
+from emotalker.configs.constants import HUBERT_FPS, MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.files import file_lock, write_json_atomic
@@ -144,7 +144,8 @@ def face_fingerprint(cfg: PipelineConfig) -> str:
 def hubert_fingerprint(cfg: PipelineConfig) -> str:
     a = cfg.audio
     return fingerprint(
-        "hubert-v1",
+        "hubert-v2",  # v2: stored at HuBERT's native rate, not resampled to 25 fps
+        HUBERT_FPS,
         file_signature(a.emotion_model),
         a.emotion_layer,
         file_signature(a.content_model),

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config
 from emotalker.models.vqvae import MotionVQVAE
-from emotalker.tasks.features.workers import fingerprint
+from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.loop import TrainResult, iterate_batches, run_training
 from emotalker.tasks.training.plots import code_tsne, codebook_usage, loss_curves
@@ -34,8 +34,10 @@ from emotalker.tasks.training.stages import (
     build_transformer,
     build_vqvae,
     ckpt_dir,
+    content_centres,
     lip_datasets,
     lip_loss,
+    lip_model_config,
     lip_validate,
     model_summary,
     transformer_datasets,
@@ -260,12 +262,13 @@ def train_transformer(
     vqvae, norm, vq_hash = load_vqvae(cfg, cfg.train.model_alias, vq_dir)
     train, val = transformer_datasets(cfg, norm)
     fp = fingerprint(
-        "transformer-v1",
+        "transformer-v2",
         cfg.transformer.model_dump(),
         cfg.train.transformer.model_dump(),
         _split_hash(cfg),
         vq_hash,
         cfg.audio.kmeans_k,
+        content_centres(cfg)[1] if cfg.transformer.use_content_tokens else None,
     )
     d = ckpt_dir(cfg, "transformer", fp)
     if (done := _already_done(d)) is not None:
@@ -316,9 +319,8 @@ def train_transformer(
             "model": {
                 **cfg.transformer.model_dump(),
                 "code_dim": vqvae.code_dim,
-                "audio_per_token": vqvae.frames_per_token,
-                "content_vocab": cfg.audio.kmeans_k,
-                "ref_dim": vqvae.in_dim,
+                "content_vocab": model.content_vocab,
+                "content_dim": model.content_dim,
             },
             "vqvae_weights_sha": vq_hash,
         }
@@ -344,7 +346,14 @@ def train_lip(
     logger = get_run_logger()
     device = cfg.torch_device()
     train, val = lip_datasets(cfg)
-    fp = fingerprint("lip-v1", cfg.lip.model_dump(), cfg.train.lip.model_dump(), _split_hash(cfg))
+    init = cfg.lip.init_checkpoint
+    fp = fingerprint(
+        "lip-v2",
+        lip_model_config(cfg),
+        file_signature(init) if init is not None else None,
+        cfg.train.lip.model_dump(),
+        _split_hash(cfg),
+    )
     d = ckpt_dir(cfg, "lip", fp)
     if (done := _already_done(d)) is not None:
         logger.info("lip %s already trained: %s", fp, d)
@@ -380,4 +389,4 @@ def train_lip(
         )
         if res.steps < cfg.train.lip.steps:
             return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
-        return _finish(cfg, "lip", d, model, {"model": cfg.lip.model_dump()}, res, run.info.run_id)
+        return _finish(cfg, "lip", d, model, {"model": lip_model_config(cfg)}, res, run.info.run_id)

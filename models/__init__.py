@@ -7,7 +7,7 @@ from emotalker.models.masks import (
     alignment_mask,
     alignment_window,
     causal_mask,
-    scaled_align_k,
+    eq7_k,
 )
 from emotalker.models.quantizer import EMAQuantizer, QuantizerOutput
 from emotalker.models.transformer import CrossModalTransformer
@@ -27,6 +27,6 @@ __all__ = [
     "alignment_mask",
     "alignment_window",
     "causal_mask",
+    "eq7_k",
     "load_sadtalker_audio2exp",
-    "scaled_align_k",
 ]

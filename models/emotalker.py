@@ -8,7 +8,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotalker.configs.constants import EXP_DIM, FACE_DIM, FACE_INDICES, LIP_DIM, MOTION_DIM
+from emotalker.configs.constants import (
+    AUDIO_FRAMES_PER_VIDEO_FRAME,
+    EXP_DIM,
+    FACE_DIM,
+    FACE_INDICES,
+    LIP_DIM,
+    LIP_INDICES,
+    MOTION_DIM,
+)
 from emotalker.models.lip import LipBranch
 from emotalker.models.motion import merge_motion
 from emotalker.models.transformer import CrossModalTransformer
@@ -70,55 +78,64 @@ class EmoTalker(nn.Module):
         max_context: int | None = 64,
         lip_batch: int = 256,
     ) -> np.ndarray:
-        """Generate (T, 70) motion for T frames at 25 fps, any T.
+        """Generate (T, 70) motion for the T video frames (25 fps) of ``mel_windows``, any T.
 
-        reference: (70,) motion of the neutral reference frame (identity/style for the face branch and the
-        reference expression for ExpNet); emotion_audio_feats: (T, audio_dim); content: (T,) k-means tokens or
-        (T, d) features (None when the transformer has no content branch); mel_windows: (T, 80, 16);
-        ratio: optional (T,) or (T, 1) blink ratio. ``max_context`` tokens of sliding context keep
-        autoregressive decoding linear in T (None = full context).
+        reference: (70,) motion of the neutral reference frame; the stage-1 encoder encodes its face part
+        into the start token (Sec. 3.3). emotion_audio_feats: (T'_a, audio_dim) HuBERT features at their
+        native ~50 Hz rate (T'_a = floor((N - 400) / 320) + 1, about 2T); content: (T'_a,) k-means tokens
+        (None when the transformer has no content branch); mel_windows: (T, 80, 16); ratio: optional
+        (T,) or (T, 1) blink ratio. The lip branch's mapping network takes the face branch's generated
+        expression frame by frame. ``max_context`` tokens of sliding context keep autoregressive
+        decoding linear in T (None = full context).
         """
         self.eval()
         dev = self.face_mean.device
         ref = _as_tensor(reference, "reference").float().to(dev)
         if ref.shape != (MOTION_DIM,):
             raise ValueError(f"reference must be ({MOTION_DIM},) motion, got {tuple(ref.shape)}")
-        audio = _as_tensor(emotion_audio_feats, "emotion_audio_feats").float().to(dev)
-        if audio.ndim != 2 or audio.shape[0] < 1:
-            raise ValueError(f"emotion_audio_feats must be (T, D) with T >= 1, got {tuple(audio.shape)}")
-        t = audio.shape[0]
         mel = _as_tensor(mel_windows, "mel_windows").float().to(dev)
-        if mel.shape != (t, 80, 16):
+        if mel.ndim != 3 or mel.shape[0] < 1 or mel.shape[1:] != (80, 16):
+            raise ValueError(f"mel_windows must be (T, 80, 16) with T >= 1, got {tuple(mel.shape)}")
+        t = mel.shape[0]
+        rate = AUDIO_FRAMES_PER_VIDEO_FRAME
+        audio = _as_tensor(emotion_audio_feats, "emotion_audio_feats").float().to(dev)
+        if audio.ndim != 2 or abs(audio.shape[0] - rate * t) > rate:
             raise ValueError(
-                f"mel_windows must be ({t}, 80, 16) to match the audio features, got {tuple(mel.shape)}"
+                f"emotion_audio_feats must be (T'_a, D) HuBERT frames at {rate} per video frame "
+                f"(about {rate * t} for {t} mel windows), got {tuple(audio.shape)}"
             )
         tok = None
         if content is not None:
             tok = _as_tensor(content, "content").to(dev)
-            if tok.shape[0] != t:
-                raise ValueError(f"content has {tok.shape[0]} frames, audio features have {t}")
-            if tok.is_floating_point():
-                tok = tok.float()
+            if tok.shape != audio.shape[:1]:
+                raise ValueError(
+                    f"content has {tuple(tok.shape)} tokens, audio features {audio.shape[0]} frames"
+                )
 
-        # face branch: pad to a whole number of tokens, decode autoregressively, crop
+        # face branch: pad to whole tokens (audio to `rate` frames per padded video frame, so Eq. 7
+        # gives k = rate * l), decode autoregressively from the stage-1 encoding of the reference, crop
         n_tok = self.vqvae.n_tokens(t)
         t_pad = n_tok * self.vqvae.frames_per_token
-        audio_p = _pad_frames(audio, t_pad)[None]
-        tok_p = _pad_frames(tok, t_pad)[None] if tok is not None else None
+        audio_p = _pad_frames(audio, rate * t_pad)[: rate * t_pad][None]
+        tok_p = _pad_frames(tok, rate * t_pad)[: rate * t_pad][None].long() if tok is not None else None
         face_ref = ((ref[list(FACE_INDICES)] - self.face_mean) / self.face_std)[None]
         _, idx = self.transformer.generate(
             audio_p,
             tok_p,
             n_tok,
-            start=face_ref,
+            start=self.vqvae.encode_reference(face_ref),
             codebook=self.vqvae.quantizer.codebook,
             max_context=max_context,
         )
         assert idx is not None
         face = self.vqvae.decode_indices(idx, t)[0] * self.face_std + self.face_mean  # (T, 57)
 
-        # lip branch, per frame
-        ref_exp = ref[:EXP_DIM][None]
+        # lip branch, per frame: the mapping network takes the face branch's generated expression
+        # (its 51 non-lip coefficients; the 13 lip ones from the reference) as beta, frame by frame
+        beta = torch.zeros(t, MOTION_DIM, device=dev)
+        beta[:, list(FACE_INDICES)] = face
+        beta[:, list(LIP_INDICES)] = ref[list(LIP_INDICES)]
+        beta = beta[:, :EXP_DIM]
         r = None
         if ratio is not None:
             r = _as_tensor(ratio, "ratio").float().to(dev).reshape(t, 1)
@@ -126,7 +143,7 @@ class EmoTalker(nn.Module):
         for s in range(0, t, lip_batch):
             e = min(t, s + lip_batch)
             rr = r[s:e] if r is not None else None
-            lips.append(self.lip(mel[s:e, None], ref_exp.expand(e - s, -1), rr)["lip"])
+            lips.append(self.lip(mel[s:e, None], beta[s:e], rr)["lip"])
         lip = torch.cat(lips, dim=0)
         assert lip.shape == (t, LIP_DIM)
         return merge_motion(face.cpu().numpy().astype(np.float32), lip.cpu().numpy().astype(np.float32))

@@ -168,8 +168,10 @@ class LipBranch(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> LipBranch:
-        """Build from :class:`emotalker.configs.schema.LipConfig`."""
+        """Build from :class:`emotalker.configs.schema.LipConfig` (its ``init_checkpoint`` is for
+        :meth:`load_sadtalker_audio2exp`, which the training stage calls)."""
         kwargs = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
+        kwargs.pop("init_checkpoint", None)
         kwargs.update(overrides)
         return cls(**kwargs)
 

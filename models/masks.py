@@ -11,9 +11,6 @@ import math
 
 import torch
 
-# Official layout: HuBERT at 50 Hz, 4 video frames (25 fps) per token -> 8 audio frames per token.
-OFFICIAL_AUDIO_PER_TOKEN = 8
-
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head ALiBi slopes m_h (geometric 2^(-8/n)); non-powers of two interleave as in ALiBi."""
@@ -70,23 +67,22 @@ def causal_mask(
     return torch.zeros(length, length, dtype=dtype, device=device).masked_fill(upper, float("-inf"))[None]
 
 
-def scaled_align_k(align_k: int, audio_per_token: int) -> int:
-    """Half-width of the alignment window in *our* audio frames.
-
-    ``align_k`` is given in the official unit (50 Hz HuBERT, 8 audio frames per token); with
-    ``audio_per_token`` frames per token the window is scaled to cover the same time span:
-    ``k' = max(1, round(align_k * audio_per_token / 8))`` (k=8 -> 4 at 25 fps; exact for the official 8).
-    """
-    if align_k < 1 or audio_per_token < 1:
-        raise ValueError(f"align_k and audio_per_token must be >= 1, got {align_k}, {audio_per_token}")
-    return max(1, round(align_k * audio_per_token / OFFICIAL_AUDIO_PER_TOKEN))
+def eq7_k(n_audio: int, n_tokens: int) -> int:
+    """Eq. 7: k = floor(T'_a / T'_v), HuBERT frames per motion token (8 for 50 Hz audio and l = 4)."""
+    if n_tokens < 1:
+        raise ValueError(f"need >= 1 motion token, got {n_tokens}")
+    k = n_audio // n_tokens
+    if k < 1:
+        raise ValueError(
+            f"audio has {n_audio} frames for {n_tokens} tokens: Eq. 7 needs k = T'_a // T'_v >= 1"
+        )
+    return k
 
 
 def alignment_window(
     n_tokens: int,
     n_audio: int,
     k: int = 8,
-    audio_per_token: int | None = None,
     *,
     token_offset: int = 0,
     audio_offset: int = 0,
@@ -95,20 +91,17 @@ def alignment_window(
     """Boolean (n_tokens, n_audio) map, True where token i may attend audio frame s (Eq. 6-7).
 
     Token ``i`` (absolute index ``i + token_offset``) sees absolute audio frames
-    ``[max(0, a*i - k), min(S, a*i + k))`` with ``a = audio_per_token`` (``a = k`` gives the official
-    ``[8i - 8, 8i + 8)``). Rows whose window falls past the end of the audio are given the last frame,
-    so no row is ever fully masked. ``audio_offset`` is the absolute index of column 0.
+    ``[max(0, k*i - k), min(S, k*i + k))`` (the official ``[8i - 8, 8i + 8)`` for k = 8). Rows whose
+    window falls past the end of the audio are given the last frame, so no row is ever fully masked.
+    ``audio_offset`` is the absolute index of column 0.
     """
     if n_tokens < 1 or n_audio < 1:
         raise ValueError(f"alignment mask needs >= 1 token and audio frame, got {n_tokens}, {n_audio}")
     if k < 1:
         raise ValueError(f"alignment half-width k must be >= 1, got {k}")
-    a = k if audio_per_token is None else audio_per_token
-    if a < 1:
-        raise ValueError(f"audio_per_token must be >= 1, got {a}")
     i = torch.arange(n_tokens, device=device) + token_offset
-    start = ((a * i - k).clamp(min=0) - audio_offset).clamp(min=0)
-    end = (a * i + k) - audio_offset
+    start = ((k * i - k).clamp(min=0) - audio_offset).clamp(min=0)  # Eq. 6
+    end = (k * i + k) - audio_offset
     last = n_audio - 1
     start = start.clamp(max=last)  # guarantee at least one visible frame per row
     end = torch.maximum(end.clamp(max=n_audio), start + 1)
@@ -120,7 +113,6 @@ def alignment_mask(
     n_tokens: int,
     n_audio: int,
     k: int = 8,
-    audio_per_token: int | None = None,
     *,
     token_offset: int = 0,
     audio_offset: int = 0,
@@ -132,7 +124,6 @@ def alignment_mask(
         n_tokens,
         n_audio,
         k,
-        audio_per_token,
         token_offset=token_offset,
         audio_offset=audio_offset,
         device=device,

@@ -1,16 +1,15 @@
 """Stage 2 (Sec. 3.3): cross-modal autoregressive Transformer decoder over codebook embeddings.
 
-Each decoder layer: biased causal self-attention (Eq. 4-5) -> cross-attention to content-token
-embeddings (k-means HuBERT units; the extra branch) -> cross-attention to emotion-aware HuBERT features
-under the alignment mask (Eq. 6-7) -> feed-forward. The first input is a style token projected from
-the neutral reference face coefficients; the style embedding is also added to every later input so
-sliding-window decoding never loses identity. The model predicts codebook-space embeddings ê_i and is
-trained with L2 + a contrastive term over all K codes (Eq. 8-9).
+Each decoder layer: biased causal self-attention (Eq. 4-5) -> cross-attention to the content tokens'
+k-means cluster centres ("the cluster center embedding as the discrete code feature", projected from the
+HuBERT width) -> cross-attention to emotion-aware HuBERT features under the alignment mask (Eq. 6-7) ->
+feed-forward. The start token is the stage-1 encoder's encoding of the reference face coefficients
+(``reference``, (B, code_dim)); its projection is also added to every later input so sliding-window
+decoding never loses identity. The model predicts codebook-space embeddings ê_i and is trained with
+L2 + a cosine-similarity contrastive term over all K codes (Eq. 8-9).
 
-Audio layout: the pipeline aligns HuBERT features to 25 fps, so with l = 4 frames per token
-``audio_per_token = 4``; ``align_k`` keeps the official unit (50 Hz audio, 8 frames per token) and is
-scaled to ``scaled_align_k(align_k, audio_per_token)`` (8 -> 4). With ``audio_per_token = 8`` the mask
-is exactly Eq. 7.
+Audio stays at HuBERT's native rate (~50 Hz): Eq. 7's k = floor(T'_a / T'_v) is taken from the
+lengths of each call (8 for 50 Hz audio and l = 4 frames per token).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotalker.models.masks import alibi_biased_mask, alignment_mask, causal_mask, scaled_align_k
+from emotalker.models.masks import alibi_biased_mask, alignment_mask, causal_mask, eq7_k
 from emotalker.models.quantizer import code_distances
 
 
@@ -116,29 +115,25 @@ class CrossModalTransformer(nn.Module):
         audio_dim: int = 768,
         code_dim: int = 256,
         alibi_window: int = 4,
-        align_k: int = 8,
-        audio_per_token: int = 4,
         use_content_tokens: bool = True,
         content_vocab: int = 200,
-        content_dim: int | None = None,
+        content_dim: int = 768,
         use_alignment_mask: bool = True,
         use_biased_mask: bool = True,
-        ref_dim: int = 57,
         style_from_reference: bool = True,
         num_emotions: int = 0,
         contrastive_weight: float = 0.8,
-        contrastive_temperature: float = 1.0,
+        contrastive_temperature: float = 0.1,
         use_contrastive: bool = True,
     ) -> None:
         super().__init__()
+        if contrastive_temperature <= 0:
+            raise ValueError(f"contrastive_temperature must be > 0, got {contrastive_temperature}")
         self.d_model = d_model
         self.n_heads = n_heads
         self.code_dim = code_dim
         self.audio_dim = audio_dim
         self.alibi_window = alibi_window
-        self.align_k = align_k
-        self.audio_per_token = audio_per_token
-        self.k_eff = scaled_align_k(align_k, audio_per_token)
         self.use_content_tokens = use_content_tokens
         self.use_alignment_mask = use_alignment_mask
         self.use_biased_mask = use_biased_mask
@@ -146,21 +141,18 @@ class CrossModalTransformer(nn.Module):
         self.contrastive_weight = contrastive_weight
         self.contrastive_temperature = contrastive_temperature
         self.use_contrastive = use_contrastive
-        self.ref_dim = ref_dim
 
         self.audio_proj = nn.Linear(audio_dim, d_model)
-        self.content_embed: nn.Module | None = None
-        if use_content_tokens:
-            self.content_embed = (
-                nn.Embedding(content_vocab, d_model)
-                if content_dim is None
-                else nn.Linear(content_dim, d_model)
-            )
         self.content_vocab = content_vocab
         self.content_dim = content_dim
+        self.content_proj: nn.Module | None = None
+        if use_content_tokens:
+            # k-means centres of the content tokens (K, HuBERT width): fixed, saved with the weights
+            self.register_buffer("content_centres", torch.zeros(content_vocab, content_dim))
+            self.content_proj = nn.Linear(content_dim, d_model)
         self.token_proj = nn.Linear(code_dim, d_model)
         if style_from_reference:
-            self.style_proj: nn.Module = nn.Linear(ref_dim, d_model)
+            self.style_proj: nn.Module = nn.Linear(code_dim, d_model)  # over the stage-1 encoding
         else:
             self.style_proj = nn.Identity()
             self.style_token = nn.Parameter(torch.zeros(d_model))
@@ -171,9 +163,21 @@ class CrossModalTransformer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, code_dim)
 
+    @torch.no_grad()
+    def set_content_centres(self, centres: torch.Tensor) -> None:
+        """Install the k-means cluster centres (content_vocab, content_dim) the content tokens index."""
+        if not self.use_content_tokens:
+            raise ValueError("use_content_tokens=False: the model has no content branch")
+        want = (self.content_vocab, self.content_dim)
+        if tuple(centres.shape) != want:
+            raise ValueError(
+                f"content centres must be {want} (k-means K x HuBERT width), got {tuple(centres.shape)}"
+            )
+        self.content_centres.copy_(centres.to(self.content_centres))
+
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> CrossModalTransformer:
-        """Build from a ``TransformerConfig`` (``content_vocab=cfg.audio.kmeans_k``)."""
+        """Build from a ``TransformerConfig`` (``content_vocab=cfg.audio.kmeans_k``, ``content_dim``)."""
         kwargs = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -182,12 +186,15 @@ class CrossModalTransformer(nn.Module):
     def style(
         self, reference: torch.Tensor | None, batch: int, emotion: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Style embedding (B, d_model) from the reference face coefficients (B, ref_dim)."""
+        """Start/style embedding (B, d_model) from the stage-1 encoding of the reference (B, code_dim)."""
         if self.style_from_reference:
             if reference is None:
-                raise ValueError("style_from_reference=True needs a reference (B, ref_dim)")
-            if reference.ndim != 2 or reference.shape != (batch, self.ref_dim):
-                raise ValueError(f"reference must be ({batch}, {self.ref_dim}), got {tuple(reference.shape)}")
+                raise ValueError("style_from_reference=True needs a reference encoding (B, code_dim)")
+            if reference.ndim != 2 or reference.shape != (batch, self.code_dim):
+                raise ValueError(
+                    f"reference must be the stage-1 encoding ({batch}, {self.code_dim}), "
+                    f"got {tuple(reference.shape)}"
+                )
             s = self.style_proj(reference)
         else:
             s = self.style_token[None].expand(batch, -1)
@@ -208,29 +215,23 @@ class CrossModalTransformer(nn.Module):
             pe = sinusoid(pos, self.d_model).to(audio.dtype)[None]
         a = self.audio_proj(audio) + pe
         c = None
-        if self.content_embed is not None:
+        if self.content_proj is not None:
             if content is None:
-                raise ValueError("use_content_tokens=True needs content tokens (B, S) or features (B, S, d)")
-            if content.shape[:2] != audio.shape[:2]:
+                raise ValueError("use_content_tokens=True needs content tokens (B, S)")
+            if content.shape != audio.shape[:2]:
                 raise ValueError(
-                    f"content {tuple(content.shape)} and audio {tuple(audio.shape)} must share (B, S)"
+                    f"content tokens {tuple(content.shape)} and audio {tuple(audio.shape)} must share (B, S)"
                 )
-            if self.content_dim is None:
-                if content.dtype not in (torch.int32, torch.int64) or content.ndim != 2:
-                    raise ValueError("content must be integer token ids (B, S) when content_dim is None")
-                if int(content.min()) < 0 or int(content.max()) >= self.content_vocab:
-                    raise ValueError(f"content tokens must lie in [0, {self.content_vocab})")
-                c = self.content_embed(content.long()) + pe
-            else:
-                if content.ndim != 3 or content.shape[-1] != self.content_dim:
-                    raise ValueError(
-                        f"content features must be (B, S, {self.content_dim}), got {tuple(content.shape)}"
-                    )
-                c = self.content_embed(content.to(audio.dtype)) + pe
+            if content.dtype not in (torch.int16, torch.int32, torch.int64):
+                raise ValueError(f"content must be integer k-means token ids (B, S), got {content.dtype}")
+            if int(content.min()) < 0 or int(content.max()) >= self.content_vocab:
+                raise ValueError(f"content tokens must lie in [0, {self.content_vocab})")
+            centres = F.embedding(content.long(), self.content_centres).to(audio.dtype)
+            c = self.content_proj(centres) + pe  # cluster-centre embedding as the discrete code feature
         return a, c
 
     def _masks(
-        self, n_tok: int, n_audio: int, token_offset: int, audio_offset: int, device: torch.device
+        self, n_tok: int, n_audio: int, k: int, token_offset: int, audio_offset: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.use_biased_mask:
             self_mask = alibi_biased_mask(self.n_heads, n_tok, self.alibi_window, device=device)
@@ -239,13 +240,7 @@ class CrossModalTransformer(nn.Module):
         cross = None
         if self.use_alignment_mask:
             cross = alignment_mask(
-                n_tok,
-                n_audio,
-                self.k_eff,
-                self.audio_per_token,
-                token_offset=token_offset,
-                audio_offset=audio_offset,
-                device=device,
+                n_tok, n_audio, k, token_offset=token_offset, audio_offset=audio_offset, device=device
             )[None]
         return self_mask[None], (cross[None] if cross is not None else None)
 
@@ -254,6 +249,7 @@ class CrossModalTransformer(nn.Module):
         inputs: torch.Tensor,
         audio: torch.Tensor,
         content: torch.Tensor | None,
+        k: int,
         token_offset: int,
         audio_offset: int,
     ) -> torch.Tensor:
@@ -261,7 +257,9 @@ class CrossModalTransformer(nn.Module):
         pos = torch.arange(inputs.shape[1], device=inputs.device) + token_offset
         # periodic positional encoding (FaceFormer PPE, period = alibi window)
         x = inputs + sinusoid(pos % self.alibi_window, self.d_model).to(inputs.dtype)[None]
-        self_mask, cross = self._masks(inputs.shape[1], audio.shape[1], token_offset, audio_offset, x.device)
+        self_mask, cross = self._masks(
+            inputs.shape[1], audio.shape[1], k, token_offset, audio_offset, x.device
+        )
         for layer in self.layers:
             x = layer(x, self_mask, audio, cross, content, cross)
         return self.head(self.norm(x))
@@ -275,7 +273,11 @@ class CrossModalTransformer(nn.Module):
         reference: torch.Tensor | None = None,
         emotion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher forcing: inputs [style, e_1..e_{N-1}] -> predictions ê_1..ê_N (B, N, code_dim)."""
+        """Teacher forcing: inputs [start, e_1..e_{N-1}] -> predictions ê_1..ê_N (B, N, code_dim).
+
+        ``audio_feats`` (B, T'_a, audio_dim) at HuBERT's rate and ``content`` (B, T'_a) tokens cover the
+        N tokens' frames; ``reference`` (B, code_dim) is the stage-1 encoding of the reference face.
+        """
         if targets_q.ndim != 3 or targets_q.shape[-1] != self.code_dim:
             raise ValueError(f"targets must be (B, N, {self.code_dim}), got {tuple(targets_q.shape)}")
         b, n, _ = targets_q.shape
@@ -283,7 +285,7 @@ class CrossModalTransformer(nn.Module):
         prev = self.token_proj(targets_q[:, :-1]) + s[:, None]
         inputs = torch.cat([s[:, None], prev], dim=1)
         a, c = self._memory(audio_feats, content)
-        return self._decode(inputs, a, c, 0, 0)
+        return self._decode(inputs, a, c, eq7_k(a.shape[1], n), 0, 0)
 
     def loss(
         self,
@@ -295,8 +297,9 @@ class CrossModalTransformer(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Eq. 8-9: L2 to the quantized targets + contrastive weight * InfoNCE over all K codes.
 
-        InfoNCE logits are ``-||ê_i - c_k||^2 / temperature`` for every code c_k; the positive is the
-        ground-truth index. ``mask`` (B, N) marks valid tokens.
+        Eq. 9 logits are the cosine similarities ``sim(ê_i, c_k) / temperature`` against every code c_k;
+        the positive is the ground-truth index, every other code a negative. ``mask`` (B, N) marks valid
+        tokens.
         """
         if pred.shape != targets_q.shape or target_idx.shape != pred.shape[:2]:
             raise ValueError(
@@ -306,8 +309,9 @@ class CrossModalTransformer(nn.Module):
         m = torch.ones(pred.shape[:2], device=pred.device) if mask is None else mask.float()
         denom = m.sum().clamp(min=1.0)
         l2 = (((pred - targets_q.detach()) ** 2).mean(-1) * m).sum() / denom
-        d2 = code_distances(pred.reshape(-1, pred.shape[-1]), codebook.detach())
-        logits = -d2 / self.contrastive_temperature
+        cb = codebook.detach().to(pred.dtype)
+        flat = pred.reshape(-1, pred.shape[-1])
+        logits = F.normalize(flat, dim=1) @ F.normalize(cb, dim=1).t() / self.contrastive_temperature  # Eq. 9
         ce = F.cross_entropy(logits, target_idx.reshape(-1).long(), reduction="none")
         contrastive = (ce * m.reshape(-1)).sum() / denom
         acc = ((logits.argmax(1) == target_idx.reshape(-1)).float() * m.reshape(-1)).sum() / denom
@@ -328,10 +332,10 @@ class CrossModalTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Greedy autoregressive decoding of ``n_tokens`` embeddings.
 
-        ``start`` is the reference (B, ref_dim) that forms the style token. With ``codebook`` (K, D)
-        each prediction is snapped to its nearest code before being fed back (what teacher forcing
-        trained on) and the indices are returned too. ``max_context`` limits the decoder to the last
-        that many inputs (and their audio window), keeping time and memory linear in length.
+        ``start`` is the stage-1 encoding of the reference (B, code_dim) that forms the start token.
+        With ``codebook`` (K, D) each prediction is snapped to its nearest code before being fed back
+        (what teacher forcing trained on) and the indices are returned too. ``max_context`` limits the
+        decoder to the last that many inputs (and their audio window): time and memory linear in length.
         """
         if n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
@@ -341,6 +345,7 @@ class CrossModalTransformer(nn.Module):
         s = self.style(start, b, emotion)
         a_full, c_full = self._memory(audio_feats, content_feats)
         n_audio = a_full.shape[1]
+        k = eq7_k(n_audio, n_tokens)
         inputs = [s[:, None]]
         preds: list[torch.Tensor] = []
         indices: list[torch.Tensor] = []
@@ -349,11 +354,11 @@ class CrossModalTransformer(nn.Module):
             window = torch.cat(inputs[t0 : i + 1], dim=1)
             a0, a1 = 0, n_audio
             if max_context is not None and self.use_alignment_mask:
-                a0 = min(max(0, self.audio_per_token * t0 - self.k_eff), n_audio - 1)
-                a1 = max(a0 + 1, min(n_audio, self.audio_per_token * i + self.k_eff))
+                a0 = min(max(0, k * t0 - k), n_audio - 1)
+                a1 = max(a0 + 1, min(n_audio, k * i + k))
             a = a_full[:, a0:a1]
             c = c_full[:, a0:a1] if c_full is not None else None
-            out = self._decode(window, a, c, t0, a0)[:, -1]  # ê_{i+1}
+            out = self._decode(window, a, c, k, t0, a0)[:, -1]  # ê_{i+1}
             if codebook is not None:
                 idx = code_distances(out, codebook).argmin(1)
                 out = codebook.to(out.dtype)[idx]

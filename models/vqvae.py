@@ -144,6 +144,17 @@ class MotionVQVAE(nn.Module):
         x, _ = self._pad(x)
         return self.encoder(x.transpose(1, 2)).transpose(1, 2)
 
+    def encode_reference(self, reference: torch.Tensor) -> torch.Tensor:
+        """Stage-1 encoding (B, code_dim) of one reference frame (B, in_dim), held for l frames.
+
+        Sec. 3.3: "the pre-trained autoencoder from the first stage encodes the 3DMM representation
+        extracted from the reference image"; the result is the Transformer's start token.
+        """
+        if reference.ndim != 2 or reference.shape[-1] != self.in_dim:
+            raise ValueError(f"reference must be (B, {self.in_dim}), got {tuple(reference.shape)}")
+        held = reference[:, None].expand(-1, self.frames_per_token, -1)
+        return self.encode_latent(held)[:, 0]
+
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest codes of latents z (B, N, code_dim) -> (z_q, indices); no EMA update."""
         idx = self.quantizer.nearest(z)

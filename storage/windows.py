@@ -23,7 +23,11 @@ class WindowDataset(Dataset):
     """Windows ``[s, s + window)`` (step ``hop``) over clips, aligned on the 25 fps video frame axis.
 
     Each item is ``{name: Tensor(window, ...), "clip_id": str, "start": int}`` plus ``"label": int`` when
-    ``labels`` is given. ``transforms[name]`` is applied to the numpy slice before conversion to a tensor.
+    ``labels`` is given. A source given as ``(store, key, rate)`` holds ``rate`` frames per video frame
+    (HuBERT features and tokens at their native 50 Hz: rate 2); its items are the ``rate * window`` frames
+    ``[rate * s, rate * (s + window))``, the clip's last frame repeated where the store ends early
+    (floor((N - 400) / 320) + 1 HuBERT frames fall one short of 2 per video frame).
+    ``transforms[name]`` is applied to the numpy slice before conversion to a tensor.
     Clips shorter than ``window`` are skipped and counted in ``.skipped``. Clip completeness and lengths
     are checked once here; items then slice per-worker cached zarr handles (only the overlapping chunks are
     read) or, for clips that fit ``cache_bytes``, a per-worker LRU of decoded clips, so the stores must
@@ -35,7 +39,7 @@ class WindowDataset(Dataset):
 
     def __init__(
         self,
-        sources: dict[str, tuple[FeatureStore, str]],
+        sources: dict[str, tuple[FeatureStore, str] | tuple[FeatureStore, str, int]],
         clip_ids: list[str],
         window: int,
         hop: int | None = None,
@@ -54,7 +58,14 @@ class WindowDataset(Dataset):
         self.hop = max(1, self.window // 2) if hop is None else int(hop)
         if self.hop < 1:
             raise ValueError(f"hop must be >= 1, got {hop}")
-        self.sources = dict(sources)
+        self.sources: dict[str, tuple[FeatureStore, str]] = {}
+        self.rates: dict[str, int] = {}
+        for name, src in sources.items():
+            rate = int(src[2]) if len(src) == 3 else 1  # type: ignore[misc]
+            if rate < 1:
+                raise ValueError(f"source {name!r}: rate must be >= 1 frame per video frame, got {rate}")
+            self.sources[name] = (src[0], src[1])
+            self.rates[name] = rate
         self.transforms = dict(transforms or {})
         unknown = sorted(set(self.transforms) - set(self.sources))
         if unknown:
@@ -82,7 +93,7 @@ class WindowDataset(Dataset):
                 shape = store.shape(cid, key)
                 if len(shape) == 0:
                     raise ValueError(f"source {name!r}: array {key!r} of clip {cid!r} is scalar")
-                lengths[name] = shape[0]
+                lengths[name] = -(-shape[0] // self.rates[name])  # in video frames
             n = min(lengths.values())
             if len(set(lengths.values())) > 1 and not warned:
                 warnings.warn(
@@ -117,24 +128,39 @@ class WindowDataset(Dataset):
             self._handles.move_to_end(hk)
         return h
 
-    def _slice(self, name: str, clip_id: str, start: int) -> np.ndarray:
-        """Frames ``[start, start + window)``: from the decoded-clip cache when the clip fits in it."""
+    def _rows(self, name: str, clip_id: str, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``[start, stop)``: from the decoded-clip cache when the clip fits in it."""
         hk = (name, clip_id)
         full = self._decoded.get(hk)
         if full is not None:
             self._decoded.move_to_end(hk)
-            return full[start : start + self.window].copy()  # callers may modify items in place
+            return full[start:stop].copy()  # callers may modify items in place
         h = self._handle(name, clip_id)
         nbytes = int(np.prod(h.shape)) * h.dtype.itemsize
         if nbytes > self.cache_bytes // 2:  # too large to be worth caching: read just the window
-            return np.asarray(h[start : start + self.window])
+            return np.asarray(h[start:stop])
         full = np.asarray(h[...])
         self._decoded[hk] = full
         self._decoded_bytes += nbytes
         while self._decoded_bytes > self.cache_bytes and self._decoded:
             _, old = self._decoded.popitem(last=False)
             self._decoded_bytes -= old.nbytes
-        return full[start : start + self.window].copy()
+        return full[start:stop].copy()
+
+    def _slice(self, name: str, clip_id: str, start: int) -> np.ndarray:
+        """The source's rows for video frames ``[start, start + window)`` (``rate`` rows per frame)."""
+        r = self.rates[name]
+        want = r * self.window
+        rows = self._rows(name, clip_id, r * start, r * start + want)
+        if len(rows) < want:  # a native-rate store ends a frame early: hold the last frame
+            rows = np.concatenate([rows, np.repeat(rows[-1:], want - len(rows), axis=0)])
+        return rows
+
+    def frame(self, name: str, clip_id: str, index: int) -> np.ndarray:
+        """One stored row of a source (e.g. a randomly sampled reference frame of the clip)."""
+        if not 0 <= index < self.clip_lengths[clip_id] * self.rates[name]:
+            raise IndexError(f"frame {index} out of range for clip {clip_id!r} (source {name!r})")
+        return self._rows(name, clip_id, index, index + 1)[0]
 
     def __len__(self) -> int:
         return len(self._index)

@@ -119,17 +119,29 @@ def align_face(
         raise ValueError("degenerate landmarks: zero scale in the similarity fit")
     s = rescale_factor / s0
     w, h, left, up = _crop_window(w0, h0, s, t[0], t[1], target_size)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(img, (max(w, 1), max(h, 1)), interpolation=interp)
-    crop = np.zeros((target_size, target_size, 3), dtype=img.dtype)
-    sx0, sy0 = max(left, 0), max(up, 0)
-    sx1, sy1 = min(left + target_size, w), min(up + target_size, h)
-    if sx1 > sx0 and sy1 > sy0:
-        crop[sy0 - up : sy1 - up, sx0 - left : sx1 - left] = resized[sy0:sy1, sx0:sx1]
+    crop = _pil_resize_crop(img, (max(w, 1), max(h, 1)), (left, up, left + target_size, up + target_size))
     lm_crop = np.stack([lm[:, 0] * (w / w0) - left, lm[:, 1] * (h / h0) - up], axis=1)
     trans_params = np.array([w0, h0, s, t[0], t[1]], dtype=np.float64)
     aligned = crop.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
     return aligned, trans_params, lm_crop.astype(np.float32)
+
+
+def _pil_resize_crop(img: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """Upstream ``resize_n_crop_img``: PIL bicubic resize, then a crop that pads with black outside.
+
+    PIL's bicubic (not cv2's cubic/area) is what Deep3DFace's regressor saw in training; the two differ
+    enough to move the coefficients by tenths of a percent.
+    """
+    from PIL import Image
+
+    if img.dtype == np.uint8:
+        return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BICUBIC).crop(box))
+    chans = [  # float images: one 32-bit float plane per channel (PIL has no float RGB mode)
+        np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32)).resize(
+            size, Image.Resampling.BICUBIC).crop(box))
+        for c in range(img.shape[2])
+    ]  # fmt: skip
+    return np.stack(chans, axis=-1).astype(img.dtype)
 
 
 def _crop_window(

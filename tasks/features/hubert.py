@@ -486,30 +486,3 @@ def extract_hubert_single(
     ks = _check_layers(layers, int(model.config.num_hidden_layers))
     prepared = _prepare(waves, normalize)
     return [_run_batch(model, [w], ks, device, use_mask=False)[0] for w in prepared]
-
-
-def align_to_video(feats: np.ndarray, n_video_frames: int, fps: float = 25.0) -> np.ndarray:
-    """Resample HuBERT frames (~50 Hz) onto video frames by linear interpolation in time.
-
-    HuBERT frame j covers samples [320j, 320j+400), centre (320j+200)/16000 s; video frame i has centre
-    (i+0.5)/fps s. Each video frame takes the linear interpolation of the two HuBERT frames around its
-    centre, clamped to the first/last frame at the edges. At 25 fps video frame i sits at HuBERT index
-    2i + 0.375.
-    """
-    f = np.asarray(feats)
-    if f.ndim != 2:
-        raise ValueError(f"feats must be (n, d), got shape {f.shape}")
-    if f.shape[0] == 0:
-        raise ValueError("feats has no frames to align")
-    if n_video_frames < 0:
-        raise ValueError(f"n_video_frames must be >= 0, got {n_video_frames}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    centres = (np.arange(n_video_frames, dtype=np.float64) + 0.5) / fps * SAMPLE_RATE
-    pos = (centres - HUBERT_WIN / 2) / HUBERT_HOP
-    pos = np.clip(pos, 0.0, f.shape[0] - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, f.shape[0] - 1)
-    w = (pos - lo)[:, None]
-    out = (1.0 - w) * f[lo].astype(np.float64) + w * f[hi].astype(np.float64)
-    return out.astype(np.float32)

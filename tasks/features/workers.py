@@ -20,6 +20,7 @@ from emotalker.configs.constants import (
     COEFF_SLICES,
     EXP_DIM,
     FPS,
+    HUBERT_FPS,
     SAMPLE_RATE,
     WaveformNormalization,
 )
@@ -213,9 +214,12 @@ def hubert_features(
 def hubert_chunk(
     clips: list[dict[str, Any]], store_root: str, audio_cfg: dict[str, Any], device: str, fp: str
 ) -> list[dict[str, Any]]:
-    """Emotion features (last layer of the ER model) and content features (layer k of HuBERT) at 25 fps."""
+    """Emotion features (last layer of the ER model) and content features (layer k of HuBERT).
+
+    Stored at HuBERT's native rate (floor((N - 400) / 320) + 1 frames, ~50 Hz; Eq. 6-7's T'_a), not
+    resampled to the video; the clip attributes record ``frame_rate`` and the clip's ``video_frames``.
+    """
     from emotalker.tasks.features.audio_io import load_audio, validate_audio
-    from emotalker.tasks.features.hubert import align_to_video
 
     results, waves, ok = [], [], []
     for clip in clips:
@@ -233,9 +237,10 @@ def hubert_chunk(
         try:
             n = int(clip["n_frames"])
             for family in feats:
-                aligned = align_to_video(feats[family][i], n).astype(np.float32)
+                native = np.asarray(feats[family][i], dtype=np.float32)
+                attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": n}
                 FeatureStore(store_root, family).write_clip(
-                    clip["clip_id"], {"feats": aligned}, attrs={"n_frames": n}, fingerprint=fp
+                    clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp
                 )
             results.append(_status(clip["clip_id"]))
         except Exception as exc:
@@ -258,7 +263,7 @@ def tokens_chunk(
             tokens.write_clip(
                 clip["clip_id"],
                 {"tokens": apply_kmeans(km, feats)},
-                attrs={"n_frames": len(feats)},
+                attrs={"n_frames": len(feats), "frame_rate": HUBERT_FPS},  # one token per HuBERT frame
                 fingerprint=fp,
             )
             results.append(_status(clip["clip_id"]))

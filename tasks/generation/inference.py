@@ -18,6 +18,7 @@ from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import FeatureStore
 from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.training.stages import check_audio_rate
 from emotalker.tasks.training.tracking import fetch_registered_checkpoint, setup_mlflow
 
 
@@ -50,19 +51,25 @@ def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "
 
 
 def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
+    """A stored clip's inputs: face and mel per video frame, HuBERT features and tokens at their rate."""
     root = cfg.paths.store_root()
-    out = {
+    video = {
         **FeatureStore(root, "face").read_clip(clip_id, ["motion", "coeffs"]),
-        "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
-        "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
         "mel": FeatureStore(root, "mel").read_clip(clip_id, ["windows"])["windows"],
     }
-    n = min(len(v) for v in out.values())
-    return {k: v[:n] for k, v in out.items()}
+    rate = check_audio_rate(FeatureStore(root, "hubert_emotion"), clip_id)
+    check_audio_rate(FeatureStore(root, "tokens"), clip_id)
+    audio = {
+        "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
+        "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
+    }
+    n = min(min(len(v) for v in video.values()), -(-min(len(v) for v in audio.values()) // rate))
+    return {**{k: v[:n] for k, v in video.items()}, **{k: v[: rate * n] for k, v in audio.items()}}
 
 
 def emotion_of_motion(model: EmoTalker, motion: np.ndarray) -> int:
-    """Stage-1 emotion head applied to a motion sequence (used as the motion-space EmoAcc)."""
+    """The model's own stage-1 emotion head on a motion sequence (``EmoAcc_stage1_head``, not the paper's
+    image-classifier EmoAcc)."""
     head = model.vqvae.emotion_classifier
     if head is None:
         return -1

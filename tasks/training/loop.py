@@ -105,7 +105,7 @@ def run_training(
         raise TrainingInputError("the training split yields no windows: check the split and the window size")
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(stage.warmup_steps))
     last, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     step, best, best_step, resumed = 0, math.inf, -1, None

@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from emotalker.configs.constants import (
+    AUDIO_FRAMES_PER_VIDEO_FRAME,
     EMOTION_TO_ID,
     EXP_DIM,
     FACE_DIM,
     FACE_INDICES,
+    HUBERT_FPS,
     LIP_INDICES,
     MOTION_DIM,
 )
@@ -168,9 +170,21 @@ def vqvae_validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- stage 2
+def check_audio_rate(store: FeatureStore, clip_id: str) -> int:
+    """HuBERT frames per video frame of a native-rate store (2); older 25 fps stores are refused."""
+    rate = store.read_attrs(clip_id).get("frame_rate")
+    if rate != HUBERT_FPS:
+        raise TrainingInputError(
+            f"{store.url}: clip {clip_id} is stored at {rate or 'the video rate (an older layout)'}, not "
+            f"HuBERT's native {HUBERT_FPS} Hz: rerun the features flow (its fingerprint recomputes it)"
+        )
+    return AUDIO_FRAMES_PER_VIDEO_FRAME
+
+
 def transformer_datasets(
     cfg: PipelineConfig, norm: FaceNormalizer
 ) -> tuple[WindowDataset, WindowDataset | None]:
+    """Windows of face motion (video rate) with their HuBERT features and tokens (native rate, 2x)."""
     families = ["face", "hubert_emotion", "tokens"]
     train_ids = stage_clips(cfg, families, "train")
     check_width(
@@ -179,27 +193,52 @@ def transformer_datasets(
     w = cfg.train.transformer.window
     if w % 4:
         raise TrainingInputError(f"train.transformer.window must be a multiple of 4 frames, got {w}")
-    src = {
+    val_ids = stage_clips(cfg, families, "val")
+    rate = 1
+    for cid in [train_ids[0], *val_ids[:1]]:
+        rate = check_audio_rate(_store(cfg, "hubert_emotion"), cid)
+        check_audio_rate(_store(cfg, "tokens"), cid)
+    src: dict[str, Any] = {
         "face": (_store(cfg, "face"), "motion"),
-        "audio": (_store(cfg, "hubert_emotion"), "feats"),
-        "tokens": (_store(cfg, "tokens"), "tokens"),
+        "audio": (_store(cfg, "hubert_emotion"), "feats", rate),
+        "tokens": (_store(cfg, "tokens"), "tokens", rate),
     }
     labels = clip_labels(cfg)
     tf = {"face": norm}
     train = WindowDataset(src, train_ids, w, labels=labels, transforms=tf)
-    val_ids = stage_clips(cfg, families, "val")
     val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms=tf) if val_ids else None
     return train, val
 
 
+def content_centres(cfg: PipelineConfig) -> tuple[np.ndarray, str]:
+    """The k-means cluster centres (K, HuBERT width) behind the stored tokens, and their fingerprint."""
+    from emotalker.tasks.features.kmeans import kmeans_fingerprint, load_kmeans
+
+    meta = _store(cfg, "tokens").get_meta()
+    if "kmeans_path" not in meta:
+        raise TrainingInputError("no k-means model recorded in the tokens store: run the features flow")
+    km = load_kmeans(meta["kmeans_path"])
+    centres = np.asarray(km.cluster_centers_, dtype=np.float32)
+    if centres.shape[0] != cfg.audio.kmeans_k:
+        raise TrainingInputError(
+            f"the tokens' k-means has {centres.shape[0]} centres, audio.kmeans_k is {cfg.audio.kmeans_k}: "
+            "rerun the features flow"
+        )
+    return centres, kmeans_fingerprint(km)
+
+
 def build_transformer(cfg: PipelineConfig, vqvae: MotionVQVAE) -> CrossModalTransformer:
-    return CrossModalTransformer.from_config(
+    """Stage-2 model; its content branch attends to the tokens' k-means centres (Sec. 3.3)."""
+    centres = content_centres(cfg)[0] if cfg.transformer.use_content_tokens else None
+    model = CrossModalTransformer.from_config(
         cfg.transformer,
         code_dim=vqvae.code_dim,
-        audio_per_token=vqvae.frames_per_token,  # HuBERT is aligned to 25 fps: l audio frames per token
         content_vocab=cfg.audio.kmeans_k,
-        ref_dim=FACE_DIM,
+        content_dim=centres.shape[1] if centres is not None else cfg.transformer.audio_dim,
     )
+    if centres is not None:
+        model.set_content_centres(torch.from_numpy(centres))
+    return model
 
 
 class TransformerObjective:
@@ -221,7 +260,9 @@ class TransformerObjective:
     ) -> tuple[dict[str, torch.Tensor], Any]:
         face = batch["face"]
         z_q, idx = self._targets(face)
-        pred = model(batch["audio"], batch["tokens"].long(), z_q, reference=face[:, 0])
+        with torch.no_grad():  # start token: the stage-1 encoding of the reference frame (Sec. 3.3)
+            start = self.vqvae.encode_reference(face[:, 0])
+        pred = model(batch["audio"], batch["tokens"].long(), z_q, reference=start)
         return model.loss(pred, z_q, idx, self.vqvae.quantizer.codebook), (pred, face)
 
     def __call__(
@@ -247,29 +288,69 @@ class TransformerObjective:
 
 
 # ------------------------------------------------------------------------------------------- lip branch
-def lip_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | None]:
+class LipWindows(torch.utils.data.Dataset):
+    """Continuous lip-branch windows (5 frames, each with its 0.2 s mel window) plus ``ref_exp``: the
+    expression of a randomly sampled frame of the same clip, the reference beta that the paper repeats
+    over the window. Training draws it from torch's RNG (so a resumed run draws the same); validation
+    fixes it per window."""
+
+    def __init__(self, windows: WindowDataset, resample: bool) -> None:
+        self.windows = windows
+        self.resample = resample
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.windows[idx]
+        n = self.windows.clip_lengths[item["clip_id"]]
+        if self.resample:
+            j = int(torch.randint(n, ()))
+        else:
+            j = int(np.random.default_rng(idx).integers(n))
+        motion = self.windows.frame("motion", item["clip_id"], j)
+        item["ref_exp"] = torch.as_tensor(np.asarray(motion[:EXP_DIM], dtype=np.float32))
+        return item
+
+
+def lip_datasets(cfg: PipelineConfig) -> tuple[LipWindows, LipWindows | None]:
     families = ["face", "mel"]
     train_ids = stage_clips(cfg, families, "train")
     w = cfg.train.lip.window
     src = {"motion": (_store(cfg, "face"), "motion"), "mel": (_store(cfg, "mel"), "windows")}
     tf = {"motion": _Pick(list(range(MOTION_DIM)))}
-    train = WindowDataset(src, train_ids, w, transforms=tf)
+    train = LipWindows(WindowDataset(src, train_ids, w, transforms=tf), resample=True)
     val_ids = stage_clips(cfg, families, "val")
-    val = WindowDataset(src, val_ids, w, hop=w, transforms=tf) if val_ids else None
+    val = None
+    if val_ids:
+        val = LipWindows(WindowDataset(src, val_ids, w, hop=w, transforms=tf), resample=False)
     return train, val
 
 
+def lip_model_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """The LipBranch constructor arguments (``init_checkpoint`` is applied by :func:`build_lip`)."""
+    return cfg.lip.model_dump(exclude={"init_checkpoint"})
+
+
 def build_lip(cfg: PipelineConfig) -> LipBranch:
-    return LipBranch.from_config(cfg.lip)
+    """Lip branch; Phi_A and Phi_M1 start from SadTalker's audio2exp when ``lip.init_checkpoint`` is set."""
+    model = LipBranch.from_config(cfg.lip)
+    if cfg.lip.init_checkpoint is not None:
+        report = model.load_sadtalker_audio2exp(cfg.lip.init_checkpoint)
+        if report["missing"]:
+            raise TrainingInputError(
+                f"lip.init_checkpoint {cfg.lip.init_checkpoint} lacks ExpNet weights {report['missing'][:5]}"
+            )
+    return model
 
 
 def _lip_forward(model: LipBranch, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     motion, mel = batch["motion"], batch["mel"]
     b, t = motion.shape[:2]
-    ref_exp = motion[:, 0, :EXP_DIM][:, None].expand(b, t, EXP_DIM)  # reference = first frame of the window
+    ref_exp = batch["ref_exp"][:, None].expand(b, t, EXP_DIM)  # Eq. 10's beta, repeated over the window
     pred = model(mel[:, :, None], ref_exp)["lip"]
     target = motion[..., list(LIP_INDICES)]
-    return pred, target, motion[:, :1, list(LIP_INDICES)].expand_as(target)
+    return pred, target, ref_exp[..., list(LIP_INDICES)]
 
 
 def lip_loss(model: LipBranch, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:

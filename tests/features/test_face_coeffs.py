@@ -172,6 +172,23 @@ def test_align_face_puts_five_points_on_the_template(assets: dict[str, Path], as
     np.testing.assert_allclose(aligned[ny - 1 : ny + 2, nx - 1 : nx + 2].mean((0, 1)), src, atol=0.08)
 
 
+def test_align_face_crops_with_pil_bicubic_as_upstream(assets: dict[str, Path], astronaut: np.ndarray) -> None:
+    """Deep3DFace's resize_n_crop_img: PIL bicubic resize to (int(w0 s), int(h0 s)), then crop 224."""
+    from PIL import Image
+
+    lm3d = load_lm3d(assets["lm3d_mat"])
+    for scale in (80.0, 200.0):  # upsampled and downsampled faces (cv2 would switch to INTER_AREA)
+        lm = _template_landmarks(scale=scale)
+        aligned, trans, _ = align_face(astronaut, lm, lm3d)
+        w0, h0, s, tx, ty = trans
+        w, h = int(w0 * s), int(h0 * s)
+        left = int(w / 2 - 112 + (tx - w0 / 2) * s)
+        up = int(h / 2 - 112 + (h0 / 2 - ty) * s)
+        pil = Image.fromarray(astronaut).resize((w, h), resample=Image.BICUBIC)
+        want = np.asarray(pil.crop((left, up, left + 224, up + 224)), dtype=np.float32) / 255.0
+        np.testing.assert_array_equal(aligned, want)
+
+
 def test_align_face_pads_when_face_leaves_the_frame(assets: dict[str, Path], astronaut: np.ndarray) -> None:
     lm3d = load_lm3d(assets["lm3d_mat"])
     aligned, _, lm_crop = align_face(astronaut, _template_landmarks(center=(20.0, 30.0)), lm3d)

@@ -27,7 +27,6 @@ from emotalker.tasks.features.audio_io import AudioError
 from emotalker.tasks.features.hubert import (
     HubertModelNotFound,
     _run_batch,
-    align_to_video,
     extract_hubert,
     extract_hubert_single,
     hubert_frames,
@@ -285,28 +284,10 @@ def test_extract_errors(models: dict[str, Path]) -> None:
         extract_hubert(model, [np.zeros(800, np.float32)], [11])
 
 
-def test_align_to_video_hand_computed() -> None:
-    feats = np.stack([np.arange(49.0), -np.arange(49.0)], axis=1)  # value == HuBERT frame index
-    out = align_to_video(feats, 25, fps=25)
-    assert out.shape == (25, 2) and out.dtype == np.float32
-    # video frame i centre (i+0.5)/25 s = 640i+320 samples -> HuBERT index (640i+320-200)/320 = 2i+0.375
-    np.testing.assert_allclose(out[:24, 0], 2 * np.arange(24) + 0.375, atol=1e-6)
-    assert out[24, 0] == 48.0  # 48.375 clamps to the last frame
-    np.testing.assert_allclose(out[:, 1], -out[:, 0])
-    # 30 fps: frame 0 centre 266.67 samples -> index 0.2083; frame 3 centre 1866.67 -> 5.2083
-    out30 = align_to_video(feats, 4, fps=30)
-    np.testing.assert_allclose(out30[:, 0], (np.arange(4) + 0.5) / 30 * 50 - 0.625, atol=1e-5)
-    # More video frames than audio: clamped to the edge frame, never extrapolated.
-    assert np.all(align_to_video(feats[:3], 10)[2:, 0] == 2.0)
-    with pytest.raises(ValueError, match="no frames"):
-        align_to_video(np.zeros((0, 4)), 3)
-
-
-def test_one_second_gives_49_frames_and_25_aligned(models: dict[str, Path]) -> None:
+def test_one_second_gives_49_frames(models: dict[str, Path]) -> None:
     model, _ = load_hubert(models["group"])
     f = extract_hubert(model, [np.random.default_rng(2).standard_normal(16000).astype(np.float32)], [9])[0][9]
     assert f.shape == (49, 32)
-    assert align_to_video(f, 25).shape == (25, 32)
 
 
 @pytest.mark.parametrize("kind", ["group", "layer"])
@@ -395,7 +376,10 @@ def test_shared_encoder_features_come_from_one_forward_pass(
         store = FeatureStore(str(tmp_path / "store"), family)
         for i, c in enumerate(clips):
             got = store.read_clip(c["clip_id"], ["feats"])["feats"]
-            np.testing.assert_allclose(got, align_to_video(ref[i][k], c["n_frames"]), rtol=1e-4, atol=1e-4)
+            # stored at HuBERT's native rate (floor((N - 400) / 320) + 1 frames), not resampled to 25 fps
+            assert len(got) == hubert_frames(len(waves[i])) and got.shape[0] > c["n_frames"]
+            assert store.read_attrs(c["clip_id"])["frame_rate"] == 50
+            np.testing.assert_allclose(got, ref[i][k], rtol=1e-4, atol=1e-4)
 
     passes.clear()
     audio_cfg["emotion_model"] = str(models["cls"])  # a different encoder: two passes

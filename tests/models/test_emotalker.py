@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotalker.configs.constants import FACE_INDICES, LIP_INDICES
+from emotalker.configs.constants import EXP_DIM, FACE_INDICES, LIP_INDICES, NON_LIP_EXP_INDICES
 from emotalker.models import CrossModalTransformer, EmoTalker, LipBranch, MotionVQVAE
 
 torch.set_num_threads(1)
@@ -16,7 +16,8 @@ def make() -> EmoTalker:
     torch.manual_seed(0)
     vq = MotionVQVAE(codebook_size=16, code_dim=8, width=16, depth=1)
     tr = CrossModalTransformer(d_model=16, n_layers=1, n_heads=2, ff_dim=32, dropout=0.0, audio_dim=12,
-                               code_dim=8, content_vocab=5)  # fmt: skip
+                               code_dim=8, content_vocab=5, content_dim=4)  # fmt: skip
+    tr.set_content_centres(torch.randn(5, 4))
     lip = LipBranch()
     # the full Wav2Lip encoder costs ~8 ms per frame on one core; a cheap stand-in with the same
     # (N, 1, 80, 16) -> (N, 512, 1, 1) contract keeps this test fast (the real one is tested in test_lip.py)
@@ -31,8 +32,8 @@ def test_generate_any_length(t: int) -> None:
     rng = np.random.default_rng(0)
     out = model.generate(
         reference=rng.standard_normal(70).astype(np.float32),
-        emotion_audio_feats=rng.standard_normal((t, 12)).astype(np.float32),
-        content=rng.integers(0, 5, t),
+        emotion_audio_feats=rng.standard_normal((2 * t - 1, 12)).astype(np.float32),  # native HuBERT rate
+        content=rng.integers(0, 5, 2 * t - 1),
         mel_windows=rng.standard_normal((t, 80, 16)).astype(np.float32),
         max_context=16,
     )
@@ -43,11 +44,60 @@ def test_generate_any_length(t: int) -> None:
     assert not np.allclose(out[:, list(LIP_INDICES)], 0)
 
 
+def inputs(t: int = 9) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        "reference": rng.standard_normal(70).astype(np.float32),
+        "emotion_audio_feats": rng.standard_normal((2 * t - 1, 12)).astype(np.float32),
+        "content": rng.integers(0, 5, 2 * t - 1),
+        "mel_windows": rng.standard_normal((t, 80, 16)).astype(np.float32),
+    }
+
+
+def test_start_token_is_the_stage1_encoding_of_the_reference() -> None:
+    model = make()
+    seen: list[torch.Tensor] = []
+    orig = model.transformer.generate
+
+    def spy(*args: object, **kw: object) -> object:
+        seen.append(kw["start"])  # type: ignore[arg-type]
+        return orig(*args, **kw)  # type: ignore[arg-type]
+
+    model.transformer.generate = spy  # type: ignore[method-assign]
+    x = inputs()
+    model.generate(**x)
+    ref = torch.as_tensor(x["reference"])
+    face_ref = ((ref[list(FACE_INDICES)] - model.face_mean) / model.face_std)[None]
+    assert seen[0].shape == (1, 8)  # code_dim, not the 57 raw coefficients
+    assert torch.allclose(seen[0], model.vqvae.encode_reference(face_ref))
+    with torch.no_grad():  # a different stage-1 encoder gives a different start token
+        model.vqvae.encoder.net[0].weight.add_(0.5)
+    model.generate(**x)
+    assert not torch.allclose(seen[0], seen[1])
+
+
+def test_lip_mapping_takes_the_generated_face_coefficients_frame_by_frame() -> None:
+    model = make()
+    seen: list[torch.Tensor] = []
+    model.lip.expnet.register_forward_hook(lambda _m, args, _o: seen.append(args[1].clone()))
+    x = inputs(t=9)
+    out = model.generate(**x)
+    beta = torch.cat(seen).numpy()  # (T, 64) reference expression per frame
+    assert beta.shape == (9, EXP_DIM)
+    np.testing.assert_allclose(
+        beta[:, list(NON_LIP_EXP_INDICES)], out[:, list(NON_LIP_EXP_INDICES)], atol=1e-5
+    )
+    assert np.ptp(beta[:, list(NON_LIP_EXP_INDICES)], axis=0).max() > 0  # varies by frame, not a repeat
+    np.testing.assert_allclose(beta[:, list(LIP_INDICES)], np.tile(x["reference"][list(LIP_INDICES)], (9, 1)))
+
+
 def test_bad_inputs() -> None:
     model = make()
-    with pytest.raises(ValueError, match="mel_windows"):
+    with pytest.raises(ValueError, match="emotion_audio_feats"):
         model.generate(np.zeros(70), np.zeros((8, 12)), np.zeros(8, dtype=np.int64), np.zeros((7, 80, 16)))
     with pytest.raises(ValueError, match="reference"):
-        model.generate(np.zeros(57), np.zeros((8, 12)), np.zeros(8, dtype=np.int64), np.zeros((8, 80, 16)))
+        model.generate(np.zeros(57), np.zeros((16, 12)), np.zeros(16, dtype=np.int64), np.zeros((8, 80, 16)))
     with pytest.raises(ValueError, match="content"):
-        model.generate(np.zeros(70), np.zeros((8, 12)), np.zeros(6, dtype=np.int64), np.zeros((8, 80, 16)))
+        model.generate(np.zeros(70), np.zeros((16, 12)), np.zeros(6, dtype=np.int64), np.zeros((8, 80, 16)))
+    with pytest.raises(ValueError, match="mel_windows"):
+        model.generate(np.zeros(70), np.zeros((16, 12)), np.zeros(16, dtype=np.int64), np.zeros((8, 80)))

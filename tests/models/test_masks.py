@@ -13,7 +13,7 @@ from emotalker.models.masks import (
     alignment_mask,
     alignment_window,
     causal_mask,
-    scaled_align_k,
+    eq7_k,
 )
 
 INF = float("-inf")
@@ -63,15 +63,18 @@ def test_alignment_official_eq7() -> None:
     assert torch.equal(add == 0, allowed) and bool(torch.isinf(add[~allowed]).all())
 
 
-def test_alignment_25fps_layout() -> None:
-    k = scaled_align_k(8, 4)
-    assert k == 4 and scaled_align_k(8, 8) == 8
-    allowed = alignment_window(3, 12, k=k, audio_per_token=4)
+def test_eq7_k_is_hubert_frames_per_token() -> None:
+    # Eq. 7: k = floor(T'_a / T'_v). 96 video frames -> 192 native HuBERT frames, T'_v = 96 / 4 = 24 -> 8
+    assert eq7_k(192, 24) == 8
+    assert eq7_k(96, 24) == 4  # audio resampled to 25 fps (the old layout) would give k = 4
+    allowed = alignment_window(3, 12, k=eq7_k(12, 3))
     expected = torch.zeros(3, 12, dtype=torch.bool)
     expected[0, 0:4] = True
     expected[1, 0:8] = True
     expected[2, 4:12] = True
     assert torch.equal(allowed, expected)
+    with pytest.raises(ValueError, match="Eq. 7"):
+        eq7_k(3, 4)
 
 
 def test_no_fully_masked_rows_even_with_short_audio() -> None:
@@ -86,15 +89,15 @@ def test_long_sequences_1200_frames() -> None:
     assert m.shape == (4, 300, 300)
     assert bool(torch.isfinite(m.diagonal(dim1=1, dim2=2)).all())
     assert m[0, 299, 0].item() == pytest.approx(-alibi_slopes(4)[0].item() * math.floor(299 / 4))
-    a = alignment_window(t_tok, 1200, k=4, audio_per_token=4)
+    a = alignment_window(t_tok, 2400, k=8)
     assert bool(a.any(dim=1).all())
-    assert a.sum(1).max().item() == 8
+    assert a.sum(1).max().item() == 16
 
 
 def test_offsets_equal_slice_of_full_mask() -> None:
-    full = alignment_window(20, 80, k=4, audio_per_token=4)
-    part = alignment_window(5, 30, k=4, audio_per_token=4, token_offset=10, audio_offset=36)
-    assert torch.equal(part, full[10:15, 36:66])
+    full = alignment_window(20, 160, k=8)
+    part = alignment_window(5, 60, k=8, token_offset=10, audio_offset=72)
+    assert torch.equal(part, full[10:15, 72:132])
 
 
 def test_dtype_and_bad_input() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from emotalker.configs.schema import TransformerConfig
 from emotalker.models.transformer import CrossModalTransformer
@@ -13,18 +14,22 @@ torch.set_num_threads(1)
 
 def tiny(**kw: object) -> CrossModalTransformer:
     args = dict(d_model=32, n_layers=2, n_heads=4, ff_dim=64, dropout=0.0, audio_dim=24, code_dim=8,
-                content_vocab=10, ref_dim=57)  # fmt: skip
+                content_vocab=10, content_dim=6)  # fmt: skip
     args.update(kw)
-    return CrossModalTransformer(**args)  # type: ignore[arg-type]
+    m = CrossModalTransformer(**args)  # type: ignore[arg-type]
+    if m.use_content_tokens:
+        m.set_content_centres(torch.randn(10, 6, generator=torch.Generator().manual_seed(3)))
+    return m
 
 
-def batch(b: int = 2, n: int = 6, apt: int = 4) -> dict[str, torch.Tensor]:
+def batch(b: int = 2, n: int = 6, apt: int = 8) -> dict[str, torch.Tensor]:
+    """``apt`` HuBERT frames per token: 8 at the native 50 Hz with l = 4 (Eq. 7's k)."""
     torch.manual_seed(1)
     s = n * apt
     return {
         "audio": torch.randn(b, s, 24),
         "content": torch.randint(0, 10, (b, s)),
-        "ref": torch.randn(b, 57),
+        "ref": torch.randn(b, 8),  # stage-1 encoding of the reference (code_dim)
     }
 
 
@@ -46,6 +51,42 @@ def test_forward_and_loss_terms() -> None:
     assert torch.allclose(out2["loss"], out2["loss_l2"])
 
 
+def test_eq9_contrastive_is_cosine_over_every_code_and_scale_invariant() -> None:
+    m = tiny(contrastive_temperature=0.2)
+    codebook = torch.randn(16, 8)
+    idx = torch.randint(0, 16, (2, 6))
+    pred = torch.randn(2, 6, 8)
+    out = m.loss(pred, codebook[idx], idx, codebook)
+    scaled = m.loss(3.0 * pred, codebook[idx], idx, codebook)
+    # sim() is the cosine similarity: scaling the prediction leaves the contrastive term unchanged
+    assert torch.allclose(out["loss_contrastive"], scaled["loss_contrastive"], atol=1e-6)
+    cos = F.cosine_similarity(pred.reshape(-1, 1, 8), codebook[None], dim=-1)  # (12, 16)
+    expected = F.cross_entropy(cos / 0.2, idx.reshape(-1))
+    assert torch.allclose(out["loss_contrastive"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        tiny(contrastive_temperature=0.0)
+
+
+def test_content_branch_attends_to_the_kmeans_cluster_centres() -> None:
+    m = tiny().eval()
+    assert not any(isinstance(mod, torch.nn.Embedding) for mod in m.modules())  # no learned token table
+    assert m.content_proj is not None and m.content_proj.in_features == 6
+    assert "content_centres" in m.state_dict()  # saved with the weights
+    d = batch()
+    d["content"][:] = 2  # every frame is token 2
+    tgt = torch.randn(2, 6, 8)
+    p1 = m(d["audio"], d["content"], tgt, d["ref"])
+    centres = m.content_centres.clone()
+    centres[5] += 10.0  # an unused centre: nothing changes
+    m.set_content_centres(centres)
+    assert torch.allclose(p1, m(d["audio"], d["content"], tgt, d["ref"]), atol=1e-6)
+    centres[2] += 1.0  # the centre the tokens index
+    m.set_content_centres(centres)
+    assert not torch.allclose(p1, m(d["audio"], d["content"], tgt, d["ref"]), atol=1e-4)
+    with pytest.raises(ValueError, match="centres"):
+        m.set_content_centres(torch.zeros(10, 7))
+
+
 def test_causality_future_targets_do_not_change_past_predictions() -> None:
     m = tiny().eval()
     d = batch()
@@ -64,10 +105,10 @@ def test_audio_alignment_is_local() -> None:
     tgt = torch.randn(2, 6, 8)
     p1 = m(d["audio"], d["content"], tgt, d["ref"])
     audio2 = d["audio"].clone()
-    audio2[:, 20:] += 3.0  # frames of the last token only (token 5 sees [16, 24))
+    audio2[:, 40:] += 3.0  # frames of the last token only (k = 48 // 6 = 8: token 5 sees [32, 48))
     content2 = d["content"].clone()
     p2 = m(audio2, content2, tgt, d["ref"])
-    assert torch.allclose(p1[:, :5], p2[:, :5], atol=1e-5)  # token 4 sees [12, 20)
+    assert torch.allclose(p1[:, :5], p2[:, :5], atol=1e-5)  # token 4 sees [24, 40)
     assert not torch.allclose(p1[:, 5], p2[:, 5])
 
 
@@ -110,30 +151,32 @@ def test_generate_long_and_sliding_context_matches_full() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_variants_official_layout_and_ablations() -> None:
-    d = batch(apt=8)
+def test_variants_and_ablations() -> None:
+    d = batch()
     tgt = torch.randn(2, 6, 8)
-    m = tiny(audio_per_token=8, align_k=8)
-    assert m.k_eff == 8
-    assert m(d["audio"], d["content"], tgt, d["ref"]).shape == (2, 6, 8)
-    feats = torch.randn(2, 48, 5)
-    m2 = tiny(audio_per_token=8, content_dim=5, use_biased_mask=False, use_alignment_mask=False,
-              style_from_reference=False)  # fmt: skip
-    assert m2(d["audio"], feats, tgt).shape == (2, 6, 8)
+    m2 = tiny(use_biased_mask=False, use_alignment_mask=False, style_from_reference=False)
+    assert m2(d["audio"], d["content"], tgt).shape == (2, 6, 8)
     m3 = tiny(use_content_tokens=False)
-    assert m3(d["audio"][:, :24], None, tgt, d["ref"]).shape == (2, 6, 8)
+    assert m3(d["audio"], None, tgt, d["ref"]).shape == (2, 6, 8)
+    with pytest.raises(ValueError, match="no content branch"):
+        m3.set_content_centres(torch.zeros(10, 6))
 
 
 def test_from_config_and_bad_input() -> None:
     m = CrossModalTransformer.from_config(
-        TransformerConfig(n_layers=1, d_model=16, ff_dim=32), content_vocab=7
+        TransformerConfig(n_layers=1, d_model=16, ff_dim=32), content_vocab=7, content_dim=5
     )
-    assert m.k_eff == 4 and m.content_vocab == 7
+    assert m.content_vocab == 7 and m.content_centres.shape == (7, 5)
+    assert m.contrastive_temperature == TransformerConfig().contrastive_temperature
     d = batch()
     t = tiny()
     with pytest.raises(ValueError, match="audio"):
-        t(torch.randn(2, 24, 5), d["content"], torch.randn(2, 6, 8), d["ref"])
+        t(torch.randn(2, 48, 5), d["content"], torch.randn(2, 6, 8), d["ref"])
     with pytest.raises(ValueError, match="content"):
-        t(d["audio"], torch.randint(0, 99, (2, 24)), torch.randn(2, 6, 8), d["ref"])
+        t(d["audio"], torch.randint(0, 99, (2, 48)), torch.randn(2, 6, 8), d["ref"])
     with pytest.raises(ValueError, match="reference"):
         t(d["audio"], d["content"], torch.randn(2, 6, 8), None)
+    with pytest.raises(ValueError, match="stage-1 encoding"):
+        t(d["audio"], d["content"], torch.randn(2, 6, 8), torch.randn(2, 57))
+    with pytest.raises(ValueError, match="Eq. 7"):
+        t(d["audio"][:, :4], d["content"][:, :4], torch.randn(2, 6, 8), d["ref"])

@@ -154,3 +154,23 @@ def test_decoded_clip_cache_gives_the_same_items_stays_in_budget_and_is_not_alia
     item = cached[0]["m"]
     item += 100.0  # a training step modifying its batch in place must not corrupt later reads
     assert torch.equal(cached[0]["m"], torch.from_numpy(clips["c0"][:8]))
+
+
+def test_native_rate_sources_read_rate_frames_per_video_frame(tmp_path) -> None:
+    """HuBERT stores hold 2N - 1 frames for N video frames (50 Hz); windows read 2 per video frame."""
+    face = FeatureStore(tmp_path, "face")
+    audio = FeatureStore(tmp_path, "hubert_emotion")
+    face.write_clip("c", {"motion": _face("c", 40)})
+    feats = np.arange(79, dtype=np.float32)[:, None].repeat(3, axis=1)  # row value == HuBERT frame index
+    audio.write_clip("c", {"feats": feats})
+    ds = WindowDataset({"face": (face, "motion"), "audio": (audio, "feats", 2)}, ["c"], 8, hop=4)
+    assert ds.clip_lengths["c"] == 40 and len(ds) == 9  # no frame lost to the odd HuBERT count
+    for i in range(len(ds)):
+        item = ds[i]
+        s = item["start"]
+        assert item["face"].shape == (8, 57) and item["audio"].shape == (16, 3)
+        want = np.minimum(np.arange(2 * s, 2 * s + 16), 78)  # the last window holds the final frame
+        np.testing.assert_array_equal(item["audio"][:, 0].numpy(), want)
+    np.testing.assert_array_equal(ds.frame("audio", "c", 5), feats[5])
+    with pytest.raises(ValueError, match="rate"):
+        WindowDataset({"audio": (audio, "feats", 0)}, ["c"], 8)

@@ -98,3 +98,19 @@ def test_thread_count_is_fixed_recorded_and_a_different_one_on_resume_is_reporte
         assert "CPU threads" not in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+def test_vqvae_stage_uses_the_paper_adamw_betas_and_warmup(tmp_path):
+    from emotalker.configs.schema import PipelineConfig
+
+    cfg = PipelineConfig().train
+    assert cfg.vqvae.betas == (0.9, 0.99) and cfg.vqvae.warmup_steps == 300
+    stage = cfg.vqvae.model_copy(update={"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 10})
+    run_training(_model(), _loss, Linear(), stage, tmp_path, "cpu")
+    opt = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"][0]
+    assert tuple(opt["betas"]) == (0.9, 0.99)
+    assert abs(opt["lr"] - 1e-2 * 4 / 10) < 1e-12  # warming up: lr * (step + 1) / warmup, 3 steps done
+    other = cfg.transformer.model_copy(update={"steps": 1, "batch_size": 4})
+    run_training(_model(), _loss, Linear(), other, tmp_path / "t", "cpu")
+    groups = load_checkpoint(tmp_path / "t" / "last.pt")["optimizer"]["param_groups"]
+    assert tuple(groups[0]["betas"]) == (0.9, 0.999)  # stage 2: AdamW's defaults
