@@ -24,15 +24,18 @@ def build(cfg: Any, dev: str) -> Any:
 
     torch.manual_seed(0)
     vq = build_vqvae(cfg)
-    return EmoTalker(vq, build_transformer(cfg, vq), build_lip(cfg)).to(dev).eval()
+    centres = np.random.default_rng(0).standard_normal((cfg.audio.kmeans_k, cfg.transformer.audio_dim))
+    tr = build_transformer(cfg, vq, centres.astype(np.float32))
+    return EmoTalker(vq, tr, build_lip(cfg)).to(dev).eval()
 
 
 def _inputs(cfg: Any, t: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(t)
     return {
         "reference": rng.standard_normal(70).astype(np.float32),
-        "emotion_audio_feats": rng.standard_normal((t, cfg.transformer.audio_dim)).astype(np.float32),
-        "content": rng.integers(0, cfg.audio.kmeans_k, t),
+        # HuBERT features and tokens at their native rate: 2t - 1 frames for t video frames
+        "emotion_audio_feats": rng.standard_normal((2 * t - 1, cfg.transformer.audio_dim)).astype(np.float32),
+        "content": rng.integers(0, cfg.audio.kmeans_k, 2 * t - 1),
         "mel_windows": rng.standard_normal((t, 80, 16)).astype(np.float32),
     }
 

@@ -55,14 +55,16 @@ def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
 
     torch.manual_seed(0)
     vq = build_vqvae(cfg).to(dev)
-    model = build_transformer(cfg, vq).to(dev).train()
+    centres = torch.randn(cfg.audio.kmeans_k, cfg.transformer.audio_dim).numpy()
+    model = build_transformer(cfg, vq, centres).to(dev).train()
     objective = TransformerObjective(vq)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.transformer.lr)
     w = cfg.train.transformer.window
     data = {
         "face": torch.randn(batch, w, FACE_DIM, device=dev),
-        "audio": torch.randn(batch, w, cfg.transformer.audio_dim, device=dev),
-        "tokens": torch.randint(0, cfg.audio.kmeans_k, (batch, w), device=dev),
+        # HuBERT features and tokens at their native 50 Hz: 2 frames per video frame
+        "audio": torch.randn(batch, 2 * w, cfg.transformer.audio_dim, device=dev),
+        "tokens": torch.randint(0, cfg.audio.kmeans_k, (batch, 2 * w), device=dev),
         "label": torch.randint(0, 8, (batch,), device=dev),
     }
 

@@ -32,8 +32,9 @@ def _write_stores(root: Path, cfg: PipelineConfig, n_clips: int, seed: int) -> t
         t = int(rng.integers(75, 150))  # 3-6 s at 25 fps
         cid = f"clip_{i:04d}"
         motion = np.cumsum(0.05 * rng.standard_normal((t, 70)), axis=0).astype(np.float32)  # smooth
-        feats = rng.standard_normal((t, cfg.transformer.audio_dim)).astype(np.float32)
-        tokens = rng.integers(0, cfg.audio.kmeans_k, t).astype(np.int16)
+        # HuBERT features and tokens at their native 50 Hz: 2t - 1 frames for t video frames
+        feats = rng.standard_normal((2 * t - 1, cfg.transformer.audio_dim)).astype(np.float32)
+        tokens = rng.integers(0, cfg.audio.kmeans_k, 2 * t - 1).astype(np.int16)
         stores["face"].write_clip(cid, {"motion": motion})
         stores["hubert_emotion"].write_clip(cid, {"feats": feats})
         stores["tokens"].write_clip(cid, {"tokens": tokens})
@@ -58,8 +59,8 @@ def _one_config(name: str, cfg: PipelineConfig, n_clips: int, reads: int, dev: s
         w = cfg.train.transformer.window
         src = {
             "face": (stores["face"], "motion"),
-            "audio": (stores["hubert_emotion"], "feats"),
-            "tokens": (stores["tokens"], "tokens"),
+            "audio": (stores["hubert_emotion"], "feats", 2),
+            "tokens": (stores["tokens"], "tokens", 2),
         }
         ds = WindowDataset(src, ids, w, transforms={"face": norm})
         order = np.random.default_rng(1).permutation(len(ds))

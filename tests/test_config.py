@@ -14,7 +14,7 @@ def test_paper_yaml_holds_the_paper_defaults():
     assert (cfg.vqvae.codebook_size, cfg.vqvae.code_dim, cfg.vqvae.ema_decay) == (1024, 256, 0.99)
     assert cfg.vqvae.stride_t**cfg.vqvae.down_t == 4
     assert (cfg.transformer.n_layers, cfg.transformer.n_heads, cfg.transformer.d_model) == (6, 4, 256)
-    assert (cfg.transformer.alibi_window, cfg.transformer.align_k) == (4, 8)
+    assert cfg.transformer.alibi_window == 4  # h of Eq. 5; Eq. 7 k follows from the audio rate
     assert (cfg.audio.kmeans_k, cfg.audio.content_layer) == (200, 9)
     assert cfg.train.vqvae.batch_size == 512 and cfg.train.transformer.batch_size == 128
     assert cfg.train.transformer.lr == 1e-4

@@ -227,9 +227,15 @@ def content_centres(cfg: PipelineConfig) -> tuple[np.ndarray, str]:
     return centres, kmeans_fingerprint(km)
 
 
-def build_transformer(cfg: PipelineConfig, vqvae: MotionVQVAE) -> CrossModalTransformer:
-    """Stage-2 model; its content branch attends to the tokens' k-means centres (Sec. 3.3)."""
-    centres = content_centres(cfg)[0] if cfg.transformer.use_content_tokens else None
+def build_transformer(
+    cfg: PipelineConfig, vqvae: MotionVQVAE, centres: np.ndarray | None = None
+) -> CrossModalTransformer:
+    """Stage-2 model; its content branch attends to the tokens' k-means centres (Sec. 3.3), read from
+    the k-means model the tokens store records unless ``centres`` (K, d) are given."""
+    if not cfg.transformer.use_content_tokens:
+        centres = None
+    elif centres is None:
+        centres = content_centres(cfg)[0]
     model = CrossModalTransformer.from_config(
         cfg.transformer,
         code_dim=vqvae.code_dim,
