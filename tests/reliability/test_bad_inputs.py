@@ -212,7 +212,7 @@ def test_audio_shorter_than_one_hubert_frame_fails_alone(tmp_path, tiny_hubert):
     for family in ("hubert_emotion", "hubert_content"):
         store = FeatureStore(tmp_path / "f", family)
         assert store.clip_ids(complete_only=False) == ["M003_front_angry_level_1_002"]
-        assert store.shape("M003_front_angry_level_1_002", "feats")[0] == 12
+        assert store.shape("M003_front_angry_level_1_002", "feats")[0] == 24  # (8000 - 400) // 320 + 1
 
 
 def test_mismatched_audio_video_lengths_fail_that_clip_only(tmp_path):
