@@ -172,7 +172,7 @@ def test_align_face_puts_five_points_on_the_template(assets: dict[str, Path], as
     np.testing.assert_allclose(aligned[ny - 1 : ny + 2, nx - 1 : nx + 2].mean((0, 1)), src, atol=0.08)
 
 
-def test_align_face_crops_with_pil_bicubic_as_upstream(assets: dict[str, Path], astronaut: np.ndarray) -> None:
+def test_align_face_crops_with_pil_bicubic(assets: dict[str, Path], astronaut: np.ndarray) -> None:
     """Deep3DFace's resize_n_crop_img: PIL bicubic resize to (int(w0 s), int(h0 s)), then crop 224."""
     from PIL import Image
 
