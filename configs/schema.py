@@ -25,6 +25,9 @@ class _Strict(BaseModel):
 class PathsConfig(_Strict):
     """Where everything lives; relative paths resolve against ``root``."""
 
+    # errors never echo the offending value: it may be a credential someone put in storage_options
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
     root: Path = Path("data")
     archives: Path = Path("archives")  # downloaded MEAD tarballs
     raw: Path = Path("raw")  # extracted MEAD tree
@@ -35,9 +38,26 @@ class PathsConfig(_Strict):
     checkpoints: Path = Path("checkpoints")
     outputs: Path = Path("outputs")
 
-    # Zarr feature stores on object storage or any fsspec URL (s3://bucket/features, memory://...);
-    # None keeps them under `features`, which always holds the local bookkeeping (k-means, failures)
+    # Zarr feature stores on object storage or any fsspec URL (s3://bucket/features, memory://...), with
+    # the k-means models and failure records beside them; None keeps all of it under `features`
     features_url: str | None = None
+    # options for the fsspec backend of features_url, passed wherever a store is opened (flows, Dask
+    # workers, window readers, generation): e.g. {endpoint_url: http://minio:9000, client_kwargs:
+    # {region_name: eu-west-1}} or {anon: true} for s3fs. Credentials are refused here: they come from
+    # the environment or the backend's credential chain (AWS_*, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS)
+    storage_options: dict[str, Any] = {}
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = _credential_keys(v)
+        if bad:
+            raise ValueError(
+                f"credential field {bad[0]!r} is not allowed in storage_options: set it in the environment "
+                "or the backend's credential chain (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+                "~/.aws/credentials, GOOGLE_APPLICATION_CREDENTIALS)"
+            )
+        return v
 
     def store_root(self) -> str:
         """Where the Zarr stores live: ``features_url`` when set, else the local features folder."""
@@ -47,6 +67,28 @@ class PathsConfig(_Strict):
         """Absolute path of a named location (``root`` joined unless already absolute)."""
         p = getattr(self, name)
         return p if p.is_absolute() or name == "root" else self.root / p
+
+
+# storage_options keys that carry secrets (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
+# account_key/sas_token/connection_string, http password ...); gcsfs's named token modes are not secrets
+_CREDENTIAL_KEY = re.compile(
+    r"^(key|username|.*secret.*|.*password.*|.*passwd.*|.*token.*|.*credential.*|.*access_key.*|"
+    r".*account_key.*|connection_string|sas_.*|.*api_key.*|.*private.*)$",
+    re.IGNORECASE,
+)
+_NAMED_TOKEN_MODES = {"anon", "google_default", "cloud", "browser"}
+
+
+def _credential_keys(options: Any, where: str = "") -> list[str]:
+    """Dotted names of the secret-bearing keys in (nested) storage options."""
+    found: list[str] = []
+    if isinstance(options, dict):
+        for k, v in options.items():
+            name = f"{where}{k}"
+            if _CREDENTIAL_KEY.match(str(k)) and not (str(k) == "token" and v in _NAMED_TOKEN_MODES):
+                found.append(name)
+            found += _credential_keys(v, f"{name}.")
+    return found
 
 
 class DownloadConfig(_Strict):

@@ -1,26 +1,40 @@
-"""Per-family Zarr v3 feature stores with crash-safe, per-clip writes.
+"""Per-family Zarr v3 feature stores with crash-safe, per-clip writes, local or on object storage.
 
 Layout: ``{root}/{family}.zarr`` holds a group ``clips/<clip_id>`` per clip, one array per feature key,
-chunked along time (axis 0). A clip counts as present only once its group attrs carry ``complete: True``,
-which is written after every array, so a writer killed midway leaves a clip that readers treat as absent.
+chunked along time (axis 0) inside one shard per array (one object per clip array). A clip counts as
+present only once its group metadata carries ``complete: True``; that object is written after every
+array, so a writer killed midway leaves a clip that readers treat as absent. The group metadata also
+holds its arrays' metadata (consolidated), so reading a clip array costs the group object and the shard.
+Small files that belong with the stores (k-means models, failure records) live beside them under the
+same root (``StoreRoot``), so another machine needs only the root URL and the storage options.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
 import zarr
 import zarr.codecs
-from zarr.errors import ContainsGroupError
+from zarr.core.group import AsyncGroup
+from zarr.core.sync import sync
+from zarr.errors import ContainsGroupError, NodeTypeValidationError
+from zarr.storage import MemoryStore
 
-from emotalker.storage.files import file_lock
+from emotalker.configs.schema import redact_secrets
+from emotalker.storage.files import atomic_path, file_lock
+
+if TYPE_CHECKING:
+    from emotalker.configs.schema import PathsConfig
 
 FAMILIES: frozenset[str] = frozenset({"face", "hubert_emotion", "hubert_content", "tokens", "mel"})
 
@@ -64,35 +78,167 @@ def _time_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...] | str
     return (t, *(max(1, d) for d in shape[1:]))
 
 
+def _one_shard(shape: tuple[int, ...], chunks: tuple[int, ...] | str) -> tuple[int, ...] | None:
+    """A shard covering the whole array (time rounded up to whole chunks): one object per clip array.
+
+    Window reads still fetch only the chunks they overlap (ranged reads through the shard's index).
+    """
+    if isinstance(chunks, str):
+        return None  # scalars: a single chunk is already one object
+    return (math.ceil(max(1, shape[0]) / chunks[0]) * chunks[0], *chunks[1:])
+
+
+# fsspec backends whose defaults cost requests on these small objects: s3fs sends a HEAD before every
+# whole-object GET (to split large ones, max_concurrency > 1), and s3fs/gcsfs cache listings, which
+# would hide clips written by other processes (Dask workers) from a long-lived reader.
+_BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "s3": {"max_concurrency": 1, "use_listings_cache": False},
+    "s3a": {"max_concurrency": 1, "use_listings_cache": False},
+    "gs": {"use_listings_cache": False},
+    "gcs": {"use_listings_cache": False},
+}
+
+
+def _split_root(root: str | Path) -> tuple[str, bool]:
+    """(root without trailing '/', is_remote); ``file://`` URLs become plain local paths."""
+    root_s = str(root)
+    parsed = urlparse(root_s)
+    is_url = "://" in root_s and parsed.scheme not in ("", "file")
+    if parsed.scheme == "file":
+        root_s = parsed.path  # zarr's LocalStore: real directories, proper deletes
+    return root_s.rstrip("/") or "/", is_url
+
+
+class StoreRoot:
+    """The folder or fsspec URL holding the family stores, and the small files kept beside them.
+
+    ``storage_options`` go to the fsspec backend (endpoint, region, anonymous access ...); credentials
+    come from the environment or the backend's own chain, never from here. The object pickles (Dask).
+    """
+
+    def __init__(self, root: str | Path, storage_options: Mapping[str, Any] | None = None):
+        self.root, self.is_remote = _split_root(root)
+        self.protocol = urlparse(self.root).scheme if self.is_remote else "file"
+        self.storage_options = dict(storage_options or {})
+
+    @classmethod
+    def from_paths(cls, paths: PathsConfig) -> StoreRoot:
+        """Where the config puts the stores: ``paths.features_url`` (with ``paths.storage_options``) or the
+        local features folder."""
+        return cls(paths.store_root(), paths.storage_options)
+
+    def __repr__(self) -> str:
+        return f"StoreRoot({redact_secrets(self.root)!r})"
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options handed to fsspec: the backend's request-saving defaults, then the configured ones."""
+        return {**_BACKEND_DEFAULTS.get(self.protocol, {}), **self.storage_options}
+
+    def store(self, family: str) -> FeatureStore:
+        return FeatureStore(self, family)
+
+    def url(self, relpath: str) -> str:
+        """Full path/URL of a file beside the stores (``relpath`` uses '/')."""
+        return f"{self.root}/{relpath}"
+
+    def display(self, relpath: str = "") -> str:
+        """The location for messages and logs (credentials in the URL masked)."""
+        return redact_secrets(self.url(relpath) if relpath else self.root)
+
+    def _fs(self) -> Any:
+        import fsspec
+
+        return fsspec.filesystem(self.protocol, **self.backend_options())
+
+    def exists(self, relpath: str) -> bool:
+        if not self.is_remote:
+            return Path(self.url(relpath)).exists()
+        return bool(self._fs().exists(self.url(relpath)))
+
+    def read_bytes(self, relpath: str) -> bytes | None:
+        """The file's content, or None when it does not exist (one GET on object storage)."""
+        try:
+            if not self.is_remote:
+                return Path(self.url(relpath)).read_bytes()
+            return bytes(self._fs().cat_file(self.url(relpath)))
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        """Replace the file atomically (local: temp file + rename; object storage: one PUT)."""
+        if self.is_remote:
+            self._fs().pipe_file(self.url(relpath), data)
+            return
+        with atomic_path(self.url(relpath)) as tmp:
+            tmp.write_bytes(data)
+
+    def upload(self, local: Path, relpath: str) -> None:
+        """Copy a local file to ``relpath`` beside the stores."""
+        self.write_bytes(relpath, Path(local).read_bytes())
+
+    def local_copy(self, relpath: str, cache_dir: Path) -> Path:
+        """A local path holding the file: itself for local roots, else a download into ``cache_dir``."""
+        if not self.is_remote:
+            return Path(self.url(relpath))
+        data = self.read_bytes(relpath)
+        if data is None:
+            raise FileNotFoundError(f"{self.display(relpath)} not found")
+        dest = Path(cache_dir) / relpath
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dest
+
+    @contextmanager
+    def lock(self, relpath: str) -> Iterator[None]:
+        """Exclusive ``fcntl`` lock beside a local file; a no-op on object storage (one writer per file)."""
+        if self.is_remote:
+            yield
+            return
+        p = Path(self.url(relpath))
+        with file_lock(p.with_name(f".{p.name}.lock")):
+            yield
+
+
+def feature_store(paths: PathsConfig, family: str) -> FeatureStore:
+    """The family's store where the config puts it, opened with ``paths.storage_options``."""
+    return StoreRoot.from_paths(paths).store(family)
+
+
 class FeatureStore:
     """One Zarr v3 store per feature family; per-clip atomic writes and frame-range reads.
 
-    ``root`` may be a local path, a ``file://`` URL (opened as a local store) or any fsspec URL
-    (``memory://``, ``s3://`` ...; passed to zarr with ``storage_options``). The object pickles cheaply
-    (the zarr handle is reopened lazily), so it can be shipped to Dask workers and DataLoader workers.
+    ``root`` may be a local path, a ``file://`` URL (opened as a local store), any fsspec URL
+    (``memory://``, ``s3://`` ...; opened with ``storage_options``) or a ``StoreRoot``. The object pickles
+    cheaply (the zarr handle is reopened lazily), so it can be shipped to Dask and DataLoader workers.
     """
 
-    def __init__(self, root: str | Path, family: str, storage_options: dict[str, Any] | None = None):
+    def __init__(
+        self, root: str | Path | StoreRoot, family: str, storage_options: Mapping[str, Any] | None = None
+    ):
         if family not in FAMILIES:
             raise ValueError(f"unknown feature family {family!r}; expected one of {sorted(FAMILIES)}")
         self.family = family
-        self.storage_options = dict(storage_options or {})
-        root_s = str(root)
-        parsed = urlparse(root_s)
-        self._is_url = "://" in root_s and parsed.scheme not in ("", "file")
-        if parsed.scheme == "file":
-            root_s = parsed.path  # zarr's LocalStore: real directories, proper deletes
-        self.root = root_s.rstrip("/") or "/"
+        self.location = root if isinstance(root, StoreRoot) else StoreRoot(root, storage_options)
+        self.storage_options = self.location.storage_options
+        self._is_url = self.location.is_remote
+        self.root = self.location.root
         self.url = f"{self.root}/{family}.zarr"
         self._group: zarr.Group | None = None
+        self._clips_ready = False
 
     # ------------------------------------------------------------------ plumbing
+    @property
+    def display_url(self) -> str:
+        """The store's URL for messages and logs (credentials in it masked)."""
+        return redact_secrets(self.url)
+
     def __repr__(self) -> str:
-        return f"FeatureStore({self.url!r})"
+        return f"FeatureStore({self.display_url!r})"
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_group"] = None
+        state["_clips_ready"] = False
         return state
 
     @property
@@ -101,34 +247,40 @@ class FeatureStore:
         if self._group is None:
             kwargs: dict[str, Any] = {"zarr_format": 3}
             if self._is_url:
-                kwargs["storage_options"] = self.storage_options or None
+                kwargs["storage_options"] = self.location.backend_options() or None
             else:
                 Path(self.url).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._group = zarr.open_group(self.url, mode="a", **kwargs)
-            except ContainsGroupError:
-                # another writer created the root between zarr's "exists?" check and its create: open it
-                self._group = zarr.open_group(self.url, mode="a", **kwargs)
+                try:
+                    self._group = zarr.open_group(self.url, mode="a", **kwargs)
+                except ContainsGroupError:
+                    # another writer created the root between zarr's "exists?" check and its create
+                    self._group = zarr.open_group(self.url, mode="a", **kwargs)
+            except (OSError, ValueError, TypeError) as exc:
+                raise type(exc)(
+                    f"cannot open feature store {self.display_url}: {redact_secrets(str(exc))}"
+                ) from None
         return self._group
 
     def _clips(self) -> zarr.Group:
         return self.group.require_group(CLIPS_GROUP)
 
     def _clip_group(self, clip_id: str) -> zarr.Group | None:
-        """The clip's group if it exists and is complete, else None."""
+        """The clip's group if it exists and is complete, else None (one metadata read)."""
         _check_clip_id(clip_id)
         try:
-            node = self.group[f"{CLIPS_GROUP}/{clip_id}"]
-        except (KeyError, FileNotFoundError, json.JSONDecodeError, ValueError):
+            sp = self.group.store_path / f"{CLIPS_GROUP}/{clip_id}"
+            node = zarr.Group(sync(AsyncGroup.open(sp, zarr_format=3)))
+        except (KeyError, FileNotFoundError, json.JSONDecodeError, ValueError, NodeTypeValidationError):
             return None
-        if not isinstance(node, zarr.Group) or node.attrs.get("complete") is not True:
+        if node.attrs.get("complete") is not True:
             return None
         return node
 
     def _require_clip(self, clip_id: str) -> zarr.Group:
         g = self._clip_group(clip_id)
         if g is None:
-            raise KeyError(f"clip {clip_id!r} is missing or incomplete in {self.url}")
+            raise KeyError(f"clip {clip_id!r} is missing or incomplete in {self.display_url}")
         return g
 
     @contextmanager
@@ -179,31 +331,20 @@ class FeatureStore:
 
         final = _to_json(user_attrs)
         final.update({"n_frames": _to_json(n_frames), "fingerprint": fingerprint, "complete": True})
+        objects = _encode_clip(prepared, final)
+        prefix = f"{CLIPS_GROUP}/{clip_id}"
         with self._write_lock():
-            clips = self._clips()
-            if clip_id in clips:
-                del clips[clip_id]  # the old version stops being complete before anything new is written
-            g = clips.create_group(clip_id, attributes={"complete": False})
-            for key, arr in prepared.items():
-                z = g.create_array(
-                    key,
-                    shape=arr.shape,
-                    dtype=arr.dtype,
-                    chunks=_time_chunks(arr.shape, arr.dtype.itemsize),
-                    compressors=_compressor(),
-                    fill_value=0,
-                )
-                if arr.size:
-                    z[...] = arr
-            g.attrs.put(final)  # single metadata write: the commit point
+            if not self._clips_ready:
+                self._clips()
+                self._clips_ready = True
+            sync(_commit_clip(self.group.store_path.store, self.group.store_path.path, prefix, objects))
 
     def delete_clip(self, clip_id: str) -> None:
         """Remove a clip (complete or partial); no error if absent."""
         _check_clip_id(clip_id)
+        sp = self.group.store_path
         with self._write_lock():
-            clips = self._clips()
-            if clip_id in clips:
-                del clips[clip_id]
+            sync(_delete_prefix(sp.store, f"{sp.path}/{CLIPS_GROUP}/{clip_id}".lstrip("/")))
 
     def set_meta(self, **kv: Any) -> None:
         """Store-level attrs (e.g. model fingerprint, k-means config), merged into existing ones."""
@@ -246,13 +387,13 @@ class FeatureStore:
         """Array keys stored for a complete clip."""
         return sorted(self._require_clip(clip_id).array_keys())
 
-    def _array(self, clip_id: str, key: str) -> zarr.Array:
-        g = self._require_clip(clip_id)
+    def _array(self, clip_id: str, key: str, group: zarr.Group | None = None) -> zarr.Array:
+        g = self._require_clip(clip_id) if group is None else group
         try:
             node = g[key]
         except KeyError:
             raise KeyError(
-                f"clip {clip_id!r} in {self.url} has no array {key!r}; has {sorted(g.array_keys())}"
+                f"clip {clip_id!r} in {self.display_url} has no array {key!r}; has {sorted(g.array_keys())}"
             ) from None
         if not isinstance(node, zarr.Array):
             raise KeyError(f"{key!r} in clip {clip_id!r} is not an array")
@@ -266,7 +407,7 @@ class FeatureStore:
         """All (or the named) arrays of a complete clip; KeyError naming the clip if missing/incomplete."""
         g = self._require_clip(clip_id)
         names = sorted(g.array_keys()) if keys is None else list(keys)
-        return {k: np.asarray(self._array(clip_id, k)[...]) for k in names}
+        return {k: np.asarray(self._array(clip_id, k, g)[...]) for k in names}
 
     def shape(self, clip_id: str, key: str) -> tuple[int, ...]:
         """Shape of one array without reading its data."""
@@ -283,13 +424,73 @@ class FeatureStore:
         return np.asarray(z[start:stop])
 
     def clip_ids(self, complete_only: bool = True) -> list[str]:
-        """Sorted clip ids; partial clips are included only with complete_only=False."""
-        try:
-            clips = self.group[CLIPS_GROUP]
-        except KeyError:
-            return []
+        """Sorted clip ids (one listing, then one metadata read per clip); partial clips are included
+        only with complete_only=False."""
+        sp = self.group.store_path
+
+        async def names() -> list[str]:
+            return [n async for n in sp.store.list_dir(f"{sp.path}/{CLIPS_GROUP}".lstrip("/"))]
+
         out = []
-        for name in clips.group_keys():
+        for name in sync(names()):
+            if name == "zarr.json" or name.startswith((".", "__")):
+                continue
             if not complete_only or self._clip_group(name) is not None:
                 out.append(name)
         return sorted(out)
+
+
+def _encode_clip(arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, Any]:
+    """The clip group's objects (key -> zarr Buffer), encoded in memory without touching the store.
+
+    Each array is one shard of time chunks; the group's ``zarr.json`` carries the attrs and its arrays'
+    metadata (consolidated), so readers need no per-array metadata request.
+    """
+    objects: dict[str, Any] = {}
+    g = zarr.create_group(MemoryStore(objects), zarr_format=3)
+    for key, arr in arrays.items():
+        chunks = _time_chunks(arr.shape, arr.dtype.itemsize)
+        z = g.create_array(
+            key,
+            shape=arr.shape,
+            dtype=arr.dtype,
+            chunks=chunks,
+            shards=_one_shard(arr.shape, chunks),
+            compressors=_compressor(),
+            fill_value=0,
+        )
+        if arr.size:
+            z[...] = arr
+    g.attrs.put(attrs)
+    with warnings.catch_warnings():  # "not part of the v3 spec": each array keeps its own zarr.json too
+        warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(g.store)
+    return objects
+
+
+async def _commit_clip(store: Any, base: str, prefix: str, objects: dict[str, Any]) -> None:
+    """Replace a clip: one listing (delete an earlier version first), the arrays' objects, then the group
+    metadata last: the commit point. No existence probes."""
+    root = f"{base}/{prefix}".lstrip("/")
+    await _delete_prefix(store, root)  # the old version stops being complete before anything is written
+    await asyncio.gather(*(store.set(f"{root}/{k}", v) for k, v in objects.items() if k != "zarr.json"))
+    await store.set(f"{root}/zarr.json", objects["zarr.json"])
+
+
+async def _any_under(store: Any, root: str) -> bool:
+    """Whether any object lies under ``root`` (one listing request on object storage).
+
+    A plain fsspec ``find`` of an empty prefix on s3fs adds a HEAD and a second listing to tell a file
+    from a missing directory; a server-side ``prefix`` filter on the parent needs only the listing.
+    """
+    fs = getattr(store, "fs", None)
+    if fs is not None and "prefix" in inspect.signature(fs._find).parameters and "/" in root:
+        parent, name = root.rsplit("/", 1)
+        return bool(await fs._find(f"{store.path}/{parent}", prefix=f"{name}/", detail=False))
+    return bool([k async for k in store.list_prefix(root + "/")])
+
+
+async def _delete_prefix(store: Any, root: str) -> None:
+    """Delete every object under ``root`` (one listing; the delete only when something is there)."""
+    if await _any_under(store, root):
+        await store.delete_dir(root)

@@ -116,19 +116,21 @@ def test_rewrite_replaces_old_arrays(store: FeatureStore) -> None:
 def test_killed_writer_leaves_clip_absent(store: FeatureStore, monkeypatch) -> None:
     store.write_clip("other", {"x": np.arange(3)})
     store.write_clip("c", _arrays(seed=1), fingerprint="old")  # a complete older version gets replaced
-    real = zarr.Group.create_array
+    store_cls = type(store.group.store)  # the writer dies after uploading its first object
+    real = store_cls.set
     calls = {"n": 0}
 
-    def dying(self, *args, **kwargs):
+    async def dying(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 1:
             raise RuntimeError("worker killed")
-        return real(self, *args, **kwargs)
+        return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(zarr.Group, "create_array", dying)
+    monkeypatch.setattr(store_cls, "set", dying)
     with pytest.raises(RuntimeError, match="killed"):
         store.write_clip("c", _arrays(seed=2), fingerprint="new")
-    monkeypatch.setattr(zarr.Group, "create_array", real)
+    monkeypatch.setattr(store_cls, "set", real)
+    assert calls["n"] > 1
 
     fresh = FeatureStore(store.root, "face")  # a different reader sees the same
     for s in (store, fresh):
