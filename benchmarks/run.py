@@ -20,7 +20,15 @@ from typing import Any
 
 from benchmarks.common import machine_info
 
-BENCHMARKS = ["face_extraction", "hubert", "noop_rerun", "window_reader", "training_step", "generation"]
+BENCHMARKS = [
+    "face_extraction",
+    "hubert",
+    "noop_rerun",
+    "window_reader",
+    "training_step",
+    "generation",
+    "object_store",
+]
 
 
 def _fmt(v: Any) -> str:

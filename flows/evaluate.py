@@ -29,9 +29,9 @@ from emotalker.tasks.training.tracking import config_params, setup_mlflow
 
 def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
     """Per actor, the first frame of a neutral clip (the paper's neutral reference), else any clip."""
-    from emotalker.storage.zarr_store import FeatureStore
+    from emotalker.storage.zarr_store import feature_store
 
-    face = FeatureStore(cfg.paths.store_root(), "face")
+    face = feature_store(cfg.paths, "face")
     refs: dict[str, np.ndarray] = {}
     for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
         if r["actor"] not in refs and face.has_clip(r["clip_id"]):

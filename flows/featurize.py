@@ -18,9 +18,8 @@ from prefect import flow, get_run_logger, task
 from emotalker.configs.constants import HUBERT_FPS, MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config, table_artifact
-from emotalker.storage.files import file_lock, write_json_atomic
 from emotalker.storage.manifest import Manifest
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.cluster import dask_client
 from emotalker.tasks.features.workers import (
     face_chunk,
@@ -43,17 +42,18 @@ def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["clip_id"])
 
 
-def store_root(cfg: PipelineConfig) -> str:
-    return cfg.paths.store_root()
+def store_root(cfg: PipelineConfig) -> StoreRoot:
+    """Where the stores, k-means models and failure records live (with the configured storage options)."""
+    return StoreRoot.from_paths(cfg.paths)
 
 
-def _failures_path(cfg: PipelineConfig, family: str) -> Path:
-    return cfg.paths.resolve("features") / f"{family}.failures.json"
+def _failures_file(family: str) -> str:
+    return f"{family}.failures.json"  # beside the family's store
 
 
 def _load_failures(cfg: PipelineConfig, family: str) -> dict[str, dict[str, str]]:
-    p = _failures_path(cfg, family)
-    return json.loads(p.read_text()) if p.exists() else {}
+    data = store_root(cfg).read_bytes(_failures_file(family))
+    return json.loads(data) if data is not None else {}
 
 
 def _save_failures(cfg: PipelineConfig, family: str, updates: dict[str, dict[str, str] | None]) -> None:
@@ -61,20 +61,20 @@ def _save_failures(cfg: PipelineConfig, family: str, updates: dict[str, dict[str
 
     Re-reading inside the lock means two flows on the same stores never drop each other's records.
     """
-    p = _failures_path(cfg, family)
-    with file_lock(p.with_name(f".{p.name}.lock")):
+    root, name = store_root(cfg), _failures_file(family)
+    with root.lock(name):
         failures = _load_failures(cfg, family)
         for clip_id, entry in updates.items():
             if entry is None:
                 failures.pop(clip_id, None)
             else:
                 failures[clip_id] = entry
-        write_json_atomic(p, failures, indent=1, sort_keys=True)
+        root.write_bytes(name, json.dumps(failures, indent=1, sort_keys=True).encode())
 
 
 def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:
     """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped."""
-    store = FeatureStore(store_root(cfg), family)
+    store = store_root(cfg).store(family)
     failed = _load_failures(cfg, family)
     return [
         c
@@ -205,10 +205,13 @@ def check_audio_assets(cfg: PipelineConfig) -> None:
         resolve_model_dir(name)
 
 
-def kmeans_file(cfg: PipelineConfig) -> tuple[Path, str]:
-    """Where the k-means model for the current content features and k-means settings lives, and its id."""
+def kmeans_file(cfg: PipelineConfig) -> tuple[str, str]:
+    """The k-means model for the current content features and settings: its path relative to the
+    stores' root (it lives beside them, so every machine finds it there) and its id."""
+    from emotalker.tasks.features.kmeans import kmeans_relpath
+
     fp = fingerprint(kmeans_config(cfg))
-    return cfg.paths.resolve("features") / "kmeans" / f"kmeans-{fp}.joblib", fp
+    return kmeans_relpath(fp), fp
 
 
 def face_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -229,28 +232,29 @@ def audio_up_to_date(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> bool:
     hfp, todo = hubert_todo(cfg, clips)
     if todo or pending(cfg, "mel", clips, MEL_FINGERPRINT):
         return False
-    path, kfp = kmeans_file(cfg)
-    if not path.exists():
+    rel, kfp = kmeans_file(cfg)
+    if not store_root(cfg).exists(rel):
         return False
     return not tokens_todo(cfg, clips, hfp, kfp)
 
 
 def tokens_todo(cfg: PipelineConfig, clips: list[dict[str, Any]], hfp: str, kfp: str) -> list[dict[str, Any]]:
     """Clips whose tokens are missing or stale and whose content features (to tokenise) are fresh."""
-    content = FeatureStore(store_root(cfg), "hubert_content")
+    content = store_root(cfg).store("hubert_content")
     return [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
 
 
 @task(name="fit-kmeans")
 def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, str]:
     """Fit K-means on a deterministic sample of layer-k content frames (train split when available)."""
-    from emotalker.tasks.features.kmeans import fit_kmeans, sample_frames, save_kmeans
+    from emotalker.tasks.features.kmeans import fit_kmeans, sample_frames, store_kmeans
 
     kcfg = kmeans_config(cfg)
-    path, fp = kmeans_file(cfg)
-    if path.exists():
-        return str(path), fp
-    content = FeatureStore(store_root(cfg), "hubert_content")
+    rel, fp = kmeans_file(cfg)
+    root = store_root(cfg)
+    if root.exists(rel):
+        return rel, fp
+    content = root.store("hubert_content")
     feats = [content.read_clip(c, ["feats"])["feats"] for c in clip_ids if content.has_clip(c)]
     sample = sample_frames(feats, cfg.audio.kmeans_sample_frames, cfg.audio.seed)
     km = fit_kmeans(
@@ -262,8 +266,8 @@ def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, s
         n_init=cfg.audio.kmeans_n_init,
         max_no_improvement=cfg.audio.kmeans_max_no_improvement,
     )
-    save_kmeans(km, path, kcfg)
-    return str(path), fp
+    store_kmeans(km, root, rel, kcfg)
+    return rel, fp
 
 
 @flow(name="face-features", log_prints=True)
@@ -345,7 +349,7 @@ def audio_features_flow(
         else 0
     )
 
-    content = FeatureStore(root, "hubert_content")
+    content = root.store("hubert_content")
     fit_ids = _train_ids(cfg, [c["clip_id"] for c in clips if content.has_clip(c["clip_id"], hfp)])
     if not fit_ids:
         raise RuntimeError("no clip has content features: see hubert_content.failures.json")
@@ -357,7 +361,7 @@ def audio_features_flow(
         if tok_todo
         else 0
     )
-    FeatureStore(root, "tokens").set_meta(kmeans_path=km_path, kmeans_fingerprint=kfp, k=cfg.audio.kmeans_k)
+    root.store("tokens").set_meta(kmeans_path=km_path, kmeans_fingerprint=kfp, k=cfg.audio.kmeans_k)
     for family in ("hubert_emotion", "mel", "tokens"):
         _report(cfg, family)
     return result
@@ -411,7 +415,7 @@ def features_flow(config: str = "configs/paper.yaml", overrides: list[str] | Non
 
 def _log_fresh(cfg: PipelineConfig, logger: Any, name: str, families: tuple[str, ...], n: int) -> None:
     failed = {f: len(_load_failures(cfg, f)) for f in families}
-    known = ", ".join(f"{k} {v} ({_failures_path(cfg, k).name})" for k, v in failed.items() if v)
+    known = ", ".join(f"{k} {v} ({_failures_file(k)})" for k, v in failed.items() if v)
     logger.info(
         "%s: all %d clips up to date, %s-features not started%s",
         name,

@@ -8,7 +8,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from emotalker.flows.common import resolve_config
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import StoreRoot
+from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
     InputError,
     audio_features,
@@ -46,19 +47,22 @@ def generate_flow(
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
     bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
-    tokens = FeatureStore(cfg.paths.store_root(), "tokens")
+    root = StoreRoot.from_paths(cfg.paths)
+    tokens = root.store("tokens")
     if not tokens.exists():  # a read-only command: never create the store it reads
         raise InputError(
-            f"no tokens store at {cfg.paths.store_root()}: run `emotalker run audio-features` with this "
+            f"no tokens store at {root.display()}: run `emotalker run audio-features` with this "
             "config first (generate reads its k-means model)"
         )
     meta = tokens.get_meta()
     if "kmeans_path" not in meta:
         raise InputError(
-            f"no k-means model recorded in {tokens.url}: run `emotalker run audio-features` with this config"
+            f"no k-means model recorded in {tokens.display_url}: run `emotalker run audio-features` with "
+            "this config"
         )
+    km = recorded_kmeans(root, meta)  # kept beside the stores: found from any machine
     identity = identity_coefficients(img, cfg, device)
-    feats = audio_features(wave, cfg, device, Path(meta["kmeans_path"]))
+    feats = audio_features(wave, cfg, device, km)
     model = load_emotalker(
         cfg, cfg.train.model_alias, cfg.paths.resolve("checkpoints") / "registry-cache", device
     )

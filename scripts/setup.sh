@@ -26,7 +26,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first and exactly pinned: this machine serves the CPU wheel of 2.13.0 from local disk.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,s3]"  # s3: the object-storage tests need s3fs
 "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -m pip check || true
 echo "$want" > "$stamp"

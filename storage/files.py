@@ -17,16 +17,17 @@ from typing import Any
 
 
 @contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+def file_lock(path: str | Path, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or, with ``shared``, a shared) ``flock`` on ``path`` (created if missing).
 
     The lock belongs to the open file description, so it excludes other threads as well as other
     processes; it is released when the block ends or the process dies (no stale lock files to clean).
+    Shared holders (readers) exclude only exclusive ones (writers).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

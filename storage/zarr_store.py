@@ -284,16 +284,17 @@ class FeatureStore:
         return g
 
     @contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    def _write_lock(self, shared: bool = False) -> Iterator[None]:
         """Exclusive ``file_lock`` on ``<family>.zarr.lock`` for local stores (no-op for remote URLs).
 
         Two writers of one clip (two feature flows on the same stores, or two Dask workers) would
-        otherwise delete each other's half-written group and mark a mix of both as complete.
+        otherwise delete each other's half-written group and mark a mix of both as complete. Whole-clip
+        reads take it shared, so they never see one version's metadata with another's arrays.
         """
         if self._is_url:
             yield
             return
-        with file_lock(self.url + ".lock"):
+        with file_lock(self.url + ".lock", shared=shared):
             yield
 
     # ------------------------------------------------------------------ writes
@@ -363,7 +364,7 @@ class FeatureStore:
             return (Path(self.url) / "zarr.json").is_file()
         import fsspec
 
-        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        fs, path = fsspec.core.url_to_fs(self.url, **self.location.backend_options())
         return bool(fs.exists(f"{path}/zarr.json"))
 
     def get_meta(self) -> dict:
@@ -405,9 +406,10 @@ class FeatureStore:
 
     def read_clip(self, clip_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) arrays of a complete clip; KeyError naming the clip if missing/incomplete."""
-        g = self._require_clip(clip_id)
-        names = sorted(g.array_keys()) if keys is None else list(keys)
-        return {k: np.asarray(self._array(clip_id, k, g)[...]) for k in names}
+        with self._write_lock(shared=True):
+            g = self._require_clip(clip_id)
+            names = sorted(g.array_keys()) if keys is None else list(keys)
+            return {k: np.asarray(self._array(clip_id, k, g)[...]) for k in names}
 
     def shape(self, clip_id: str, key: str) -> tuple[int, ...]:
         """Shape of one array without reading its data."""

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
 from emotalker.storage.files import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from emotalker.storage.zarr_store import StoreRoot
 
 
 class KMeansFileError(FileNotFoundError):
@@ -122,6 +126,51 @@ def load_kmeans(path: str | Path) -> MiniBatchKMeans:
         if expected and expected != kmeans_fingerprint(km):
             raise KMeansFileError(f"{p}: centres do not match the fingerprint in {_sidecar(p)}")
     return km
+
+
+def kmeans_relpath(fp: str) -> str:
+    """Where a k-means model lives relative to the feature stores' root (recorded in the tokens store)."""
+    return f"kmeans/kmeans-{fp}.joblib"
+
+
+def store_kmeans(km: MiniBatchKMeans, root: StoreRoot, relpath: str, config: dict[str, Any]) -> None:
+    """Save the model and its sidecar beside the feature stores (local folder or object storage)."""
+    if not root.is_remote:
+        save_kmeans(km, root.url(relpath), config)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save_kmeans(km, Path(tmp) / Path(relpath).name, config)
+        root.upload(_sidecar(local), relpath + ".json")
+        root.upload(local, relpath)  # the model last: its presence means the pair is complete
+
+
+def fetch_kmeans(root: StoreRoot, relpath: str) -> MiniBatchKMeans:
+    """Load a model kept beside the feature stores, checked against its sidecar's fingerprint."""
+    if not root.is_remote:
+        return load_kmeans(root.url(relpath))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = root.local_copy(relpath, Path(tmp))
+        if root.exists(relpath + ".json"):
+            root.local_copy(relpath + ".json", Path(tmp))
+        return load_kmeans(local)
+
+
+def recorded_kmeans(root: StoreRoot, meta: dict[str, Any]) -> MiniBatchKMeans:
+    """The model the tokens store's metadata names: a path relative to the stores' root, or (stores
+    written before models moved beside them) an absolute local path, tried under the root by name too."""
+    rel = meta.get("kmeans_path")
+    if not rel:
+        raise KMeansFileError("no k-means model recorded in the tokens store: run the audio-features flow")
+    if not Path(rel).is_absolute():
+        if not root.exists(rel):
+            raise KMeansFileError(f"k-means model {root.display(rel)} not found: rerun audio-features")
+        return fetch_kmeans(root, rel)
+    if Path(rel).is_file():
+        return load_kmeans(rel)
+    moved = kmeans_relpath(Path(rel).name.removeprefix("kmeans-").removesuffix(".joblib"))
+    if root.exists(moved):
+        return fetch_kmeans(root, moved)
+    raise KMeansFileError(f"k-means model {rel} (an older, absolute record) not found: rerun audio-features")
 
 
 def apply_kmeans(km: MiniBatchKMeans, feats: np.ndarray, chunk: int = 65_536) -> np.ndarray:

@@ -24,7 +24,7 @@ from emotalker.configs.constants import (
     SAMPLE_RATE,
     WaveformNormalization,
 )
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import FeatureStore, StoreRoot
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -147,7 +147,7 @@ def face_arrays(clip: dict[str, Any], face_cfg: dict[str, Any], device: str) -> 
 
 
 def face_chunk(
-    clips: list[dict[str, Any]], store_root: str, face_cfg: dict[str, Any], device: str, fp: str
+    clips: list[dict[str, Any]], store_root: StoreRoot, face_cfg: dict[str, Any], device: str, fp: str
 ) -> list[dict[str, Any]]:
     store = FeatureStore(store_root, "face")
     results = []
@@ -212,7 +212,7 @@ def hubert_features(
 
 
 def hubert_chunk(
-    clips: list[dict[str, Any]], store_root: str, audio_cfg: dict[str, Any], device: str, fp: str
+    clips: list[dict[str, Any]], store_root: StoreRoot, audio_cfg: dict[str, Any], device: str, fp: str
 ) -> list[dict[str, Any]]:
     """Emotion features (last layer of the ER model) and content features (layer k of HuBERT).
 
@@ -233,13 +233,14 @@ def hubert_chunk(
     if not ok:
         return results
     feats = hubert_features(waves, audio_cfg, device)
+    stores = {family: FeatureStore(store_root, family) for family in feats}  # opened once per chunk
     for i, clip in enumerate(ok):
         try:
             n = int(clip["n_frames"])
             for family in feats:
                 native = np.asarray(feats[family][i], dtype=np.float32)
                 attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": n}
-                FeatureStore(store_root, family).write_clip(
+                stores[family].write_clip(
                     clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp
                 )
             results.append(_status(clip["clip_id"]))
@@ -249,11 +250,12 @@ def hubert_chunk(
 
 
 def tokens_chunk(
-    clips: list[dict[str, Any]], store_root: str, kmeans_path: str, fp: str
+    clips: list[dict[str, Any]], store_root: StoreRoot, kmeans_path: str, fp: str
 ) -> list[dict[str, Any]]:
-    from emotalker.tasks.features.kmeans import apply_kmeans, load_kmeans
+    """Tokens from the k-means model at ``kmeans_path`` (relative to ``store_root``, beside the stores)."""
+    from emotalker.tasks.features.kmeans import apply_kmeans, fetch_kmeans
 
-    km = _cached(("kmeans", kmeans_path, fp), lambda: load_kmeans(kmeans_path))
+    km = _cached(("kmeans", store_root.url(kmeans_path), fp), lambda: fetch_kmeans(store_root, kmeans_path))
     km = km[0] if isinstance(km, tuple) else km
     content, tokens = FeatureStore(store_root, "hubert_content"), FeatureStore(store_root, "tokens")
     results = []
@@ -272,7 +274,7 @@ def tokens_chunk(
     return results
 
 
-def mel_chunk(clips: list[dict[str, Any]], store_root: str, fp: str) -> list[dict[str, Any]]:
+def mel_chunk(clips: list[dict[str, Any]], store_root: StoreRoot, fp: str) -> list[dict[str, Any]]:
     from emotalker.tasks.features.audio_io import load_audio
     from emotalker.tasks.features.mel import mel_windows, melspectrogram
 

@@ -26,6 +26,8 @@ from emotalker.configs.constants import (
 from emotalker.configs.schema import PipelineConfig
 
 if TYPE_CHECKING:
+    from sklearn.cluster import MiniBatchKMeans
+
     from emotalker.models.bfm import BFMLandmarks
 
 MAX_IMAGE_SIDE = 4096
@@ -128,18 +130,17 @@ def load_speech(path: Path) -> tuple[np.ndarray, str]:
 
 
 def audio_features(
-    wave: np.ndarray, cfg: PipelineConfig, device: str, kmeans_path: Path
+    wave: np.ndarray, cfg: PipelineConfig, device: str, km: MiniBatchKMeans
 ) -> dict[str, np.ndarray]:
     """The same features as the training stores: HuBERT ER and layer-k tokens at HuBERT's native rate,
     mel windows per 25 fps video frame."""
-    from emotalker.tasks.features.kmeans import apply_kmeans, load_kmeans
+    from emotalker.tasks.features.kmeans import apply_kmeans
     from emotalker.tasks.features.mel import mel_windows, melspectrogram
     from emotalker.tasks.features.workers import hubert_features
 
     n = len(wave) // SAMPLES_PER_FRAME
     hubert = hubert_features([wave], cfg.audio.model_dump(mode="json"), device)  # as the feature flow
     feats = {family: np.asarray(out[0], dtype=np.float32) for family, out in hubert.items()}
-    km = load_kmeans(kmeans_path)
     return {
         "audio": feats["hubert_emotion"],
         "tokens": apply_kmeans(km, feats["hubert_content"]).astype(np.int64),

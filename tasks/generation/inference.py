@@ -16,7 +16,7 @@ from emotalker.models.emotalker import EmoTalker
 from emotalker.models.lip import LipBranch
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
 from emotalker.tasks.training.stages import check_audio_rate
 from emotalker.tasks.training.tracking import fetch_registered_checkpoint, setup_mlflow
@@ -52,16 +52,16 @@ def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "
 
 def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
     """A stored clip's inputs: face and mel per video frame, HuBERT features and tokens at their rate."""
-    root = cfg.paths.store_root()
+    root = StoreRoot.from_paths(cfg.paths)
     video = {
-        **FeatureStore(root, "face").read_clip(clip_id, ["motion", "coeffs"]),
-        "mel": FeatureStore(root, "mel").read_clip(clip_id, ["windows"])["windows"],
+        **root.store("face").read_clip(clip_id, ["motion", "coeffs"]),
+        "mel": root.store("mel").read_clip(clip_id, ["windows"])["windows"],
     }
-    rate = check_audio_rate(FeatureStore(root, "hubert_emotion"), clip_id)
-    check_audio_rate(FeatureStore(root, "tokens"), clip_id)
+    rate = check_audio_rate(root.store("hubert_emotion"), clip_id)
+    check_audio_rate(root.store("tokens"), clip_id)
     audio = {
-        "audio": FeatureStore(root, "hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
-        "tokens": FeatureStore(root, "tokens").read_clip(clip_id, ["tokens"])["tokens"],
+        "audio": root.store("hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
+        "tokens": root.store("tokens").read_clip(clip_id, ["tokens"])["tokens"],
     }
     n = min(min(len(v) for v in video.values()), -(-min(len(v) for v in audio.values()) // rate))
     return {**{k: v[:n] for k, v in video.items()}, **{k: v[: rate * n] for k, v in audio.items()}}

@@ -30,7 +30,7 @@ from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.windows import WindowDataset
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.training.loop import TrainingInputError
 
@@ -59,9 +59,9 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
     """Clips of a split that are complete in every needed store; fails fast with what is missing."""
     split = load_split(cfg.paths.resolve("split"))
     ids = split[split_name]
-    root = cfg.paths.store_root()
+    root = StoreRoot.from_paths(cfg.paths)
     for family in families:
-        store = FeatureStore(root, family)
+        store = root.store(family)
         have = set(store.clip_ids())
         if not have and split_name == "train":
             raise TrainingInputError(
@@ -76,7 +76,7 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
 
 
 def _store(cfg: PipelineConfig, family: str) -> FeatureStore:
-    return FeatureStore(cfg.paths.store_root(), family)
+    return feature_store(cfg.paths, family)
 
 
 def check_width(cfg: PipelineConfig, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
@@ -212,12 +212,12 @@ def transformer_datasets(
 
 def content_centres(cfg: PipelineConfig) -> tuple[np.ndarray, str]:
     """The k-means cluster centres (K, HuBERT width) behind the stored tokens, and their fingerprint."""
-    from emotalker.tasks.features.kmeans import kmeans_fingerprint, load_kmeans
+    from emotalker.tasks.features.kmeans import kmeans_fingerprint, recorded_kmeans
 
     meta = _store(cfg, "tokens").get_meta()
     if "kmeans_path" not in meta:
         raise TrainingInputError("no k-means model recorded in the tokens store: run the features flow")
-    km = load_kmeans(meta["kmeans_path"])
+    km = recorded_kmeans(StoreRoot.from_paths(cfg.paths), meta)  # beside the stores: any machine finds it
     centres = np.asarray(km.cluster_centers_, dtype=np.float32)
     if centres.shape[0] != cfg.audio.kmeans_k:
         raise TrainingInputError(

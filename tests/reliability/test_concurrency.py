@@ -69,10 +69,11 @@ def test_concurrent_writers_of_one_clip_never_expose_a_mixed_or_partial_clip(tmp
     while any(t.is_alive() for t in threads):
         try:
             got = reader.read_clip("clip")
-            fp = reader.read_attrs("clip")["fingerprint"]
+            fp = reader.read_attrs("clip")["fingerprint"]  # a separate read: may already be the next version
         except (KeyError, FileNotFoundError):
             continue  # absent while being replaced: fine, never half-written
-        w = int(fp)
+        w = int(got["coeffs"][0, 0]) - 1  # the version this read saw: whole, and every array of it
+        assert 0 <= w < 4 and fp in {"0", "1", "2", "3"}
         np.testing.assert_array_equal(got["coeffs"], shapes[w])
         np.testing.assert_array_equal(got["valid"], np.full(300, w % 2 == 0))
         seen += 1
