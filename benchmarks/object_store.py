@@ -246,6 +246,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         "consumption_samples_per_s": consumption,
         "target": TARGET,
         "target_met": bool(met),
-        "notes": "Features are random normals (incompressible); MEAD-like 3-6 s clips. Window 'before' reads the old layout through today's reader with the old "
-        "backend options.",
+        "notes": "Features are random normals (incompressible); MEAD-like 3-6 s clips. Window 'before' "
+        "reads the old layout through today's reader with the old backend options.",
     }

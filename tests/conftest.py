@@ -58,3 +58,13 @@ def _no_local_prefect_server_left():
     from emotalker.flows.local_server import stop
 
     stop(Path(_PREFECT_HOME))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3-compatible server on a random loopback port with bucket ``emotalker`` (stopped by PID);
+    test credentials in the environment only, as a user's would be."""
+    from benchmarks.s3server import moto_s3
+
+    with moto_s3(tmp_path_factory.mktemp("s3")) as srv:
+        yield srv
