@@ -26,14 +26,15 @@ import numpy as np
 
 from benchmarks.common import device, paper_config
 from benchmarks.s3server import moto_s3
+from emotalker.configs.constants import AUDIO_FRAMES_PER_VIDEO_FRAME
 
 TARGET = "after: <= 3 requests per clip array (write and read); window reads from S3 >= training consumption"
 BUCKET = "emotalker"
 
 
 def _clip_arrays(rng: np.random.Generator, t: int) -> dict[str, dict[str, np.ndarray]]:
-    """One clip of every family, shaped as the feature flows write them (every array at the video rate)."""
-    th = t
+    """One clip of every family, shaped as the feature flows write them (HuBERT and tokens at 50 Hz)."""
+    th = AUDIO_FRAMES_PER_VIDEO_FRAME * t - 1
     return {
         "face": {
             "coeffs": rng.standard_normal((t, 257)).astype(np.float32),
@@ -114,8 +115,9 @@ def _window_reads(
 ) -> float:
     from emotalker.storage.windows import WindowDataset
 
-    src = {"face": (stores["face"], "motion"), "audio": (stores["hubert_emotion"], "feats")}
-    src["tokens"] = (stores["tokens"], "tokens")
+    rate = AUDIO_FRAMES_PER_VIDEO_FRAME
+    src = {"face": (stores["face"], "motion"), "audio": (stores["hubert_emotion"], "feats", rate)}
+    src["tokens"] = (stores["tokens"], "tokens", rate)
     ds = WindowDataset(src, ids, window, cache_bytes=cache)
     order = np.resize(np.random.default_rng(1).permutation(len(ds)), reads)
     t0 = time.perf_counter()

@@ -88,9 +88,14 @@ class WindowDataset(Dataset):
                 raise KeyError(f"no label for clip {cid!r}")
             lengths = {}
             for name, (store, key) in self.sources.items():
-                if not store.has_clip(cid):
-                    raise KeyError(f"clip {cid!r} is missing or incomplete in {store.url} (source {name!r})")
-                shape = store.shape(cid, key)
+                try:
+                    shape = store.shape(cid, key)  # one metadata read per clip and source (object storage)
+                except KeyError:
+                    if store.has_clip(cid):
+                        raise  # the clip is there, the array is not: that error names both
+                    raise KeyError(
+                        f"clip {cid!r} is missing or incomplete in {store.display_url} (source {name!r})"
+                    ) from None
                 if len(shape) == 0:
                     raise ValueError(f"source {name!r}: array {key!r} of clip {cid!r} is scalar")
                 lengths[name] = -(-shape[0] // self.rates[name])  # in video frames
