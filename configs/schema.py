@@ -282,6 +282,37 @@ class EvalConfig(_Strict):
     emotion_classifier_checkpoint: Path | None = None
 
 
+class RendererWidthsConfig(_Strict):
+    """Renderer channel widths; released sizes (SadTalker facerender.yaml) are what real checkpoints need."""
+
+    kp_block_expansion: int = Field(32, ge=1)
+    kp_max_features: int = Field(1024, ge=1)
+    generator_block_expansion: int = Field(64, ge=1)
+    generator_max_features: int = Field(512, ge=1)  # / reshape_depth = appearance volume channels (32)
+    dense_block_expansion: int = Field(32, ge=1)
+    dense_max_features: int = Field(1024, ge=1)
+    dense_compress: int = Field(4, ge=1)
+    mapping_descriptor: int = Field(1024, ge=1)
+    spade_hidden: int = Field(128, ge=1)
+    num_kp: int = Field(15, ge=1)
+    reshape_depth: int = Field(16, ge=1)
+
+
+class RenderConfig(_Strict):
+    """SadTalker's face renderer: released checkpoints (see README), source crop size, render settings."""
+
+    # SadTalker_V0.0.2_256.safetensors (or _512), or the older facevid2vid_00189-model.pth.tar
+    checkpoint: Path = Path("assets/sadtalker/SadTalker_V0.0.2_256.safetensors")
+    mapping_checkpoint: Path = Path("assets/sadtalker/mapping_00229-model.pth.tar")  # crop / still: 70
+    mapping_full_checkpoint: Path = Path("assets/sadtalker/mapping_00109-model.pth.tar")  # full: 73
+    mode: Literal["crop", "full", "still"] = "crop"  # default for generate (--mode overrides)
+    image_size: int = Field(256, ge=128, multiple_of=32)  # source crop side: 256 or 512 for the releases
+    batch_size: int = Field(4, ge=1)  # frames per renderer call
+    # auto: float16 on CUDA, float32 on CPU
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    widths: RendererWidthsConfig = RendererWidthsConfig()
+
+
 class PipelineConfig(_Strict):
     """Root configuration for every flow."""
 
@@ -301,6 +332,7 @@ class PipelineConfig(_Strict):
     lip: LipConfig = LipConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    render: RenderConfig = RenderConfig()
 
     def torch_device(self) -> str:
         """Resolve ``auto`` to cuda when a GPU is visible."""

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate",
         help="animate a face image with speech audio using the trained models",
-        description="Animate a face image with speech audio: writes motion.npy, motion.mat, "
-        "coefficients.png and preview.mp4 to --out.",
+        description="Animate a face image with speech audio: writes video.mp4, motion.npy, motion.mat, "
+        "source.mat, coefficients.png and preview.mp4 to --out.",
     )
     _add_config_args(gen)
     gen.add_argument("--image", required=True, type=Path, help="reference face image (jpg/png)")
@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio", required=True, type=Path, help="speech audio (wav, mp3, ...; resampled to 16 kHz)"
     )
     gen.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    gen.add_argument(
+        "--mode",
+        choices=["crop", "full", "still"],
+        default=None,
+        help="video.mp4: the face crop (crop), pasted back into the photo (full), or with the photo's head "
+        "pose (still); default: the config's render.mode",
+    )
 
     server = sub.add_parser(
         "server",
@@ -272,6 +279,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")
         kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
+        kwargs["mode"] = args.mode
     else:
         flow = _load(FLOWS[args.flow if args.command == "run" else args.command][0])
         kwargs = {}

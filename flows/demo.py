@@ -77,7 +77,34 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
             Path(cfg.face.deep3dface_checkpoint).parent, torch_home, seed=cfg.seed
         )
         out.update({k: str(v) for k, v in written.items()})
+    out.update(make_renderer_standins(cfg))
     return out
+
+
+def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
+    """SadTalker renderer stand-ins at ``render.widths`` where the render keys point.
+
+    Stand-ins this wrote are rewritten when the widths change (the files must fit the configured network);
+    files it did not write (no marker: real checkpoints) are never touched.
+    """
+    from emotalker.tasks.data.standins.fake_renderer import write_renderer_standins
+
+    rc = cfg.render
+    folder = Path(rc.checkpoint).parent
+    payload = {"widths": rc.widths.model_dump(), "seed": cfg.seed}
+    marker = folder / ".renderer-standins.json"
+    wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]
+    if all(Path(p).exists() for p in wanted) and (not marker.exists() or _marker_ok(marker, payload)):
+        return {}
+    written = write_renderer_standins(folder, rc.widths, seed=cfg.seed, he_widths=(8, 64))
+    targets = {"safetensors": rc.checkpoint, "mapping": rc.mapping_checkpoint}
+    targets["mapping_full"] = rc.mapping_full_checkpoint
+    for key, target in targets.items():  # the config may name the files differently
+        if written[key] != Path(target):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            written[key] = written[key].replace(target)
+    marker.write_text(json.dumps(payload))
+    return {f"renderer_{k}": str(v) for k, v in written.items()}
 
 
 @flow(name="demo-data", log_prints=True)

@@ -19,8 +19,10 @@ from emotalker.tasks.generation.animate import (
     load_speech,
     read_image,
     save_outputs,
+    save_video_outputs,
 )
 from emotalker.tasks.generation.inference import load_emotalker
+from emotalker.tasks.generation.render import load_renderer, prepare_source
 
 
 @flow(name="generate", log_prints=True)
@@ -30,8 +32,10 @@ def generate_flow(
     out_dir: str,
     config: str = "configs/paper.yaml",
     overrides: list[str] | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion.
+    """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion;
+    SadTalker's renderer -> ``video.mp4`` in ``mode`` (crop / full / still; default ``render.mode``).
 
     With ``face.bfm_path`` the preview animates the motion's BFM landmarks on the reference image.
 
@@ -61,6 +65,8 @@ def generate_flow(
             "this config"
         )
     km = recorded_kmeans(root, meta)  # kept beside the stores: found from any machine
+    mode = mode or cfg.render.mode
+    renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
     identity = identity_coefficients(img, cfg, device)
     feats = audio_features(wave, cfg, device, km)
     model = load_emotalker(
@@ -68,6 +74,10 @@ def generate_flow(
     )
     motion = model.generate(identity["motion"], feats["audio"], feats["tokens"], feats["mel"])
     outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
+    source = prepare_source(img, cfg, mode)
+    outputs |= save_video_outputs(
+        Path(out_dir), renderer, source, motion, Path(audio), mode, cfg.render.batch_size
+    )
     summary = {**generation_inputs_summary(wave, note), **outputs}
-    get_run_logger().info("generated %d frames -> %s", len(motion), out_dir)
+    get_run_logger().info("generated %d frames (%s video) -> %s", len(motion), mode, out_dir)
     return summary

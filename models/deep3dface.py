@@ -129,16 +129,43 @@ def recon_state_dict_from_checkpoint(ckpt: object, where: str = "checkpoint") ->
     return _strip_module(state)
 
 
+SADTALKER_PREFIX = "face_3drecon."
+
+
+def _sadtalker_recon_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``face_3drecon.`` tensors of a SadTalker safetensors file (Deep3DFace's net_recon)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {
+                k[len(SADTALKER_PREFIX) :]: f.get_tensor(k)
+                for k in f.keys()
+                if k.startswith(SADTALKER_PREFIX)
+            }
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if not state:
+        raise CheckpointError(
+            f"{path}: no '{SADTALKER_PREFIX}' tensors (expected SadTalker_V0.0.2_256.safetensors)"
+        )
+    return state
+
+
 def load_recon_net(path: str | Path, device: str | torch.device = "cpu") -> ReconNet:
-    """Build a :class:`ReconNet` in eval mode from a Deep3DFace ``epoch_20.pth``."""
+    """Build a :class:`ReconNet` in eval mode from Deep3DFace's ``epoch_20.pth`` or a SadTalker
+    ``SadTalker_V0.0.2_*.safetensors`` (its ``face_3drecon.`` tensors)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Deep3DFace checkpoint not found at {p}: {CHECKPOINT_HELP}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors: name the file
-        raise CheckpointError(f"{p}: cannot be read as a torch checkpoint ({exc})") from exc
-    state = recon_state_dict_from_checkpoint(ckpt, str(p))
+    if p.suffix == ".safetensors":  # SadTalker_V0.0.2_*.safetensors holds net_recon under face_3drecon.
+        state = _sadtalker_recon_state(p)
+    else:
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle / zip errors: name the file
+            raise CheckpointError(f"{p}: cannot be read as a torch checkpoint ({exc})") from exc
+        state = recon_state_dict_from_checkpoint(ckpt, str(p))
     net = ReconNet()
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))

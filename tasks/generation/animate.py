@@ -215,6 +215,36 @@ def save_outputs(
     return {key: str(out_dir / name) for key, name in names.items()}
 
 
+def save_video_outputs(
+    out_dir: Path,
+    renderer: Any,
+    source: Any,
+    motion: np.ndarray,
+    audio_path: Path,
+    mode: str,
+    batch_size: int,
+) -> dict[str, str]:
+    """``video.mp4`` (one rendered frame per motion frame, 25 fps, with the audio) and ``source.mat``.
+
+    ``source.mat`` is the source crop in SadTalker's preprocess layout (``coeff_3dmm`` (1, 73) = 64 exp +
+    3 angle + 3 trans + crop s, tx, ty; ``full_3dmm`` (1, 257)), so SadTalker's own scripts can render
+    ``motion.mat`` in any mode. Frames stream to the encoder batch by batch.
+    """
+    import scipy.io
+
+    from emotalker.tasks.generation.render import render_frames, write_video
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mat_tmp = out_dir / f".source.partial-{os.getpid()}.mat"
+    scipy.io.savemat(
+        mat_tmp, {"coeff_3dmm": source.coeff_3dmm[None].astype(np.float32), "full_3dmm": source.coeffs[None]}
+    )
+    os.replace(mat_tmp, out_dir / "source.mat")
+    frames = render_frames(renderer, source, motion, mode, batch_size)
+    video = write_video(frames, audio_path, out_dir / "video.mp4", fps=FPS)
+    return {"video": str(video), "source_mat": str(out_dir / "source.mat")}
+
+
 def coefficient_plot(motion: np.ndarray, path: Path) -> Path:
     import matplotlib
 
