@@ -52,7 +52,10 @@ class DownBlock3d(nn.Module):
         self.pool = nn.AvgPool3d(kernel_size=(1, 2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(F.relu(self.norm(self.conv(x))))
+        out = F.relu(self.norm(self.conv(x)))
+        if out.dtype == torch.bfloat16 and out.device.type == "cpu":  # no bfloat16 3D pooling on CPU
+            return self.pool(out.float()).to(out.dtype)
+        return self.pool(out)
 
 
 class UpBlock2d(nn.Module):

@@ -83,9 +83,13 @@ def load_renderer(
         "safetensors" if rc.checkpoint.suffix == ".safetensors" else "facevid2vid",
     )
     layouts = tuple(sorted({COEFF_NC[m] for m in modes}))
+    mapping_keys = {
+        70: ("render.mapping_checkpoint", "mapping_70"),
+        73: ("render.mapping_full_checkpoint", "mapping_73"),
+    }
     mapping_paths = {
-        70: require_file(rc.mapping_checkpoint, "render.mapping_checkpoint", "mapping_70"),
-        73: require_file(rc.mapping_full_checkpoint, "render.mapping_full_checkpoint", "mapping_73"),
+        n: require_file(rc.mapping_checkpoint if n == 70 else rc.mapping_full_checkpoint, *mapping_keys[n])
+        for n in layouts
     }
     renderer = FaceRenderer(RendererWidths.from_mapping(rc.widths), layouts)
     load_facerender_weights(renderer.kp_extractor, renderer.generator, ckpt)

@@ -157,8 +157,8 @@ def test_missing_checkpoint_names_the_key_and_the_download(cfg, tmp_path):
 
 
 def _probe(path) -> dict:
-    cmd = ["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=codec_type,codec_name,"]
-    cmd += ["nb_read_frames,width,height,r_frame_rate", "-of", "json", str(path)]
+    entries = "stream=codec_type,codec_name,nb_read_frames,width,height,r_frame_rate"
+    cmd = ["ffprobe", "-v", "error", "-count_frames", "-show_entries", entries, "-of", "json", str(path)]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
