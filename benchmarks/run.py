@@ -28,6 +28,7 @@ BENCHMARKS = [
     "training_step",
     "generation",
     "object_store",
+    "renderer",
 ]
 
 

@@ -26,6 +26,7 @@ EXPECTED_METRICS = {
     "window_reader": {"demo_loader_samples_per_s", "paper_loader_samples_per_s", "paper_zarr_over_npy"},
     "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
     "generation": {"time_growth", "memory_growth", "rtf_2s", "rtf_6s"},
+    "renderer": {"fps_ours", "fps_sadtalker", "speedup", "memory_growth_ours", "memory_growth_sadtalker"},
 }
 
 

@@ -21,7 +21,7 @@ import torch
 from emotalker.configs.constants import COEFF_SLICES, FPS, SAMPLE_RATE
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.renderer import COEFF_NC, FaceRenderer, RendererWidths, coefficient_windows
-from emotalker.models.renderer.blocks import bake_spectral_norm
+from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 from emotalker.models.renderer.checkpoints import load_facerender_weights, load_mapping_weights, require_file
 from emotalker.tasks.progress import progress_bar
 
@@ -95,8 +95,9 @@ def load_renderer(
     load_facerender_weights(renderer.kp_extractor, renderer.generator, ckpt)
     for n in layouts:
         load_mapping_weights(renderer.mappings[str(n)], mapping_paths[n])
-    bake_spectral_norm(renderer.generator)  # inference only: sigma computed once, not per frame
     renderer.eval().requires_grad_(False)
+    bake_spectral_norm(renderer.generator)  # inference only: sigma computed once, not per frame
+    fold_batchnorm(renderer.generator)  # conv -> BatchNorm pairs become one conv
     renderer.kp_extractor.to(device)
     renderer.mappings.to(device)
     renderer.generator.to(device, dtype=render_dtype(cfg, device))

@@ -16,7 +16,7 @@ from emotalker.models.renderer import (
     load_facerender_weights,
     load_mapping_weights,
 )
-from emotalker.models.renderer.blocks import bake_spectral_norm
+from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 from emotalker.models.renderer.kinematics import transform_keypoints
 from emotalker.tasks.data.standins.fake_renderer import write_renderer_standins
 
@@ -128,7 +128,7 @@ def test_cached_source_renders_what_sadtalkers_per_batch_call_renders(standins, 
         kp_s = transform_keypoints(kp_c, mapping(src_coeffs[:, :, None].expand(-1, -1, 27)))
         kp_d = transform_keypoints(kp_c, mapping(windows))
         theirs = r.generator(image.expand(3, -1, -1, -1), kp_d, kp_s.expand(3, -1, -1))
-        baked = bake_spectral_norm(r.generator)
+        baked = fold_batchnorm(bake_spectral_norm(r.generator))  # what load_renderer does for inference
         after_bake = baked.render(baked.prepare(image, state.kp_source), kp_d)
     assert ours.shape == (3, 3, 128, 128) and 0 <= ours.min() and ours.max() <= 1
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,178 @@
+"""Face renderer: frames/s and peak memory at 256 px (--quick: 128 px), this project vs SadTalker's loop.
+
+Both paths use the same random weights (SadTalker's architecture at the given widths) and the same
+frames. SadTalker's loop (``make_animation`` as ``animate.py`` calls it): every 27-frame target window
+built up front, batches of 2 with the source image repeated per batch, the generator recomputing the
+source's appearance volume and dense-motion inputs on every call, every frame kept until the end. This
+project: ``tasks.generation.render.render_frames`` (source work once, inference mode, frames streamed).
+
+Speed: released widths (what real checkpoints need) on a few frames; memory: the same audio-length ratio
+as 10 s vs 60 s (6x), at narrow widths so both lengths render in minutes on a CPU (labelled in the JSON).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import device, mib, peak_memory, time_call
+
+TARGET = (
+    ">= 1.5x SadTalker's frames/s at released widths (CPU) and peak memory flat in audio length "
+    "(long/short <= 1.15) where SadTalker's grows"
+)
+NARROW = {
+    "kp_block_expansion": 8,
+    "kp_max_features": 64,
+    "generator_block_expansion": 8,
+    "generator_max_features": 64,
+    "dense_block_expansion": 4,
+    "dense_max_features": 32,
+    "dense_compress": 1,
+    "mapping_descriptor": 32,
+    "spade_hidden": 16,
+    "reshape_depth": 8,
+}
+
+
+def build(widths: dict[str, int], dev: str, seed: int = 0) -> tuple[Any, Any]:
+    """(ours, sadtalker's) renderers with identical weights; ours as load_renderer prepares it for inference
+    (spectral norm baked, BatchNorm folded into the convs before it)."""
+    from emotalker.models.renderer import FaceRenderer, RendererWidths
+    from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
+
+    torch.manual_seed(seed)
+    theirs = FaceRenderer(RendererWidths(**widths)).eval().requires_grad_(False)
+    ours = copy.deepcopy(theirs)
+    bake_spectral_norm(ours.generator)
+    fold_batchnorm(ours.generator)
+    return ours.to(dev), theirs.to(dev)
+
+
+def source_image(size: int, seed: int = 0) -> Any:
+    from emotalker.tasks.generation.render import SourceImage, sadtalker_coeff_3dmm
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    coeffs = rng.normal(0, 0.2, 257).astype(np.float32)
+    return SourceImage(
+        image=np.stack([xx, yy, 0.5 * (xx + yy)]).astype(np.float32),
+        coeff_3dmm=sadtalker_coeff_3dmm(coeffs, np.array([size, size, 1.0, size / 2, size / 2])),
+        coeffs=coeffs,
+        box=(0, 0, size, size),
+        original=np.zeros((size, size, 3), np.uint8),
+        landmarks=np.zeros((68, 2), np.float32),
+    )
+
+
+def render_ours(renderer: Any, source: Any, motion: np.ndarray, batch_size: int) -> int:
+    """Stream every frame through the project's renderer, keeping none (as write_video consumes them)."""
+    from emotalker.tasks.generation.render import render_frames
+
+    n = 0
+    for frames in render_frames(renderer, source, motion, "crop", batch_size):
+        n += len(frames)
+    return n
+
+
+def render_sadtalker(renderer: Any, source: Any, motion: np.ndarray, batch_size: int = 2) -> np.ndarray:
+    """SadTalker's get_facerender_data + make_animation + the uint8 conversion in animate.generate."""
+    from emotalker.models.renderer import coefficient_windows
+    from emotalker.models.renderer.kinematics import transform_keypoints
+
+    dev = next(renderer.parameters()).device
+    t = len(motion)
+    windows = list(coefficient_windows(motion, 0, t))
+    windows += [windows[-1]] * ((-t) % batch_size)  # padded with the last window to a multiple of the batch
+    target = torch.from_numpy(np.stack(windows)).reshape(batch_size, -1, 70, 27).to(dev)
+    image = torch.from_numpy(source.image)[None].repeat(batch_size, 1, 1, 1).to(dev)
+    src = torch.from_numpy(source.coeff_3dmm[None, :70, None].repeat(27, axis=2)).repeat(batch_size, 1, 1)
+    mapping = renderer.mappings["70"]
+    with torch.no_grad():
+        kp_canonical = renderer.kp_extractor(image)
+        kp_source = transform_keypoints(kp_canonical, mapping(src.to(dev)))
+        predictions = []
+        for i in range(target.shape[1]):
+            kp_driving = transform_keypoints(kp_canonical, mapping(target[:, i]))
+            predictions.append(renderer.generator(image, kp_driving, kp_source))
+        video = torch.stack(predictions, dim=1)
+    video = video.reshape((-1,) + video.shape[2:])[:t]
+    frames = [np.transpose(v.cpu().numpy(), (1, 2, 0)).astype(np.float32) for v in video]
+    return (np.clip(np.stack(frames), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _motion(frames: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.2, (frames, 70)).astype(np.float32)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Frames/s (same frames, same weights) and peak memory at two audio lengths for both paths."""
+    from emotalker.tasks.generation.render import render_frames
+
+    dev = device()
+    size = 128 if quick else 256
+    speed_widths = NARROW if quick else {}  # {} = released widths
+    speed_frames = 4
+    lengths_s = [0.2, 1.2] if quick else [2.0, 12.0]  # 6x, as 10 s vs 60 s
+    batch = 2  # SadTalker's batch; ours uses the same for a like-for-like speed comparison
+    ours, theirs = build(speed_widths, dev)
+    source = source_image(size)
+    motion = _motion(speed_frames)
+    render_ours(ours, source, motion[:1], batch)  # warm-up (allocator, oneDNN kernels)
+    render_sadtalker(theirs, source, motion[:1], batch)
+    t_ours = time_call(lambda: render_ours(ours, source, motion, batch), repeats=1, warmup=0)
+    t_theirs = time_call(lambda: render_sadtalker(theirs, source, motion, batch), repeats=1, warmup=0)
+    fps_ours, fps_theirs = speed_frames / t_ours["median_s"], speed_frames / t_theirs["median_s"]
+    a = np.concatenate(list(render_frames(ours, source, motion[:2], "crop", 2)))  # same frames from both
+    b = render_sadtalker(theirs, source, motion[:2], 2)
+    max_diff = int(np.abs(a.astype(int) - b.astype(int)).max())
+    del ours, theirs
+    ours, theirs = build(NARROW, dev)
+    memory: dict[str, Any] = {}
+    for secs in lengths_s:
+        m = _motion(int(secs * 25), seed=2)
+        with peak_memory(dev) as mem_o:
+            render_ours(ours, source, m, batch)
+        with peak_memory(dev) as mem_t:
+            render_sadtalker(theirs, source, m, batch)
+        memory[f"{secs:g}s"] = {
+            "frames": len(m),
+            "ours_mib": mib(mem_o["peak_bytes"]),
+            "sadtalker_mib": mib(mem_t["peak_bytes"]),
+            "method": mem_o["method"],
+        }
+    short, long = (memory[f"{s:g}s"] for s in lengths_s)
+    growth_ours = long["ours_mib"] / max(short["ours_mib"], 1.0)
+    growth_theirs = long["sadtalker_mib"] / max(short["sadtalker_mib"], 1.0)
+    speedup = fps_ours / fps_theirs
+    metrics = {
+        "fps_ours": fps_ours,
+        "fps_sadtalker": fps_theirs,
+        "speedup": speedup,
+        "max_pixel_diff": max_diff,
+        f"peak_mib_ours_{lengths_s[0]:g}s": short["ours_mib"],
+        f"peak_mib_ours_{lengths_s[1]:g}s": long["ours_mib"],
+        f"peak_mib_sadtalker_{lengths_s[0]:g}s": short["sadtalker_mib"],
+        f"peak_mib_sadtalker_{lengths_s[1]:g}s": long["sadtalker_mib"],
+        "memory_growth_ours": growth_ours,
+        "memory_growth_sadtalker": growth_theirs,
+    }
+    return {
+        "params": {
+            "image_size": size,
+            "speed_widths": "narrow (quick)" if quick else "released (facerender.yaml)",
+            "speed_frames": speed_frames,
+            "batch_size": batch,
+            "memory_widths": "narrow",
+            "memory_lengths_s": lengths_s,
+            "torch_threads": torch.get_num_threads(),
+            "device": dev,
+        },
+        "metrics": metrics,
+        "memory": memory,
+        "target": TARGET,
+        "target_met": bool(speedup >= 1.5 and growth_ours <= 1.15),
+    }
