@@ -42,9 +42,10 @@ def generate_flow(
     Args:
         image: reference face image (its identity and pose are kept).
         audio: speech to animate (any format ffmpeg reads; resampled to 16 kHz).
-        out_dir: where motion.npy, motion.mat, coefficients.png and preview.mp4 go.
+        out_dir: where video.mp4, motion.npy, motion.mat, source.mat, coefficients.png and preview.mp4 go.
         config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
+        mode: video layout, ``crop`` / ``full`` / ``still`` (default ``render.mode``).
     """
     cfg = resolve_config(config, overrides)
     device = cfg.torch_device()
