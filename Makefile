@@ -12,7 +12,8 @@ setup:
 demo: setup
 	$(VENV)/bin/emotalker demo --config $(CONFIG)
 
-test: setup
+test:
+	@WITH_BROWSER=1 bash scripts/setup.sh
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 test-fast: setup

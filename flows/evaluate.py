@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from emotalker.storage.manifest import Manifest
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, accuracy
+from emotalker.tasks.evaluation.report import write_report
 from emotalker.tasks.generation.inference import (
     clip_features,
     evaluate_clip,
@@ -24,7 +26,14 @@ from emotalker.tasks.generation.inference import (
     load_emotalker,
     rendered_metrics,
 )
-from emotalker.tasks.training.tracking import config_params, setup_mlflow
+from emotalker.tasks.progress import progress
+from emotalker.tasks.training.tracking import (
+    config_params,
+    describe_run,
+    download_stage_plots,
+    log_data_inputs,
+    setup_mlflow,
+)
 
 
 def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
@@ -103,7 +112,7 @@ def evaluate_flow(
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     per_clip = []
-    for cid in test_ids:
+    for cid in progress(test_ids, desc="evaluate", unit="clip"):
         r = rows[cid]
         try:
             feats = clip_features(cfg, cid)
@@ -129,7 +138,7 @@ def evaluate_flow(
             else:
                 logger.warning("%s: no rendered video %s", cid, video)
         np.save(out_dir / f"{cid}.npy", res.pop("motion"))
-        per_clip.append({"clip_id": cid, "emotion": r["emotion"], **res})
+        per_clip.append({"clip_id": cid, "emotion": r["emotion"], "level": r["level"], **res})
     if not per_clip:
         raise RuntimeError("no test clip could be evaluated (missing features?)")
     summary = {
@@ -179,11 +188,51 @@ def evaluate_flow(
         kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
     with mlflow.start_run(**kwargs) as run:
         mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name})
+        describe_run("evaluate")
         mlflow.log_params(config_params(cfg))
+        log_data_inputs(cfg, context="evaluation")
         mlflow.log_metrics({f"test/{k}": float(v) for k, v in summary.items()})
         (out_dir / "per_clip.json").write_text(json.dumps(per_clip, indent=1))
         (out_dir / "table.json").write_text(json.dumps({"table": table, "skipped": skipped}, indent=1))
+        report = _report(cfg, out_dir, table, skipped, per_clip)
         mlflow.log_artifacts(str(out_dir), "evaluation")
+        report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
         summary["run_id"] = run.info.run_id
+    markdown_artifact(
+        "evaluation-report",
+        f"Evaluation report (open in a browser): [{report}]({report.resolve().as_uri()})\n\n"
+        f"Logged to MLflow run `{run.info.run_id}` as `{report_uri}`",
+        "the self-contained HTML evaluation report",
+    )
     summary["skipped"] = skipped
+    summary["table"] = table
+    summary["report"] = str(report)
     return summary
+
+
+def _report(
+    cfg: Any,
+    out_dir: Path,
+    table: list[dict[str, Any]],
+    skipped: dict[str, str],
+    per_clip: list[dict[str, Any]],
+) -> Path:
+    """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
+    names = {stage: f"{cfg.mlflow.registry_prefix}-{stage}" for stage in ("vqvae", "lip", "transformer")}
+    ids = [p["clip_id"] for p in per_clip]
+    candidates = [out_dir / f"{c}.mp4" for c in ids] + sorted((out_dir / "rendered").glob("*.mp4"))
+    if cfg.eval.rendered_dir is not None:
+        candidates += [cfg.eval.rendered_dir / f"{c}.mp4" for c in ids]
+    videos = list(dict.fromkeys(v for v in candidates if v.is_file()))
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = download_stage_plots(cfg.mlflow.tracking_uri, names, cfg.train.model_alias, Path(tmp))
+        return write_report(
+            out_dir / "report.html",
+            title=f"EmoTalker evaluation: {cfg.name}",
+            table=table,
+            skipped=skipped,
+            per_clip=per_clip,
+            tsne=plots["vqvae"] / "codebook_tsne.png" if "vqvae" in plots else None,
+            loss_curves={stage: d / "loss_curves.png" for stage, d in plots.items()},
+            videos=videos,
+        )

@@ -22,6 +22,7 @@ from emotalker.tasks.data.prepare import (
     prepare_fingerprint,
 )
 from emotalker.tasks.data.split import make_split, write_split_once
+from emotalker.tasks.progress import progress_bar
 
 CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk
 
@@ -41,15 +42,26 @@ def _download(spec: Any, dest: Path, timeout_s: float, chunk: int) -> Path:
     visible in the UI), each resuming from the ``.part`` file the previous attempt left."""
     artifact = create_progress_artifact(progress=0.0, description=f"download {spec.name}")
     last = [0.0]
+    bar = progress_bar(None, f"download {spec.name}", unit="B")  # bytes in the terminal / log lines
+    seen = [0]
 
     def progress(done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - seen[0])
+        seen[0] = done
         if total:
             pct = 100.0 * done / total
             if pct - last[0] >= 5 or done == total:
                 last[0] = pct
                 update_progress_artifact(artifact_id=artifact, progress=pct)
 
-    path = download_archive(spec, dest, retries=0, timeout_s=timeout_s, chunk_bytes=chunk, progress=progress)
+    try:
+        path = download_archive(
+            spec, dest, retries=0, timeout_s=timeout_s, chunk_bytes=chunk, progress=progress
+        )
+    finally:
+        bar.close()
     update_progress_artifact(artifact_id=artifact, progress=100.0)
     return path
 
@@ -167,6 +179,7 @@ def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None
     ]
     logger.info("%d clips found, %d new, %d to prepare", len(clips), len(new), len(todo))
     prepared_root = cfg.paths.resolve("prepared")
+    bar = progress_bar(len(todo), "prepare", unit="clip")
     for i in range(0, len(todo), CHUNK):
         chunk = todo[i : i + CHUNK]
         updates = prepare_chunk(
@@ -179,9 +192,11 @@ def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None
             chunk_name=f"{i // CHUNK:04d}",
         )
         manifest.upsert(updates)
+        bar.update(len(chunk))
         for u in updates:
             if u["status"] == "failed":
                 logger.warning("clip %s failed: %s", u["clip_id"], u["error"])
+    bar.close()
     ids = {c["clip_id"] for c in clips}
     rows = [r for r in manifest.records() if r["clip_id"] in ids]
     prepared = [r for r in rows if r["status"] == "prepared"]

@@ -64,6 +64,12 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         r".*Distutils was imported before Setuptools.*",
         "import-order notice from setuptools in the MLflow environment probe",
     ),
+    (
+        UserWarning,
+        r"The specified dataset source can be interpreted in multiple ways",
+        "MLflow registers its local-file dataset source class twice; both readings of the manifest and "
+        "split paths are the same local file",
+    ),
 )
 
 # third-party loggers whose INFO lines drown the pipeline's progress (their warnings still show)

@@ -200,6 +200,7 @@ def train_vqvae(
             metric_sink,
             stop_after=stop_after,
             threads=cpu_threads(cfg),
+            desc="train-vqvae",
         )
         if res.steps < cfg.train.vqvae.steps:
             return {"stage": "vqvae", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
@@ -307,6 +308,7 @@ def train_transformer(
             metric_sink,
             stop_after=stop_after,
             threads=cpu_threads(cfg),
+            desc="train-transformer",
         )
         if res.steps < cfg.train.transformer.steps:
             return {
@@ -386,6 +388,7 @@ def train_lip(
             metric_sink,
             stop_after=stop_after,
             threads=cpu_threads(cfg),
+            desc="train-lip",
         )
         if res.steps < cfg.train.lip.steps:
             return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}

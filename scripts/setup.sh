@@ -10,6 +10,10 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+# headless Chromium only where the browser tests run: `make test` (WITH_BROWSER=1) and CI (CI=true)
+if [ "${WITH_BROWSER:-0}" = "1" ] || [ "${CI:-}" = "true" ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -65,11 +65,12 @@ class _PlainProgress:
         self.close()
 
 
-def progress_bar(total: float | None, desc: str, unit: str = "it", every_s: float = PLAIN_EVERY_S) -> Any:
-    """A bar with ``update(n)``, ``set_postfix(...)`` and ``close()``: tqdm on a TTY, log lines otherwise."""
+def progress_bar(total: float | None, desc: str, unit: str = "it", every_s: float | None = None) -> Any:
+    """A bar with ``update(n)``, ``set_postfix(...)`` and ``close()``: tqdm on a TTY, log lines otherwise
+    (every ``every_s`` seconds, default :data:`PLAIN_EVERY_S`)."""
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
-    return _PlainProgress(total, desc, unit, every_s)
+    return _PlainProgress(total, desc, unit, PLAIN_EVERY_S if every_s is None else every_s)
 
 
 def progress(

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from emotalker.configs.schema import TrainStageConfig
+from emotalker.tasks.progress import progress_bar
 from emotalker.tasks.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,14 @@ def run_training(
     on_checkpoint: Callable[[int], None] | None = None,
     stop_after: int | None = None,
     threads: int | None = None,
+    desc: str = "train",
 ) -> TrainResult:
     """Train for ``stage.steps`` steps, resuming from ``ckpt_dir/last.pt`` when it exists.
 
     ``stop_after`` ends early after that many steps of this call (used by tests to simulate a kill).
     ``threads`` fixes torch's CPU thread count: results are bit-identical only at the same count, and
-    other libraries in a long-lived process may have changed it.
+    other libraries in a long-lived process may have changed it. ``desc`` labels the progress bar (steps,
+    latest loss, ETA).
     """
     n = len(train_set)  # type: ignore[arg-type]
     if threads is not None:
@@ -152,6 +155,7 @@ def run_training(
 
     model.train()
     ran = 0
+    bar = progress_bar(stage.steps - step, desc, unit="step")
     window_t0, window_steps = time.perf_counter(), 0
     metrics: dict[str, float] = {}
     while step < stage.steps:
@@ -170,6 +174,7 @@ def run_training(
         step += 1
         ran += 1
         window_steps += 1
+        bar.update(1)
         if step % stage.log_every == 0 or step == stage.steps:
             elapsed = time.perf_counter() - window_t0
             extra = {
@@ -178,6 +183,7 @@ def run_training(
                 "steps_per_s": window_steps / max(elapsed, 1e-9),
             }
             emit({f"train/{k}": v for k, v in metrics.items()} | extra, step)
+            bar.set_postfix(loss=f"{loss.item():.4g}")
             window_t0, window_steps = time.perf_counter(), 0
         if step % stage.val_every == 0 or step == stage.steps:
             validate(step)
@@ -198,6 +204,7 @@ def run_training(
             )
             if on_checkpoint is not None:
                 on_checkpoint(step)
+    bar.close()
     final = {k: v[-1][1] for k, v in history.items()}
     if best_step < 0 and step >= stage.steps:
         # no validation data: the last model is the best one we have

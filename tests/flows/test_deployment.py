@@ -252,6 +252,40 @@ def test_readme_deployment_recipe(services, tmp_path):
         assert alias.json()["model_version"]["run_id"] == run["info"]["run_id"]
         listed = requests.get(f"{rest}/artifacts/list", params={"run_id": run["info"]["run_id"]}, timeout=10)
         assert {"checkpoint", "config"} <= {f["path"] for f in listed.json().get("files", [])}
+    # 5. What the MLflow UI shows, through the same REST API: the experiment opens on its runs (model
+    # training kind), every run is described, the plots, the dataset inputs, the Table 1 table, the report.
+    exp_tags = {t["key"]: t["value"] for t in exp.json()["experiment"].get("tags", [])}
+    assert exp_tags.get("mlflow.experimentKind") == "custom_model_development", exp_tags
+    assert "evaluate" in nested
+    for run in [parent, *nested.values()]:
+        assert len(tags(run).get("mlflow.note.content", "")) > 20, tags(run).get("stage")
+
+    def artifacts_of(run: dict[str, Any], path: str) -> set[str]:
+        params = {"run_id": run["info"]["run_id"], "path": path}
+        listed = requests.get(f"{rest}/artifacts/list", params=params, timeout=10)
+        assert listed.ok, listed.text
+        return {f["path"] for f in listed.json().get("files", [])}
+
+    plots = {f"plots/{p}" for p in ("loss_curves.png", "codebook_usage.png", "codebook_tsne.png")}
+    assert plots <= artifacts_of(nested["vqvae"], "plots")
+    assert "plots/loss_curves.png" in artifacts_of(nested["lip"], "plots")
+    assert "evaluation/report.html" in artifacts_of(nested["evaluate"], "evaluation")
+    got = requests.get(f"{rest}/runs/get", params={"run_id": nested["vqvae"]["info"]["run_id"]}, timeout=10)
+    inputs = got.json()["run"].get("inputs", {}).get("dataset_inputs", [])
+    assert {"manifest", "split"} <= {d["dataset"]["name"] for d in inputs}
+    assert {"path": "evaluation/table1.json", "type": "table"} in json.loads(
+        tags(parent)["mlflow.loggedArtifacts"]
+    )
+    table = requests.get(
+        f"{tracking}/get-artifact",
+        params={"run_id": parent["info"]["run_id"], "path": "evaluation/table1.json"},
+        timeout=10,
+    )
+    assert table.ok, table.text
+    columns, data = table.json()["columns"], table.json()["data"]
+    methods = [row[columns.index("method")] for row in data]
+    assert methods[0] == "this run" and "EmoTalker (paper)" in methods and "LipL2" in columns
+
     # artifacts went through the server's proxy into its destination, not into the worker's cwd
     assert any(artifacts.rglob("*.safetensors")), sorted(str(p) for p in artifacts.rglob("*"))[:20]
     assert not (REPO / "mlruns").exists() or not any((REPO / "mlruns").rglob(parent["info"]["run_id"]))

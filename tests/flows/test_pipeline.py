@@ -171,3 +171,33 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
     emotions = [rows[c]["emotion"] for c in test_ids]
     assert ev["EmoAcc"] == pytest.approx(np.mean([e == "happy" for e in emotions]))
     assert ev["M-LMD"] > 0 and ev["F-LMD"] > 0 and np.isfinite(ev["M-LMD"])
+    # the report's frame grid takes whatever rendered test videos exist: one row per rendered clip
+    page = (cfg.paths.resolve("outputs") / "eval" / "report.html").read_text()
+    assert 'alt="frames from rendered test videos"' in page
+
+
+def test_evaluation_report_opens_in_a_browser_and_is_linked_from_prefect(pipeline, tmp_path):
+    """The self-contained HTML report renders in headless Chromium: not blank, Table 1 in the DOM, the
+    t-SNE and every stage's loss curves inlined; a Prefect markdown artifact links it."""
+    import cv2
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from emotalker_testkit.browser import render
+
+    report = pipeline["cfg"].paths.resolve("outputs") / "eval" / "report.html"
+    assert pipeline["evaluate"]["report"] == str(report)
+    shot, dom = render(report, tmp_path)
+    img = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
+    assert img is not None and img.shape[1] == 1200
+    assert (img < 200).mean() > 0.02 and img.std() > 20  # text, tables and plots, not a blank page
+    table1 = dom[dom.index('<table id="table1">') :].split("</table>")[0]
+    assert "this run" in table1 and "EmoTalker (paper)" in table1 and "LipL2" in table1
+    assert '<table id="per-emotion">' in dom and '<table id="per-level">' in dom
+    for alt in ("t-SNE of codes", "vqvae", "lip", "transformer"):  # inlined figures (loss curves by stage)
+        assert f'alt="{alt}" src="data:image/png;base64,' in dom, alt
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["evaluation-report"]))
+        )
+    assert any(report.resolve().as_uri() in str(a.data) for a in links)

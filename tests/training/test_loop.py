@@ -114,3 +114,18 @@ def test_vqvae_stage_uses_the_paper_adamw_betas_and_warmup(tmp_path):
     run_training(_model(), _loss, Linear(), other, tmp_path / "t", "cpu")
     groups = load_checkpoint(tmp_path / "t" / "last.pt")["optimizer"]["param_groups"]
     assert tuple(groups[0]["betas"]) == (0.9, 0.999)  # stage 2: AdamW's defaults
+
+
+def test_training_reports_steps_loss_and_eta_while_it_runs(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from emotalker.tasks import progress
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a line per step instead of every 10 s
+    with caplog.at_level(logging.INFO, logger="emotalker.progress"):
+        run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=12, desc="train-toy")
+    lines = [r.getMessage() for r in caplog.records if r.name == "emotalker.progress"]
+    assert lines[0].startswith("train-toy: 1/80 step") and "ETA" in lines[0]
+    assert any(line.startswith("train-toy: 10/80 step") and "loss=" in line for line in lines)
+    assert lines[-1].startswith("train-toy: 12/80 step")  # closed where the call stopped
