@@ -29,6 +29,7 @@ from emotalker.tasks.features.workers import (
     mel_chunk,
     tokens_chunk,
 )
+from emotalker.tasks.progress import progress_bar
 
 CHUNK_CLIPS = 16
 
@@ -105,6 +106,7 @@ def run_on_dask(
     chunks = _chunks(clips)
     updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
+    bar = progress_bar(len(clips), family, unit="clip")  # advances per finished chunk
     with dask_client(cfg.dask) as client:
         futures = client.map(
             fn, chunks, pure=False, key=[f"{family}-{i}-{run_fp}" for i in range(len(chunks))], **kwargs
@@ -118,7 +120,9 @@ def run_on_dask(
                 else:
                     updates[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
                     logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
-            logger.info("%s: %d/%d clips done", family, done, len(clips))
+                bar.update(1)
+            bar.set_postfix(failed=done - ok)
+    bar.close()
     for name in (family, *also_record):
         _save_failures(cfg, name, updates)
     return {"computed": ok, "failed": done - ok}

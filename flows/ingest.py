@@ -42,7 +42,8 @@ def _download(spec: Any, dest: Path, timeout_s: float, chunk: int) -> Path:
     visible in the UI), each resuming from the ``.part`` file the previous attempt left."""
     artifact = create_progress_artifact(progress=0.0, description=f"download {spec.name}")
     last = [0.0]
-    bar = progress_bar(None, f"download {spec.name}", unit="B")  # bytes in the terminal / log lines
+    # bytes in the terminal / log lines (the artifact above is this task's progress in Prefect)
+    bar = progress_bar(None, f"download {spec.name}", unit="B", artifact=False)
     seen = [0]
 
     def progress(done: int, total: int | None) -> None:

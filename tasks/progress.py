@@ -65,12 +65,79 @@ class _PlainProgress:
         self.close()
 
 
-def progress_bar(total: float | None, desc: str, unit: str = "it", every_s: float | None = None) -> Any:
+class _PrefectProgress:
+    """Mirrors a bar's fraction done into a Prefect progress artifact of the current run (its Artifacts
+    tab), in steps of at least ``step_pct`` percent; an unreachable API never stops the work."""
+
+    def __init__(self, bar: Any, desc: str, step_pct: float = 2.0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.bar, self.step_pct = bar, step_pct
+        self._n, self._last = 0.0, -step_pct
+        self._id: Any = None
+        try:
+            self._id = create_progress_artifact(progress=0.0, description=desc)
+        except Exception as exc:  # noqa: BLE001 - progress display only
+            logger.debug("no Prefect progress artifact for %s: %s", desc, exc)
+
+    @property
+    def total(self) -> float | None:
+        return self.bar.total
+
+    @total.setter
+    def total(self, value: float | None) -> None:
+        self.bar.total = value
+
+    def update(self, n: float = 1) -> None:
+        self.bar.update(n)
+        self._n += n
+        self._push()
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        self.bar.set_postfix(**kwargs)
+
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
+        self.bar.set_postfix_str(s)
+
+    def _push(self, force: bool = False) -> None:
+        if self._id is None or not self.total:
+            return
+        pct = min(100.0, 100.0 * self._n / self.total)
+        if force or pct - self._last >= self.step_pct:
+            from prefect.artifacts import update_progress_artifact
+
+            try:
+                update_progress_artifact(artifact_id=self._id, progress=pct)
+                self._last = pct
+            except Exception as exc:  # noqa: BLE001 - progress display only
+                logger.debug("progress artifact update failed: %s", exc)
+                self._id = None
+
+    def close(self) -> None:
+        self._push(force=True)
+        self.bar.close()
+
+
+def _in_prefect_run() -> bool:
+    if "prefect" not in sys.modules:  # not running under Prefect: no need to import it
+        return False
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def progress_bar(
+    total: float | None, desc: str, unit: str = "it", every_s: float | None = None, artifact: bool = True
+) -> Any:
     """A bar with ``update(n)``, ``set_postfix(...)`` and ``close()``: tqdm on a TTY, log lines otherwise
-    (every ``every_s`` seconds, default :data:`PLAIN_EVERY_S`)."""
+    (every ``every_s`` seconds, default :data:`PLAIN_EVERY_S`); inside a Prefect flow or task run the
+    fraction done is also a Prefect progress artifact unless ``artifact`` is False (a caller keeping its
+    own)."""
     if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
-    return _PlainProgress(total, desc, unit, PLAIN_EVERY_S if every_s is None else every_s)
+        bar: Any = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+    else:
+        bar = _PlainProgress(total, desc, unit, PLAIN_EVERY_S if every_s is None else every_s)
+    return _PrefectProgress(bar, desc) if artifact and _in_prefect_run() else bar
 
 
 def progress(

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED_METRICS = {
     "face_extraction": {"batched_fps", "per_frame_fps", "speedup"},
     "hubert": {"speedup", "pipeline_rtf", "baseline_rtf", "distinct_pair_speedup"},
-    "noop_rerun": {"first_run_s", "second_run_s", "ratio"},
+    "noop_rerun": {"first_run_s", "second_run_s", "ratio", "cli_noop_reused_server_s"},
     "window_reader": {"demo_loader_samples_per_s", "paper_loader_samples_per_s", "paper_zarr_over_npy"},
     "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
     "generation": {"time_growth", "memory_growth", "rtf_2s", "rtf_6s"},

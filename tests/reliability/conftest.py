@@ -32,6 +32,9 @@ def cli(tmp_path: Path) -> Iterator[Callable[..., CliRun]]:
     yield start
     for run in runs:
         run.kill()
+    from emotalker.flows.local_server import stop
+
+    stop(home)  # a CLI run without the test server's URL would have started this home's local server
 
 
 @pytest.fixture(scope="session")
