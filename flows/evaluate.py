@@ -12,6 +12,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
+from emotalker.flows.train import registered_name
 from emotalker.models.bfm import load_bfm
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
@@ -218,11 +219,10 @@ def _report(
     per_clip: list[dict[str, Any]],
 ) -> Path:
     """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
-    names = {stage: f"{cfg.mlflow.registry_prefix}-{stage}" for stage in ("vqvae", "lip", "transformer")}
-    ids = [p["clip_id"] for p in per_clip]
-    candidates = [out_dir / f"{c}.mp4" for c in ids] + sorted((out_dir / "rendered").glob("*.mp4"))
-    if cfg.eval.rendered_dir is not None:
-        candidates += [cfg.eval.rendered_dir / f"{c}.mp4" for c in ids]
+    names = {stage: registered_name(cfg, stage) for stage in ("vqvae", "lip", "transformer")}
+    # renders made by this pipeline (outputs/eval_videos) or supplied in eval.rendered_dir, if any
+    dirs = [cfg.paths.resolve("outputs") / "eval_videos", cfg.eval.rendered_dir]
+    candidates = [d / f"{p['clip_id']}.mp4" for d in dirs if d is not None for p in per_clip]
     videos = list(dict.fromkeys(v for v in candidates if v.is_file()))
     with tempfile.TemporaryDirectory() as tmp:
         plots = download_stage_plots(cfg.mlflow.tracking_uri, names, cfg.train.model_alias, Path(tmp))

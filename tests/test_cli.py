@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from emotalker import __version__
 from emotalker.configs.schema import load_config, shipped_configs
 from emotalker.flows.cli import FLOWS, build_parser, main
 
-REPO_PREFECT_YAML = "prefect.yaml"
+REPO_PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -80,7 +81,7 @@ def test_every_deployment_is_described_and_every_flow_parameter_documented() -> 
 
     from emotalker.flows.cli import _load
 
-    declared = yaml.safe_load(open(REPO_PREFECT_YAML).read())
+    declared = yaml.safe_load(REPO_PREFECT_YAML.read_text())
     for dep in declared["deployments"]:
         assert len(dep.get("description", "")) > 40, dep["entrypoint"]
     env = declared["definitions"]["work_pool"]["job_variables"]["env"]
