@@ -70,6 +70,12 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         "MLflow registers its local-file dataset source class twice; both readings of the manifest and "
         "split paths are the same local file",
     ),
+    (
+        UserWarning,
+        r"Hint: Inferred schema contains integer column",
+        "the dataset inputs' schema is informational (manifest and split columns never hold missing values); "
+        "no model is served with it",
+    ),
 )
 
 # third-party loggers whose INFO lines drown the pipeline's progress (their warnings still show)

@@ -240,9 +240,7 @@ def hubert_chunk(
             for family in feats:
                 native = np.asarray(feats[family][i], dtype=np.float32)
                 attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": n}
-                stores[family].write_clip(
-                    clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp
-                )
+                stores[family].write_clip(clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp)
             results.append(_status(clip["clip_id"]))
         except Exception as exc:
             results.append(_status(clip["clip_id"], exc))
