@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotalker.configs.constants import DEFAULT_TEST_ACTORS, EMOTIONS, LEVELS, WaveformNormalization
+from emotalker.configs.secrets import CREDENTIALS_HELP, credential_keys, holds_credentials, redact_secrets
 
 
 class _Strict(BaseModel):
@@ -50,7 +50,7 @@ class PathsConfig(_Strict):
     @field_validator("storage_options")
     @classmethod
     def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = _credential_keys(v)
+        bad = credential_keys(v)
         if bad:
             raise ValueError(
                 f"credential field {bad[0]!r} is not allowed in storage_options: set it in the environment "
@@ -67,28 +67,6 @@ class PathsConfig(_Strict):
         """Absolute path of a named location (``root`` joined unless already absolute)."""
         p = getattr(self, name)
         return p if p.is_absolute() or name == "root" else self.root / p
-
-
-# storage_options keys that carry secrets (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
-# account_key/sas_token/connection_string, http password ...); gcsfs's named token modes are not secrets
-_CREDENTIAL_KEY = re.compile(
-    r"^(key|username|.*secret.*|.*password.*|.*passwd.*|.*token.*|.*credential.*|.*access_key.*|"
-    r".*account_key.*|connection_string|sas_.*|.*api_key.*|.*private.*)$",
-    re.IGNORECASE,
-)
-_NAMED_TOKEN_MODES = {"anon", "google_default", "cloud", "browser"}
-
-
-def _credential_keys(options: Any, where: str = "") -> list[str]:
-    """Dotted names of the secret-bearing keys in (nested) storage options."""
-    found: list[str] = []
-    if isinstance(options, dict):
-        for k, v in options.items():
-            name = f"{where}{k}"
-            if _CREDENTIAL_KEY.match(str(k)) and not (str(k) == "token" and v in _NAMED_TOKEN_MODES):
-                found.append(name)
-            found += _credential_keys(v, f"{name}.")
-    return found
 
 
 class DownloadConfig(_Strict):
@@ -334,6 +312,16 @@ class PipelineConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     render: RenderConfig = RenderConfig()
 
+    @model_validator(mode="after")
+    def _no_credentials(self) -> PipelineConfig:
+        """A config is a flow parameter, a log line and MLflow params: it may not carry credentials."""
+        keys = [
+            k for k, v in _leaves(self.model_dump(mode="json")) if isinstance(v, str) and holds_credentials(v)
+        ]
+        if keys:
+            raise ValueError(f"{', '.join(keys)} holds credentials; {CREDENTIALS_HELP}")
+        return self
+
     def torch_device(self) -> str:
         """Resolve ``auto`` to cuda when a GPU is visible."""
         if self.device != "auto":
@@ -348,21 +336,15 @@ class PipelineConfig(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _leaves(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        out += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return out
+
+
 def _dump(model: BaseModel) -> Any:
     return model.model_dump(mode="json")
-
-
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-_SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;][^=&;\s]*(?:token|password|passwd|secret|key|sig|signature|credential)[^=&;\s]*=)[^&;\s]+",
-    re.IGNORECASE,
-)
-
-
-def redact_secrets(text: str) -> str:
-    """Mask credentials in URLs (``user:pass@`` and token-like query values) before logging or tracking."""
-    text = _URL_USERINFO.sub(r"\g<scheme><redacted>@", text)
-    return _SECRET_QUERY.sub(r"\g<name><redacted>", text)
 
 
 class ConfigError(ValueError):
@@ -445,7 +427,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         # our own one-line rendering: pydantic's would echo the input value (a URL with credentials)
         problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+            ": ".join(p for p in (".".join(str(x) for x in e["loc"]), e["msg"]) if p)
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         )
         raise ConfigError(f"{where}: invalid config: {problems}") from None

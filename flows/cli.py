@@ -51,6 +51,12 @@ FLOWS: dict[str, tuple[str, str]] = {
 }
 
 
+MODEL_HELP = (
+    "registered models to use: current (the newest trained on these data, features and split; default), "
+    "a registry alias such as best, or a version number"
+)
+
+
 def _load(target: str) -> Any:
     import importlib
 
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("flow", choices=list(FLOWS), metavar="FLOW", help="the flow to run (listed below)")
     _add_config_args(run)
+    run.add_argument("--model", default=None, help=f"evaluate only: {MODEL_HELP}")
 
     show = sub.add_parser(
         "config",
@@ -149,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video.mp4: the face crop (crop), pasted back into the photo (full), or with the photo's head "
         "pose (still); default: the config's render.mode",
     )
+    gen.add_argument("--model", default="current", help=MODEL_HELP)
 
     server = sub.add_parser(
         "server",
@@ -224,7 +232,7 @@ def _console_tracebacks(show: bool) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    from emotalker.configs.schema import redact_secrets
+    from emotalker.configs.secrets import redact_secrets
 
     text = redact_secrets(str(exc)).strip() or type(exc).__name__
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -262,7 +270,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = load_config(args.config, args.overrides)
     if args.command == "config":
-        from emotalker.configs.schema import redact_secrets
+        from emotalker.configs.secrets import redact_secrets
 
         print(redact_secrets(json.dumps(cfg.model_dump(mode="json"), indent=2)))
         return 0
@@ -279,10 +287,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")
         kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
-        kwargs["mode"] = args.mode
+        kwargs |= {"mode": args.mode, "model": args.model}
     else:
-        flow = _load(FLOWS[args.flow if args.command == "run" else args.command][0])
+        name = args.flow if args.command == "run" else args.command
+        flow = _load(FLOWS[name][0])
         kwargs = {}
+        if getattr(args, "model", None) is not None:
+            if name != "evaluate":
+                raise ValueError(f"--model applies to evaluate and generate, not to {name}")
+            kwargs["model"] = args.model
     _console_tracebacks(show=args.debug)
     with api_for_cli():
         result = flow(config=args.config, overrides=args.overrides, **kwargs)

@@ -7,7 +7,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from emotalker.configs.schema import PipelineConfig, load_config, redact_secrets
+from emotalker.configs.schema import PipelineConfig, load_config
+from emotalker.configs.secrets import redact_secrets
 from emotalker.flows import runtime
 
 runtime.configure()  # every process that runs a flow: project loggers, harmless warnings filtered

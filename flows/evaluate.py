@@ -12,7 +12,6 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
-from emotalker.flows.train import registered_name
 from emotalker.models.bfm import load_bfm
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
@@ -28,6 +27,7 @@ from emotalker.tasks.generation.inference import (
     rendered_metrics,
 )
 from emotalker.tasks.progress import progress
+from emotalker.tasks.training.registry import registered_name
 from emotalker.tasks.training.tracking import (
     config_params,
     describe_run,
@@ -75,7 +75,10 @@ def skipped_metrics(cfg: Any) -> dict[str, str]:
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(
-    config: str = "configs/paper.yaml", overrides: list[str] | None = None, parent_run_id: str | None = None
+    config: str = "configs/paper.yaml",
+    overrides: list[str] | None = None,
+    parent_run_id: str | None = None,
+    model: str | dict[str, str] = "current",
 ) -> dict[str, Any]:
     """Generate every test clip from audio + neutral reference and compare with its ground truth.
 
@@ -83,6 +86,9 @@ def evaluate_flow(
         config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
+        model: the registered versions to evaluate: {stage: version} as a run's training flows returned
+            them (``reproduce`` passes its own), ``current`` (the newest trained on these stores) or a
+            registry alias such as ``best``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
@@ -94,9 +100,8 @@ def evaluate_flow(
     if not test_ids:
         raise ValueError(f"the test split in {cfg.paths.resolve('split')} is empty")
     device = cfg.torch_device()
-    model = load_emotalker(
-        cfg, cfg.train.model_alias, cfg.paths.resolve("checkpoints") / "registry-cache", device
-    )
+    generator, versions = load_emotalker(cfg, model, device)
+    logger.info("evaluating registered versions %s", versions)
     bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
     rendered = cfg.eval.rendered_dir
     if rendered is not None and not rendered.is_dir():
@@ -117,7 +122,7 @@ def evaluate_flow(
         r = rows[cid]
         try:
             feats = clip_features(cfg, cid)
-            res = evaluate_clip(model, feats, refs[r["actor"]], r["emotion"])
+            res = evaluate_clip(generator, feats, refs[r["actor"]], r["emotion"])
         except KeyError as exc:
             logger.warning("skipping %s: %s", cid, exc)
             continue
@@ -192,10 +197,11 @@ def evaluate_flow(
         describe_run("evaluate")
         mlflow.log_params(config_params(cfg))
         log_data_inputs(cfg, context="evaluation")
+        mlflow.log_params({f"model.{stage}_version": v for stage, v in versions.items()})
         mlflow.log_metrics({f"test/{k}": float(v) for k, v in summary.items()})
         (out_dir / "per_clip.json").write_text(json.dumps(per_clip, indent=1))
         (out_dir / "table.json").write_text(json.dumps({"table": table, "skipped": skipped}, indent=1))
-        report = _report(cfg, out_dir, table, skipped, per_clip)
+        report = _report(cfg, out_dir, table, skipped, per_clip, versions)
         mlflow.log_artifacts(str(out_dir), "evaluation")
         report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
         summary["run_id"] = run.info.run_id
@@ -208,6 +214,7 @@ def evaluate_flow(
     summary["skipped"] = skipped
     summary["table"] = table
     summary["report"] = str(report)
+    summary["models"] = versions
     return summary
 
 
@@ -217,6 +224,7 @@ def _report(
     table: list[dict[str, Any]],
     skipped: dict[str, str],
     per_clip: list[dict[str, Any]],
+    versions: dict[str, str],
 ) -> Path:
     """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
     names = {stage: registered_name(cfg, stage) for stage in ("vqvae", "lip", "transformer")}
@@ -225,7 +233,7 @@ def _report(
     candidates = [d / f"{p['clip_id']}.mp4" for d in dirs if d is not None for p in per_clip]
     videos = list(dict.fromkeys(v for v in candidates if v.is_file()))
     with tempfile.TemporaryDirectory() as tmp:
-        plots = download_stage_plots(cfg.mlflow.tracking_uri, names, cfg.train.model_alias, Path(tmp))
+        plots = download_stage_plots(cfg.mlflow.tracking_uri, names, versions, Path(tmp))
         return write_report(
             out_dir / "report.html",
             title=f"EmoTalker evaluation: {cfg.name}",

@@ -33,6 +33,7 @@ def generate_flow(
     config: str = "configs/paper.yaml",
     overrides: list[str] | None = None,
     mode: str | None = None,
+    model: str = "current",
 ) -> dict[str, Any]:
     """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion;
     SadTalker's renderer -> ``video.mp4`` in ``mode`` (crop / full / still; default ``render.mode``).
@@ -70,15 +71,13 @@ def generate_flow(
     renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
     identity = identity_coefficients(img, cfg, device)
     feats = audio_features(wave, cfg, device, km)
-    model = load_emotalker(
-        cfg, cfg.train.model_alias, cfg.paths.resolve("checkpoints") / "registry-cache", device
-    )
-    motion = model.generate(identity["motion"], feats["audio"], feats["tokens"], feats["mel"])
+    generator, versions = load_emotalker(cfg, model, device)
+    motion = generator.generate(identity["motion"], feats["audio"], feats["tokens"], feats["mel"])
     outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
     source = prepare_source(img, cfg, mode)
     outputs |= save_video_outputs(
         Path(out_dir), renderer, source, motion, Path(audio), mode, cfg.render.batch_size
     )
-    summary = {**generation_inputs_summary(wave, note), **outputs}
+    summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
     get_run_logger().info("generated %d frames (%s video) -> %s", len(motion), mode, out_dir)
     return summary

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
-from emotalker.configs.schema import redact_secrets
+from emotalker.configs.secrets import redact_secrets
 from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest

@@ -49,8 +49,19 @@ def reproduce(
         pid = parent.info.run_id
         results["train_vqvae"] = train_vqvae(config, overrides, parent_run_id=pid)
         results["train_lip"] = train_lip(config, overrides, parent_run_id=pid)
-        results["train_transformer"] = train_transformer(config, overrides, parent_run_id=pid)
-        results["evaluate"] = evaluate_flow(config, overrides, parent_run_id=pid)
+        vq = results["train_vqvae"].get("registered", {}).get("version")
+        results["train_transformer"] = train_transformer(
+            config, overrides, parent_run_id=pid, vqvae_version=vq
+        )
+        trained = {}
+        for stage in ("vqvae", "lip", "transformer"):
+            reg = results[f"train_{stage}"].get("registered")
+            if not reg:
+                raise RuntimeError(
+                    f"train-{stage} did not finish ({results[f'train_{stage}']}); rerun reproduce"
+                )
+            trained[stage] = reg["version"]
+        results["evaluate"] = evaluate_flow(config, overrides, parent_run_id=pid, model=trained)
         ev = results["evaluate"]
         mlflow.log_metrics({f"test/{k}": v for k, v in ev.items() if isinstance(v, int | float)})
         # the Table 1 comparison as an MLflow table (the run's "Evaluation"/artifact view shows it)

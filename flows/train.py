@@ -18,7 +18,6 @@ import mlflow
 import numpy as np
 import torch
 from prefect import flow, get_run_logger
-from safetensors.torch import load_file
 
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config
@@ -27,6 +26,7 @@ from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.loop import TrainResult, iterate_batches, run_training
 from emotalker.tasks.training.plots import code_tsne, codebook_usage, loss_curves
+from emotalker.tasks.training.registry import CURRENT, data_fingerprints, load_registered, registered_name
 from emotalker.tasks.training.stages import (
     FaceNormalizer,
     TransformerObjective,
@@ -46,7 +46,6 @@ from emotalker.tasks.training.stages import (
     vqvae_validate,
 )
 from emotalker.tasks.training.tracking import (
-    fetch_registered_checkpoint,
     log_and_register,
     metric_sink,
     stage_run,
@@ -97,10 +96,6 @@ def _split_hash(cfg: PipelineConfig) -> str:
     return hashlib.sha256(cfg.paths.resolve("split").read_bytes()).hexdigest()[:12]
 
 
-def registered_name(cfg: PipelineConfig, stage: str) -> str:
-    return f"{cfg.mlflow.registry_prefix}-{stage}"
-
-
 def _finish(
     cfg: PipelineConfig,
     stage: str,
@@ -109,13 +104,20 @@ def _finish(
     model_config: dict[str, Any],
     res: TrainResult,
     run_id: str,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     best = load_checkpoint(d / "best.pt")
     model.load_state_dict(best["model"])
     loss_curves(res.history, d / "loss_curves.png")
     mlflow.log_artifact(str(d / "loss_curves.png"), "plots")
     reg = log_and_register(
-        model, model_config, registered_name(cfg, stage), res.best_metric, cfg.train.model_alias
+        model,
+        model_config,
+        registered_name(cfg, stage),
+        res.best_metric,
+        cfg.train.model_alias,
+        data=data_fingerprints(cfg, stage),
+        tags=tags,
     )
     mlflow.log_metrics({"best/val_metric": res.best_metric, "best/step": res.best_step})
     summary = {
@@ -230,15 +232,13 @@ def _vqvae_plots(model: MotionVQVAE, data: Any, d: Path, batch_size: int) -> Non
     mlflow.log_metric("codebook/used_codes", float((counts > 0).sum()))
 
 
-def load_vqvae(cfg: PipelineConfig, alias: str, dest: Path) -> tuple[MotionVQVAE, FaceNormalizer, str]:
-    """Stage-1 model chosen by registry alias (safetensors + config, no unpickling)."""
-    weights, mc = fetch_registered_checkpoint(
-        cfg.mlflow.tracking_uri, registered_name(cfg, "vqvae"), alias, dest
-    )
-    model = MotionVQVAE(**mc["model"])
-    model.load_state_dict(load_file(str(weights)))
+def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, FaceNormalizer, str]:
+    """Stage-1 model (a version, ``current`` or an alias; see ``registry.choose_version``) and its sha."""
+    state, mc, _, sha = load_registered(cfg, "vqvae", model)
+    vqvae = MotionVQVAE(**mc["model"])
+    vqvae.load_state_dict(state)
     norm = FaceNormalizer(np.asarray(mc["face_mean"], np.float32), np.asarray(mc["face_std"], np.float32))
-    return model.eval(), norm, hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return vqvae.eval(), norm, sha
 
 
 @flow(name="train-transformer", log_prints=True)
@@ -247,6 +247,7 @@ def train_transformer(
     overrides: list[str] | None = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
+    vqvae_version: str | None = None,
 ) -> dict[str, Any]:
     """Stage 2: the cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).
 
@@ -255,12 +256,13 @@ def train_transformer(
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
         stop_after: end after this many steps of this call (simulates a kill in tests).
+        vqvae_version: the stage-1 version to build on (``reproduce`` passes what ``train_vqvae``
+            returned); None: the newest stage-1 version trained on the current face store and split.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     device = cfg.torch_device()
-    vq_dir = cfg.paths.resolve("checkpoints") / "registry-cache" / "vqvae"
-    vqvae, norm, vq_hash = load_vqvae(cfg, cfg.train.model_alias, vq_dir)
+    vqvae, norm, vq_hash = load_vqvae(cfg, vqvae_version or CURRENT)
     train, val = transformer_datasets(cfg, norm)
     fp = fingerprint(
         "transformer-v2",
@@ -326,7 +328,9 @@ def train_transformer(
             },
             "vqvae_weights_sha": vq_hash,
         }
-        return _finish(cfg, "transformer", d, model, model_config, res, run.info.run_id)
+        return _finish(
+            cfg, "transformer", d, model, model_config, res, run.info.run_id, {"vqvae_weights_sha": vq_hash}
+        )
 
 
 @flow(name="train-lip", log_prints=True)

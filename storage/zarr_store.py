@@ -380,6 +380,15 @@ class FeatureStore:
             return False
         return fingerprint is None or g.attrs.get("fingerprint") == fingerprint
 
+    def clip_fingerprints(self, clip_ids: list[str]) -> dict[str, str | None]:
+        """Fingerprint of each complete clip among ``clip_ids`` (missing ones left out)."""
+        out = {}
+        for cid in clip_ids:
+            g = self._clip_group(cid)
+            if g is not None:
+                out[cid] = g.attrs.get("fingerprint")
+        return out
+
     def read_attrs(self, clip_id: str) -> dict:
         """Attrs of a complete clip (includes complete, fingerprint, n_frames)."""
         return dict(self._require_clip(clip_id).attrs.asdict())

@@ -36,7 +36,7 @@ from typing import Any
 import requests
 import yaml
 
-from emotalker.configs.schema import redact_secrets
+from emotalker.configs.secrets import redact_secrets
 from emotalker.storage.files import write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from emotalker.configs.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FACE_INDICES
 from emotalker.configs.schema import PipelineConfig
@@ -18,36 +17,42 @@ from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.training.registry import CURRENT, STAGES, load_registered
 from emotalker.tasks.training.stages import check_audio_rate
-from emotalker.tasks.training.tracking import fetch_registered_checkpoint, setup_mlflow
+from emotalker.tasks.training.tracking import setup_mlflow
 
 
-def registered_name(cfg: PipelineConfig, stage: str) -> str:
-    return f"{cfg.mlflow.registry_prefix}-{stage}"
+def load_emotalker(
+    cfg: PipelineConfig, model: str | dict[str, str] = CURRENT, device: str = "cpu"
+) -> tuple[EmoTalker, dict[str, str]]:
+    """All three stages and the registered version used for each (safetensors + JSON, nothing unpickled).
 
-
-def load_emotalker(cfg: PipelineConfig, alias: str, cache: Path, device: str = "cpu") -> EmoTalker:
-    """All three stages by registry alias, from safetensors + JSON configs (nothing unpickled)."""
+    ``model``: the versions a run's training flows returned ({stage: version}), ``current`` (the newest
+    versions trained on the stores as they are) or a registry alias such as ``best``. Every stage is
+    refused unless it was trained on the current data, features and split.
+    """
     setup_mlflow(cfg)
-    parts: dict[str, Any] = {}
-    for stage in ("vqvae", "transformer", "lip"):
-        weights, mc = fetch_registered_checkpoint(
-            cfg.mlflow.tracking_uri, registered_name(cfg, stage), alias, cache / stage
-        )
-        parts[stage] = (load_file(str(weights)), mc)
-    vq_state, vq_cfg = parts["vqvae"]
+    chosen = model if isinstance(model, dict) else dict.fromkeys(STAGES, model)
+    missing = [s for s in STAGES if s not in chosen]
+    if missing:
+        raise ValueError(f"no model version given for {missing}; expected one per stage {list(STAGES)}")
+    vq_state, vq_cfg, vq_version, vq_sha = load_registered(cfg, "vqvae", str(chosen["vqvae"]))
+    tr_state, tr_cfg, tr_version, _ = load_registered(
+        cfg, "transformer", str(chosen["transformer"]), vqvae_weights_sha=vq_sha
+    )
+    lip_state, lip_cfg, lip_version, _ = load_registered(cfg, "lip", str(chosen["lip"]))
     vqvae = MotionVQVAE(**vq_cfg["model"])
     vqvae.load_state_dict(vq_state)
-    tr_state, tr_cfg = parts["transformer"]
     transformer = CrossModalTransformer(**tr_cfg["model"])
     transformer.load_state_dict(tr_state)
-    lip_state, lip_cfg = parts["lip"]
     lip = LipBranch(**lip_cfg["model"])
     lip.load_state_dict(lip_state)
-    model = EmoTalker(
+    generator = EmoTalker(
         vqvae, transformer, lip, np.asarray(vq_cfg["face_mean"]), np.asarray(vq_cfg["face_std"])
     )
-    return model.to(device).eval()
+    versions = {"vqvae": str(vq_version.version), "lip": str(lip_version.version)}
+    versions["transformer"] = str(tr_version.version)
+    return generator.to(device).eval(), versions
 
 
 def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:

@@ -21,9 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from emotalker.configs.schema import PipelineConfig, dump_config, redact_secrets
-
-SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey")
+from emotalker.configs.schema import PipelineConfig, dump_config
+from emotalker.configs.secrets import redact_secrets
 
 # MLflow 3's experiment kind: without it the UI opens a new experiment in its GenAI (traces) view
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -54,14 +53,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_params(cfg: PipelineConfig) -> dict[str, str]:
-    """Every config value as an MLflow param; anything that looks like a credential is redacted."""
+    """Every config value as an MLflow param (a validated config holds no credentials; masked anyway)."""
     params = {}
     for k, v in flatten(cfg.model_dump(mode="json")).items():
         text = json.dumps(v) if isinstance(v, list | dict) else str(v)
-        if any(m in k.lower() for m in SECRET_MARKERS):
-            text = "<redacted>"
-        text = redact_secrets(text)
-        params[k] = text[:6000]
+        params[k] = redact_secrets(text)[:6000]
     return params
 
 
@@ -211,9 +207,14 @@ def log_and_register(
     metric: float,
     alias: str = "best",
     lower_is_better: bool = True,
+    data: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log the model to the active run, register a version, and move ``alias`` if it is the best so far."""
+    """Log the model to the active run, register a version tagged with the fingerprints of its ``data``,
+    and move ``alias`` to it if it beats the alias holder trained on the same data (or there is none)."""
     from safetensors.torch import save_file
+
+    from emotalker.tasks.training.registry import data_tags, version_data
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.safetensors"
@@ -226,54 +227,40 @@ def log_and_register(
     )
     client = MlflowClient()
     version = str(info.registered_model_version)
-    client.set_model_version_tag(registered_name, version, "val_metric", str(metric))
-    client.set_model_version_tag(registered_name, version, "run_id", mlflow.active_run().info.run_id)
-    promoted = True
+    all_tags = {"val_metric": str(metric), "run_id": mlflow.active_run().info.run_id}
+    all_tags |= data_tags(data or {}) | (tags or {})
+    for key, value in all_tags.items():
+        client.set_model_version_tag(registered_name, version, key, value)
+    promoted, reason = True, "no version held the alias"
     try:
         current = client.get_model_version_by_alias(registered_name, alias)
+    except MlflowException:
+        current = None
+    if current is not None and version_data(current) != (data or {}):
+        promoted = False  # losses on other data, features or split are not comparable
+        reason = f"version {current.version} holds it and was trained on other data, features or split"
+    elif current is not None:
         old = float(current.tags.get("val_metric", "nan"))
         if math.isfinite(old) and math.isfinite(metric):
             promoted = metric < old if lower_is_better else metric > old
         elif math.isfinite(old):
             promoted = False
-    except MlflowException:
-        pass
+        reason = f"val metric {metric:.6g} vs version {current.version}'s {old:.6g}"
     if promoted:
         client.set_registered_model_alias(registered_name, alias, version)
-    return {"name": registered_name, "version": version, "alias_moved": promoted}
-
-
-def fetch_registered_checkpoint(
-    tracking_uri: str, registered_name: str, alias: str, dest: Path
-) -> tuple[Path, dict[str, Any]]:
-    """Download the safetensors weights and model config of ``name@alias`` (no unpickling).
-
-    The tracking URI is explicit: the process-wide MLflow URI may still point at another run's store.
-    """
-    client = MlflowClient(tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(registered_name, alias)
-    except MlflowException as exc:
-        raise LookupError(
-            f"no model version {registered_name}@{alias} in {tracking_uri}: train that stage first"
-        ) from exc
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="checkpoint", dst_path=str(dest), tracking_uri=tracking_uri
-        )
-    )
-    return local / "weights.safetensors", json.loads((local / "model_config.json").read_text())
+    return {"name": registered_name, "version": version, "alias_moved": promoted, "alias_reason": reason}
 
 
 def download_stage_plots(
-    tracking_uri: str, registered_names: dict[str, str], alias: str, dest: Path
+    tracking_uri: str, registered_names: dict[str, str], versions: dict[str, str], dest: Path
 ) -> dict[str, Path]:
-    """The ``plots/`` folder of each stage's ``name@alias`` run, by stage; stages without one are left out."""
+    """The ``plots/`` folder of each stage's registered ``versions`` run, by stage; stages without one are
+    left out."""
     client = MlflowClient(tracking_uri)
     out: dict[str, Path] = {}
     for stage, name in registered_names.items():
         try:
-            run_id = client.get_model_version_by_alias(name, alias).run_id
+            run_id = client.get_model_version(name, versions[stage]).run_id
             out[stage] = Path(
                 mlflow.artifacts.download_artifacts(
                     run_id=run_id,
@@ -282,6 +269,6 @@ def download_stage_plots(
                     tracking_uri=tracking_uri,
                 )
             )
-        except MlflowException:
+        except (MlflowException, KeyError):
             continue
     return out

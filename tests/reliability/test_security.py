@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import torch
 
-from emotalker.configs.schema import load_config, redact_secrets
+from emotalker.configs.schema import load_config
+from emotalker.configs.secrets import redact_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 # the installed package's source folders (the repository root maps them into ``emotalker.*``)
@@ -192,16 +193,28 @@ SECRET_OVERRIDES = [
 SECRETS = ("hunter2pass", "tok-SECRET-123", "dasksecret")
 
 
-def test_config_params_for_mlflow_hold_no_secrets():
+@pytest.mark.parametrize("override", SECRET_OVERRIDES)
+def test_config_values_with_credentials_are_refused_without_echoing_them(override):
+    """A config is a Prefect parameter, log line and MLflow params: credentials may not enter it."""
+    from emotalker.configs.schema import ConfigError
+
+    key = override.split("=", 1)[0]
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/demo.yaml", [override])
+    msg = str(info.value)
+    assert f"{key} holds credentials" in msg and "MLFLOW_TRACKING_PASSWORD" in msg
+    for secret in SECRETS:
+        assert secret not in msg
+        assert info.value.__cause__ is None or secret not in str(info.value.__cause__)
+
+
+def test_config_params_for_mlflow_track_every_value():
     from emotalker.tasks.training.tracking import config_params
 
-    params = config_params(load_config("configs/demo.yaml", SECRET_OVERRIDES))
-    blob = "\n".join(f"{k}={v}" for k, v in params.items())
-    for secret in SECRETS:
-        assert secret not in blob
-    # what is not secret is still tracked, so the run stays useful
-    assert "mlflow.example.com:5000" in params["mlflow.tracking_uri"]
-    assert "mirror.example.com" in params["download.urls_file"] and "x=1" in params["download.urls_file"]
+    params = config_params(
+        load_config("configs/demo.yaml", ["mlflow.tracking_uri=https://mlflow.example.com"])
+    )
+    assert params["mlflow.tracking_uri"] == "https://mlflow.example.com"
     assert params["vqvae.codebook_size"] == "64"
 
 
@@ -214,22 +227,6 @@ def test_redact_secrets_keeps_plain_urls():
     assert redact_secrets("http://u:p@h/x?api_key=1") == "http://<redacted>@h/x?api_key=<redacted>"
 
 
-def test_flow_log_line_redacts_overrides(monkeypatch):
-    from emotalker.flows import common
-
-    lines: list[str] = []
-
-    class _Logger:
-        def info(self, msg: str, *args: Any) -> None:
-            lines.append(msg % args)
-
-    monkeypatch.setattr(common, "get_run_logger", lambda: _Logger())
-    common.resolve_config("configs/demo.yaml", SECRET_OVERRIDES)
-    assert lines and "mlflow.example.com" in lines[0]
-    for secret in SECRETS:
-        assert secret not in lines[0]
-
-
 def test_download_errors_do_not_echo_tokens(tmp_path):
     from emotalker.tasks.data.download import ArchiveSpec, DownloadError, download_archive
 
@@ -239,30 +236,3 @@ def test_download_errors_do_not_echo_tokens(tmp_path):
     with pytest.raises(DownloadError) as info:
         download_archive(spec, tmp_path, retries=0, backoff_s=0, timeout_s=2)
     assert "tok-SECRET-123" not in str(info.value) and "M003.tar" in str(info.value)
-
-
-@pytest.mark.slow
-def test_mlflow_run_params_and_config_artifact_hold_no_secrets(tmp_path, monkeypatch):
-    """stage_run as the training flows use it, against a local MLflow store."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from emotalker.tasks.training.tracking import stage_run
-
-    overrides = [o for o in SECRET_OVERRIDES if not o.startswith("mlflow.")]
-    overrides += [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "mlflow.experiment=secrets"]
-    cfg = load_config("configs/demo.yaml", overrides)
-    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
-    with stage_run(cfg, "vqvae", tmp_path / "run.json") as run:
-        run_id = run.info.run_id
-    client = MlflowClient(cfg.mlflow.tracking_uri)
-    params = client.get_run(run_id).data.params
-    assert params["vqvae.codebook_size"] == "64"
-    config_text = Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config/config.yaml", dst_path=str(tmp_path / "dl")
-        )
-    ).read_text()
-    for secret in SECRETS:
-        assert secret not in "\n".join(params.values()) and secret not in config_text
-    assert "mirror.example.com" in config_text

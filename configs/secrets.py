@@ -1,0 +1,57 @@
+"""Credentials never enter the pipeline's config: the one place that finds and masks them.
+
+A config travels everywhere (Prefect flow parameters, logs, MLflow params, the resolved-config artifact),
+so values holding credentials are refused when the config is validated; MLflow takes its credentials from
+the environment as it documents (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` or
+``MLFLOW_TRACKING_TOKEN``). ``redact_secrets`` masks what other text (a library's error) may still carry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;][^=&;\s]*(?:token|password|passwd|secret|key|sig|signature|credential)[^=&;\s]*=)[^&;\s]+",
+    re.IGNORECASE,
+)
+
+CREDENTIALS_HELP = (
+    "keep credentials out of configs, overrides and Prefect parameters: MLflow reads "
+    "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) from the environment, "
+    "fsspec and Dask their own credential files and environment"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """Mask credentials in URLs (``user:pass@`` and token-like query values) before logging or tracking."""
+    text = _URL_USERINFO.sub(r"\g<scheme><redacted>@", text)
+    return _SECRET_QUERY.sub(r"\g<name><redacted>", text)
+
+
+def holds_credentials(text: str) -> bool:
+    """True when ``text`` has a URL with user info or a token-like query value."""
+    return redact_secrets(text) != text
+
+
+# storage_options keys that carry secrets (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
+# account_key/sas_token/connection_string, http password ...); gcsfs's named token modes are not secrets
+_CREDENTIAL_KEY = re.compile(
+    r"^(key|username|.*secret.*|.*password.*|.*passwd.*|.*token.*|.*credential.*|.*access_key.*|"
+    r".*account_key.*|connection_string|sas_.*|.*api_key.*|.*private.*)$",
+    re.IGNORECASE,
+)
+_NAMED_TOKEN_MODES = {"anon", "google_default", "cloud", "browser"}
+
+
+def credential_keys(options: Any, where: str = "") -> list[str]:
+    """Dotted names of the secret-bearing keys in (nested) storage options."""
+    found: list[str] = []
+    if isinstance(options, dict):
+        for k, v in options.items():
+            name = f"{where}{k}"
+            if _CREDENTIAL_KEY.match(str(k)) and not (str(k) == "token" and v in _NAMED_TOKEN_MODES):
+                found.append(name)
+            found += credential_keys(v, f"{name}.")
+    return found

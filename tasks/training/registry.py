@@ -1,0 +1,150 @@
+"""Registered models: which version a command uses, and the one loader of a registered checkpoint.
+
+Every version carries the fingerprints of what it was trained on (the split file and, per feature family
+the stage reads, the fingerprints of the split's clips in that store). A model is loaded only when they
+match the stores now; the registry alias (``best``) is compared and moved only between versions trained
+on the same data, features and split, since their validation losses are comparable only then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.zarr_store import FeatureStore
+from emotalker.tasks.data.split import load_split
+
+STAGES: tuple[str, ...] = ("vqvae", "lip", "transformer")
+# the feature families each stage trains on (tokens carry the k-means vocabulary, hence K)
+STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "vqvae": ("face",),
+    "lip": ("face", "mel"),
+    "transformer": ("face", "hubert_emotion", "tokens"),
+}
+TAG_PREFIX = "data."
+CURRENT = "current"
+
+
+class ModelSelectionError(LookupError):
+    """No usable registered model: none trained on these stores, or one trained on other data."""
+
+
+def registered_name(cfg: PipelineConfig, stage: str) -> str:
+    return f"{cfg.mlflow.registry_prefix}-{stage}"
+
+
+def registry_cache(cfg: PipelineConfig) -> Path:
+    """Where registered checkpoints are downloaded to (one folder per stage)."""
+    return cfg.paths.resolve("checkpoints") / "registry-cache"
+
+
+def data_fingerprints(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+    """What ``stage`` trains on, as it is in the stores now: the split file and each family's clips."""
+    split_path = cfg.paths.resolve("split")
+    split = load_split(split_path)
+    ids = sorted({*split["train"], *split["val"], *split["test"]})
+    out = {"split": hashlib.sha256(split_path.read_bytes()).hexdigest()[:12]}
+    for family in STAGE_FAMILIES[stage]:
+        fps = FeatureStore(cfg.paths.store_root(), family).clip_fingerprints(ids)
+        blob = json.dumps(sorted(fps.items()), separators=(",", ":")).encode()
+        out[family] = hashlib.sha256(blob).hexdigest()[:12]
+    return out
+
+
+def version_data(version: ModelVersion) -> dict[str, str]:
+    return {k[len(TAG_PREFIX) :]: v for k, v in (version.tags or {}).items() if k.startswith(TAG_PREFIX)}
+
+
+def data_tags(data: dict[str, str]) -> dict[str, str]:
+    return {f"{TAG_PREFIX}{k}": v for k, v in data.items()}
+
+
+def _describe(data: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(data.items())) or "no recorded fingerprints"
+
+
+def _client(cfg: PipelineConfig) -> MlflowClient:
+    """A client for the configured registry; a missing sqlite database is not created (read-only use)."""
+    uri = cfg.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        db = Path(uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise ModelSelectionError(
+                f"no MLflow database at {db}: train the models first (emotalker run reproduce)"
+            )
+    return MlflowClient(uri)
+
+
+def choose_version(cfg: PipelineConfig, stage: str, model: str = CURRENT, **required: str) -> ModelVersion:
+    """The registered version of ``stage`` to use, refused unless trained on the stores as they are now.
+
+    ``model``: ``current`` (the newest version trained on these data, features and split), a registry
+    alias (``best``) or a version number. ``required`` tags must match too (the transformer's vqvae sha).
+    """
+    client, name = _client(cfg), registered_name(cfg, stage)
+    want = data_fingerprints(cfg, stage)
+    if model == CURRENT:
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            versions = []
+        for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            if version_data(v) == want and all((v.tags or {}).get(k) == x for k, x in required.items()):
+                return v
+        raise ModelSelectionError(
+            f"no version of {name} was trained on the current stores ({_describe(want)}): "
+            "train it for this config (emotalker run reproduce) or pass --model best"
+        )
+    try:
+        v = (
+            client.get_model_version(name, model)
+            if model.isdigit()
+            else client.get_model_version_by_alias(name, model)
+        )
+    except MlflowException as exc:
+        raise ModelSelectionError(
+            f"no model version {name}@{model} in the registry: train that stage first"
+        ) from exc
+    have = version_data(v)
+    if have != want:
+        diff = sorted(k for k in {*have, *want} if have.get(k) != want.get(k))
+        raise ModelSelectionError(
+            f"{name}@{model} (version {v.version}) was trained on "
+            f"{_describe({k: have.get(k, '-') for k in diff})} but the stores hold "
+            f"{_describe({k: want.get(k, '-') for k in diff})}: retrain, or use the models of this config "
+            "(--model current)"
+        )
+    for k, x in required.items():
+        if (v.tags or {}).get(k) != x:
+            raise ModelSelectionError(
+                f"{name}@{model} (version {v.version}) has {k}={v.tags.get(k)}, need {x}"
+            )
+    return v
+
+
+def load_registered(
+    cfg: PipelineConfig, stage: str, model: str = CURRENT, **required: str
+) -> tuple[dict[str, Any], dict[str, Any], ModelVersion, str]:
+    """State dict, model config, version and weights sha of a stage (safetensors + JSON, no unpickling)."""
+    from safetensors.torch import load_file
+
+    version = choose_version(cfg, stage, model, **required)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id,
+            artifact_path="checkpoint",
+            dst_path=str(registry_cache(cfg) / stage / str(version.version)),
+            tracking_uri=cfg.mlflow.tracking_uri,
+        )
+    )
+    weights = local / "weights.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return load_file(str(weights)), json.loads((local / "model_config.json").read_text()), version, sha

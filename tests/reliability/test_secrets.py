@@ -1,0 +1,102 @@
+"""A tracking URI with credentials (issue 18, case 9): refused in every command without echoing it; the
+credentials reach MLflow from the environment (as MLflow documents) and nothing else: not the terminal,
+the Prefect database (parameters, states, logs, events) or the MLflow store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from emotalker.storage.manifest import Manifest
+from emotalker_testkit.reliability import CONFIG, CliRun
+
+CLIP = "M003_front_angry_level_1_001"
+
+
+class _AuthRecorder(BaseHTTPRequestHandler):
+    """A tracking server that is down (503) and remembers the Authorization headers it was sent."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization", ""))
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _prefect_db_bytes() -> bytes:
+    from prefect.settings import get_current_settings
+
+    url = str(get_current_settings().server.database.connection_url.get_secret_value())
+    db = Path(url.split(":///", 1)[1])
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def _tree_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_tracking_credentials_never_leave_the_environment(prefect_server, tmp_path, capsys, monkeypatch):
+    from emotalker.flows.cli import main
+
+    secret = f"s3cr3t-{secrets.token_hex(6)}"
+    root = tmp_path / "root"
+    root.mkdir()
+    # in the URI: refused by every command, before any flow run exists, without echoing it
+    uri_with = f"mlflow.tracking_uri=http://alice:{secret}@127.0.0.1:9/"
+    face, speech = tmp_path / "face.png", tmp_path / "speech.wav"
+    for args in (
+        ["config", "--config", CONFIG, "--set", uri_with],
+        ["run", "evaluate", "--config", CONFIG, "--set", f"paths.root={root}", "--set", uri_with],
+        ["generate", "--config", CONFIG, "--set", uri_with, "--image", str(face), "--audio", str(speech)]
+        + ["--out", str(tmp_path / "out")],
+    ):
+        assert main(args) == 2
+        out, err = capsys.readouterr()
+        assert secret not in out + err
+        [line] = [x for x in err.splitlines() if x.startswith("emotalker:")]
+        assert "mlflow.tracking_uri holds credentials" in line and "MLFLOW_TRACKING_PASSWORD" in line
+
+    # from the environment: MLflow sends them, nobody prints or stores them
+    row = {"clip_id": CLIP, "actor": "M003", "view": "front", "emotion": "angry", "level": 1}
+    Manifest(root / "manifest.parquet").upsert([{**row, "sentence": "001"}])
+    split = {"train": [], "val": [], "test": [CLIP], "actors": {"train": [], "val": [], "test": ["M003"]}}
+    (root / "split.json").write_text(json.dumps(split))
+    _AuthRecorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AuthRecorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secret)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    uri = f"http://127.0.0.1:{server.server_address[1]}/"
+    args = ["run", "evaluate", "--config", CONFIG, "--set", f"paths.root={root}"]
+    run = CliRun([*args, "--set", f"mlflow.tracking_uri={uri}"], home, tmp_path / "cli.log")
+    try:
+        rc = run.wait(timeout=300)
+    finally:
+        server.shutdown()
+    output = run.log.read_text(errors="replace")
+    assert rc != 0 and "Traceback" not in output
+    assert "evaluate" in output and f"127.0.0.1:{server.server_address[1]}" in output  # it did try
+    expected = "Basic " + base64.b64encode(f"alice:{secret}".encode()).decode()
+    assert _AuthRecorder.seen and set(_AuthRecorder.seen) == {expected}  # MLflow used the environment
+    assert secret not in output
+    assert secret.encode() not in _prefect_db_bytes()
+    assert secret.encode() not in _tree_bytes(root) + _tree_bytes(home)
