@@ -24,6 +24,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
+# Prefect binds its console log handler to the sys.stderr of the moment it first sets up logging; do it
+# now, so it is never a test's capsys stream that is closed when that test ends
+import prefect.main  # noqa: E402, F401
+
 
 def _flow_run_counts(*names: str) -> dict[str, int]:
     """How many runs of each named Prefect flow the current API (test server or ephemeral) holds."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -78,10 +77,8 @@ def prepare_one(
             max_mismatch_frames=tolerance,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of one clip is that clip's record, not the run's
-        for partial in (video, audio):
+        for partial in (video, audio):  # the actor's folder stays: other clips may be writing into it
             partial.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            base.parent.rmdir()  # the actor's folder, when this clip was its only one
         error = str(exc) if isinstance(exc, MediaError | OSError) else f"{clip['video_path']}: {exc!r}"
         update.update(status="failed", error=error, prepared_video=None, prepared_audio=None)
         return update

@@ -80,7 +80,7 @@ def test_prepare_with_nothing_preparable_summarises_failures_by_reason(prefect_s
     _clip(raw, "W009", "angry", "001", None)
     rc = main(["run", "prepare", "--config", CONFIG, "--set", f"paths.root={root}"])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 2, err
     [line] = [x for x in err.splitlines() if x.startswith("emotalker:")]
     assert line == (
         "emotalker: prepare: none of the 3 clips could be prepared; "
