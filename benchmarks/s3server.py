@@ -45,12 +45,13 @@ class S3Server:
         """Current log position: count only what happens after it with ``requests(since=...)``."""
         return self.log.stat().st_size
 
-    def requests(self, since: int = 0) -> Counter[str]:
-        """Requests served since a ``mark()``, by HTTP method (plus ``total``)."""
+    def requests(self, since: int = 0, under: str = "") -> Counter[str]:
+        """Requests served since a ``mark()``, by HTTP method (plus ``total``); with ``under``, only those
+        whose path contains it."""
         with open(self.log, "rb") as fh:
             fh.seek(since)
             text = fh.read().decode(errors="replace")
-        counts: Counter[str] = Counter(m.group(1) for m in _REQUEST.finditer(text))
+        counts: Counter[str] = Counter(m.group(1) for m in _REQUEST.finditer(text) if under in m.group(2))
         counts["total"] = sum(counts.values())
         return counts
 

@@ -151,6 +151,7 @@ class StoreRoot:
         return fsspec.filesystem(self.protocol, **self.backend_options())
 
     def exists(self, relpath: str) -> bool:
+        """Whether a file beside the stores exists (one HEAD on object storage)."""
         if not self.is_remote:
             return Path(self.url(relpath)).exists()
         return bool(self._fs().exists(self.url(relpath)))
@@ -262,8 +263,16 @@ class FeatureStore:
                 ) from None
         return self._group
 
-    def _clips(self) -> zarr.Group:
-        return self.group.require_group(CLIPS_GROUP)
+    def _ensure_clips_group(self) -> None:
+        """Write the (attribute-less) ``clips`` group metadata once per instance: one PUT, where zarr's
+        ``require_group`` would first probe for it."""
+        if self._clips_ready:
+            return
+        empty: dict[str, Any] = {}
+        zarr.create_group(MemoryStore(empty), zarr_format=3)
+        sp = self.group.store_path
+        sync(sp.store.set(f"{sp.path}/{CLIPS_GROUP}/zarr.json".lstrip("/"), empty["zarr.json"]))
+        self._clips_ready = True
 
     def _clip_group(self, clip_id: str) -> zarr.Group | None:
         """The clip's group if it exists and is complete, else None (one metadata read)."""
@@ -335,9 +344,7 @@ class FeatureStore:
         objects = _encode_clip(prepared, final)
         prefix = f"{CLIPS_GROUP}/{clip_id}"
         with self._write_lock():
-            if not self._clips_ready:
-                self._clips()
-                self._clips_ready = True
+            self._ensure_clips_group()
             sync(_commit_clip(self.group.store_path.store, self.group.store_path.path, prefix, objects))
 
     def delete_clip(self, clip_id: str) -> None:

@@ -150,8 +150,9 @@ def fetch_kmeans(root: StoreRoot, relpath: str) -> MiniBatchKMeans:
         return load_kmeans(root.url(relpath))
     with tempfile.TemporaryDirectory() as tmp:
         local = root.local_copy(relpath, Path(tmp))
-        if root.exists(relpath + ".json"):
-            root.local_copy(relpath + ".json", Path(tmp))
+        sidecar = root.read_bytes(relpath + ".json")  # one GET, None when absent
+        if sidecar is not None:
+            _sidecar(local).write_bytes(sidecar)
         return load_kmeans(local)
 
 
