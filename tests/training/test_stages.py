@@ -65,3 +65,61 @@ def test_transformer_start_token_is_the_stage1_encoding_of_the_reference() -> No
     assert torch.isfinite(loss) and "loss_contrastive" in metrics
     assert seen[0].shape == (2, 8)
     assert torch.allclose(seen[0], vq.encode_reference(face[:, 0]))
+
+
+def test_stores_resampled_to_25fps_by_older_versions_are_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    from emotalker.storage.zarr_store import FeatureStore
+    from emotalker.tasks.training.stages import check_audio_rate
+
+    store = FeatureStore(tmp_path, "hubert_emotion")
+    store.write_clip("old", {"feats": np.zeros((25, 4), np.float32)}, attrs={"n_frames": 25})
+    store.write_clip(
+        "new", {"feats": np.zeros((49, 4), np.float32)}, attrs={"n_frames": 49, "frame_rate": 50}
+    )
+    assert check_audio_rate(store, "new") == 2  # HuBERT frames per 25 fps video frame
+    with pytest.raises(TrainingInputError, match="rerun the features flow"):
+        check_audio_rate(store, "old")
+
+
+def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from emotalker.storage.zarr_store import FeatureStore
+    from emotalker.tasks.training.stages import _lip_forward, build_lip, lip_datasets
+
+    lengths = {"M012_front_angry_level_1_001": 30, "M012_front_sad_level_2_001": 50}  # < 96 frames
+    face, mel = FeatureStore(tmp_path / "features", "face"), FeatureStore(tmp_path / "features", "mel")
+    for cid, n in lengths.items():
+        motion = np.arange(n, dtype=np.float32)[:, None] + np.zeros((1, 70), np.float32)  # value = frame
+        face.write_clip(cid, {"motion": motion})
+        mel.write_clip(
+            cid, {"windows": np.random.default_rng(n).standard_normal((n, 80, 16)).astype(np.float32)}
+        )
+    (tmp_path / "split.json").write_text(json.dumps({"train": list(lengths), "val": [], "test": []}))
+    cfg = load_config(None, [f"paths.root={tmp_path}"])
+    assert cfg.train.lip.window == 5
+    train, val = lip_datasets(cfg)
+    assert val is None and train.windows.skipped == 0  # short clips are used, not skipped
+    assert len(train) == sum((n - 5) // 2 + 1 for n in lengths.values())
+    torch.manual_seed(0)
+    refs, at_start = set(), 0
+    for i in range(len(train)):
+        item = train[i]
+        assert item["motion"].shape == (5, 70) and item["mel"].shape == (5, 80, 16)  # 0.2 s mel per frame
+        ref = item["ref_exp"]
+        assert ref.shape == (64,) and bool((ref == ref[0]).all())  # one frame of the clip's motion ...
+        assert 0 <= int(ref[0]) < lengths[item["clip_id"]]
+        refs.add(int(ref[0]))
+        at_start += int(ref[0]) == item["start"]
+    assert len(refs) > 5 and at_start < len(train) // 4  # ... sampled at random, not the window's first
+    batch = {k: torch.stack([train[i][k] for i in range(4)]) for k in ("motion", "mel", "ref_exp")}
+    seen: list[torch.Tensor] = []
+    lip = build_lip(cfg)
+    lip.expnet.register_forward_hook(lambda _m, args, _o: seen.append(args[1]))
+    _lip_forward(lip, batch)
+    assert seen[0].shape == (4, 5, 64)  # beta repeated over the 5 frames
+    assert torch.equal(seen[0], batch["ref_exp"][:, None].expand(4, 5, 64))
