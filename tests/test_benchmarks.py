@@ -27,6 +27,12 @@ EXPECTED_METRICS = {
     "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
     "generation": {"time_growth", "memory_growth", "rtf_2s", "rtf_6s"},
     "renderer": {"fps_ours", "fps_sadtalker", "speedup", "memory_growth_ours", "memory_growth_sadtalker"},
+    "object_store": {
+        "after_write_requests_per_clip_array",
+        "after_read_requests_per_clip_array",
+        "write_speedup",
+        "read_speedup",
+    },
 }
 
 
