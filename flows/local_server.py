@@ -120,6 +120,7 @@ def ensure(home: Path | None = None, timeout_s: float | None = None) -> str:
                 start_new_session=True,  # outlives this call; stopped by pid (= process group)
             )
         (home / STATE_FILE).write_text(json.dumps({"pid": proc.pid, "url": url, "log": str(log)}))
+        print(f"emotalker: starting a local Prefect server for {home} (first use) ...", file=sys.stderr)
         limit = timeout_s or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 180))
         deadline = time.monotonic() + limit
         while not _healthy(url):
@@ -130,8 +131,8 @@ def ensure(home: Path | None = None, timeout_s: float | None = None) -> str:
                 )
             time.sleep(0.25)
         print(
-            f"emotalker: started a local Prefect server at {url[: -len('/api')]} (reused by later calls; "
-            "`emotalker server stop` ends it)",
+            f"emotalker: Prefect UI at {url[: -len('/api')]}; the server stays up for later calls "
+            "(`emotalker server stop` ends it)",
             file=sys.stderr,
         )
         return url
