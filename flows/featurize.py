@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distributed import as_completed
 from prefect import flow, get_run_logger, task
 
 from emotalker.configs.constants import HUBERT_FPS, MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
@@ -102,6 +101,8 @@ def run_on_dask(
 
     ``also_record``: other families the same chunks write (HuBERT writes emotion and content at once).
     """
+    from distributed import as_completed  # imported only when there is work (no-op reruns skip Dask)
+
     logger = get_run_logger()
     chunks = _chunks(clips)
     updates: dict[str, dict[str, str] | None] = {}

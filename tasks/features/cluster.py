@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from distributed import Client, LocalCluster
+from typing import TYPE_CHECKING
 
 from emotalker.configs.schema import DaskConfig
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @contextmanager
@@ -16,7 +18,10 @@ def dask_client(cfg: DaskConfig) -> Iterator[Client]:
 
     ``cfg.address`` (``tcp://host:8786``) connects to a running ``dask scheduler`` (dask-jobqueue,
     Kubernetes, ...); otherwise workers are local processes bound to 127.0.0.1 with no public dashboard.
+    Dask is imported here, not at module import: a no-op feature rerun never pays for it.
     """
+    from distributed import Client, LocalCluster
+
     if cfg.address:
         client = Client(cfg.address, timeout="30s")
         try:
