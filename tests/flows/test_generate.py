@@ -55,7 +55,23 @@ def inputs(tmp_path_factory):
     return {"face": face, "speech": speech, "long": long, "short": short, "text": text, "dir": d}
 
 
+def _check_video(out: Path, frames: int, size: tuple[int, int] | None = None) -> None:
+    """video.mp4: one rendered frame per motion frame at 25 fps, an AAC audio stream; source.mat 73/257."""
+    with av.open(str(out / "video.mp4")) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        vs = c.streams.video[0]
+        assert vs.average_rate == 25 and vs.codec_context.name == "h264"
+        assert c.streams.audio[0].codec_context.name == "aac"
+        if size is not None:
+            assert (vs.codec_context.width, vs.codec_context.height) == size
+        assert sum(1 for _ in c.decode(vs)) == frames
+    src = scipy.io.loadmat(out / "source.mat")
+    assert src["coeff_3dmm"].shape == (1, 73) and src["full_3dmm"].shape == (1, 257)
+    np.testing.assert_allclose(src["coeff_3dmm"][0, :64], src["full_3dmm"][0, 80:144], rtol=1e-6)
+
+
 def _check_outputs(out: Path, frames: int, seconds: float) -> None:
+    _check_video(out, frames)
     motion = np.load(out / "motion.npy")
     assert motion.shape == (frames, 70) and np.isfinite(motion).all()
     assert motion[:, :64].std(axis=0).max() > 0  # the expression moves over time
@@ -151,7 +167,7 @@ def test_cli_generate(trained, inputs, tmp_path, capsys):
 
     out = tmp_path / "cli"
     argv = ["generate", "--image", str(inputs["face"]), "--audio", str(inputs["speech"])]
-    argv += ["--out", str(out), "--config", CONFIG]
+    argv += ["--out", str(out), "--config", CONFIG, "--mode", "full"]
     for item in trained["overrides"]:
         argv += ["--set", item]
     assert main(argv) == 0
@@ -159,3 +175,4 @@ def test_cli_generate(trained, inputs, tmp_path, capsys):
     result = json.loads(printed[printed.index("{") :])
     assert result["frames"] == 60 and result["motion_npy"] == str(out / "motion.npy")
     _check_outputs(out, 60, 60.5 / 25)
+    _check_video(out, 60, size=(512, 512))  # full: the rendered face pasted back into the 512 px photo
