@@ -121,6 +121,8 @@ def sadtalker_crop_box(lm68: np.ndarray, width: int, height: int) -> tuple[int, 
     mouth_avg = (lm[48] + lm[54]) / 2
     eye_to_mouth = mouth_avg - eye_avg
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    if not np.isfinite(lm).all() or np.hypot(*x) < 1e-6:
+        raise RenderInputError("the source image's face landmarks are degenerate (eyes and mouth coincide)")
     x /= np.hypot(*x)
     x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
     y = np.flipud(x) * [-1, 1]
