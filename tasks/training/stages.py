@@ -65,7 +65,7 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
         have = set(store.clip_ids())
         if not have and split_name == "train":
             raise TrainingInputError(
-                f"feature store {store.url} has no clips: run the features flow before training"
+                f"feature store {store.display_url} has no clips: run the features flow before training"
             )
         ids = [c for c in ids if c in have]
     if split_name == "train" and not ids:
@@ -175,7 +175,8 @@ def check_audio_rate(store: FeatureStore, clip_id: str) -> int:
     rate = store.read_attrs(clip_id).get("frame_rate")
     if rate != HUBERT_FPS:
         raise TrainingInputError(
-            f"{store.url}: clip {clip_id} is stored at {rate or 'the video rate (an older layout)'}, not "
+            f"{store.display_url}: clip {clip_id} is stored at "
+            f"{rate or 'the video rate (an older layout)'}, not "
             f"HuBERT's native {HUBERT_FPS} Hz: rerun the features flow (its fingerprint recomputes it)"
         )
     return AUDIO_FRAMES_PER_VIDEO_FRAME
