@@ -255,6 +255,9 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     max_clips: int | None = None
+    # Table 1 setting "neutral": audio + the actor's neutral reference frame; Table 5 setting "driving":
+    # audio + emotional driving frames (the clip's own frames stand in for the reference)
+    settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
     rendered_dir: Path | None = None  # rendered test videos, enables image metrics
     syncnet_checkpoint: Path | None = None
     emotion_classifier_checkpoint: Path | None = None
@@ -291,6 +294,21 @@ class RenderConfig(_Strict):
     widths: RendererWidthsConfig = RendererWidthsConfig()
 
 
+class AblationConfig(_Strict):
+    """What the ``ablate`` flow trains: the rows of the paper's Tables 2-4 (tasks/evaluation/ablation.py)."""
+
+    tables: list[Literal[2, 3, 4]] = Field([2, 3, 4], min_length=1)
+    # Table 3's three codebook sizes (the paper's 512/1024/2048; demo.yaml scales them to its tiny model)
+    codebook_sizes: list[int] = Field([512, 1024, 2048], min_length=3, max_length=3)
+
+    @field_validator("codebook_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(k < 2 for k in v):
+            raise ValueError(f"codebook sizes must be >= 2, got {v}")
+        return v
+
+
 class PipelineConfig(_Strict):
     """Root configuration for every flow."""
 
@@ -311,6 +329,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     render: RenderConfig = RenderConfig()
+    ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")
     def _no_credentials(self) -> PipelineConfig:

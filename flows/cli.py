@@ -47,6 +47,10 @@ FLOWS: dict[str, tuple[str, str]] = {
         "generate the test split, compare with Table 1, write the HTML report",
     ),
     "reproduce": ("emotalker.flows.reproduce:reproduce", "every stage in order under one parent MLflow run"),
+    "ablate": (
+        "emotalker.flows.ablate:ablate_flow",
+        "Tables 2-4: each ablation row a nested MLflow run reusing the default run's stages",
+    ),
     "demo": ("emotalker.flows.demo:demo_flow", "demo data, then reproduce on it (what `make demo` runs)"),
 }
 

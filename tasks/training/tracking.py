@@ -272,3 +272,8 @@ def download_stage_plots(
         except (MlflowException, KeyError):
             continue
     return out
+
+
+def set_alias(tracking_uri: str, registered_name: str, version: str, alias: str) -> None:
+    """Point ``registered_name@alias`` at ``version`` (e.g. a reused stage joining an ablation row)."""
+    MlflowClient(tracking_uri).set_registered_model_alias(registered_name, alias, str(version))

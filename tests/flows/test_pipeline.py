@@ -207,3 +207,55 @@ def test_evaluation_report_opens_in_a_browser_and_is_linked_from_prefect(pipelin
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["evaluation-report"]))
         )
     assert any(report.resolve().as_uri() in str(a.data) for a in links)
+
+
+def test_ablate_trains_each_row_as_a_nested_run_and_logs_the_tables(pipeline):
+    """Tables 2-4 on the tiny config: rows reuse the default run's stages; tables in Prefect and MLflow."""
+    from prefect.artifacts import Artifact
+
+    from emotalker.flows.ablate import ablate_flow
+
+    cfg, ov = pipeline["cfg"], [*pipeline["overrides"], "ablation.codebook_sizes=[16, 64, 128]"]
+    out = ablate_flow(CONFIG, ov)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+        f"tags.mlflow.parentRunId = '{out['run_id']}'",
+    )
+    assert len(children) == 9 and {c.data.tags["stage"] for c in children} == {"ablation-row"}
+    by_row = {c.data.tags["ablation.row"]: c for c in children}
+    default = by_row["default"]
+    # the default row trained nothing: it reuses the pipeline's stages (same fingerprints and versions)
+    for stage in ("vqvae", "lip", "transformer"):
+        assert default.data.tags[f"{stage}.reused"] == "True"
+        assert default.data.tags[f"{stage}.run_id"] == pipeline[stage]["run_id"]
+    # a Table 4 row retrains stage 2 only, nested under its row; stage 1 and the lip branch are reused
+    nobias = by_row["transformer-use_biased_mask-false"]
+    assert nobias.data.tags["vqvae.reused"] == "True" and nobias.data.tags["transformer.reused"] == "False"
+    grandchildren = client.search_runs(
+        [nobias.info.experiment_id], f"tags.mlflow.parentRunId = '{nobias.info.run_id}'"
+    )
+    assert {r.data.tags["stage"] for r in grandchildren} == {"transformer", "evaluate"}
+    t2 = client.get_model_version_by_alias(
+        "emotalker-transformer", "ablate-transformer-use_biased_mask-false"
+    )
+    assert t2.run_id == nobias.data.tags["transformer.run_id"]
+    assert (
+        client.get_model_version_by_alias("emotalker-transformer", "best").run_id
+        == pipeline["transformer"]["run_id"]
+    )
+    # stage-1-only rows (Table 3) have a VQ MSE and no evaluation
+    assert "ablation/VQ MSE" in by_row["vqvae-down_t-1"].data.metrics
+    assert "ablation/FaceL2" not in by_row["vqvae-down_t-1"].data.metrics
+    t3 = {line["row"]: line for line in out["tables"]["table3"]}
+    assert t3["l = 2"]["VQ MSE this run"] == pytest.approx(
+        by_row["vqvae-down_t-1"].data.metrics["ablation/VQ MSE"]
+    )
+    assert t3["codebook 64"]["VQ MSE this run"] == t3["l = 4"]["VQ MSE this run"]  # one and the same run
+    t4 = {line["row"]: line for line in out["tables"]["table4"]}
+    assert isinstance(t4["w/o contrastive loss"]["FaceL2 this run"], float)
+    assert t4["default"]["F-LMD paper"] == 4.348
+    logged = client.list_artifacts(out["run_id"], "ablation")
+    assert sorted(a.path for a in logged) == [f"ablation/table{t}.json" for t in (2, 3, 4)]
+    for t in (2, 3, 4):
+        assert Artifact.get(f"ablation-table{t}") is not None

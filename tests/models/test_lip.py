@@ -67,3 +67,16 @@ def test_load_sadtalker_layout(tmp_path: Path) -> None:
         load_sadtalker_audio2exp(ExpNet(), bad)
     with pytest.raises(FileNotFoundError):
         load_sadtalker_audio2exp(ExpNet(), tmp_path / "missing.pth")
+
+
+def test_lip_mix_zero_is_sadtalker_expnet_lips() -> None:
+    """Table 2 "our face + ExpNet lip" is ``lip.lip_mix=0``: the ExpNet selection, mapping2 unused."""
+    torch.manual_seed(0)
+    lip = LipBranch.from_config(LipConfig(lip_mix=0.0)).eval()
+    with torch.no_grad():
+        lip.mapping2.weight.normal_()
+    mel, ref = torch.randn(4, 1, 80, 16), torch.randn(4, 64)
+    out = lip(mel, ref)
+    assert torch.equal(out["lip"], out["exp"][:, list(LIP_INDICES)])
+    lip.lip_mix = 0.2  # the same weights under the default mixture: mapping2 now matters
+    assert not torch.allclose(lip.mix(out["exp"]), out["lip"])

@@ -1,0 +1,63 @@
+"""Ablation rows (Tables 2-4) as overrides of the config, and the tables built from their results."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotalker.configs.schema import ConfigError, load_config
+from emotalker.tasks.evaluation.ablation import TRAIN_STAGES, ablation_rows, table_rows, variants
+
+
+def test_paper_rows_share_the_default_run_and_change_one_switch_each() -> None:
+    cfg = load_config("configs/paper.yaml")
+    rows = ablation_rows(cfg)
+    by = {(r.table, r.name): r for r in rows}
+    # "ours" (Table 2), "l = 4" and "codebook 1024" (Table 3), "default" (Table 4) are the config itself
+    for key in [(2, "ours"), (3, "l = 4"), (3, "codebook 1024"), (4, "default")]:
+        assert by[key].variant is not None and by[key].variant.overrides == (), key
+    assert by[(2, "our face + ExpNet lip")].variant.overrides == ("lip.lip_mix=0.0",)
+    assert by[(3, "l = 2")].variant.overrides == ("vqvae.down_t=1",)
+    assert by[(3, "w/o L_cls")].variant.overrides == ("vqvae.emotion_head=false",)
+    assert by[(4, "w/o bias mask")].variant.overrides == ("transformer.use_biased_mask=false",)
+    assert by[(2, "SadTalker ExpNet + PoseVAE")].variant is None  # paper-only
+    vs = variants(rows)
+    # default + ExpNet lip + 3 masks/loss (full) + l=2, w/o L_cls, 512, 2048 (stage 1 only)
+    assert len(vs) == 9 and vs[0].overrides == () and vs[0].stages == TRAIN_STAGES
+    assert [v.stages for v in vs[-4:]] == [("vqvae",)] * 4 and not any(v.evaluate for v in vs[-4:])
+    # every override is a valid config change
+    for v in vs:
+        assert load_config("configs/paper.yaml", list(v.overrides)) != cfg or v.overrides == ()
+
+
+def test_demo_rows_scale_the_codebooks_and_tables_can_be_chosen() -> None:
+    cfg = load_config("configs/demo.yaml", ["ablation.tables=[3]"])
+    rows = ablation_rows(cfg)
+    assert {r.table for r in rows} == {3}
+    sizes = {r.name: r.variant.overrides for r in rows if r.name.startswith("codebook")}
+    assert sizes == {
+        "codebook 32": ("vqvae.codebook_size=32",),
+        "codebook 64": (),  # the demo's own codebook: the default run
+        "codebook 128": ("vqvae.codebook_size=128",),
+    }
+    with pytest.raises(ConfigError, match="codebook_sizes"):
+        load_config("configs/demo.yaml", ["ablation.codebook_sizes=[32, 64]"])
+    with pytest.raises(ConfigError, match="tables"):
+        load_config("configs/demo.yaml", ["ablation.tables=[1]"])
+
+
+def test_tables_put_this_run_beside_the_paper() -> None:
+    cfg = load_config("configs/demo.yaml", ["ablation.tables=[2, 4]"])
+    rows = ablation_rows(cfg)
+    results = {
+        (): {"F-LMD": 3.25, "LipL2": 0.5, "EmoAcc_motion": 0.75},
+        ("lip.lip_mix=0.0",): {"LipL2": 0.625},
+    }
+    t2 = {line["row"]: line for line in table_rows(2, rows, results)}
+    assert t2["ours"]["F-LMD paper"] == 4.348 and t2["ours"]["F-LMD this run"] == 3.25
+    assert t2["ours"]["Sync this run"] == "skipped"  # not computed (no renders / SyncNet)
+    assert t2["our face + ExpNet lip"]["LipL2 this run"] == 0.625 and t2["ours"]["LipL2 paper"] == "n/a"
+    assert t2["SadTalker ExpNet + PoseVAE"]["F-LMD this run"] == "not trained"
+    t4 = {line["row"]: line for line in table_rows(4, rows, results)}
+    assert t4["default"]["EmoAcc_motion this run"] == 0.75
+    assert t4["w/o bias mask"]["F-LMD this run"] == "skipped"  # no result for that row
+    assert t4["w/o bias mask"]["overrides"] == "transformer.use_biased_mask=false"
