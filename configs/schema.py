@@ -143,6 +143,10 @@ class AudioFeatureConfig(_Strict):
     # "preprocessor_config" as the checkpoint's Hugging Face preprocessor_config.json says
     waveform_normalization: WaveformNormalization = "pretraining"
     batch_seconds: float = Field(120.0, gt=0)  # audio per batch (length-bucketed)
+    # clips longer than chunk_seconds + 2 * chunk_context_seconds run through HuBERT in chunks (bounded
+    # memory, linear time); each chunk's transformer also sees chunk_context_seconds on either side
+    chunk_seconds: float = Field(30.0, gt=0)
+    chunk_context_seconds: float = Field(5.0, ge=0)
     kmeans_k: int = Field(200, ge=2)
     kmeans_sample_frames: int = Field(500_000, ge=100)
     kmeans_batch_size: int = 10_000
@@ -292,6 +296,12 @@ class RenderConfig(_Strict):
     # auto: float16 on CUDA, float32 on CPU
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     widths: RendererWidthsConfig = RendererWidthsConfig()
+class GenerationConfig(_Strict):
+    """Inference settings of ``generate`` and ``evaluate`` (no training fingerprint includes them)."""
+
+    # sliding decoder context in tokens: decoding past it forgets the oldest tokens, so time and memory stay
+    # linear in length (null: the whole sequence, quadratic)
+    max_context: int | None = Field(64, ge=1)
 
 
 class AblationConfig(_Strict):
@@ -329,6 +339,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     render: RenderConfig = RenderConfig()
+    generation: GenerationConfig = GenerationConfig()
     ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")

@@ -156,6 +156,8 @@ def hubert_fingerprint(cfg: PipelineConfig) -> str:
         file_signature(a.content_model),
         a.content_layer,
         a.waveform_normalization,
+        a.chunk_seconds,  # changes the features of clips longer than the chunk
+        a.chunk_context_seconds,
     )
 
 

@@ -47,8 +47,13 @@ class EmoTalker(nn.Module):
         lip: LipBranch,
         face_mean: torch.Tensor | np.ndarray | None = None,
         face_std: torch.Tensor | np.ndarray | None = None,
+        max_context: int | None = 64,
     ) -> None:
         super().__init__()
+        if max_context is not None and max_context < 1:
+            raise ValueError(f"max_context must be >= 1 token or None, got {max_context}")
+        # tokens of sliding decoder context (generation.max_context): decoding stays linear in length
+        self.max_context = max_context
         if vqvae.in_dim != FACE_DIM:
             raise ValueError(f"VQ-VAE must model the {FACE_DIM} face coefficients, has in_dim={vqvae.in_dim}")
         if transformer.code_dim != vqvae.code_dim:
@@ -75,7 +80,6 @@ class EmoTalker(nn.Module):
         content: np.ndarray | torch.Tensor | None,
         mel_windows: np.ndarray | torch.Tensor,
         ratio: np.ndarray | torch.Tensor | None = None,
-        max_context: int | None = 64,
         lip_batch: int = 256,
     ) -> np.ndarray:
         """Generate (T, 70) motion for the T video frames (25 fps) of ``mel_windows``, any T.
@@ -85,8 +89,8 @@ class EmoTalker(nn.Module):
         native ~50 Hz rate (T'_a = floor((N - 400) / 320) + 1, about 2T); content: (T'_a,) k-means tokens
         (None when the transformer has no content branch); mel_windows: (T, 80, 16); ratio: optional
         (T,) or (T, 1) blink ratio. The lip branch's mapping network takes the face branch's generated
-        expression frame by frame. ``max_context`` tokens of sliding context keep autoregressive
-        decoding linear in T (None = full context).
+        expression frame by frame. ``self.max_context`` tokens of sliding context
+        (``generation.max_context``) keep autoregressive decoding linear in T (None = full context).
         """
         self.eval()
         dev = self.face_mean.device
@@ -125,7 +129,7 @@ class EmoTalker(nn.Module):
             n_tok,
             start=self.vqvae.encode_reference(face_ref),
             codebook=self.vqvae.quantizer.codebook,
-            max_context=max_context,
+            max_context=self.max_context,
         )
         assert idx is not None
         face = self.vqvae.decode_indices(idx, t)[0] * self.face_std + self.face_mean  # (T, 57)

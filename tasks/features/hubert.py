@@ -451,6 +451,8 @@ def extract_hubert(
     normalize: bool = False,
     mixed_lengths: bool = True,
     max_padding: float = MAX_PADDING,
+    chunk_seconds: float | None = None,
+    context_seconds: float = 5.0,
 ) -> list[dict[int, np.ndarray]]:
     """Hidden states ``hidden_states[k]`` (output of layer k; 0 = before layer 1) for each clip.
 
@@ -458,21 +460,121 @@ def extract_hubert(
     given (so ``-1`` stays ``-1``). Batches follow the rule in the module docstring, so results match
     ``extract_hubert_single`` up to float round-off. ``mixed_lengths=False`` batches only clips of equal
     length (and, for group-norm models off the CPU, runs the conv encoder on the whole batch);
-    ``max_padding`` bounds the padding of mixed-length batches (``make_batches``).
+    ``max_padding`` bounds the padding of mixed-length batches (``make_batches``). Clips longer than
+    ``chunk_seconds + 2 * context_seconds`` run alone through ``extract_hubert_chunked`` (bounded memory).
     """
     ks = _check_layers(layers, int(model.config.num_hidden_layers))
     prepared = _prepare(waves, normalize)
+    results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
+    if chunk_seconds is not None:
+        longest = (chunk_seconds + 2 * context_seconds) * SAMPLE_RATE
+        for i, w in enumerate(prepared):
+            if w.size > longest:  # already normalised above
+                results[i] = extract_hubert_chunked(model, w, ks, device, chunk_seconds, context_seconds)
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
     per_clip_conv = (mixed_lengths and not use_mask) or per_clip_conv_default(device)
     model = model_view(model, depth=encoder_depth(model.config, ks))
-    sizes = [w.size for w in prepared]
+    todo = [i for i, r in enumerate(results) if r is None]
+    sizes = [prepared[i].size for i in todo]
     batches = make_batches(sizes, batch_seconds, equal_length_only=not mixed_lengths, max_padding=max_padding)
-    results: list[dict[int, np.ndarray] | None] = [None] * len(prepared)
-    for idx in batches:
+    for pos in batches:
+        idx = [todo[p] for p in pos]
         batch = [prepared[i] for i in idx]
         for i, r in zip(idx, _run_batch(model, batch, ks, device, use_mask, per_clip_conv), strict=True):
             results[i] = r
     return [r for r in results if r is not None]
+
+
+def _conv_features_chunked(fe: torch.nn.Module, wave: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """The conv feature encoder over a long waveform, ``chunk_frames`` output frames at a time: (C, T).
+
+    Exact: a chunk starting at sample 320j yields frames j.. unchanged (every conv stride divides 320 and
+    the convolutions have no padding). A group-norm first layer (HuBERT base) normalises each channel over
+    the whole clip, so its statistics are gathered over the whole clip first, chunk by chunk.
+    """
+    layers = list(fe.conv_layers)
+    first = layers[0]
+    n_frames = hubert_frames(wave.numel())
+    norm = getattr(first, "layer_norm", None)
+    stats = None
+    if isinstance(norm, torch.nn.GroupNorm):
+        if norm.num_groups != norm.num_channels:
+            raise ValueError(
+                "chunked HuBERT needs a per-channel group norm (HuBERT's) in the first conv layer"
+            )
+        k0, s0 = first.conv.kernel_size[0], first.conv.stride[0]
+        n0 = (wave.numel() - k0) // s0 + 1  # first-layer frames of the whole clip
+        step = chunk_frames * (HUBERT_HOP // s0)
+        total = torch.zeros(norm.num_channels, dtype=torch.float64, device=wave.device)
+        total_sq = torch.zeros_like(total)
+        for m0 in range(0, n0, step):
+            m1 = min(n0, m0 + step)
+            y = first.conv(wave[None, None, m0 * s0 : (m1 - 1) * s0 + k0])[0].double()
+            total += y.sum(1)
+            total_sq += (y * y).sum(1)
+        mean = total / n0
+        var = (total_sq / n0 - mean * mean).clamp(min=0)
+        stats = (mean.float(), torch.rsqrt(var + norm.eps).float())
+    chunks = []
+    for j0 in range(0, n_frames, chunk_frames):
+        j1 = min(n_frames, j0 + chunk_frames)
+        h = wave[None, None, j0 * HUBERT_HOP : (j1 - 1) * HUBERT_HOP + HUBERT_WIN]
+        if stats is not None:
+            y = first.conv(h)
+            y = (y - stats[0][None, :, None]) * stats[1][None, :, None]
+            h = first.activation(y * norm.weight[None, :, None] + norm.bias[None, :, None])
+        else:
+            h = first(h)
+        for layer in layers[1:]:
+            h = layer(h)
+        chunks.append(h[0])
+    return torch.cat(chunks, dim=1)
+
+
+def extract_hubert_chunked(
+    model: torch.nn.Module,
+    wave: np.ndarray,
+    layers: Sequence[int],
+    device: str | torch.device = "cpu",
+    chunk_seconds: float = 30.0,
+    context_seconds: float = 5.0,
+    normalize: bool = False,
+) -> dict[int, np.ndarray]:
+    """Hidden states of one clip of any length with memory bounded by ``chunk_seconds``.
+
+    The conv encoder runs chunk by chunk (exact, see ``_conv_features_chunked``); the transformer runs on
+    windows of ``chunk_seconds`` of frames plus ``context_seconds`` of frames on each side, keeping only
+    the window's own frames. Self-attention then misses what lies beyond the context, so frames differ
+    from one pass over the whole clip by a little (tests/features/test_hubert.py states the tolerance);
+    time grows linearly with length instead of quadratically. Frame count is ``hubert_frames(len)``.
+    """
+    if chunk_seconds <= 0 or context_seconds < 0:
+        raise ValueError(
+            f"chunk_seconds must be > 0 and context_seconds >= 0, got {chunk_seconds}, {context_seconds}"
+        )
+    ks = _check_layers(layers, int(model.config.num_hidden_layers))
+    w = _prepare([wave], normalize)[0]
+    n = hubert_frames(w.size)
+    if n == 0:
+        raise ValueError(f"clip of {w.size} samples is shorter than one HuBERT frame ({HUBERT_WIN} samples)")
+    fps = SAMPLE_RATE / HUBERT_HOP
+    chunk = max(1, round(chunk_seconds * fps))
+    ctx = round(context_seconds * fps)
+    model = model_view(model, depth=encoder_depth(model.config, ks))
+    full = int(model.config.num_hidden_layers) + 1
+    out = {k: np.empty((n, int(model.config.hidden_size)), np.float32) for k in ks}
+    with torch.inference_mode():
+        x = torch.from_numpy(w).to(device)
+        feats = _conv_features_chunked(model.feature_extractor, x, chunk)  # (C, n)
+        for j0 in range(0, n, chunk):
+            j1 = min(n, j0 + chunk)
+            a, b = max(0, j0 - ctx), min(n, j1 + ctx)
+            view = model_view(model, feature_extractor=_PrecomputedFeatures(feats[None, :, a:b]))
+            dummy = x.new_zeros((1, (b - a - 1) * HUBERT_HOP + HUBERT_WIN))  # only its length is used
+            hidden = view(dummy, output_hidden_states=True, return_dict=True).hidden_states
+            for k in ks:
+                out[k][j0:j1] = hidden[k % full][0, j0 - a : j1 - a].float().cpu().numpy()
+    return out
 
 
 def extract_hubert_single(

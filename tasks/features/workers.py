@@ -205,6 +205,8 @@ def hubert_features(
             device=device,
             batch_seconds=a.batch_seconds,
             normalize=settings.do_normalize,
+            chunk_seconds=a.chunk_seconds,
+            context_seconds=a.chunk_context_seconds,
         )
         for family, layer in wanted:
             feats[family] = [o[layer] for o in out]

@@ -48,7 +48,12 @@ def load_emotalker(
     lip = LipBranch(**lip_cfg["model"])
     lip.load_state_dict(lip_state)
     generator = EmoTalker(
-        vqvae, transformer, lip, np.asarray(vq_cfg["face_mean"]), np.asarray(vq_cfg["face_std"])
+        vqvae,
+        transformer,
+        lip,
+        np.asarray(vq_cfg["face_mean"]),
+        np.asarray(vq_cfg["face_std"]),
+        max_context=cfg.generation.max_context,
     )
     versions = {"vqvae": str(vq_version.version), "lip": str(lip_version.version)}
     versions["transformer"] = str(tr_version.version)

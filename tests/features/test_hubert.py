@@ -28,6 +28,7 @@ from emotalker.tasks.features.hubert import (
     HubertModelNotFound,
     _run_batch,
     extract_hubert,
+    extract_hubert_chunked,
     extract_hubert_single,
     hubert_frames,
     load_hubert,
@@ -451,3 +452,51 @@ def test_hubert_fingerprint_follows_the_normalisation_mode() -> None:
     hf = load_config(demo, ["audio.waveform_normalization=preprocessor_config"])
     assert pretraining.audio.waveform_normalization == "pretraining"
     assert hubert_fingerprint(pretraining) != hubert_fingerprint(hf)
+
+
+# Chunked long audio: the conv encoder (and so hidden_states[0]) is exact; deeper layers miss attention
+# beyond the context. On these random stand-ins attention is nearly uniform over the whole clip (the worst
+# case: trained HuBERT attends mostly locally), and the stated tolerance is a relative L2 error of 2%.
+CHUNK_TOLERANCE = 0.02
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+def test_chunked_long_audio_matches_one_pass_within_tolerance(models: dict[str, Path], kind: str) -> None:
+    model, _ = load_hubert(models[kind])
+    n = 16000 * 15 + 123  # not a whole number of hops
+    wave = (np.random.default_rng(1).standard_normal(n) * 0.1).astype(np.float32)
+    layers = [0, 5, -1]
+    one = extract_hubert_single(model, [wave], layers)[0]
+    chunked = extract_hubert_chunked(model, wave, layers, chunk_seconds=4, context_seconds=1)
+    for k in layers:
+        assert chunked[k].shape == one[k].shape == ((n - 400) // 320 + 1, 32)
+        rel = np.linalg.norm(chunked[k] - one[k]) / np.linalg.norm(one[k])
+        assert rel < (1e-5 if k == 0 else CHUNK_TOLERANCE), (k, rel)
+    # without global group-norm statistics (each chunk normalised alone) the conv encoder would not be exact
+    if kind == "group":
+        alone = extract_hubert_single(model, [wave[: 320 * 300 + 80]], [0])[0][0]
+        assert np.abs(alone - one[0][:300]).max() > 1e-3
+
+
+def test_extract_hubert_chunks_only_clips_longer_than_the_chunk(models: dict[str, Path]) -> None:
+    model, _ = load_hubert(models["group"])
+    rng = np.random.default_rng(2)
+    short, long = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000 * 3, 16000 * 12 + 7))
+    out = extract_hubert(model, [short, long], [-1], chunk_seconds=2, context_seconds=1)
+    assert np.allclose(out[0][-1], extract_hubert_single(model, [short], [-1])[0][-1], atol=1e-5)
+    assert np.array_equal(
+        out[1][-1], extract_hubert_chunked(model, long, [-1], chunk_seconds=2, context_seconds=1)[-1]
+    )
+    assert len(out[1][-1]) == hubert_frames(long.size)
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        extract_hubert_chunked(model, long, [-1], chunk_seconds=0)
+
+
+def test_hubert_fingerprint_follows_the_chunking() -> None:
+    from emotalker.configs.schema import load_config
+    from emotalker.flows.featurize import hubert_fingerprint
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    base = hubert_fingerprint(load_config(demo))
+    assert hubert_fingerprint(load_config(demo, ["audio.chunk_seconds=10"])) != base
+    assert hubert_fingerprint(load_config(demo, ["audio.chunk_context_seconds=1"])) != base

@@ -12,7 +12,7 @@ from emotalker.models import CrossModalTransformer, EmoTalker, LipBranch, Motion
 torch.set_num_threads(1)
 
 
-def make() -> EmoTalker:
+def make(max_context: int | None = 16) -> EmoTalker:
     torch.manual_seed(0)
     vq = MotionVQVAE(codebook_size=16, code_dim=8, width=16, depth=1)
     tr = CrossModalTransformer(d_model=16, n_layers=1, n_heads=2, ff_dim=32, dropout=0.0, audio_dim=12,
@@ -23,7 +23,9 @@ def make() -> EmoTalker:
     # (N, 1, 80, 16) -> (N, 512, 1, 1) contract keeps this test fast (the real one is tested in test_lip.py)
     lip.expnet.audio_encoder = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(1, 512, 1))
     mean = np.full(57, 2.0, dtype=np.float32)
-    return EmoTalker(vq, tr, lip, face_mean=mean, face_std=np.ones(57, dtype=np.float32))
+    return EmoTalker(
+        vq, tr, lip, face_mean=mean, face_std=np.ones(57, dtype=np.float32), max_context=max_context
+    )
 
 
 @pytest.mark.parametrize("t", [1, 7, 1003])
@@ -35,7 +37,6 @@ def test_generate_any_length(t: int) -> None:
         emotion_audio_feats=rng.standard_normal((2 * t - 1, 12)).astype(np.float32),  # native HuBERT rate
         content=rng.integers(0, 5, 2 * t - 1),
         mel_windows=rng.standard_normal((t, 80, 16)).astype(np.float32),
-        max_context=16,
     )
     assert out.shape == (t, 70) and out.dtype == np.float32
     assert np.isfinite(out).all()
@@ -101,3 +102,39 @@ def test_bad_inputs() -> None:
         model.generate(np.zeros(70), np.zeros((16, 12)), np.zeros(6, dtype=np.int64), np.zeros((8, 80, 16)))
     with pytest.raises(ValueError, match="mel_windows"):
         model.generate(np.zeros(70), np.zeros((16, 12)), np.zeros(16, dtype=np.int64), np.zeros((8, 80)))
+
+
+
+def test_decoding_ten_times_the_training_context_keeps_a_bounded_window() -> None:
+    """generation.max_context: 10x the training context (paper: 96 frames = 24 tokens) is decoded with
+    every decoder step seeing at most ``max_context`` tokens and their aligned audio, never the whole past."""
+    train_tokens = 24
+    model = make(max_context=train_tokens)
+    seen: list[tuple[int, int]] = []
+    decode = model.transformer._decode
+
+    def spy(inputs, audio, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((inputs.shape[1], audio.shape[1]))
+        return decode(inputs, audio, *args, **kwargs)
+
+    model.transformer._decode = spy  # type: ignore[method-assign]
+    t = 10 * train_tokens * 4
+    rng = np.random.default_rng(1)
+    args = (
+        rng.standard_normal(70).astype(np.float32),
+        rng.standard_normal((2 * t - 1, 12)).astype(np.float32),  # native HuBERT rate
+        rng.integers(0, 5, 2 * t - 1),
+        rng.standard_normal((t, 80, 16)).astype(np.float32),
+    )
+    out = model.generate(*args)
+    assert out.shape == (t, 70) and np.isfinite(out).all()
+    assert len(seen) == 10 * train_tokens
+    per_token = round(len(args[1]) / (10 * train_tokens))  # audio frames per token
+    assert max(n for n, _ in seen) == train_tokens
+    assert max(a for _, a in seen) <= per_token * (train_tokens + 4)  # the window's audio, +-k at the edges
+    # with a window longer than the sequence, decoding is the full-context decoding
+    short = (args[1][:191], args[2][:191], args[3][:96])
+    full, windowed = make(max_context=None), make(max_context=train_tokens)
+    assert np.allclose(full.generate(args[0], *short), windowed.generate(args[0], *short), atol=1e-5)
+    with pytest.raises(ValueError, match="max_context"):
+        make(max_context=0)
