@@ -259,9 +259,6 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     max_clips: int | None = None
-    # Table 1 setting "neutral": audio + the actor's neutral reference frame; Table 5 setting "driving":
-    # audio + emotional driving frames (the clip's own frames stand in for the reference)
-    settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
     rendered_dir: Path | None = None  # rendered test videos, enables image metrics
     syncnet_checkpoint: Path | None = None
     emotion_classifier_checkpoint: Path | None = None
