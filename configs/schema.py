@@ -293,6 +293,8 @@ class RenderConfig(_Strict):
     # auto: float16 on CUDA, float32 on CPU
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     widths: RendererWidthsConfig = RendererWidthsConfig()
+
+
 class GenerationConfig(_Strict):
     """Inference settings of ``generate`` and ``evaluate`` (no training fingerprint includes them)."""
 

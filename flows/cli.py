@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "pose (still); default: the config's render.mode",
     )
     gen.add_argument("--model", default="current", help=MODEL_HELP)
+    gen.add_argument(
+        "--emotion-reference",
+        type=Path,
+        default=None,
+        help="emotional driving frames (a video, or its .npy (T, 70) / .mat coefficients) that stand in "
+        "for the image's neutral reference frame by frame (the paper's Table 5 setting)",
+    )
 
     server = sub.add_parser(
         "server",
@@ -292,6 +299,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         flow = _load("emotalker.flows.generate:generate_flow")
         kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
         kwargs |= {"mode": args.mode, "model": args.model}
+        if args.emotion_reference is not None:
+            kwargs["emotion_reference"] = str(args.emotion_reference)
     else:
         name = args.flow if args.command == "run" else args.command
         flow = _load(FLOWS[name][0])

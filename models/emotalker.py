@@ -85,7 +85,10 @@ class EmoTalker(nn.Module):
         """Generate (T, 70) motion for the T video frames (25 fps) of ``mel_windows``, any T.
 
         reference: (70,) motion of the neutral reference frame; the stage-1 encoder encodes its face part
-        into the start token (Sec. 3.3). emotion_audio_feats: (T'_a, audio_dim) HuBERT features at their
+        into the start token (Sec. 3.3). Or (T_d, 70) emotional driving frames (Table 5's setting), which
+        stand in for it frame by frame: token i's start/style is the stage-1 encoding of its own first
+        frame, and the lip branch's beta takes each frame's lip coefficients from them; driving frames are
+        looped when shorter than the audio. emotion_audio_feats: (T'_a, audio_dim) HuBERT features at their
         native ~50 Hz rate (T'_a = floor((N - 400) / 320) + 1, about 2T); content: (T'_a,) k-means tokens
         (None when the transformer has no content branch); mel_windows: (T, 80, 16); ratio: optional
         (T,) or (T, 1) blink ratio. The lip branch's mapping network takes the face branch's generated
@@ -95,8 +98,11 @@ class EmoTalker(nn.Module):
         self.eval()
         dev = self.face_mean.device
         ref = _as_tensor(reference, "reference").float().to(dev)
-        if ref.shape != (MOTION_DIM,):
-            raise ValueError(f"reference must be ({MOTION_DIM},) motion, got {tuple(ref.shape)}")
+        if ref.shape[-1:] != (MOTION_DIM,) or ref.ndim not in (1, 2) or ref.numel() == 0:
+            raise ValueError(
+                f"reference must be ({MOTION_DIM},) motion or (T_d, {MOTION_DIM}) driving frames, "
+                f"got {tuple(ref.shape)}"
+            )
         mel = _as_tensor(mel_windows, "mel_windows").float().to(dev)
         if mel.ndim != 3 or mel.shape[0] < 1 or mel.shape[1:] != (80, 16):
             raise ValueError(f"mel_windows must be (T, 80, 16) with T >= 1, got {tuple(mel.shape)}")
@@ -122,12 +128,19 @@ class EmoTalker(nn.Module):
         t_pad = n_tok * self.vqvae.frames_per_token
         audio_p = _pad_frames(audio, rate * t_pad)[: rate * t_pad][None]
         tok_p = _pad_frames(tok, rate * t_pad)[: rate * t_pad][None].long() if tok is not None else None
-        face_ref = ((ref[list(FACE_INDICES)] - self.face_mean) / self.face_std)[None]
+        if ref.ndim == 2:  # driving frames, looped to the padded length: one frame per video frame
+            ref = ref[torch.arange(t_pad, device=dev) % ref.shape[0]]
+            token_ref = ref[:: self.vqvae.frames_per_token]  # each token's first frame (n_tok, 70)
+            face_ref = (token_ref[:, list(FACE_INDICES)] - self.face_mean) / self.face_std
+            start = self.vqvae.encode_reference(face_ref)[None]  # (1, n_tok, code_dim): one per token
+        else:
+            face_ref = ((ref[list(FACE_INDICES)] - self.face_mean) / self.face_std)[None]
+            start = self.vqvae.encode_reference(face_ref)
         _, idx = self.transformer.generate(
             audio_p,
             tok_p,
             n_tok,
-            start=self.vqvae.encode_reference(face_ref),
+            start=start,
             codebook=self.vqvae.quantizer.codebook,
             max_context=self.max_context,
         )
@@ -135,10 +148,11 @@ class EmoTalker(nn.Module):
         face = self.vqvae.decode_indices(idx, t)[0] * self.face_std + self.face_mean  # (T, 57)
 
         # lip branch, per frame: the mapping network takes the face branch's generated expression
-        # (its 51 non-lip coefficients; the 13 lip ones from the reference) as beta, frame by frame
+        # (its 51 non-lip coefficients; the 13 lip ones from the reference, or from each driving frame) as
+        # beta, frame by frame
         beta = torch.zeros(t, MOTION_DIM, device=dev)
         beta[:, list(FACE_INDICES)] = face
-        beta[:, list(LIP_INDICES)] = ref[list(LIP_INDICES)]
+        beta[:, list(LIP_INDICES)] = ref[:t, list(LIP_INDICES)] if ref.ndim == 2 else ref[list(LIP_INDICES)]
         beta = beta[:, :EXP_DIM]
         r = None
         if ratio is not None:

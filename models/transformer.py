@@ -186,20 +186,27 @@ class CrossModalTransformer(nn.Module):
     def style(
         self, reference: torch.Tensor | None, batch: int, emotion: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Start/style embedding (B, d_model) from the stage-1 encoding of the reference (B, code_dim)."""
+        """Start/style embedding (B, d_model) from the stage-1 encoding of the reference (B, code_dim), or
+        one per token (B, N, d_model) from per-token encodings (B, N, code_dim): emotional driving frames."""
         if self.style_from_reference:
             if reference is None:
                 raise ValueError("style_from_reference=True needs a reference encoding (B, code_dim)")
-            if reference.ndim != 2 or reference.shape != (batch, self.code_dim):
+            if (
+                reference.ndim not in (2, 3)
+                or reference.shape[0] != batch
+                or reference.shape[-1] != self.code_dim
+            ):
                 raise ValueError(
-                    f"reference must be the stage-1 encoding ({batch}, {self.code_dim}), "
+                    f"reference must be the stage-1 encoding ({batch}, {self.code_dim}) or one per token "
+                    f"({batch}, N, {self.code_dim}), "
                     f"got {tuple(reference.shape)}"
                 )
             s = self.style_proj(reference)
         else:
             s = self.style_token[None].expand(batch, -1)
         if self.emotion_embed is not None and emotion is not None:
-            s = s + self.emotion_embed(emotion.long().reshape(batch))
+            e = self.emotion_embed(emotion.long().reshape(batch))
+            s = s + (e[:, None] if s.ndim == 3 else e)
         return s
 
     def _memory(
@@ -332,10 +339,12 @@ class CrossModalTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Greedy autoregressive decoding of ``n_tokens`` embeddings.
 
-        ``start`` is the stage-1 encoding of the reference (B, code_dim) that forms the start token.
-        With ``codebook`` (K, D) each prediction is snapped to its nearest code before being fed back
-        (what teacher forcing trained on) and the indices are returned too. ``max_context`` limits the
-        decoder to the last that many inputs (and their audio window): time and memory linear in length.
+        ``start`` is the stage-1 encoding of the reference (B, code_dim) that forms the start token, or one
+        encoding per token (B, n_tokens, code_dim) (driving frames: input i carries the style of token i's
+        own frames). With ``codebook`` (K, D) each prediction is snapped to its nearest code before being
+        fed back (what teacher forcing trained on) and the indices are returned too. ``max_context``
+        limits the decoder to the last that many inputs (and their audio window): time and memory linear
+        in length.
         """
         if n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
@@ -343,10 +352,16 @@ class CrossModalTransformer(nn.Module):
             raise ValueError(f"max_context must be >= 1, got {max_context}")
         b = audio_feats.shape[0]
         s = self.style(start, b, emotion)
+        if s.ndim == 3 and s.shape[1] != n_tokens:
+            raise ValueError(f"per-token references must number n_tokens={n_tokens}, got {s.shape[1]}")
+
+        def style_of(i: int) -> torch.Tensor:  # the style carried by input i (which predicts token i)
+            return s if s.ndim == 2 else s[:, i]
+
         a_full, c_full = self._memory(audio_feats, content_feats)
         n_audio = a_full.shape[1]
         k = eq7_k(n_audio, n_tokens)
-        inputs = [s[:, None]]
+        inputs = [style_of(0)[:, None]]
         preds: list[torch.Tensor] = []
         indices: list[torch.Tensor] = []
         for i in range(n_tokens):
@@ -364,6 +379,7 @@ class CrossModalTransformer(nn.Module):
                 out = codebook.to(out.dtype)[idx]
                 indices.append(idx)
             preds.append(out)
-            inputs.append((self.token_proj(out) + s)[:, None])
+            if i + 1 < n_tokens:
+                inputs.append((self.token_proj(out) + style_of(i + 1))[:, None])
         pred = torch.stack(preds, dim=1)
         return pred, (torch.stack(indices, dim=1) if indices else None)

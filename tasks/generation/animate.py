@@ -102,6 +102,72 @@ def identity_coefficients(image: np.ndarray, cfg: PipelineConfig, device: str) -
     return {k: v[0] for k, v in out.items()}
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
+    """(T_d, 70) motion of emotional driving frames, which stand in for the neutral reference (Table 5).
+
+    ``path``: a video (its frames at 25 fps through the configured Deep3DFace), a ``.npy`` motion array
+    (T, 70) or a ``.mat`` coefficient file (SadTalker ``coeff_3dmm`` or Deep3DFace id/exp/...).
+    """
+    from emotalker.models.motion import coeffs_to_motion
+    from emotalker.tasks.features.coeff_import import (
+        CoeffImportError,
+        import_deep3dface_mat,
+        import_sadtalker_coeff,
+    )
+
+    if not path.is_file():
+        raise InputError(f"emotion reference not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            motion = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npy array ({exc})") from exc
+        motion = np.asarray(motion, dtype=np.float32)
+        motion = motion[None] if motion.ndim == 1 else motion
+        if motion.ndim != 2 or motion.shape[1] != 70 or len(motion) == 0:
+            raise InputError(f"{path}: driving motion must be (T, 70), got {motion.shape}")
+    elif suffix == ".mat":
+        try:
+            try:
+                motion = import_sadtalker_coeff(path)
+            except CoeffImportError:
+                motion = coeffs_to_motion(import_deep3dface_mat(path))
+        except CoeffImportError as exc:
+            raise InputError(
+                f"{path}: neither SadTalker coeff_3dmm nor Deep3DFace coefficients ({exc})"
+            ) from exc
+    elif suffix in VIDEO_SUFFIXES:
+        from emotalker.tasks.features.face_coeffs import NoFaceError, read_video_frames
+        from emotalker.tasks.features.workers import _face_extractor
+
+        try:
+            frames, fps = read_video_frames(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+        if len(frames) == 0:
+            raise InputError(f"{path}: the video has no frames")
+        if fps > 0 and abs(fps - FPS) > 1e-3:  # the model runs at 25 fps: pick the frame shown at each tick
+            n = max(1, int(len(frames) * FPS / fps))
+            frames = frames[np.minimum((np.arange(n) * fps / FPS).astype(np.int64), len(frames) - 1)]
+        try:
+            out = _face_extractor(cfg.face.model_dump(mode="json"), device).extract(frames, name=str(path))
+        except NoFaceError as exc:
+            raise InputError(str(exc)) from exc
+        motion = out["motion"]
+    else:
+        raise InputError(
+            f"{path}: emotion reference must be a video ({', '.join(VIDEO_SUFFIXES)}), a .npy (T, 70) motion "
+            "or a .mat coefficient file"
+        )
+    if not np.isfinite(motion).all():
+        raise InputError(f"{path}: driving motion has non-finite values")
+    return np.ascontiguousarray(motion, dtype=np.float32)
+
+
 def load_speech(path: Path) -> tuple[np.ndarray, str]:
     """16 kHz mono speech; other rates or channel counts are converted and reported, too-short rejected."""
     import av

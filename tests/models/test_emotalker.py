@@ -104,7 +104,6 @@ def test_bad_inputs() -> None:
         model.generate(np.zeros(70), np.zeros((16, 12)), np.zeros(16, dtype=np.int64), np.zeros((8, 80)))
 
 
-
 def test_decoding_ten_times_the_training_context_keeps_a_bounded_window() -> None:
     """generation.max_context: 10x the training context (paper: 96 frames = 24 tokens) is decoded with
     every decoder step seeing at most ``max_context`` tokens and their aligned audio, never the whole past."""
@@ -138,3 +137,40 @@ def test_decoding_ten_times_the_training_context_keeps_a_bounded_window() -> Non
     assert np.allclose(full.generate(args[0], *short), windowed.generate(args[0], *short), atol=1e-5)
     with pytest.raises(ValueError, match="max_context"):
         make(max_context=0)
+
+
+def _inputs(t: int, seed: int = 2) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((2 * t - 1, 12)).astype(np.float32),  # native HuBERT rate
+        rng.integers(0, 5, 2 * t - 1),
+        rng.standard_normal((t, 80, 16)).astype(np.float32),
+    )
+
+
+def test_driving_frames_stand_in_for_the_reference_frame_by_frame() -> None:
+    """Table 5's setting: (T, 70) driving frames; each frame conditions its own token and lip frame."""
+    model, t = make(), 48
+    audio, tokens, mel = _inputs(t)
+    rng = np.random.default_rng(3)
+    neutral = rng.standard_normal(70).astype(np.float32)
+    # driving frames that all equal the neutral frame are the neutral setting
+    same = model.generate(np.tile(neutral, (t, 1)), audio, tokens, mel)
+    assert np.allclose(same, model.generate(neutral, audio, tokens, mel), atol=1e-5)
+    driving = rng.standard_normal((t, 70)).astype(np.float32)
+    out = model.generate(driving, audio, tokens, mel)
+    assert not np.allclose(out, same, atol=1e-3)
+    # changing the driving frames from frame 32 (token 8) on leaves the tokens before it as they were (the
+    # frames of tokens 0-5 too; the stage-1 decoder's receptive field reaches a token or two across)
+    later = driving.copy()
+    later[32:] += 1.0
+    out2 = model.generate(later, audio, tokens, mel)
+    assert np.allclose(out[:24], out2[:24], atol=1e-5) and not np.allclose(out[32:], out2[32:], atol=1e-3)
+    # a short driving clip is looped over the audio
+    assert np.allclose(
+        model.generate(driving[:10], audio, tokens, mel),
+        model.generate(np.resize(driving[:10], (t, 70)), audio, tokens, mel),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="driving frames"):
+        model.generate(np.zeros((t, 57), np.float32), audio, tokens, mel)
