@@ -109,8 +109,8 @@ def _child(root: Path, quick: bool, chunked: bool, seconds: float) -> dict[str, 
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Chunked at 1/5/10 minutes (quick: 10/50/100 s); one pass at shorter lengths; all on the CPU."""
-    pipeline_s = [10.0, 50.0, 100.0] if quick else [60.0, 300.0, 600.0]
+    """Chunked at 1/5/10 minutes (quick: 10/30/60 s); one pass at shorter lengths; all on the CPU."""
+    pipeline_s = [10.0, 30.0, 60.0] if quick else [60.0, 300.0, 600.0]
     baseline_s = [10.0, 20.0, 40.0] if quick else [60.0, 120.0, 240.0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

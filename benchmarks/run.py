@@ -29,6 +29,7 @@ BENCHMARKS = [
     "generation",
     "object_store",
     "renderer",
+    "long_audio",
 ]
 
 

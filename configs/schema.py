@@ -259,6 +259,10 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     max_clips: int | None = None
+    # "neutral": audio + the actor's neutral reference frame (Table 1); "driving": audio + emotional driving
+    # frames, the clip's own frames standing in for the reference (Table 5); metrics of the latter are
+    # logged as test/driving/<metric>
+    settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
     rendered_dir: Path | None = None  # rendered test videos, enables image metrics
     syncnet_checkpoint: Path | None = None
     emotion_classifier_checkpoint: Path | None = None

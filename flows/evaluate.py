@@ -17,7 +17,7 @@ from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
-from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, accuracy
+from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
 from emotalker.tasks.evaluation.report import write_report
 from emotalker.tasks.generation.inference import (
     clip_features,
@@ -47,6 +47,9 @@ def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarr
         if r["actor"] not in refs and face.has_clip(r["clip_id"]):
             refs[r["actor"]] = face.read_slice(r["clip_id"], "motion", 0, 1)[0]
     return refs
+
+
+RENDERED = ("SSIM", "CPBD", "Sync", "EmoAcc")  # metrics of rendered videos
 
 
 def skipped_metrics(cfg: Any) -> dict[str, str]:
@@ -80,7 +83,9 @@ def evaluate_flow(
     parent_run_id: str | None = None,
     model: str | dict[str, str] = "current",
 ) -> dict[str, Any]:
-    """Generate every test clip from audio + neutral reference and compare with its ground truth.
+    """Generate every test clip from audio + neutral reference and compare with its ground truth; with
+    ``eval.settings`` holding ``driving``, also from audio + the clip's own frames as emotional driving
+    frames (Table 5), logged as ``driving/<metric>``.
 
     Args:
         config: a shipped config by name (paper, demo) or a YAML file path.
@@ -118,17 +123,21 @@ def evaluate_flow(
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     per_clip = []
-    for cid in progress(test_ids, desc="evaluate", unit="clip"):
+    runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
+    for cid, setting in progress(runs, desc="evaluate", unit="clip"):
         r = rows[cid]
         try:
             feats = clip_features(cfg, cid)
-            res = evaluate_clip(generator, feats, refs[r["actor"]], r["emotion"])
+            # neutral: the actor's neutral reference frame (Table 1); driving: the clip's own frames as
+            # emotional driving frames (Table 5, upper rows)
+            reference = refs[r["actor"]] if setting == "neutral" else feats["motion"]
+            res = evaluate_clip(generator, feats, reference, r["emotion"])
         except KeyError as exc:
             logger.warning("skipping %s: %s", cid, exc)
             continue
         if bfm is not None:
             res.update(landmark_metrics(bfm, res["motion"], feats["motion"], feats["coeffs"]))
-        if rendered is not None:
+        if rendered is not None and setting == "neutral":  # the renders show the neutral setting's motion
             video = rendered / f"{cid}.mp4"
             if video.is_file():
                 res.update(
@@ -143,43 +152,42 @@ def evaluate_flow(
                 )
             else:
                 logger.warning("%s: no rendered video %s", cid, video)
-        np.save(out_dir / f"{cid}.npy", res.pop("motion"))
-        per_clip.append({"clip_id": cid, "emotion": r["emotion"], "level": r["level"], **res})
+        np.save(
+            out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion")
+        )
+        per_clip.append(
+            {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
+        )
     if not per_clip:
         raise RuntimeError("no test clip could be evaluated (missing features?)")
-    summary = {
-        "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
-        "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
-        # not the paper's EmoAcc: the model's own stage-1 emotion head scores its generated motion
-        "EmoAcc_stage1_head": accuracy(
-            np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
-        ),
-        "EmoAcc_stage1_head_gt_motion": accuracy(
-            np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
-            np.array([p["emotion_label"] for p in per_clip]),
-        ),
-        "clips": len(per_clip),
-    }
-    named = {"f_lmd": "F-LMD", "m_lmd": "M-LMD", "ssim": "SSIM", "cpbd": "CPBD", "sync": "Sync"}
-    for key, name in named.items():
-        values = [p[key] for p in per_clip if key in p]
-        if values:
-            summary[name] = float(np.nanmean(values))
-    seen = [p for p in per_clip if "emotion_image" in p]
-    if seen:
-        summary["EmoAcc"] = float(np.mean([p["emotion_image"] == p["emotion"] for p in seen]))
+    summaries = {s: setting_summary([p for p in per_clip if p["setting"] == s]) for s in cfg.eval.settings}
+    # neutral (Table 1) metrics keep their plain names; the driving setting's are prefixed "driving/"
+    summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
     skipped = skipped_metrics(cfg)
-    table = [
-        {
-            "method": "this run",
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
-            **{m: "skipped" for m in skipped},
+    if "driving" in cfg.eval.settings:
+        skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
+        skipped |= {
+            f"driving/{m}": "skipped: eval.rendered_dir holds renders of the neutral setting"
+            for m in RENDERED
         }
-    ]
-    for name, vals in PAPER_TABLE1.items():
+    label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
+    table = []
+    for s, sm in summaries.items():
+        prefix = "" if s == "neutral" else f"{s}/"
+        missing = [m[len(prefix) :] for m in skipped if m.startswith(prefix) and "/" not in m[len(prefix) :]]
+        table.append(
+            {
+                "method": label[s],
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in sm.items()},
+                **{m: "skipped" for m in missing},
+            }
+        )
+    for name, vals in {**PAPER_TABLE1, **PAPER_TABLE5}.items():
         table.append({"method": name, **vals})
     table_artifact(
-        "evaluation-vs-table1", table, "coefficient-space metrics of this run beside the paper's Table 1"
+        "evaluation-vs-table1",
+        table,
+        "metrics of this run beside the paper's Table 1 (neutral reference) and Table 5 (driving frames)",
     )
     markdown_artifact(
         "evaluation-skipped",
@@ -201,7 +209,9 @@ def evaluate_flow(
         mlflow.log_metrics({f"test/{k}": float(v) for k, v in summary.items()})
         (out_dir / "per_clip.json").write_text(json.dumps(per_clip, indent=1))
         (out_dir / "table.json").write_text(json.dumps({"table": table, "skipped": skipped}, indent=1))
-        report = _report(cfg, out_dir, table, skipped, per_clip, versions)
+        # the report's per-emotion / per-level tables are of the first setting (Table 1's when evaluated)
+        first = [p for p in per_clip if p["setting"] == cfg.eval.settings[0]]
+        report = _report(cfg, out_dir, table, skipped, first, versions)
         mlflow.log_artifacts(str(out_dir), "evaluation")
         report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
         summary["run_id"] = run.info.run_id
@@ -244,3 +254,29 @@ def _report(
             loss_curves={stage: d / "loss_curves.png" for stage, d in plots.items()},
             videos=videos,
         )
+
+
+def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean metrics over the clips of one setting."""
+    summary: dict[str, Any] = {
+        "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
+        "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
+        # not the paper's EmoAcc: the model's own stage-1 emotion head scores its generated motion
+        "EmoAcc_stage1_head": accuracy(
+            np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
+        ),
+        "EmoAcc_stage1_head_gt_motion": accuracy(
+            np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
+            np.array([p["emotion_label"] for p in per_clip]),
+        ),
+        "clips": len(per_clip),
+    }
+    named = {"f_lmd": "F-LMD", "m_lmd": "M-LMD", "ssim": "SSIM", "cpbd": "CPBD", "sync": "Sync"}
+    for key, name in named.items():
+        values = [p[key] for p in per_clip if key in p]
+        if values:
+            summary[name] = float(np.nanmean(values))
+    seen = [p for p in per_clip if "emotion_image" in p]
+    if seen:
+        summary["EmoAcc"] = float(np.mean([p["emotion_image"] == p["emotion"] for p in seen]))
+    return summary

@@ -33,6 +33,7 @@ EXPECTED_METRICS = {
         "write_speedup",
         "read_speedup",
     },
+    "long_audio": {"chunked_memory_growth", "chunked_time_per_s_growth", "one_pass_memory_growth"},
 }
 
 

@@ -37,7 +37,7 @@ PAPER_TABLE4: dict[str, dict[str, float]] = {
 TABLE_METRICS: dict[int, tuple[str, ...]] = {
     2: ("F-LMD", "M-LMD", "Sync", "LipL2"),
     3: ("VQ MSE",),
-    4: ("F-LMD", "EmoAcc", "EmoAcc_motion", "FaceL2"),
+    4: ("F-LMD", "EmoAcc", "EmoAcc_stage1_head", "FaceL2"),
 }
 TABLE_TITLES = {
     2: "Table 2: lip branch vs SadTalker's ExpNet lips",

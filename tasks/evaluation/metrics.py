@@ -27,6 +27,17 @@ PAPER_TABLE1: dict[str, dict[str, float]] = {
         "EmoAcc": 0.296,
     },
 }
+# Table 5 of the paper, upper rows: audio + emotional driving frames as input
+PAPER_TABLE5: dict[str, dict[str, float]] = {
+    "EmoTalker, driving frames (paper)": {
+        "SSIM": 0.695,
+        "CPBD": 0.372,
+        "F-LMD": 2.363,
+        "M-LMD": 3.842,
+        "Sync": 2.538,
+        "EmoAcc": 0.762,
+    },
+}
 MOUTH = slice(48, 68)
 
 

@@ -49,7 +49,7 @@ def test_tables_put_this_run_beside_the_paper() -> None:
     cfg = load_config("configs/demo.yaml", ["ablation.tables=[2, 4]"])
     rows = ablation_rows(cfg)
     results = {
-        (): {"F-LMD": 3.25, "LipL2": 0.5, "EmoAcc_motion": 0.75},
+        (): {"F-LMD": 3.25, "LipL2": 0.5, "EmoAcc_stage1_head": 0.75},
         ("lip.lip_mix=0.0",): {"LipL2": 0.625},
     }
     t2 = {line["row"]: line for line in table_rows(2, rows, results)}
@@ -58,6 +58,6 @@ def test_tables_put_this_run_beside_the_paper() -> None:
     assert t2["our face + ExpNet lip"]["LipL2 this run"] == 0.625 and t2["ours"]["LipL2 paper"] == "n/a"
     assert t2["SadTalker ExpNet + PoseVAE"]["F-LMD this run"] == "not trained"
     t4 = {line["row"]: line for line in table_rows(4, rows, results)}
-    assert t4["default"]["EmoAcc_motion this run"] == 0.75
+    assert t4["default"]["EmoAcc_stage1_head this run"] == 0.75
     assert t4["w/o bias mask"]["F-LMD this run"] == "skipped"  # no result for that row
     assert t4["w/o bias mask"]["overrides"] == "transformer.use_biased_mask=false"

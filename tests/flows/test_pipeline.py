@@ -122,6 +122,42 @@ def test_evaluation_reports_metrics_and_what_was_skipped(pipeline):
         assert name not in ev and "needs" in ev["skipped"][name]
 
 
+def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, tmp_path):
+    """eval.settings [neutral, driving]: the driving setting generates each clip from its own frames."""
+    from emotalker.flows.evaluate import evaluate_flow
+    from emotalker.tasks.data.standins.fake_bfm import write_fake_bfm
+    from emotalker.tasks.generation.inference import clip_features, load_emotalker
+
+    cfg = pipeline["cfg"]
+    bfm = write_fake_bfm(tmp_path / "BFM_model_front.mat")
+    ov = [
+        *pipeline["overrides"],
+        "eval.settings=[neutral, driving]",
+        "eval.max_clips=2",
+        f"face.bfm_path={bfm}",
+    ]
+    ev = evaluate_flow(CONFIG, ov)
+    assert ev["clips"] == ev["driving/clips"] == 2
+    for m in ("LipL2", "FaceL2", "F-LMD", "M-LMD"):
+        assert np.isfinite(ev[m]) and np.isfinite(ev[f"driving/{m}"]) and ev[m] != ev[f"driving/{m}"]
+    assert "driving/SSIM" in ev["skipped"] and "driving/F-LMD" not in ev["skipped"]
+    # the driving setting's motion is the model run on the clip's own frames as driving frames
+    first = json.loads(cfg.paths.resolve("split").read_text())["test"][0]
+    feats = clip_features(cfg, first)
+    model, _ = load_emotalker(cfg, ev["models"])
+    expected = model.generate(feats["motion"], feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    saved = np.load(cfg.paths.resolve("outputs") / "eval" / f"{first}.driving.npy")
+    assert np.allclose(saved, expected, atol=1e-5)
+    run = MlflowClient(cfg.mlflow.tracking_uri).get_run(ev["run_id"])
+    assert run.data.metrics["test/driving/FaceL2"] == pytest.approx(ev["driving/FaceL2"])
+    table = json.loads((cfg.paths.resolve("outputs") / "eval" / "table.json").read_text())["table"]
+    methods = [row["method"] for row in table]
+    assert methods[:2] == ["this run (neutral reference)", "this run (driving frames)"]
+    paper5 = next(row for row in table if row["method"] == "EmoTalker, driving frames (paper)")
+    assert paper5["F-LMD"] == 2.363 and paper5["EmoAcc"] == 0.762
+    assert table[1]["SSIM"] == "skipped"
+
+
 def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pipeline, tmp_path):
     """Rendered videos here are copies of the ground truth for two clips (SSIM 1) and a blurred copy
     for a third (SSIM < 1); the BFM, SyncNet and expression classifier are random ones in their real
