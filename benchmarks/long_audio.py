@@ -29,6 +29,8 @@ from benchmarks.common import demo_config, mib, paper_config, peak_memory
 
 TARGET = "chunked: peak memory flat (10 min / 1 min <= 1.5) and time linear (per-second time ratio <= 1.3)"
 SAMPLE_RATE = 16_000
+CHUNK_S = {False: 30.0, True: 2.0}  # audio.chunk_seconds (paper default / quick)
+CONTEXT_S = {False: 5.0, True: 0.5}  # audio.chunk_context_seconds
 
 
 def _config(quick: bool, root: Path, chunked: bool) -> Any:
@@ -39,8 +41,8 @@ def _config(quick: bool, root: Path, chunked: bool) -> Any:
     data["audio"].update(
         emotion_model=str(root / "er"),
         content_model=str(root / "content"),
-        chunk_seconds=(4.0 if quick else 30.0) if chunked else 1e9,  # 1e9: never chunk (one pass)
-        chunk_context_seconds=1.0 if quick else 5.0,
+        chunk_seconds=(CHUNK_S[quick]) if chunked else 1e9,  # 1e9: never chunk (one pass)
+        chunk_context_seconds=CONTEXT_S[quick],
     )
     data["device"] = "cpu"
     return PipelineConfig.model_validate(data)
@@ -109,9 +111,9 @@ def _child(root: Path, quick: bool, chunked: bool, seconds: float) -> dict[str, 
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Chunked at 1/5/10 minutes (quick: 10/30/60 s); one pass at shorter lengths; all on the CPU."""
-    pipeline_s = [10.0, 30.0, 60.0] if quick else [60.0, 300.0, 600.0]
-    baseline_s = [10.0, 20.0, 40.0] if quick else [60.0, 120.0, 240.0]
+    """Chunked at 1/5/10 minutes (quick: 4/8/16 s); one pass at shorter lengths; all on the CPU."""
+    pipeline_s = [4.0, 8.0, 16.0] if quick else [60.0, 300.0, 600.0]
+    baseline_s = [4.0, 8.0] if quick else [60.0, 120.0, 240.0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _setup(root, quick)
@@ -134,8 +136,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "params": {
             "hubert": "tiny random stand-ins" if quick else "HuBERT-base-sized random (HubertConfig())",
             "models": "configs/demo.yaml" if quick else "configs/paper.yaml",
-            "chunk_seconds": 4.0 if quick else 30.0,
-            "chunk_context_seconds": 1.0 if quick else 5.0,
+            "chunk_seconds": CHUNK_S[quick],
+            "chunk_context_seconds": CONTEXT_S[quick],
             "torch_threads": 2,
         },
         "metrics": metrics,
