@@ -106,7 +106,9 @@ def _child(root: Path, quick: bool, chunked: bool, seconds: float) -> dict[str, 
         str(int(chunked)),
         str(seconds),
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
