@@ -74,7 +74,12 @@ def _run_variant(
 
 @flow(name="ablate", log_prints=True)
 def ablate_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's."""
+    """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's.
+
+    Args:
+        config: a shipped config by name (paper, demo) or a YAML file path.
+        overrides: ``key=value`` config overrides, e.g. ``["ablation.tables=[3]"]``.
+    """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     rows = ablation_rows(cfg)
