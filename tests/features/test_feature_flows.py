@@ -229,6 +229,27 @@ def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(
     }
 
 
+def test_hubert_stores_of_the_25fps_layout_are_recomputed_once_at_the_native_rate(audio_run):
+    """A clip written by an older version (resampled to 25 fps, its own fingerprint) is not read as
+    native-rate audio: the features flow recomputes it once, then has nothing to do."""
+    from emotalker.flows.featurize import audio_features_flow, hubert_fingerprint
+
+    cfg, ov, ids = audio_run["cfg"], audio_run["ov"], audio_run["ids"]
+    root = str(cfg.paths.resolve("features"))
+    cid = ids[0]
+    n = FeatureStore(root, "hubert_emotion").read_attrs(cid)["video_frames"]
+    for family in ("hubert_emotion", "hubert_content"):
+        old = np.zeros((n, 32), np.float32)  # the old layout: one row per video frame, no frame_rate
+        FeatureStore(root, family).write_clip(cid, {"feats": old}, attrs={"n_frames": n}, fingerprint="v1")
+    out = audio_features_flow(CONFIG, ov)
+    assert out["hubert"] == {"computed": 1, "failed": 0}
+    for family in ("hubert_emotion", "hubert_content"):
+        store = FeatureStore(root, family)
+        assert store.has_clip(cid, hubert_fingerprint(cfg))
+        assert store.read_attrs(cid)["frame_rate"] == 50 and abs(store.shape(cid, "feats")[0] - 2 * n) <= 1
+    assert audio_features_flow(CONFIG, ov)["hubert"] == 0
+
+
 # ----------------------------------------------------------------------------- Deep3DFace extraction
 @pytest.fixture(scope="module")
 def face_run(flow_env, dask_address, tmp_path_factory):
