@@ -19,7 +19,6 @@ from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
 from emotalker.tasks.training.registry import CURRENT, STAGES, load_registered
 from emotalker.tasks.training.stages import check_audio_rate
-from emotalker.tasks.training.tracking import setup_mlflow
 
 
 def load_emotalker(
@@ -29,9 +28,9 @@ def load_emotalker(
 
     ``model``: the versions a run's training flows returned ({stage: version}), ``current`` (the newest
     versions trained on the stores as they are) or a registry alias such as ``best``. Every stage is
-    refused unless it was trained on the current data, features and split.
+    refused unless it was trained on the current data, features and split. Read-only: nothing is
+    created in the tracking store (the registry is read with an explicit tracking URI).
     """
-    setup_mlflow(cfg)
     chosen = model if isinstance(model, dict) else dict.fromkeys(STAGES, model)
     missing = [s for s in STAGES if s not in chosen]
     if missing:

@@ -119,3 +119,27 @@ def test_generate_errors_are_one_line_and_read_only(prefect_server, tmp_path, fa
     err = capsys.readouterr().err
     assert "Traceback" in err and f"no tokens store at {root / 'features'}" in err
     assert list(root.iterdir()) == []
+
+
+def test_model_selection_never_creates_the_tracking_store(prefect_server, tmp_path, capsys):
+    """Case 8 for the registry: with no MLflow database, choosing models fails naming it, creating none."""
+    import json
+
+    from emotalker.flows.cli import main
+    from emotalker.storage.manifest import Manifest
+
+    root = tmp_path / "root"
+    root.mkdir()
+    clip = "M003_front_angry_level_1_001"
+    row = {"clip_id": clip, "actor": "M003", "view": "front", "emotion": "angry", "level": 1}
+    Manifest(root / "manifest.parquet").upsert([{**row, "sentence": "001"}])
+    split = {"train": [], "val": [], "test": [clip], "actors": {"train": [], "val": [], "test": ["M003"]}}
+    (root / "split.json").write_text(json.dumps(split))
+    before = sorted(p.name for p in root.iterdir())
+    args = ["run", "evaluate", "--config", CONFIG, "--set", f"paths.root={root}"]
+    assert main([*args, "--set", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == f"emotalker: no MLflow database at {root / 'mlflow.db'}: train the models first " + (
+        "(emotalker run reproduce)"
+    )
+    assert sorted(p.name for p in root.iterdir()) == before
