@@ -22,7 +22,8 @@ def test_evaluate_uses_the_models_this_run_trained(prefect_server, tmp_path, cap
     from emotalker.flows.demo import demo_data_flow
     from emotalker.flows.reproduce import reproduce
 
-    ov = tiny_overrides(tmp_path, "train.vqvae.steps=8", "train.transformer.steps=8", "train.lip.steps=6")
+    steps = ["train.vqvae.steps=8", "train.transformer.steps=8", "train.lip.steps=6"]
+    ov = tiny_overrides(tmp_path, "synthetic.levels=[1]", *steps)  # 4 clips: 2 actors x 2 emotions
     demo_data_flow(CONFIG, ov)
     first = reproduce(CONFIG, [*ov, "audio.kmeans_k=12"])
     second = reproduce(CONFIG, ov)  # the demo's K=16: tokens recomputed, transformer retrained
