@@ -30,7 +30,7 @@ from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError, NodeTypeValidationError
 from zarr.storage import MemoryStore
 
-from emotalker.configs.schema import redact_secrets
+from emotalker.configs.secrets import redact_secrets
 from emotalker.storage.files import atomic_path, file_lock
 
 if TYPE_CHECKING:
