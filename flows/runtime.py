@@ -29,6 +29,11 @@ ENV_DEFAULTS: tuple[tuple[str, str, str], ...] = (
         "Dask's scheduler/nanny INFO lines for every feature flow drown the pipeline's progress",
     ),
     ("MLFLOW_DISABLE_TELEMETRY", "true", "no telemetry"),
+    (
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "false",
+        "a bar per registry download of a few small files (model configs, plots) clutters the run's log",
+    ),
     ("GIT_PYTHON_REFRESH", "quiet", "MLflow probes git; a checkout without git is fine"),
 )
 
@@ -69,6 +74,12 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         r"The specified dataset source can be interpreted in multiple ways",
         "MLflow registers its local-file dataset source class twice; both readings of the manifest and "
         "split paths are the same local file",
+    ),
+    (
+        UserWarning,
+        r"Port \d+ is already in use",
+        "the local Dask scheduler's loopback HTTP endpoint (health, metrics; no dashboard) moves to a free "
+        "port when another Dask cluster on the machine holds 8787",
     ),
     (
         UserWarning,
