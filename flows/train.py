@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ import mlflow
 import numpy as np
 import torch
 from prefect import flow, get_run_logger
+from torch.utils.data import Dataset
 
-from emotalker.configs.schema import PipelineConfig
+from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.flows.common import resolve_config
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.checkpoint import load_checkpoint
-from emotalker.tasks.training.loop import TrainResult, iterate_batches, run_training
+from emotalker.tasks.training.loop import LossFn, TrainResult, ValFn, iterate_batches, run_training
 from emotalker.tasks.training.plots import code_tsne, codebook_usage, loss_curves
 from emotalker.tasks.training.registry import CURRENT, data_fingerprints, load_registered, registered_name
 from emotalker.tasks.training.stages import (
@@ -147,6 +149,78 @@ def _already_done(d: Path) -> dict[str, Any] | None:
     return None
 
 
+@dataclass
+class StageSpec:
+    """What differs between training stages; :func:`run_stage` does the rest the same way for each."""
+
+    name: str  # checkpoint folder, MLflow run and registered model suffix
+    hparams: TrainStageConfig  # cfg.train.<name>: steps, seed, batch size, ...
+    fingerprint: str  # identifies a finished run: same fingerprint, same result
+    data: tuple[Dataset, Dataset | None]  # train, val windows
+    build: Callable[[], tuple[torch.nn.Module, LossFn, ValFn]]  # model, loss, validation; after seeding
+    model_config: Callable[[torch.nn.Module], dict[str, Any]]  # registered beside the weights: rebuilds it
+    params: dict[str, Any] = field(default_factory=dict)  # stage-specific MLflow params
+    after: Callable[[torch.nn.Module, Path], None] | None = None  # extra artifacts in the stage's run
+    tags: dict[str, str] | None = None  # on the registered model version
+
+
+def run_stage(
+    cfg: PipelineConfig, spec: StageSpec, parent_run_id: str | None, stop_after: int | None
+) -> dict[str, Any]:
+    """Train one stage: skip if its fingerprint finished, else resume/train in its MLflow run and register.
+
+    Returns the stage summary (``done.json``), or ``status: interrupted`` when ``stop_after`` ended it early.
+    """
+    logger = get_run_logger()
+    device = cfg.torch_device()
+    d = ckpt_dir(cfg, spec.name, spec.fingerprint)
+    if (done := _already_done(d)) is not None:
+        logger.info("%s %s already trained: %s", spec.name, spec.fingerprint, d)
+        return done
+    torch.manual_seed(spec.hparams.seed)
+    model, loss, validate = spec.build()
+    train, val = spec.data
+    summary = model_summary(model)
+    logger.info("%s: %d train windows, %d val windows, %s", spec.name, len(train), len(val or []), summary)
+    split = cfg.paths.resolve("split")
+    with (
+        gpu_slot(device, cfg.train.gpu_slots),
+        stage_run(cfg, spec.name, d / "run.json", parent_run_id, {"split": split}) as run,
+    ):
+        mlflow.log_params(
+            {
+                "data.train_windows": len(train),
+                "data.val_windows": len(val or []),
+                "model.parameters": summary["parameters"],
+                "fingerprint": spec.fingerprint,
+                **spec.params,
+                "runtime.cpu_threads": cpu_threads(cfg),
+            }
+        )
+        res = run_training(
+            model,
+            loss,
+            train,
+            spec.hparams,
+            d,
+            device,
+            val_set=val,
+            val_fn=validate,
+            val_key="val/loss",
+            sink=metric_sink,
+            stop_after=stop_after,
+            threads=cpu_threads(cfg),
+            desc=f"train-{spec.name}",
+        )
+        run_id = run.info.run_id
+        if res.steps < spec.hparams.steps:
+            return {"stage": spec.name, "status": "interrupted", "steps": res.steps, "run_id": run_id}
+        result = _finish(cfg, spec.name, d, model, spec.model_config(model), res, run_id, spec.tags)
+        if spec.after is not None:
+            spec.after(model, d)
+    return result
+
+
 @flow(name="train-vqvae", log_prints=True)
 def train_vqvae(
     config: str = "configs/paper.yaml",
@@ -163,53 +237,19 @@ def train_vqvae(
         stop_after: end after this many steps of this call (simulates a kill in tests).
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
-    device = cfg.torch_device()
     train, val, norm = vqvae_datasets(cfg)  # fails fast on missing stores, empty split, bad widths
-    fp = fingerprint("vqvae-v1", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), _split_hash(cfg))
-    d = ckpt_dir(cfg, "vqvae", fp)
-    if (done := _already_done(d)) is not None:
-        logger.info("vqvae %s already trained: %s", fp, d)
-        return done
-    torch.manual_seed(cfg.train.vqvae.seed)
-    model = build_vqvae(cfg)
-    logger.info(
-        "vqvae: %d train windows, %d val windows, %s", len(train), len(val or []), model_summary(model)
+    spec = StageSpec(
+        name="vqvae",
+        hparams=cfg.train.vqvae,
+        fingerprint=fingerprint(
+            "vqvae-v1", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), _split_hash(cfg)
+        ),
+        data=(train, val),
+        build=lambda: (build_vqvae(cfg), vqvae_loss, vqvae_validate),
+        model_config=lambda _: {"model": cfg.vqvae.model_dump(), **norm.to_dict()},
+        after=lambda model, d: _vqvae_plots(model, val or train, d, cfg.train.vqvae.batch_size),
     )
-    with (
-        gpu_slot(device, cfg.train.gpu_slots),
-        stage_run(cfg, "vqvae", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
-    ):
-        mlflow.log_params(
-            {
-                "data.train_windows": len(train),
-                "data.val_windows": len(val or []),
-                "model.parameters": model_summary(model)["parameters"],
-                "fingerprint": fp,
-                "runtime.cpu_threads": cpu_threads(cfg),
-            }
-        )
-        res = run_training(
-            model,
-            vqvae_loss,
-            train,
-            cfg.train.vqvae,
-            d,
-            device,
-            val,
-            vqvae_validate,
-            "val/loss",
-            metric_sink,
-            stop_after=stop_after,
-            threads=cpu_threads(cfg),
-            desc="train-vqvae",
-        )
-        if res.steps < cfg.train.vqvae.steps:
-            return {"stage": "vqvae", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
-        model_config = {"model": cfg.vqvae.model_dump(), **norm.to_dict()}
-        summary = _finish(cfg, "vqvae", d, model, model_config, res, run.info.run_id)
-        _vqvae_plots(model, val or train, d, cfg.train.vqvae.batch_size)
-    return summary
+    return run_stage(cfg, spec, parent_run_id, stop_after)
 
 
 def _vqvae_plots(model: MotionVQVAE, data: Any, d: Path, batch_size: int) -> None:
@@ -260,66 +300,29 @@ def train_transformer(
             returned); None: the newest stage-1 version trained on the current face store and split.
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
-    device = cfg.torch_device()
     vqvae, norm, vq_hash = load_vqvae(cfg, vqvae_version or CURRENT)
     train, val = transformer_datasets(cfg, norm)
-    fp = fingerprint(
-        "transformer-v2",
-        cfg.transformer.model_dump(),
-        cfg.train.transformer.model_dump(),
-        _split_hash(cfg),
-        vq_hash,
-        cfg.audio.kmeans_k,
-        content_centres(cfg)[1] if cfg.transformer.use_content_tokens else None,
-    )
-    d = ckpt_dir(cfg, "transformer", fp)
-    if (done := _already_done(d)) is not None:
-        logger.info("transformer %s already trained: %s", fp, d)
-        return done
-    torch.manual_seed(cfg.train.transformer.seed)
-    model = build_transformer(cfg, vqvae)
-    objective = TransformerObjective(vqvae)
-    logger.info("transformer: %d train windows, %s", len(train), model_summary(model))
-    with (
-        gpu_slot(device, cfg.train.gpu_slots),
-        stage_run(
-            cfg, "transformer", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}
-        ) as run,
-    ):
-        mlflow.log_params(
-            {
-                "data.train_windows": len(train),
-                "data.val_windows": len(val or []),
-                "model.parameters": model_summary(model)["parameters"],
-                "fingerprint": fp,
-                "vqvae.weights_sha": vq_hash,
-                "runtime.cpu_threads": cpu_threads(cfg),
-            }
-        )
-        res = run_training(
-            model,
-            objective,
-            train,
-            cfg.train.transformer,
-            d,
-            device,
-            val,
-            objective.validate,
-            "val/loss",
-            metric_sink,
-            stop_after=stop_after,
-            threads=cpu_threads(cfg),
-            desc="train-transformer",
-        )
-        if res.steps < cfg.train.transformer.steps:
-            return {
-                "stage": "transformer",
-                "status": "interrupted",
-                "steps": res.steps,
-                "run_id": run.info.run_id,
-            }
-        model_config = {
+
+    def build() -> tuple[torch.nn.Module, LossFn, ValFn]:
+        model = build_transformer(cfg, vqvae)
+        objective = TransformerObjective(vqvae)
+        return model, objective, objective.validate
+
+    spec = StageSpec(
+        name="transformer",
+        hparams=cfg.train.transformer,
+        fingerprint=fingerprint(
+            "transformer-v2",
+            cfg.transformer.model_dump(),
+            cfg.train.transformer.model_dump(),
+            _split_hash(cfg),
+            vq_hash,
+            cfg.audio.kmeans_k,
+            content_centres(cfg)[1] if cfg.transformer.use_content_tokens else None,
+        ),
+        data=(train, val),
+        build=build,
+        model_config=lambda model: {
             "model": {
                 **cfg.transformer.model_dump(),
                 "code_dim": vqvae.code_dim,
@@ -327,10 +330,11 @@ def train_transformer(
                 "content_dim": model.content_dim,
             },
             "vqvae_weights_sha": vq_hash,
-        }
-        return _finish(
-            cfg, "transformer", d, model, model_config, res, run.info.run_id, {"vqvae_weights_sha": vq_hash}
-        )
+        },
+        params={"vqvae.weights_sha": vq_hash},
+        tags={"vqvae_weights_sha": vq_hash},
+    )
+    return run_stage(cfg, spec, parent_run_id, stop_after)
 
 
 @flow(name="train-lip", log_prints=True)
@@ -349,51 +353,19 @@ def train_lip(
         stop_after: end after this many steps of this call (simulates a kill in tests).
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
-    device = cfg.torch_device()
-    train, val = lip_datasets(cfg)
     init = cfg.lip.init_checkpoint
-    fp = fingerprint(
-        "lip-v2",
-        lip_model_config(cfg),
-        file_signature(init) if init is not None else None,
-        cfg.train.lip.model_dump(),
-        _split_hash(cfg),
+    spec = StageSpec(
+        name="lip",
+        hparams=cfg.train.lip,
+        fingerprint=fingerprint(
+            "lip-v2",
+            lip_model_config(cfg),
+            file_signature(init) if init is not None else None,
+            cfg.train.lip.model_dump(),
+            _split_hash(cfg),
+        ),
+        data=lip_datasets(cfg),
+        build=lambda: (build_lip(cfg), lip_loss, lip_validate),
+        model_config=lambda _: {"model": lip_model_config(cfg)},
     )
-    d = ckpt_dir(cfg, "lip", fp)
-    if (done := _already_done(d)) is not None:
-        logger.info("lip %s already trained: %s", fp, d)
-        return done
-    torch.manual_seed(cfg.train.lip.seed)
-    model = build_lip(cfg)
-    with (
-        gpu_slot(device, cfg.train.gpu_slots),
-        stage_run(cfg, "lip", d / "run.json", parent_run_id, {"split": cfg.paths.resolve("split")}) as run,
-    ):
-        mlflow.log_params(
-            {
-                "data.train_windows": len(train),
-                "data.val_windows": len(val or []),
-                "model.parameters": model_summary(model)["parameters"],
-                "fingerprint": fp,
-                "runtime.cpu_threads": cpu_threads(cfg),
-            }
-        )
-        res = run_training(
-            model,
-            lip_loss,
-            train,
-            cfg.train.lip,
-            d,
-            device,
-            val,
-            lip_validate,
-            "val/loss",
-            metric_sink,
-            stop_after=stop_after,
-            threads=cpu_threads(cfg),
-            desc="train-lip",
-        )
-        if res.steps < cfg.train.lip.steps:
-            return {"stage": "lip", "status": "interrupted", "steps": res.steps, "run_id": run.info.run_id}
-        return _finish(cfg, "lip", d, model, {"model": lip_model_config(cfg)}, res, run.info.run_id)
+    return run_stage(cfg, spec, parent_run_id, stop_after)
