@@ -445,7 +445,7 @@ def test_pass_sharing_says_why_a_pair_does_not_share(
 def test_hubert_fingerprint_follows_the_normalisation_mode() -> None:
     """Switching the waveform normalisation changes the features, so stored HuBERT features go stale."""
     from emotalker.configs.schema import load_config
-    from emotalker.flows.featurize import hubert_fingerprint
+    from emotalker.tasks.features.plan import hubert_fingerprint
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     pretraining = load_config(demo)

@@ -88,15 +88,14 @@ def test_concurrent_writers_of_one_clip_never_expose_a_mixed_or_partial_clip(tmp
 
 def test_failure_records_of_concurrent_runs_are_merged(tmp_path):
     """Each run merges its own outcomes into the failures file; another run's records survive."""
-    from emotalker.configs.schema import load_config
-    from emotalker.flows.featurize import _load_failures, _save_failures
+    from emotalker.storage.failures import load_failures, record_failures
+    from emotalker.storage.zarr_store import StoreRoot
 
-    cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
-    _save_failures(
-        cfg, "face", {"a": {"error": "no face", "fingerprint": "f"}, "b": {"error": "x", "fingerprint": "f"}}
-    )
+    root = StoreRoot(tmp_path / "features")
+    first = {"a": {"error": "no face", "fingerprint": "f"}, "b": {"error": "x", "fingerprint": "f"}}
+    record_failures(root, "face", first)
     # two runs that each read the file before the other wrote: one fixed "b", the other failed "c"
-    _save_failures(cfg, "face", {"b": None})
-    _save_failures(cfg, "face", {"c": {"error": "bad audio", "fingerprint": "f"}})
-    assert sorted(_load_failures(cfg, "face")) == ["a", "c"]
+    record_failures(root, "face", {"b": None})
+    record_failures(root, "face", {"c": {"error": "bad audio", "fingerprint": "f"}})
+    assert sorted(load_failures(root, "face")) == ["a", "c"]
     assert not [p for p in Path(tmp_path, "features").iterdir() if p.suffix == ".tmp"]
