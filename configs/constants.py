@@ -1,4 +1,4 @@
-"""Dataset and coefficient layout facts shared by every stage (see shared REFERENCE and the paper)."""
+"""Dataset and coefficient layout facts shared by every stage (MEAD, Deep3DFace/BFM, HuBERT; the paper)."""
 
 from __future__ import annotations
 

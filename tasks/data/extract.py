@@ -1,6 +1,6 @@
 """Safe extraction of MEAD actor archives into one normalised tree, and a scan of that tree.
 
-MEAD is distributed as per-actor tarballs in several shapes (see the shared REFERENCE): an outer
+MEAD is distributed as per-actor tarballs in several shapes: an outer
 ``M003.tar`` holding ``video.tar`` + ``audio.tar``; ``video_1.tar`` + ``video_2.tar``; nested
 ``video/1.tar`` + ``video/2.tar``; sometimes an extra directory level (``M003/``, ``1/``, ``2/``); or
 the inner tars lying loose in an ``M003/`` directory. Whatever the shape, the result is

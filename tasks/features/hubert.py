@@ -17,9 +17,8 @@ over chunks of length-sorted clips, so buckets are nearly full and padding is sm
     its positional convolution, which is what the convolution's own zero padding shows a clip alone, and
     attention never reads a padded frame.
 Each output is cropped to ``hubert_frames(len)``. On the CPU the conv feature encoder runs clip by clip
-for every model, equal lengths too: in a batch its 512-channel intermediates (~80 MB for three 4 s clips)
-fall out of cache, so one clip at a time is 15-35% faster there (measured), while the transformer still
-gains from the batch.
+for every model, equal lengths too: in a batch its 512-channel intermediates fall out of cache, so one
+clip at a time is faster there (README, benchmarks), while the transformer still gains from the batch.
 
 Two further savings that leave every output unchanged:
   * the encoder runs only as deep as the deepest requested layer (layer 9 of 12 for content features);
