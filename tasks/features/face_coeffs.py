@@ -194,8 +194,7 @@ class LandmarkDetector:
         detect_max_side: int | None = 640,
         compile: bool = False,
     ) -> None:
-        import face_alignment
-        from face_alignment import api as fa_api
+        from emotalker.tasks.features.adapters.face_alignment import local_face_alignment
 
         self.device = str(device)
         self.batch_size = int(batch_size)
@@ -214,14 +213,8 @@ class LandmarkDetector:
         if face_detector == "sfd":
             det_kwargs["path_to_detector"] = str(mdir / FA_FILES["sfd"])
 
-        class _LocalFA(face_alignment.FaceAlignment):
-            def _load_native(self, network_name: str, network_size: int, device: str, dtype: Any) -> Any:
-                net = fa_api.FAN(network_size)
-                net.load_state_dict(torch.load(fan_path, map_location=device, weights_only=True))
-                return net.to(device, dtype=dtype).eval()
-
-        self.fa = _LocalFA(
-            face_alignment.LandmarksType.TWO_D,
+        self.fa = local_face_alignment(
+            fan_path,
             device=self.device,
             face_detector=face_detector,
             face_detector_kwargs=det_kwargs,

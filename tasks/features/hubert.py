@@ -30,7 +30,6 @@ Two further savings that leave every output unchanged:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from emotalker.configs.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE, WaveformNormalization
+from emotalker.tasks.features.adapters.transformers_hubert import model_view
 from emotalker.tasks.features.audio_io import validate_audio
 
 log = logging.getLogger(__name__)
@@ -302,20 +302,6 @@ def encoder_depth(config: object, layers: Sequence[int]) -> int:
     return min(n, max(1, deepest))
 
 
-def _install_output_hooks(model: torch.nn.Module) -> None:
-    """Install transformers' hidden-state recording hooks on ``model`` itself (recent versions only).
-
-    Those versions record ``hidden_states`` with hooks on the layer modules, installed lazily on the first
-    forward of a model object and flagged on that object. A view that ran first would install them on
-    the shared layers without flagging the original, and every later view would add another set.
-    """
-    try:
-        from transformers.utils.output_capturing import maybe_install_capturing_hooks
-    except ImportError:  # versions that collect hidden states inside forward need nothing
-        return
-    maybe_install_capturing_hooks(model)
-
-
 class _PrecomputedFeatures(torch.nn.Module):
     """Stands in for the conv feature encoder of a view: returns frames already computed clip by clip."""
 
@@ -325,29 +311,6 @@ class _PrecomputedFeatures(torch.nn.Module):
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         return self.features
-
-
-def model_view(
-    model: torch.nn.Module, depth: int | None = None, feature_extractor: torch.nn.Module | None = None
-) -> torch.nn.Module:
-    """A view of ``model`` sharing all weights: only the first ``depth`` transformer layers, and/or another
-    conv feature encoder. The original model is not modified (other threads may be using it).
-    """
-    layers = list(model.encoder.layers)
-    cut = depth is not None and depth < len(layers)
-    if not cut and feature_extractor is None:
-        return model
-    _install_output_hooks(model)  # the copies below then inherit "installed" instead of stacking hooks
-    view = copy.copy(model)
-    view._modules = dict(view._modules)  # the shallow copy would share (and so edit) this dict
-    if cut:
-        encoder = copy.copy(model.encoder)
-        encoder._modules = dict(encoder._modules)
-        encoder.layers = torch.nn.ModuleList(layers[:depth])
-        view.encoder = encoder
-    if feature_extractor is not None:
-        view.feature_extractor = feature_extractor
-    return view
 
 
 def per_clip_conv_default(device: str | torch.device) -> bool:
