@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config, table_artifact
@@ -42,6 +44,22 @@ def _chunks(clips: list[dict[str, Any]], size: int = CHUNK_CLIPS) -> list[list[d
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+@task(name="feature-chunk", task_run_name="{family}-chunk-{index}", cache_policy=NO_CACHE)
+def await_chunk(family: str, index: int, clip_ids: list[str], computation: Any) -> list[dict[str, Any]]:
+    """One chunk's Dask computation as a Prefect task run, so the UI shows progress and failures per chunk.
+
+    The work itself runs on Dask (``computation`` is its future); this run waits for it, logs the chunk's
+    failed clips and returns every clip's status. A chunk whose worker died fails this run.
+    """
+    logger = get_run_logger()
+    statuses: list[dict[str, Any]] = computation.result()
+    failed = [s for s in statuses if not s["ok"]]
+    for s in failed:
+        logger.warning("%s %s failed: %s", family, s["clip_id"], s["error"])
+    logger.info("%s chunk %d: %d of %d clips ok", family, index, len(statuses) - len(failed), len(clip_ids))
+    return statuses
+
+
 def run_on_dask(
     cfg: PipelineConfig,
     family: str,
@@ -51,13 +69,10 @@ def run_on_dask(
     also_record: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> dict[str, int]:
-    """Map ``fn`` over chunks of clips on Dask, record failures, log progress.
+    """Map ``fn`` over chunks of clips on Dask, one Prefect task run per chunk; record failures, log progress.
 
     ``also_record``: other families the same chunks write (HuBERT writes emotion and content at once).
     """
-    from distributed import as_completed  # imported only when there is work (no-op reruns skip Dask)
-
-    logger = get_run_logger()
     chunks = _chunks(clips)
     updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
@@ -66,15 +81,18 @@ def run_on_dask(
         futures = client.map(
             fn, chunks, pure=False, key=[f"{family}-{i}-{run_fp}" for i in range(len(chunks))], **kwargs
         )
-        for fut in as_completed(futures):
-            for status in fut.result():
+        runs = [
+            await_chunk.submit(family, i, [c["clip_id"] for c in chunk], fut)
+            for i, (chunk, fut) in enumerate(zip(chunks, futures, strict=True))
+        ]
+        for run in as_completed(runs):
+            for status in run.result():
                 done += 1
                 if status["ok"]:
                     ok += 1
                     updates[status["clip_id"]] = None
                 else:
                     updates[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
-                    logger.warning("%s %s failed: %s", family, status["clip_id"], status["error"])
                 bar.update(1)
             bar.set_postfix(failed=done - ok)
     bar.close()
