@@ -10,7 +10,6 @@ an active test harness) always wins and no local server is started.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from emotalker.storage.files import file_lock, write_json_atomic
 
 STATE_FILE = "emotalker-server.json"
 LOG_FILE = "emotalker-server.log"
@@ -67,18 +68,6 @@ def running(home: Path | None = None) -> dict[str, Any] | None:
     return info if _is_our_server(int(info.get("pid", -1))) else None
 
 
-@contextlib.contextmanager
-def _locked(home: Path) -> Iterator[None]:
-    """One CLI call at a time decides whether to start the server (two calls must not start two)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / LOCK_FILE, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -88,7 +77,7 @@ def _free_port() -> int:
 def ensure(home: Path | None = None, timeout_s: float | None = None) -> str:
     """The API URL of ``home``'s local server, starting it in the background when none is running."""
     home = home or prefect_home()
-    with _locked(home):
+    with file_lock(home / LOCK_FILE):  # one call at a time decides whether to start the server
         info = running(home)
         if info is not None and _healthy(info["url"]):
             return str(info["url"])
@@ -119,7 +108,7 @@ def ensure(home: Path | None = None, timeout_s: float | None = None) -> str:
                 env=env,
                 start_new_session=True,  # outlives this call; stopped by pid (= process group)
             )
-        (home / STATE_FILE).write_text(json.dumps({"pid": proc.pid, "url": url, "log": str(log)}))
+        write_json_atomic(home / STATE_FILE, {"pid": proc.pid, "url": url, "log": str(log)})
         print(f"emotalker: starting a local Prefect server for {home} (first use) ...", file=sys.stderr)
         limit = timeout_s or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 180))
         deadline = time.monotonic() + limit

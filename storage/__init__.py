@@ -1,23 +1,26 @@
-"""Storage layer: the Parquet clip manifest, per-family Zarr feature stores and windowed datasets."""
+"""Storage layer: the Parquet clip manifest, per-family Zarr feature stores and windowed datasets.
 
-from emotalker.storage.manifest import MANIFEST_COLUMNS, STATUS, Manifest, clip_id_for
-from emotalker.storage.zarr_store import FAMILIES, FeatureStore
+Names load lazily, so a light helper (``emotalker.storage.files``) does not import pyarrow, Zarr or torch.
+"""
 
-__all__ = [
-    "FAMILIES",
-    "MANIFEST_COLUMNS",
-    "STATUS",
-    "FeatureStore",
-    "Manifest",
-    "WindowDataset",
-    "clip_id_for",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "MANIFEST_COLUMNS": "manifest",
+    "STATUS": "manifest",
+    "Manifest": "manifest",
+    "clip_id_for": "manifest",
+    "FAMILIES": "zarr_store",
+    "FeatureStore": "zarr_store",
+    "WindowDataset": "windows",
+}
+__all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    # WindowDataset imports torch; load it lazily so Dask/Prefect code using only the stores stays light.
-    if name == "WindowDataset":
-        from emotalker.storage.windows import WindowDataset
-
-        return WindowDataset
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
