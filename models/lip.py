@@ -165,11 +165,12 @@ def load_sadtalker_audio2exp(net: ExpNet, path: str | Path, strict: bool = False
 
 
 class LipBranch(nn.Module):
-    """ExpNet followed by mapping2 (64 -> 13) and the Eq. 10 mixture with the selected lip coefficients."""
+    """ExpNet followed by mapping2 (64 -> 13) and the Eq. 10 mixture with the selected lip coefficients.
 
-    def __init__(
-        self, audio_embed: int = 512, lip_mix: float = 0.2, mel_frames: int = 16, mel_bins: int = 80
-    ) -> None:
+    Hyper-parameters have one home, ``configs/schema.py:LipConfig``: build with :meth:`from_config`.
+    """
+
+    def __init__(self, *, audio_embed: int, lip_mix: float, mel_frames: int, mel_bins: int) -> None:
         super().__init__()
         if (mel_frames, mel_bins) != (AudioEncoder.mel_frames, AudioEncoder.mel_bins):
             raise ValueError(f"the audio encoder needs 80 x 16 mel windows, got {mel_bins} x {mel_frames}")

@@ -42,11 +42,12 @@ class EMAQuantizer(nn.Module):
 
     def __init__(
         self,
-        codebook_size: int = 1024,
-        code_dim: int = 256,
-        decay: float = 0.99,
+        codebook_size: int,
+        code_dim: int,
+        *,
+        decay: float,
+        dead_threshold: float,
         eps: float = 1e-5,
-        dead_threshold: float = 1.0,
         init_from_data: bool = True,
     ) -> None:
         super().__init__()

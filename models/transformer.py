@@ -103,28 +103,33 @@ class DecoderLayer(nn.Module):
 
 
 class CrossModalTransformer(nn.Module):
-    """Autoregressive predictor of codebook embeddings from emotion-aware audio + content tokens."""
+    """Autoregressive predictor of codebook embeddings from emotion-aware audio + content tokens.
+
+    Hyper-parameters have one home, ``configs/schema.py:TransformerConfig``; code_dim (stage 1) and the
+    content vocabulary (k-means K, centre width) come from :meth:`from_config`'s overrides.
+    """
 
     def __init__(
         self,
-        d_model: int = 256,
-        n_layers: int = 6,
-        n_heads: int = 4,
-        ff_dim: int = 1024,
-        dropout: float = 0.1,
-        audio_dim: int = 768,
-        code_dim: int = 256,
-        alibi_window: int = 4,
-        use_content_tokens: bool = True,
-        content_vocab: int = 200,
-        content_dim: int = 768,
-        use_alignment_mask: bool = True,
-        use_biased_mask: bool = True,
-        style_from_reference: bool = True,
+        *,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        ff_dim: int,
+        dropout: float,
+        audio_dim: int,
+        code_dim: int,
+        alibi_window: int,
+        use_content_tokens: bool,
+        content_vocab: int,
+        content_dim: int,
+        use_alignment_mask: bool,
+        use_biased_mask: bool,
+        style_from_reference: bool,
+        contrastive_weight: float,
+        contrastive_temperature: float,
+        use_contrastive: bool,
         num_emotions: int = 0,
-        contrastive_weight: float = 0.8,
-        contrastive_temperature: float = 0.1,
-        use_contrastive: bool = True,
     ) -> None:
         super().__init__()
         if contrastive_temperature <= 0:

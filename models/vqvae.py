@@ -76,24 +76,28 @@ class MotionDecoder(nn.Module):
 
 class MotionVQVAE(nn.Module):
     """Face-motion VQ-VAE; all tensors at the public API are channels-last: motion (B, T, in_dim),
-    latents (B, T/l, code_dim), indices (B, T/l)."""
+    latents (B, T/l, code_dim), indices (B, T/l).
+
+    Hyper-parameters have one home, ``configs/schema.py:VQVAEConfig``: build with :meth:`from_config`.
+    """
 
     def __init__(
         self,
-        in_dim: int = 57,
-        codebook_size: int = 1024,
-        code_dim: int = 256,
-        down_t: int = 2,
-        stride_t: int = 2,
-        width: int = 512,
-        depth: int = 4,
-        dilation_growth: int = 3,
-        ema_decay: float = 0.99,
-        commitment_beta: float = 0.2,
-        emotion_weight: float = 0.2,
-        num_emotions: int = 8,
-        emotion_head: bool = True,
-        dead_threshold: float = 1.0,
+        *,
+        in_dim: int,
+        codebook_size: int,
+        code_dim: int,
+        down_t: int,
+        stride_t: int,
+        width: int,
+        depth: int,
+        dilation_growth: int,
+        ema_decay: float,
+        commitment_beta: float,
+        emotion_weight: float,
+        num_emotions: int,
+        emotion_head: bool,
+        dead_threshold: float,
     ) -> None:
         super().__init__()
         if stride_t < 2 or stride_t % 2:

@@ -41,7 +41,7 @@ def test_eq10_mixing() -> None:
 
 
 def test_mapping2_starts_as_selection() -> None:
-    lip = LipBranch().eval()
+    lip = LipBranch.from_config(LipConfig()).eval()
     y = torch.randn(5, 64)
     assert torch.allclose(lip.mix(y), y[:, list(LIP_INDICES)], atol=1e-6)
 
@@ -54,7 +54,7 @@ def test_load_sadtalker_layout(tmp_path: Path) -> None:
     sd["netG.extra.weight"] = torch.zeros(1)
     path = tmp_path / "auido2exp_00300-model.pth"
     torch.save({"model": sd}, path)
-    lip = LipBranch()
+    lip = LipBranch.from_config(LipConfig())
     report = lip.load_sadtalker_audio2exp(path)
     assert report["missing"] == [] and report["unexpected"] == ["extra.weight"]
     assert torch.allclose(lip.expnet.mapping1.bias, torch.full((64,), 0.5))

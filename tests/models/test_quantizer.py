@@ -46,7 +46,7 @@ def test_dead_codes_are_reset_from_batch() -> None:
 
 def test_straight_through_gradient_and_commitment() -> None:
     torch.manual_seed(0)
-    q = EMAQuantizer(codebook_size=16, code_dim=4)
+    q = EMAQuantizer(codebook_size=16, code_dim=4, decay=0.99, dead_threshold=1.0)
     z = torch.randn(2, 5, 4, requires_grad=True)
     out = q(z)
     assert out.quantized.shape == (2, 5, 4) and out.indices.shape == (2, 5)
@@ -57,7 +57,7 @@ def test_straight_through_gradient_and_commitment() -> None:
 
 
 def test_eval_mode_does_not_update() -> None:
-    q = EMAQuantizer(codebook_size=8, code_dim=2)
+    q = EMAQuantizer(codebook_size=8, code_dim=2, decay=0.99, dead_threshold=1.0)
     q.eval()
     cb = q.codebook.clone()
     q(torch.randn(10, 2))
@@ -65,7 +65,7 @@ def test_eval_mode_does_not_update() -> None:
 
 
 def test_bad_input() -> None:
-    q = EMAQuantizer(codebook_size=8, code_dim=2)
+    q = EMAQuantizer(codebook_size=8, code_dim=2, decay=0.99, dead_threshold=1.0)
     with pytest.raises(ValueError, match="last dim"):
         q(torch.randn(4, 3))
     with pytest.raises(ValueError, match="indices"):

@@ -137,13 +137,14 @@ def test_cached_source_renders_what_sadtalkers_per_batch_call_renders(standins, 
 
 
 def test_sadtalker_safetensors_feeds_deep3dface_and_the_lip_branch(standins):
+    from emotalker.configs.schema import LipConfig
     from emotalker.models.deep3dface import load_recon_net
     from emotalker.models.lip import LipBranch
 
     net = load_recon_net(standins["safetensors"])
     expected = _file_state(standins["safetensors"], "face_3drecon.")
     torch.testing.assert_close(net.final_layers[1].weight, expected["final_layers.1.weight"])
-    lip = LipBranch()
+    lip = LipBranch.from_config(LipConfig())
     report = lip.load_sadtalker_audio2exp(standins["safetensors"], strict=True)
     assert report == {"missing": [], "unexpected": []}
     audio2exp = _file_state(standins["safetensors"], "audio2exp.netG.")

@@ -16,7 +16,7 @@ def tiny(**kw: object) -> CrossModalTransformer:
     args = dict(d_model=32, n_layers=2, n_heads=4, ff_dim=64, dropout=0.0, audio_dim=24, code_dim=8,
                 content_vocab=10, content_dim=6)  # fmt: skip
     args.update(kw)
-    m = CrossModalTransformer(**args)  # type: ignore[arg-type]
+    m = CrossModalTransformer.from_config(TransformerConfig(), **args)
     if m.use_content_tokens:
         m.set_content_centres(torch.randn(10, 6, generator=torch.Generator().manual_seed(3)))
     return m
@@ -163,8 +163,10 @@ def test_variants_and_ablations() -> None:
 
 
 def test_from_config_and_bad_input() -> None:
+    with pytest.raises(TypeError, match="code_dim"):  # stage-1 facts have no silent default
+        CrossModalTransformer.from_config(TransformerConfig(), content_vocab=7, content_dim=5)
     m = CrossModalTransformer.from_config(
-        TransformerConfig(n_layers=1, d_model=16, ff_dim=32), content_vocab=7, content_dim=5
+        TransformerConfig(n_layers=1, d_model=16, ff_dim=32), content_vocab=7, code_dim=8, content_dim=5
     )
     assert m.content_vocab == 7 and m.content_centres.shape == (7, 5)
     assert m.contrastive_temperature == TransformerConfig().contrastive_temperature

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 def tiny(**kw: object) -> MotionVQVAE:
     args = dict(in_dim=57, codebook_size=32, code_dim=16, width=32, depth=2, dilation_growth=3)
     args.update(kw)
-    return MotionVQVAE(**args)  # type: ignore[arg-type]
+    return MotionVQVAE.from_config(VQVAEConfig(), **args)
 
 
 def test_shapes_and_odd_lengths() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotalker.configs.schema import PipelineConfig, load_config
+from emotalker.configs.schema import PipelineConfig, TransformerConfig, VQVAEConfig, load_config
 from emotalker.models.lip import ExpNet
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
@@ -52,9 +52,10 @@ def test_lip_init_checkpoint_without_expnet_weights_fails(tmp_path: Path) -> Non
 
 def test_transformer_start_token_is_the_stage1_encoding_of_the_reference() -> None:
     torch.manual_seed(0)
-    vq = MotionVQVAE(codebook_size=16, code_dim=8, width=16, depth=1)
-    model = CrossModalTransformer(d_model=16, n_layers=1, n_heads=2, ff_dim=32, dropout=0.0, audio_dim=12,
-                                  code_dim=8, content_vocab=5, content_dim=4)  # fmt: skip
+    vq = MotionVQVAE.from_config(VQVAEConfig(), codebook_size=16, code_dim=8, width=16, depth=1)
+    model = CrossModalTransformer.from_config(TransformerConfig(), d_model=16, n_layers=1, n_heads=2,
+                                              ff_dim=32, dropout=0.0, audio_dim=12, code_dim=8,
+                                              content_vocab=5, content_dim=4)  # fmt: skip
     seen: list[torch.Tensor] = []
     model.register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append(kwargs["reference"]), with_kwargs=True
