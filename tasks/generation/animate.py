@@ -24,6 +24,7 @@ from emotalker.configs.constants import (
     SAMPLES_PER_FRAME,
 )
 from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.files import atomic_path
 
 if TYPE_CHECKING:
     from sklearn.cluster import MiniBatchKMeans
@@ -301,11 +302,9 @@ def save_video_outputs(
     from emotalker.tasks.generation.render import render_frames, write_video
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    mat_tmp = out_dir / f".source.partial-{os.getpid()}.mat"
-    scipy.io.savemat(
-        mat_tmp, {"coeff_3dmm": source.coeff_3dmm[None].astype(np.float32), "full_3dmm": source.coeffs[None]}
-    )
-    os.replace(mat_tmp, out_dir / "source.mat")
+    with atomic_path(out_dir / "source.mat", suffix=".partial.mat") as mat_tmp:
+        crop = {"coeff_3dmm": source.coeff_3dmm[None].astype(np.float32), "full_3dmm": source.coeffs[None]}
+        scipy.io.savemat(mat_tmp, crop)
     frames = render_frames(renderer, source, motion, mode, batch_size)
     video = write_video(frames, audio_path, out_dir / "video.mp4", fps=FPS)
     return {"video": str(video), "source_mat": str(out_dir / "source.mat")}

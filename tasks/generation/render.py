@@ -10,7 +10,6 @@ Source-only work (keypoints, appearance volume, dense-motion source inputs) happ
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.models.renderer import COEFF_NC, FaceRenderer, RendererWidths, coefficient_windows
 from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 from emotalker.models.renderer.checkpoints import load_facerender_weights, load_mapping_weights, require_file
+from emotalker.storage.files import atomic_path
 from emotalker.tasks.progress import progress_bar
 
 MODES = ("crop", "full", "still")
@@ -320,9 +320,8 @@ def write_video(
         raise RenderInputError(f"{out_path}: no frames to write")
     h, w = first.shape[-3:-1]
     wave = load_audio(Path(audio_path), SAMPLE_RATE)
-    tmp = out_path.with_name(f".{out_path.stem}.partial-{os.getpid()}{out_path.suffix}")
     n = 0
-    try:
+    with atomic_path(out_path, suffix=f".partial{out_path.suffix}") as tmp:
         with av.open(str(tmp), "w") as out:  # every stream is added before the first packet is muxed
             vs = out.add_stream("libx264", rate=fps)
             vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
@@ -346,7 +345,4 @@ def write_video(
                 out.mux(packet)
             for packet in aus.encode():
                 out.mux(packet)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path

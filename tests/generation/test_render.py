@@ -172,7 +172,7 @@ def test_video_has_every_frame_and_the_audio(renderer, source, tmp_path):
     assert v["codec_name"] == "h264" and int(v["nb_read_frames"]) == 7 and v["r_frame_rate"] == "25/1"
     assert (v["width"], v["height"]) == (122, 150)
     assert a["codec_name"] == "aac"
-    assert not list(tmp_path.glob(".video.partial-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav", "video.mp4"]  # no temp file left
 
 
 def test_source_mat_in_sadtalker_preprocess_layout(renderer, source, tmp_path):
