@@ -7,6 +7,7 @@ as package data), because it reads the checkout; a wheel does not.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,14 @@ def test_wheel_runs_demo_data_from_outside_the_checkout(tmp_path: Path, prefect_
     outside.mkdir()
     env = subprocess_env(tmp_path / "prefect-home")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)], tmp_path, env, 300)
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("emotalker", "configs", "flows", "models", "storage", "tasks"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=skip)
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)], tmp_path, env, 300)
     (wheel,) = dist.glob("emotalker*.whl")
     _run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], tmp_path, env, 300)
 
