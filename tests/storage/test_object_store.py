@@ -216,7 +216,7 @@ def test_kmeans_is_recorded_relative_to_the_stores_and_found_from_another_root(
 
 
 def test_failure_records_live_beside_the_stores(s3_server, tmp_path: Path) -> None:
-    from emotalker.flows.featurize import _load_failures, _save_failures
+    from emotalker.storage.failures import load_failures, record_failures
 
     prefix = uuid.uuid4().hex
     opts = json.dumps(s3_server.storage_options)
@@ -226,8 +226,12 @@ def test_failure_records_live_beside_the_stores(s3_server, tmp_path: Path) -> No
         f"paths.storage_options={opts}",
     ]
     cfg = load_config("configs/demo.yaml", ov)
-    _save_failures(cfg, "face", {"a": {"error": "no face", "fingerprint": "f"}, "b": None})
+    record_failures(
+        StoreRoot.from_paths(cfg.paths), "face", {"a": {"error": "no face", "fingerprint": "f"}, "b": None}
+    )
     assert StoreRoot.from_paths(cfg.paths).exists("face.failures.json")
     other = load_config("configs/demo.yaml", [*ov[1:], f"paths.root={tmp_path / 'elsewhere'}"])
-    assert _load_failures(other, "face") == {"a": {"error": "no face", "fingerprint": "f"}}
+    assert load_failures(StoreRoot.from_paths(other.paths), "face") == {
+        "a": {"error": "no face", "fingerprint": "f"}
+    }
     assert not list(tmp_path.rglob("*.failures.json"))
