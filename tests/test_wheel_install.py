@@ -16,6 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = ("emotalker", "configs", "flows", "models", "storage", "tasks")  # pyproject's package-dir
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
@@ -37,11 +38,16 @@ def test_wheel_runs_demo_data_from_outside_the_checkout(tmp_path: Path, prefect_
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for pkg in ("emotalker", "configs", "flows", "models", "storage", "tasks"):
+    for pkg in PACKAGE_DIRS:
         shutil.copytree(REPO / pkg, src / pkg, ignore=skip)
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)], tmp_path, env, 300)
     (wheel,) = dist.glob("emotalker*.whl")
     _run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], tmp_path, env, 300)
+    for pkg in PACKAGE_DIRS:  # every module and shipped config of the checkout is in the wheel
+        installed = site / "emotalker" if pkg == "emotalker" else site / "emotalker" / pkg
+        wanted = {p.relative_to(REPO / pkg) for p in (REPO / pkg).rglob("*") if p.suffix in (".py", ".yaml")}
+        missing = sorted(str(p) for p in wanted if not (installed / p).is_file())
+        assert not missing, f"{pkg}/: not in the wheel: {missing}"
 
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     probe = "import emotalker.flows.cli as m, emotalker.configs as c; print(m.__file__, c.__file__)"
