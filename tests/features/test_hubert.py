@@ -494,7 +494,7 @@ def test_extract_hubert_chunks_only_clips_longer_than_the_chunk(models: dict[str
 
 def test_hubert_fingerprint_follows_the_chunking() -> None:
     from emotalker.configs.schema import load_config
-    from emotalker.flows.featurize import hubert_fingerprint
+    from emotalker.tasks.features.plan import hubert_fingerprint
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     base = hubert_fingerprint(load_config(demo))
