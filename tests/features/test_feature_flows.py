@@ -140,6 +140,7 @@ def audio_run(flow_env, dask_address, tmp_path_factory):
 
 def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, dask_address):
     from emotalker.flows.featurize import features_flow
+    from emotalker.tasks.features.hubert import hubert_frames
 
     cfg, ids, first = audio_run["cfg"], audio_run["ids"], audio_run["first"]
     assert len(ids) == 14
@@ -159,7 +160,10 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
         store = FeatureStore(root, family)
         assert store.clip_ids() == ids, family
         for cid in ids:
-            assert store.shape(cid, key) == (rows[cid]["n_frames"], *tail), (family, cid)
+            # audio families at HuBERT's native rate (Eq. 6-7), the others per 25 fps video frame
+            native = family.startswith("hubert") or family == "tokens"
+            frames = hubert_frames(rows[cid]["audio_samples"]) if native else rows[cid]["n_frames"]
+            assert store.shape(cid, key) == (frames, *tail), (family, cid)
     assert FeatureStore(root, "tokens").get_meta()["k"] == cfg.audio.kmeans_k
     # the work ran in the external worker processes: they hold the models they loaded
     with Client(dask_address, timeout="30s") as client:

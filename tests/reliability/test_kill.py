@@ -187,7 +187,7 @@ def test_killed_feature_flow_resumes_to_the_same_stores(
     run = cli("run", flow, "--config", CONFIG, *[f"--set={o}" for o in ov])
     kill_when(run, lambda: (b / "features" / trigger).exists(), _delay(*delay))
 
-    result = _load(FLOWS[flow])(CONFIG, ov)
+    result = _load(FLOWS[flow][0])(CONFIG, ov)
     ids = sorted(manifest_rows(a / "manifest.parquet", a))
     for family in families:
         assert_store_equal(a / "features", b / "features", family, ids)
@@ -245,7 +245,7 @@ def test_killed_training_stage_resumes_into_the_same_run_and_weights(reference, 
     killed_at = int(load_checkpoint(d / "last.pt")["step"])
     assert target <= killed_at < steps
 
-    result = _load(FLOWS[f"train-{stage}"])(CONFIG, ov)
+    result = _load(FLOWS[f"train-{stage}"][0])(CONFIG, ov)
     assert result["run_id"] == run_id and result["resumed_from"] >= killed_at
     assert result["steps"] == ref["steps"]
     for name in ("last.pt", "best.pt"):
