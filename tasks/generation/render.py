@@ -101,7 +101,6 @@ def load_renderer(
     renderer.kp_extractor.to(device)
     renderer.mappings.to(device)
     renderer.generator.to(device, dtype=render_dtype(cfg, device))
-    renderer.image_size = rc.image_size  # type: ignore[assignment]
     return renderer
 
 
