@@ -285,7 +285,8 @@ def test_ablate_trains_each_row_as_a_nested_run_and_logs_the_tables(pipeline):
     assert "ablation/FaceL2" not in by_row["vqvae-down_t-1"].data.metrics
     t3 = {line["row"]: line for line in out["tables"]["table3"]}
     assert t3["l = 2"]["VQ MSE this run"] == pytest.approx(
-        by_row["vqvae-down_t-1"].data.metrics["ablation/VQ MSE"], abs=1e-6  # tables round to 6 decimals
+        by_row["vqvae-down_t-1"].data.metrics["ablation/VQ MSE"],
+        abs=1e-6,  # tables round to 6 decimals
     )
     assert t3["codebook 64"]["VQ MSE this run"] == t3["l = 4"]["VQ MSE this run"]  # one and the same run
     t4 = {line["row"]: line for line in out["tables"]["table4"]}
