@@ -1,4 +1,5 @@
-"""Evaluation on the test split: coefficient-space metrics always, image metrics when assets allow."""
+"""Evaluation on the test split: coefficient-space metrics always; Table 1's image metrics on rendered
+videos (SadTalker's renderer run here, or ``eval.rendered_dir``) when the assets allow."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ from emotalker.storage.manifest import Manifest
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
+from emotalker.tasks.evaluation.rendered import (
+    ClipRenderer,
+    ImageMetricModels,
+    compare_videos,
+    missing_renderer_files,
+    video_source,
+)
 from emotalker.tasks.evaluation.report import write_report
 from emotalker.tasks.generation.inference import (
     clip_features,
     evaluate_clip,
     landmark_metrics,
     load_emotalker,
-    rendered_metrics,
 )
 from emotalker.tasks.progress import progress
 from emotalker.tasks.training.registry import registered_name
@@ -36,44 +43,95 @@ from emotalker.tasks.training.tracking import (
     setup_mlflow,
 )
 
+# per-clip result key -> summary / Table 1 name
+PER_CLIP_METRICS: dict[str, str] = {
+    "ssim": "SSIM",
+    "cpbd": "CPBD",
+    "f_lmd": "F-LMD",
+    "m_lmd": "M-LMD",
+    "sync": "Sync",
+    "emo_acc": "EmoAcc",
+    "f_lmd_motion": "F-LMD_motion",
+    "m_lmd_motion": "M-LMD_motion",
+}
+MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
 
-def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
-    """Per actor, the first frame of a neutral clip (the paper's neutral reference), else any clip."""
+
+def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
+    """Per actor, a neutral clip (the paper's neutral reference), else any clip with face features."""
     from emotalker.storage.zarr_store import feature_store
 
     face = feature_store(cfg.paths, "face")
-    refs: dict[str, np.ndarray] = {}
+    refs: dict[str, str] = {}
     for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
         if r["actor"] not in refs and face.has_clip(r["clip_id"]):
-            refs[r["actor"]] = face.read_slice(r["clip_id"], "motion", 0, 1)[0]
+            refs[r["actor"]] = r["clip_id"]
     return refs
 
 
-RENDERED = ("SSIM", "CPBD", "Sync", "EmoAcc")  # metrics of rendered videos
+def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
+    """Per actor, the first motion frame of its reference clip."""
+    from emotalker.storage.zarr_store import feature_store
+
+    face = feature_store(cfg.paths, "face")
+    return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, cfg).items()}
 
 
-def skipped_metrics(cfg: Any) -> dict[str, str]:
+def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
     """Metrics this run cannot compute, each with exactly what it needs."""
     e = cfg.eval
     notes = {}
     if cfg.face.bfm_path is None:
-        for m in ("F-LMD", "M-LMD"):
+        for m in MOTION_LMD.values():
             notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
-    needs_renders = "skipped: needs rendered test videos (eval.rendered_dir/<clip_id>.mp4)"
-    if e.rendered_dir is None:
-        notes["SSIM"] = notes["CPBD"] = needs_renders
+    missing = ", ".join(f"render.{k}" for k in missing_renderer_files(cfg))
+    needs_videos = (
+        f"skipped: needs rendered test videos: SadTalker's renderer checkpoints ({missing} not found) or "
+        "eval.rendered_dir/<clip_id>.mp4"
+    )
+    if videos is None:
+        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
+            notes[m] = needs_videos
     if e.syncnet_checkpoint is None:
-        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)" + (
-            " and rendered test videos (eval.rendered_dir)" if e.rendered_dir is None else ""
-        )
-    elif e.rendered_dir is None:
-        notes["Sync"] = needs_renders
-    if e.rendered_dir is None or e.emotion_classifier_checkpoint is None:
+        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)"
+    elif videos is None:
+        notes["Sync"] = needs_videos
+    if e.emotion_classifier_checkpoint is None:
         notes["EmoAcc"] = (
-            "skipped: needs rendered test videos (eval.rendered_dir) and a facial-expression classifier "
-            "(eval.emotion_classifier_checkpoint); see EmoAcc_stage1_head for the motion-space accuracy"
+            "skipped: needs a facial-expression classifier (eval.emotion_classifier_checkpoint); "
+            "see EmoAcc_stage1_head for the motion-space accuracy"
         )
+    elif videos is None:
+        notes["EmoAcc"] = needs_videos
     return notes
+
+
+RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
+
+
+def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
+    """face-alignment (the project's loading), and SyncNet / the classifier when configured; a bad file
+    fails here, before any clip."""
+    from emotalker.tasks.features.face_coeffs import LandmarkDetector
+
+    f = cfg.face
+    detector = LandmarkDetector(
+        device=device,
+        face_detector=f.face_detector,
+        batch_size=f.batch_size,
+        model_dir=f.face_alignment_dir,
+        flip_input=f.flip_input,
+        detect_max_side=f.detect_max_side,
+    )
+    syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
+    classifier = None
+    if cfg.eval.emotion_classifier_checkpoint is not None:
+        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+        if classifier.missing:
+            get_run_logger().warning(
+                "the emotion classifier cannot predict %s", ", ".join(classifier.missing)
+            )
+    return ImageMetricModels(detector, syncnet, classifier, device)
 
 
 @flow(name="evaluate", log_prints=True)
@@ -111,18 +169,16 @@ def evaluate_flow(
     rendered = cfg.eval.rendered_dir
     if rendered is not None and not rendered.is_dir():
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
-    syncnet = None
-    if cfg.eval.syncnet_checkpoint is not None:  # a bad checkpoint fails before any clip
-        syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device)
-    classifier = None
-    if cfg.eval.emotion_classifier_checkpoint is not None:
-        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
-        if classifier.missing:
-            logger.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
+    videos = video_source(cfg)
+    image_models = image_metric_models(cfg, device) if videos is not None else None
+    renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
+    ref_clips = reference_clips([rows[c] for c in split["test"] if c in rows], cfg)
     refs = reference_frames([rows[c] for c in split["test"] if c in rows], cfg)
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_clip = []
+    video_dir = cfg.paths.resolve("outputs") / "eval_videos"  # beside, not inside, the logged eval folder
+    max_frames = cfg.eval.render_max_frames
+    per_clip, logged_videos = [], []
     runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
     for cid, setting in progress(runs, desc="evaluate", unit="clip"):
         r = rows[cid]
@@ -137,21 +193,30 @@ def evaluate_flow(
             continue
         if bfm is not None:
             res.update(landmark_metrics(bfm, res["motion"], feats["motion"], feats["coeffs"]))
-        if rendered is not None and setting == "neutral":  # the renders show the neutral setting's motion
+        video, box = None, None
+        if renderer is not None and setting == "neutral":  # renders show the neutral setting's motion
+            source = renderer.source(r["actor"], rows[ref_clips[r["actor"]]])
+            video, box = renderer.render(
+                source, res["motion"][:max_frames], Path(r["prepared_audio"]), video_dir / f"{cid}.mp4"
+            )
+        elif rendered is not None and setting == "neutral":
             video = rendered / f"{cid}.mp4"
-            if video.is_file():
-                res.update(
-                    rendered_metrics(
-                        video,
-                        Path(r["prepared_video"]),
-                        Path(r["prepared_audio"]),
-                        syncnet,
-                        device,
-                        classifier,
-                    )
-                )
-            else:
+            if not video.is_file():
                 logger.warning("%s: no rendered video %s", cid, video)
+                video = None
+        if video is not None and image_models is not None:
+            res.update(
+                compare_videos(
+                    video,
+                    Path(r["prepared_video"]),
+                    Path(r["prepared_audio"]),
+                    image_models,
+                    box=box,
+                    max_frames=max_frames,
+                )
+            )
+            if renderer is not None and len(logged_videos) < cfg.eval.log_videos:
+                logged_videos.append(video)
         np.save(
             out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion")
         )
@@ -163,11 +228,11 @@ def evaluate_flow(
     summaries = {s: setting_summary([p for p in per_clip if p["setting"] == s]) for s in cfg.eval.settings}
     # neutral (Table 1) metrics keep their plain names; the driving setting's are prefixed "driving/"
     summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
-    skipped = skipped_metrics(cfg)
+    skipped = skipped_metrics(cfg, videos)
     if "driving" in cfg.eval.settings:
         skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
         skipped |= {
-            f"driving/{m}": "skipped: eval.rendered_dir holds renders of the neutral setting"
+            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only"
             for m in RENDERED
         }
     label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
@@ -201,7 +266,7 @@ def evaluate_flow(
         active = mlflow.active_run()
         kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
     with mlflow.start_run(**kwargs) as run:
-        mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name})
+        mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name, "videos": videos or "none"})
         describe_run("evaluate")
         mlflow.log_params(config_params(cfg))
         log_data_inputs(cfg, context="evaluation")
@@ -213,6 +278,8 @@ def evaluate_flow(
         first = [p for p in per_clip if p["setting"] == cfg.eval.settings[0]]
         report = _report(cfg, out_dir, table, skipped, first, versions)
         mlflow.log_artifacts(str(out_dir), "evaluation")
+        for v in logged_videos:
+            mlflow.log_artifact(str(v), "rendered_videos")
         report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
         summary["run_id"] = run.info.run_id
     markdown_artifact(
@@ -271,12 +338,8 @@ def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "clips": len(per_clip),
     }
-    named = {"f_lmd": "F-LMD", "m_lmd": "M-LMD", "ssim": "SSIM", "cpbd": "CPBD", "sync": "Sync"}
-    for key, name in named.items():
+    for key, name in PER_CLIP_METRICS.items():
         values = [p[key] for p in per_clip if key in p]
-        if values:
+        if values and np.isfinite(values).any():
             summary[name] = float(np.nanmean(values))
-    seen = [p for p in per_clip if "emotion_image" in p]
-    if seen:
-        summary["EmoAcc"] = float(np.mean([p["emotion_image"] == p["emotion"] for p in seen]))
     return summary

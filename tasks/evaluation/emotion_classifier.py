@@ -48,13 +48,13 @@ def mead_label(name: str) -> str | None:
 
 @dataclass
 class VideoEmotionClassifier:
-    """Per-frame expression probabilities averaged over a video's (sub-sampled) frames."""
+    """Per-frame expression labels; EmoAcc samples one frame in ``every`` (the paper's "per 5 frames")."""
 
     model: Any
     processor: Any
     label_map: dict[int, str]  # classifier index -> MEAD emotion
     device: str = "cpu"
-    every: int = 5  # classify every n-th frame
+    every: int = 5  # EmoAcc compares one frame in every 5
     batch_size: int = 16
 
     @property
@@ -62,22 +62,32 @@ class VideoEmotionClassifier:
         """MEAD emotions this classifier cannot predict."""
         return [e for e in EMOTIONS if e not in self.label_map.values()]
 
-    def predict(self, frames: np.ndarray) -> str:
-        """(T, H, W, 3) RGB uint8 -> the MEAD emotion with the highest mean probability."""
-        picked = np.asarray(frames)[:: self.every]
-        if len(picked) == 0:
+    def frame_labels(self, frames: np.ndarray) -> list[str]:
+        """(T, H, W, 3) RGB uint8 -> the MEAD emotion of each frame (highest probability after mapping)."""
+        frames = np.asarray(frames)
+        if len(frames) == 0:
             raise ValueError("no frames to classify")
-        probs = []
-        with torch.inference_mode():
-            for start in range(0, len(picked), self.batch_size):
-                batch = list(picked[start : start + self.batch_size])
-                inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
-                probs.append(torch.softmax(self.model(**inputs).logits.float(), dim=-1).cpu())
-        mean = torch.cat(probs).mean(dim=0)
-        scores = {e: 0.0 for e in EMOTIONS}
+        index = torch.zeros(len(EMOTIONS), max(self.label_map) + 1)
         for idx, emotion in self.label_map.items():
-            scores[emotion] += float(mean[idx])
-        return max(EMOTIONS, key=lambda e: scores[e])
+            index[EMOTIONS.index(emotion), idx] = 1.0  # sums the classifier labels naming one emotion
+        labels: list[str] = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), self.batch_size):
+                batch = list(frames[start : start + self.batch_size])
+                inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
+                probs = torch.softmax(self.model(**inputs).logits.float(), dim=-1).cpu()
+                scores = probs[:, : index.shape[1]] @ index.T
+                labels.extend(EMOTIONS[i] for i in scores.argmax(dim=1).tolist())
+        return labels
+
+
+def emotion_accuracy(rendered_labels: list[str], real_labels: list[str]) -> float:
+    """The paper's EmoAcc for one clip: the fraction of sampled frames (one per ``every``) where the
+    classifier names the same emotion on the rendered video as on the real one (its ground truth)."""
+    n = min(len(rendered_labels), len(real_labels))
+    if n == 0:
+        return float("nan")
+    return float(np.mean([a == b for a, b in zip(rendered_labels[:n], real_labels[:n], strict=True)]))
 
 
 def load_emotion_classifier(path: str | Path, device: str = "cpu") -> VideoEmotionClassifier:

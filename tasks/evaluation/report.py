@@ -27,6 +27,9 @@ CLIP_METRICS = {
     "ssim": "SSIM",
     "cpbd": "CPBD",
     "sync": "Sync",
+    "emo_acc": "EmoAcc",
+    "f_lmd_motion": "F-LMD_motion",
+    "m_lmd_motion": "M-LMD_motion",
 }
 
 

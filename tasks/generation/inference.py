@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -16,7 +13,7 @@ from emotalker.models.lip import LipBranch
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import StoreRoot
-from emotalker.tasks.evaluation.metrics import cpbd_video, f_lmd, face_l2, lip_l2, m_lmd, ssim_video
+from emotalker.tasks.evaluation.metrics import f_lmd, face_l2, lip_l2, m_lmd
 from emotalker.tasks.training.registry import CURRENT, STAGES, load_registered
 from emotalker.tasks.training.stages import check_audio_rate
 
@@ -110,8 +107,9 @@ def evaluate_clip(
 def landmark_metrics(
     bfm: BFMLandmarks, gen: np.ndarray, gt: np.ndarray, coeffs: np.ndarray
 ) -> dict[str, float]:
-    """F-LMD / M-LMD of generated vs ground-truth motion, both projected through the BFM with the clip's
-    identity (mean of its per-frame ``id`` coefficients), in pixels of Deep3DFace's 224 crop."""
+    """Motion-space F-LMD / M-LMD (not Table 1's, which are measured on rendered video): generated and
+    ground-truth motion both projected through the BFM with the clip's identity (mean of its per-frame
+    ``id`` coefficients), in pixels of Deep3DFace's 224 crop."""
     n = min(len(gen), len(gt))
     identity = coeffs[:, COEFF_SLICES["id"]].mean(axis=0)
 
@@ -121,37 +119,4 @@ def landmark_metrics(
         )
 
     pred, ref = landmarks(gen), landmarks(gt)
-    return {"f_lmd": f_lmd(pred, ref), "m_lmd": m_lmd(pred, ref)}
-
-
-def rendered_metrics(
-    rendered: Path,
-    ground_truth: Path,
-    audio: Path | None = None,
-    syncnet: Any = None,
-    device: str = "cpu",
-    emotion_classifier: Any = None,
-) -> dict[str, Any]:
-    """Image metrics of a rendered test video: SSIM against the clip's prepared 25 fps video (resized
-    to match), its no-reference sharpness CPBD and, given a SyncNet and the clip's 16 kHz audio, the
-    SyncNet confidence (the rendered frames are taken as face crops), and given a facial-expression
-    classifier, the emotion it sees (``emotion_image``)."""
-    import cv2
-
-    from emotalker.tasks.evaluation.sync import sync_confidence
-    from emotalker.tasks.features.audio_io import load_audio
-    from emotalker.tasks.features.face_coeffs import read_video_frames
-
-    pred, _ = read_video_frames(str(rendered))
-    gt, _ = read_video_frames(str(ground_truth))
-    out: dict[str, Any] = {"cpbd": cpbd_video(pred)}  # at the rendered resolution
-    if emotion_classifier is not None:
-        out["emotion_image"] = emotion_classifier.predict(pred)
-    if syncnet is not None and audio is not None:
-        sync = sync_confidence(syncnet, pred, load_audio(audio), device=device)
-        out.update(sync=sync["confidence"], sync_offset=sync["offset"])
-    h, w = gt.shape[1:3]
-    if pred.shape[1:3] != (h, w):
-        pred = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in pred])
-    out["ssim"] = ssim_video(pred, gt)
-    return out
+    return {"f_lmd_motion": f_lmd(pred, ref), "m_lmd_motion": m_lmd(pred, ref)}

@@ -4,7 +4,14 @@ import torch
 
 from emotalker.models.syncnet import SyncNet, load_syncnet
 from emotalker.tasks.data.standins.fake_eval_assets import write_fake_syncnet
-from emotalker.tasks.evaluation.sync import offset_and_confidence, shifted_distances, sync_confidence
+from emotalker.tasks.evaluation.sync import (
+    crop_face,
+    crop_windows,
+    face_track,
+    offset_and_confidence,
+    shifted_distances,
+    sync_confidence,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +76,34 @@ def test_sync_confidence_runs_on_a_short_clip_and_rejects_too_short_ones(syncnet
         sync_confidence(model, frames[:5], wave)
     with pytest.raises(ValueError, match="16 kHz"):
         sync_confidence(model, frames, wave, sr=22050)
+
+
+def test_face_track_keeps_the_longest_run_of_overlapping_detections_and_fills_gaps():
+    boxes = np.full((40, 4), np.nan)
+    boxes[0:5] = [0, 0, 20, 20]  # a short track, then the face jumps (IoU 0): a new track starts
+    boxes[5:30:3] = [100, 100, 150, 150]  # detections every 3rd frame: gaps inside the track
+    boxes[8] = [110, 100, 160, 150]
+    start, track = face_track(boxes)
+    assert start == 5 and len(track) == 29 - 5 + 1
+    assert track[1].tolist() == pytest.approx([100 + 10 / 3, 100, 150 + 10 / 3, 150])  # interpolated
+    with pytest.raises(ValueError, match="no face detected"):
+        face_track(np.full((4, 4), np.nan))
+
+
+def test_sync_crop_follows_syncnet_pythons_window():
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[:, :, 0] = np.arange(200)[None, :]  # red encodes the column, green the row
+    frame[:, :, 1] = np.arange(200)[:, None]
+    windows = crop_windows(np.tile([60.0, 40.0, 140.0, 120.0], (20, 1)))  # s 40, centre (100, 80)
+    assert windows[10].tolist() == [40.0, 100.0, 80.0]
+    crop = crop_face(frame, windows[10])
+    assert crop.shape == (224, 224, 3)
+    # a 2.8 s square: rows y - s .. y + 1.8 s = 40 .. 152, columns x - 1.4 s .. x + 1.4 s = 44 .. 156
+    assert crop[0, 0, :2].tolist() == pytest.approx([44, 40], abs=1)
+    assert crop[-1, -1, :2].tolist() == pytest.approx([155, 151], abs=1)
+    corner = crop_face(frame, np.array([40.0, 20.0, 20.0]))  # off the top-left: grey padding
+    assert corner[0, 0].tolist() == [110, 110, 110]
+    # the median filter removes a one-frame jump of the box
+    jumpy = np.tile([60.0, 40.0, 140.0, 120.0], (20, 1))
+    jumpy[10] += 50
+    assert crop_windows(jumpy)[10].tolist() == [40.0, 100.0, 80.0]

@@ -1,0 +1,217 @@
+"""Table 1's image metrics of one rendered test video against its real clip, streamed batch by batch.
+
+Both videos are brought into the same aligned ``EVAL_SIZE`` x ``EVAL_SIZE`` face crop (the crop the
+renderer made of the source image; a render that is already that crop is only resized), then:
+SSIM per frame pair; CPBD per rendered frame; 68 face-alignment landmarks on both for F-LMD / M-LMD (as EAT
+computes them: each set mean-centred, no scale normalisation); the classifier's emotion on one frame in 5
+of both, the real video's label being the ground truth (EmoAcc); and SyncNet on syncnet_python's face
+crops of the rendered frames against the clip's audio (Sync). Only per-frame landmarks, boxes and labels
+are kept across batches; SyncNet's crops are made in a second pass over the rendered video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from emotalker.tasks.evaluation.emotion_classifier import VideoEmotionClassifier, emotion_accuracy
+from emotalker.tasks.evaluation.metrics import cpbd, f_lmd, m_lmd, ssim_video
+from emotalker.tasks.evaluation.sync import (
+    SAMPLES_PER_FRAME,
+    crop_face,
+    crop_windows,
+    face_track,
+    sync_confidence,
+)
+from emotalker.tasks.features.face_coeffs import LandmarkDetector, iter_video_frames
+
+EVAL_SIZE = 256  # LMD on aligned 256 x 256 crops, as EAT
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the real video's pixels (may leave the frame)
+
+
+@dataclass
+class ImageMetricModels:
+    """What the image metrics run: landmarks always, SyncNet and the classifier when configured."""
+
+    detector: LandmarkDetector
+    syncnet: Any = None
+    classifier: VideoEmotionClassifier | None = None
+    device: str = "cpu"
+
+
+def crop_resize(frames: np.ndarray, box: Box | None, size: int = EVAL_SIZE) -> np.ndarray:
+    """(B, H, W, 3) -> (B, size, size, 3): cut ``box`` (zero outside the frame; None: whole frame) and
+    resize (area interpolation when shrinking)."""
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        if box is not None:
+            x0, y0, x1, y1 = box
+            h, w = f.shape[:2]
+            cut = np.zeros((y1 - y0, x1 - x0, 3), dtype=f.dtype)
+            sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+            if sx1 > sx0 and sy1 > sy0:
+                cut[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = f[sy0:sy1, sx0:sx1]
+            f = cut
+        interp = cv2.INTER_AREA if f.shape[0] > size else cv2.INTER_LINEAR
+        out[i] = f if f.shape[:2] == (size, size) else cv2.resize(f, (size, size), interpolation=interp)
+    return out
+
+
+def _aligned(batch: np.ndarray, box: Box | None, real_hw: tuple[int, int]) -> np.ndarray:
+    """A rendered batch of the real video's size is cut like it; a smaller one already is the crop."""
+    return crop_resize(batch, box if batch.shape[1:3] == real_hw else None)
+
+
+def _video_size(path: Path) -> tuple[int, int]:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return int(s.height), int(s.width)
+
+
+def _pairs(
+    rendered: Path, real: Path, box: Box | None, batch_size: int, max_frames: int | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    real_hw = _video_size(real)
+    for r, g in zip(
+        iter_video_frames(rendered, batch_size, max_frames),
+        iter_video_frames(real, batch_size, max_frames),
+        strict=False,  # the shorter video ends the comparison
+    ):
+        n = min(len(r), len(g))
+        yield _aligned(r[:n], box, real_hw), crop_resize(g[:n], box)
+
+
+def compare_videos(
+    rendered: Path,
+    real: Path,
+    audio: Path,
+    models: ImageMetricModels,
+    box: Box | None = None,
+    max_frames: int | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """SSIM, CPBD, F-LMD, M-LMD and (with their models) EmoAcc and Sync of ``rendered`` vs ``real``."""
+    ssim_sum, cpbds, frames = 0.0, [], 0
+    lm_pred, lm_real, boxes = [], [], []
+    emo_pred: list[str] = []
+    emo_real: list[str] = []
+    every = models.classifier.every if models.classifier is not None else 1
+    for pred, gt in _pairs(rendered, real, box, batch_size, max_frames):
+        ssim_sum += ssim_video(pred, gt) * len(pred)
+        cpbds.extend(cpbd(f) for f in pred)
+        b_pred = models.detector.detect_boxes(pred)
+        boxes.append(b_pred)
+        lm_pred.append(models.detector.landmarks_from_boxes(pred, b_pred))
+        lm_real.append(models.detector.detect(gt)[0])
+        if models.classifier is not None:
+            picked = [i for i in range(len(pred)) if (frames + i) % every == 0]
+            if picked:
+                emo_pred.extend(models.classifier.frame_labels(pred[picked]))
+                emo_real.extend(models.classifier.frame_labels(gt[picked]))
+        frames += len(pred)
+    if frames == 0:
+        raise ValueError(f"{rendered} or {real} has no frames to compare")
+    pred_lm, real_lm = np.concatenate(lm_pred), np.concatenate(lm_real)
+    out: dict[str, Any] = {
+        "ssim": ssim_sum / frames,
+        "cpbd": float(np.nanmean(cpbds)) if np.isfinite(cpbds).any() else float("nan"),
+        "f_lmd": f_lmd(pred_lm, real_lm),
+        "m_lmd": m_lmd(pred_lm, real_lm),
+        "lmd_frames": int(
+            (np.isfinite(pred_lm).all(axis=(1, 2)) & np.isfinite(real_lm).all(axis=(1, 2))).sum()
+        ),
+        "image_frames": frames,
+    }
+    if models.classifier is not None:
+        out["emo_acc"] = emotion_accuracy(emo_pred, emo_real)
+        out["emotion_image"] = max(set(emo_pred), key=emo_pred.count)
+        out["emotion_real_video"] = max(set(emo_real), key=emo_real.count)
+    if models.syncnet is not None:
+        out.update(rendered_sync(rendered, real, audio, np.concatenate(boxes), models, box, batch_size))
+    return out
+
+
+def rendered_sync(
+    rendered: Path,
+    real: Path,
+    audio: Path,
+    boxes: np.ndarray,
+    models: ImageMetricModels,
+    box: Box | None = None,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """SyncNet offset/confidence on syncnet_python's face crops of the (aligned) rendered frames."""
+    from emotalker.tasks.features.audio_io import load_audio
+
+    start, track = face_track(boxes)
+    windows = crop_windows(track)
+    real_hw = _video_size(real)
+    crops, seen = [], 0
+    for batch in iter_video_frames(rendered, batch_size, start + len(track)):
+        aligned = _aligned(batch, box, real_hw)
+        for i, frame in enumerate(aligned):
+            k = seen + i - start
+            if 0 <= k < len(track):
+                crops.append(crop_face(frame, windows[k]))
+        seen += len(batch)
+    wave = load_audio(audio)[start * SAMPLES_PER_FRAME : (start + len(crops)) * SAMPLES_PER_FRAME]
+    res = sync_confidence(models.syncnet, np.stack(crops), wave, device=models.device)
+    return {"sync": res["confidence"], "sync_offset": res["offset"], "sync_frames": res["frames"]}
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+
+def video_source(cfg: Any) -> str | None:
+    """Where the test videos come from: ``eval.rendered_dir`` when set, else SadTalker's renderer when its
+    checkpoint files exist, else nowhere (image metrics skipped)."""
+    if cfg.eval.rendered_dir is not None:
+        return "rendered_dir"
+    return "renderer" if not missing_renderer_files(cfg) else None
+
+
+def missing_renderer_files(cfg: Any) -> list[str]:
+    """The render.* checkpoint keys (for ``render.mode``) whose files are missing."""
+    r = cfg.render
+    mapping = "mapping_full_checkpoint" if r.mode == "full" else "mapping_checkpoint"
+    return [k for k in ("checkpoint", mapping) if not Path(getattr(r, k)).is_file()]
+
+
+def reference_image(row: dict[str, Any]) -> np.ndarray:
+    """The first frame (RGB) of a reference clip's prepared video: the source image the renderer animates."""
+    return next(iter_video_frames(row["prepared_video"], batch_size=1, max_frames=1))[0]
+
+
+class ClipRenderer:
+    """SadTalker's renderer for evaluation: one prepared source per actor, frames streamed to the encoder."""
+
+    def __init__(self, cfg: Any, device: str) -> None:
+        from emotalker.tasks.generation import render
+
+        self.api = render
+        self.cfg = cfg
+        self.mode = cfg.render.mode
+        self.model = self.api.load_renderer(cfg, device)
+        self._sources: dict[str, Any] = {}
+
+    def source(self, actor: str, reference_row: dict[str, Any]) -> Any:
+        """The actor's neutral reference frame, prepared as SadTalker does (cached per actor)."""
+        if actor not in self._sources:
+            self._sources[actor] = self.api.prepare_source(
+                reference_image(reference_row), self.cfg, self.mode
+            )
+        return self._sources[actor]
+
+    def render(self, source: Any, motion: np.ndarray, audio: Path, out: Path) -> tuple[Path, Box]:
+        """Render ``motion`` (T, 70) to ``out`` with the clip's audio, batch by batch (render_frames shows
+        progress); returns the video and the source crop box in the real video's pixels."""
+        batches = self.api.render_frames(self.model, source, motion, self.mode, self.cfg.render.batch_size)
+        self.api.write_video(batches, audio, out, fps=25)
+        return out, tuple(int(v) for v in source.box)  # type: ignore[return-value]

@@ -1,0 +1,111 @@
+"""Image metrics of a rendered video against the real clip: same crop, landmark LMD, per-5-frame EmoAcc."""
+
+import numpy as np
+import pytest
+
+from emotalker.tasks.data.synthetic.mead import write_mp4
+from emotalker.tasks.evaluation.rendered import ImageMetricModels, compare_videos, crop_resize
+
+ANGLES = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+RING = np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1)  # unit distance from the centre
+
+
+class SquareDetector:
+    """Stand-in for face-alignment: the "face" is the bright square; its 68 landmarks sit on the circle
+    inscribed in it, so a landmark set's mean-centred points are radius x RING."""
+
+    def detect_boxes(self, frames):
+        boxes = np.full((len(frames), 4), np.nan)
+        for i, f in enumerate(frames):
+            ys, xs = np.nonzero(f.mean(axis=-1) > 128)
+            if len(xs):
+                boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        return boxes
+
+    def landmarks_from_boxes(self, frames, boxes):
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        radius = (boxes[:, 2] - boxes[:, 0]) / 2
+        return (centre[:, None] + radius[:, None, None] * RING).astype(np.float32)
+
+    def detect(self, frames):
+        lms = self.landmarks_from_boxes(frames, self.detect_boxes(frames))
+        return lms, np.isfinite(lms).all(axis=(1, 2))
+
+
+class BrightnessClassifier:
+    """Stand-in expression classifier: "happy" on bright frames, "sad" on dark ones."""
+
+    every = 5
+
+    def __init__(self):
+        self.seen = 0
+
+    def frame_labels(self, frames):
+        self.seen += len(frames)
+        return ["happy" if f.mean() > 60 else "sad" for f in frames]
+
+
+def square_frames(n, size_hw, centre, half, background=None):
+    h, w = size_hw
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    if background is not None:
+        frames[:] = background[:, None, None, None]
+    cx, cy = centre
+    frames[:, int(cy - half) : int(cy + half), int(cx - half) : int(cx + half)] = 255
+    return frames
+
+
+BOX = (60, 20, 260, 220)  # 200 x 200 in the real 320 x 240 frame -> 256 x 256: scale 1.28
+
+
+@pytest.fixture
+def real_clip(tmp_path):
+    path = tmp_path / "real.mp4"
+    write_mp4(square_frames(12, (240, 320), (160, 120), 20), path, fps=25)
+    return path
+
+
+def test_render_in_the_real_crop_has_no_landmark_error(tmp_path, real_clip):
+    """A render that is the real clip's crop matches it; a real-sized render is cut with the same box."""
+    models = ImageMetricModels(SquareDetector())
+    crop = tmp_path / "crop.mp4"  # (160, 120) -> (128, 128) in the 256 crop, half-size 20 -> 25.6
+    write_mp4(square_frames(12, (256, 256), (128, 128), 25.6), crop, fps=25)
+    res = compare_videos(crop, real_clip, tmp_path / "unused.wav", models, box=BOX)
+    assert res["f_lmd"] < 1.0 and res["m_lmd"] < 1.0 and res["ssim"] > 0.9
+    assert res["lmd_frames"] == res["image_frames"] == 12
+    same = compare_videos(real_clip, real_clip, tmp_path / "unused.wav", models, box=BOX)
+    assert same["f_lmd"] == 0.0 and same["ssim"] > 0.99
+
+
+def test_landmark_lmd_measures_shape_in_crop_pixels_not_position(tmp_path, real_clip):
+    models = ImageMetricModels(SquareDetector())
+    bigger = tmp_path / "bigger.mp4"  # 6 crop pixels larger radius, and moved: centring removes the shift
+    write_mp4(square_frames(12, (256, 256), (100, 140), 25.6 + 6), bigger, fps=25)
+    res = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX)
+    assert res["f_lmd"] == pytest.approx(6.0, abs=1.0)  # every point moves radially by the radius change
+    assert res["m_lmd"] == pytest.approx(6.0, abs=1.0)
+    short = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX, max_frames=7)
+    assert short["image_frames"] == 7
+
+
+def test_emoacc_ground_truth_is_the_real_video_per_5_frames(tmp_path):
+    # real clip: bright in frames 0-4 and 10-14 ("happy"), dark in 5-9 and 15-19 ("sad")
+    light = np.array([100 if (i // 5) % 2 == 0 else 0 for i in range(20)])
+    real = tmp_path / "real.mp4"
+    write_mp4(square_frames(20, (64, 64), (32, 32), 8, light), real, fps=25)
+    always_happy = tmp_path / "happy.mp4"
+    write_mp4(square_frames(20, (64, 64), (32, 32), 8, np.full(20, 100)), always_happy, fps=25)
+    clf = BrightnessClassifier()
+    models = ImageMetricModels(SquareDetector(), classifier=clf)
+    assert compare_videos(real, real, tmp_path / "a.wav", models)["emo_acc"] == 1.0
+    assert clf.seen == 2 * 4  # frames 0, 5, 10, 15 of each video
+    res = compare_videos(always_happy, real, tmp_path / "a.wav", models)
+    assert res["emo_acc"] == 0.5  # right on the two happy samples, wrong on the two sad ones
+    assert res["emotion_image"] == "happy"
+
+
+def test_crop_resize_pads_outside_the_frame():
+    frame = np.full((1, 10, 10, 3), 200, np.uint8)
+    out = crop_resize(frame, (-10, 0, 10, 20), size=20)
+    assert out.shape == (1, 20, 20, 3)
+    assert (out[0, :10, :10] == 0).all() and (out[0, :10, 10:] == 200).all() and (out[0, 10:] == 0).all()
