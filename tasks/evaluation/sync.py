@@ -16,6 +16,7 @@ number papers report.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,9 @@ def crop_windows(track_boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(track_boxes, dtype=np.float64)
     s = np.maximum(b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]) / 2
     x, y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    return np.stack([medfilt(v, kernel_size=MEDIAN_KERNEL) for v in (s, x, y)], axis=1)
+    with warnings.catch_warnings():  # tracks shorter than the kernel are zero-padded, as upstream's are
+        warnings.simplefilter("ignore", UserWarning)
+        return np.stack([medfilt(v, kernel_size=MEDIAN_KERNEL) for v in (s, x, y)], axis=1)
 
 
 def crop_face(frame: np.ndarray, window: np.ndarray) -> np.ndarray:
