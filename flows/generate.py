@@ -59,6 +59,7 @@ def generate_flow(
     device = cfg.torch_device()
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
+    bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
     root = StoreRoot.from_paths(cfg.paths)
     tokens = root.store("tokens")
     if not tokens.exists():  # a read-only command: never create the store it reads
@@ -73,7 +74,6 @@ def generate_flow(
             "this config"
         )
     km = recorded_kmeans(root, meta)  # kept beside the stores: found from any machine
-    bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
     mode = mode or cfg.render.mode
     renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
     identity = identity_coefficients(img, cfg, device)

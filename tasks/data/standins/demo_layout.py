@@ -21,7 +21,6 @@ def demo_input_overrides(root: str | Path) -> list[str]:
         f"render.checkpoint={root}/assets/sadtalker/SadTalker_V0.0.2_256.safetensors",
         f"render.mapping_checkpoint={root}/assets/sadtalker/mapping_00229-model.pth.tar",
         f"render.mapping_full_checkpoint={root}/assets/sadtalker/mapping_00109-model.pth.tar",
-        f"face.bfm_path={root}/assets/BFM/BFM_model_front.mat",
         f"eval.syncnet_checkpoint={root}/assets/syncnet/syncnet_v2.model",
         f"eval.emotion_classifier_checkpoint={root}/assets/expression-classifier",
     ]
