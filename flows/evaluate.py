@@ -232,8 +232,7 @@ def evaluate_flow(
     if "driving" in cfg.eval.settings:
         skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
         skipped |= {
-            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only"
-            for m in RENDERED
+            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only" for m in RENDERED
         }
     label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
     table = []
