@@ -13,6 +13,7 @@ from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
     InputError,
     audio_features,
+    driving_motion,
     generation_inputs_summary,
     identity_coefficients,
     load_preview_bfm,
@@ -34,6 +35,7 @@ def generate_flow(
     overrides: list[str] | None = None,
     mode: str | None = None,
     model: str = "current",
+    emotion_reference: str | None = None,
 ) -> dict[str, Any]:
     """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion;
     SadTalker's renderer -> ``video.mp4`` in ``mode`` (crop / full / still; default ``render.mode``).
@@ -47,6 +49,11 @@ def generate_flow(
         config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         mode: video layout, ``crop`` / ``full`` / ``still`` (default ``render.mode``).
+        model: the registered versions to use: ``current`` (the newest trained on these stores), a
+            registry alias such as ``best`` or a version number.
+        emotion_reference: emotional driving frames (a video, or its .npy (T, 70) / .mat coefficients)
+            that stand in for the image's neutral reference frame by frame (the paper's audio + driving
+            frames setting, Table 5); None: the image is the neutral reference.
     """
     cfg = resolve_config(config, overrides)
     device = cfg.torch_device()
@@ -70,14 +77,22 @@ def generate_flow(
     mode = mode or cfg.render.mode
     renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
     identity = identity_coefficients(img, cfg, device)
+    reference = identity["motion"]
+    if emotion_reference is not None:  # before any stage-2 model is loaded: a bad file fails fast
+        reference = driving_motion(Path(emotion_reference), cfg, device)
     feats = audio_features(wave, cfg, device, km)
     generator, versions = load_emotalker(cfg, model, device)
-    motion = generator.generate(identity["motion"], feats["audio"], feats["tokens"], feats["mel"])
+    motion = generator.generate(reference, feats["audio"], feats["tokens"], feats["mel"])
     outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
     source = prepare_source(img, cfg, mode)
     outputs |= save_video_outputs(
         Path(out_dir), renderer, source, motion, Path(audio), mode, cfg.render.batch_size
     )
     summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
+    summary["reference"] = (
+        f"driving frames: {emotion_reference} ({len(reference)} frames)"
+        if emotion_reference is not None
+        else "the image (neutral reference)"
+    )
     get_run_logger().info("generated %d frames (%s video) -> %s", len(motion), mode, out_dir)
     return summary
