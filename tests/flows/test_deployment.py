@@ -284,7 +284,9 @@ def test_readme_deployment_recipe(services, tmp_path):
     assert table.ok, table.text
     columns, data = table.json()["columns"], table.json()["data"]
     methods = [row[columns.index("method")] for row in data]
-    assert methods[0] == "this run" and "EmoTalker (paper)" in methods and "LipL2" in columns
+    assert (
+        methods[0] == "this run (neutral reference)" and "EmoTalker (paper)" in methods and "LipL2" in columns
+    )
 
     # artifacts went through the server's proxy into its destination, not into the worker's cwd
     assert any(artifacts.rglob("*.safetensors")), sorted(str(p) for p in artifacts.rglob("*"))[:20]
