@@ -236,7 +236,8 @@ def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(
 def test_hubert_stores_of_the_25fps_layout_are_recomputed_once_at_the_native_rate(audio_run):
     """A clip written by an older version (resampled to 25 fps, its own fingerprint) is not read as
     native-rate audio: the features flow recomputes it once, then has nothing to do."""
-    from emotalker.flows.featurize import audio_features_flow, hubert_fingerprint
+    from emotalker.flows.featurize import audio_features_flow
+    from emotalker.tasks.features.plan import hubert_fingerprint
 
     cfg, ov, ids = audio_run["cfg"], audio_run["ov"], audio_run["ids"]
     root = str(cfg.paths.resolve("features"))
