@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.storage.zarr_store import FeatureStore
+from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.data.split import load_split
 
 STAGES: tuple[str, ...] = ("vqvae", "lip", "transformer")
@@ -53,7 +53,7 @@ def data_fingerprints(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     ids = sorted({*split["train"], *split["val"], *split["test"]})
     out = {"split": hashlib.sha256(split_path.read_bytes()).hexdigest()[:12]}
     for family in STAGE_FAMILIES[stage]:
-        fps = FeatureStore(cfg.paths.store_root(), family).clip_fingerprints(ids)
+        fps = StoreRoot.from_paths(cfg.paths).store(family).clip_fingerprints(ids)  # with storage_options
         blob = json.dumps(sorted(fps.items()), separators=(",", ":")).encode()
         out[family] = hashlib.sha256(blob).hexdigest()[:12]
     return out
