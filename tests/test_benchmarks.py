@@ -77,7 +77,8 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
         start_new_session=True,  # one process group: the runner and its per-benchmark children
     )
     try:
-        log, _ = proc.communicate(timeout=600)
+        # every quick benchmark (renderer, long audio and object store included) in fresh processes
+        log, _ = proc.communicate(timeout=1500)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
