@@ -308,7 +308,8 @@ def _check_whole_outputs(out: Path) -> None:
         if p.suffix == ".npy":
             assert np.load(p).shape[1] == 70
         elif p.suffix == ".mat":
-            assert scipy.io.loadmat(p)["coeff_3dmm"].shape[1] == 70
+            # source.mat is the source crop in SadTalker's preprocess layout (70 + crop s, tx, ty)
+            assert scipy.io.loadmat(p)["coeff_3dmm"].shape[1] == (73 if p.name == "source.mat" else 70)
         elif p.suffix == ".png":
             assert cv2.imread(str(p)) is not None
         elif p.suffix == ".mp4":
