@@ -15,14 +15,18 @@ runtime.configure()  # every process that runs a flow: project loggers, harmless
 
 
 def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:
-    """Load and validate the config, and log where it came from (errors name the file and key)."""
+    """Load and validate the config, and log where it came from (errors name the file and key).
+
+    The device is logged as configured: resolving ``auto`` imports torch, which a flow with nothing to
+    compute never needs, so stages that run a model log the device they resolved.
+    """
     cfg = load_config(config, overrides or [])
     logger = get_run_logger()
     logger.info(
         "config %s (overrides: %s) device=%s",
         config or "<defaults>",
         [redact_secrets(o) for o in overrides or []],
-        cfg.torch_device(),
+        cfg.device,
     )
     return cfg
 

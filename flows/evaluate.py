@@ -164,7 +164,7 @@ def evaluate_flow(
         raise ValueError(f"the test split in {cfg.paths.resolve('split')} is empty")
     device = cfg.torch_device()
     generator, versions = load_emotalker(cfg, model, device)
-    logger.info("evaluating registered versions %s", versions)
+    logger.info("evaluating registered versions %s on %s", versions, device)
     bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
     rendered = cfg.eval.rendered_dir
     if rendered is not None and not rendered.is_dir():

@@ -74,6 +74,8 @@ def run_on_dask(
     ``also_record``: other families the same chunks write (HuBERT writes emotion and content at once).
     """
     chunks = _chunks(clips)
+    device = f" on {kwargs['device']}" if "device" in kwargs else ""
+    get_run_logger().info("%s: %d clips in %d chunks%s", family, len(clips), len(chunks), device)
     updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
     bar = progress_bar(len(clips), family, unit="clip")  # advances per finished chunk
@@ -176,7 +178,7 @@ def audio_features_flow(
     logger = get_run_logger()
     clips = prepared_clips(cfg)
     check_audio_assets(cfg)
-    root, device = store_root(cfg), cfg.torch_device()
+    root = store_root(cfg)
     result: dict[str, Any] = {"clips": len(clips)}
 
     hfp, todo = hubert_todo(cfg, clips)
@@ -191,7 +193,7 @@ def audio_features_flow(
             also_record=("hubert_content",),
             store_root=root,
             audio_cfg=cfg.audio.model_dump(mode="json"),
-            device=device,
+            device=cfg.torch_device(),  # resolved only when there is work (``auto`` imports torch)
             fp=hfp,
         )
         if todo

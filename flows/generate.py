@@ -94,5 +94,5 @@ def generate_flow(
         if emotion_reference is not None
         else "the image (neutral reference)"
     )
-    get_run_logger().info("generated %d frames (%s video) -> %s", len(motion), mode, out_dir)
+    get_run_logger().info("generated %d frames (%s video) on %s -> %s", len(motion), mode, device, out_dir)
     return summary

@@ -181,7 +181,14 @@ def run_stage(
     model, loss, validate = spec.build()
     train, val = spec.data
     summary = model_summary(model)
-    logger.info("%s: %d train windows, %d val windows, %s", spec.name, len(train), len(val or []), summary)
+    logger.info(
+        "%s: %d train windows, %d val windows, %s, device=%s",
+        spec.name,
+        len(train),
+        len(val or []),
+        summary,
+        device,
+    )
     split = cfg.paths.resolve("split")
     with (
         gpu_slot(device, cfg.train.gpu_slots),

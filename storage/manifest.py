@@ -10,16 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emotalker.configs.constants import EMOTIONS, LEVELS, VIEWS
 from emotalker.storage.files import atomic_path, file_lock
+
+if TYPE_CHECKING:
+    import pandas as pd  # only for to_pandas: pyarrow imports it there, reading rows never needs it
 
 MANIFEST_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("clip_id", pa.string()),
@@ -125,7 +128,7 @@ def _read_table(path: Path) -> tuple[pa.Table, tuple[int, int, int]]:
     """
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
-        table = pq.read_table(fh)
+        table = pq.ParquetFile(fh).read()  # one file: no dataset layer (it would import pandas)
     key = (st.st_ino, st.st_mtime_ns, st.st_size)
     extra = sorted(set(table.column_names) - set(_TYPES))
     if extra:
@@ -139,6 +142,20 @@ def _read_table(path: Path) -> tuple[pa.Table, tuple[int, int, int]]:
         else:
             raise ValueError(f"manifest {path} lacks required column {field.name!r}")
     return pa.Table.from_arrays(cols, schema=SCHEMA), key
+
+
+_UTC = zoneinfo.ZoneInfo("UTC")  # what pyarrow gives a timestamp column with tz="UTC"
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    """``table.to_pylist()`` with ``updated_at`` read as a naive column and set to UTC afterwards: the same
+    values, but pyarrow's tz-aware conversion imports pandas (~0.4 s on every manifest read)."""
+    i = table.schema.get_field_index("updated_at")
+    rows = table.set_column(i, "updated_at", table.column(i).cast(pa.timestamp("us"))).to_pylist()
+    for r in rows:
+        if r["updated_at"] is not None:
+            r["updated_at"] = r["updated_at"].replace(tzinfo=_UTC)
+    return rows
 
 
 class Manifest:
@@ -166,7 +183,7 @@ class Manifest:
                 table, key = _read_table(self.path)
             except FileNotFoundError:
                 return []
-            self._cache, self._cache_key = table.to_pylist(), key
+            self._cache, self._cache_key = _rows(table), key
         return [dict(r) for r in self._cache]
 
     def get(self, clip_id: str) -> dict | None:
@@ -217,7 +234,7 @@ class Manifest:
         with file_lock(self.lock_path):
             rows: dict[str, dict] = {}
             if self.path.exists():
-                rows = {r["clip_id"]: r for r in _read_table(self.path)[0].to_pylist()}
+                rows = {r["clip_id"]: r for r in _rows(_read_table(self.path)[0])}
             for p in partials:
                 cid = p["clip_id"]
                 row = rows.get(cid)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,18 @@ from emotalker.configs.schema import load_config, shipped_configs
 from emotalker.flows.cli import FLOWS, build_parser, main
 
 REPO_PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+# what a feature rerun with nothing to do must not import (seconds of start-up each, on every CLI call)
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "sklearn",
+    "joblib",
+    "dask",
+    "distributed",
+    "mlflow",
+    "pandas",
+    "av",
+)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -106,3 +121,38 @@ def test_known_harmless_third_party_records_are_dropped_and_others_kept(caplog) 
         logging.getLogger("mlflow.pytorch").warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
     assert logging.getLogger("emotalker").getEffectiveLevel() == logging.INFO
+
+
+def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path: Path) -> None:
+    """A no-op ``emotalker run audio-features`` loads the config, reads the manifest, checks the model
+    files and asks every store what is stale: none of that may import torch, sklearn, Dask, MLflow or
+    pandas (the work itself imports them when there is some)."""
+    from emotalker.storage.manifest import Manifest
+    from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
+
+    ov = [*relocated_demo_overrides(tmp_path), "device=auto"]
+    cfg = load_config("demo", ov)
+    for model in (cfg.audio.emotion_model, cfg.audio.content_model):
+        Path(model).mkdir(parents=True, exist_ok=True)
+        (Path(model) / "config.json").write_text("{}")
+    clip = {"clip_id": "M003_front_angry_level_1_001", "actor": "M003", "view": "front", "emotion": "angry"}
+    Manifest(cfg.paths.resolve("manifest")).upsert(
+        [{**clip, "level": 1, "sentence": "001", "status": "prepared"}]
+    )
+    code = (
+        "import json, sys\n"
+        "from emotalker.flows import cli, featurize, local_server\n"
+        "from emotalker.configs.schema import load_config\n"
+        "from emotalker.tasks.features.plan import (\n"
+        "    audio_up_to_date, check_audio_assets, kmeans_file, prepared_clips, tokens_todo)\n"
+        "cfg = load_config('demo', json.loads(sys.argv[1]))\n"
+        "clips = prepared_clips(cfg)\n"
+        "check_audio_assets(cfg)\n"
+        "tokens_todo(cfg, clips, 'hubert-fp', kmeans_file(cfg)[1])\n"
+        "print(json.dumps({'fresh': audio_up_to_date(cfg, clips), 'clips': len(clips),\n"
+        "                  'heavy': [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))\n"
+    )
+    args = [sys.executable, "-c", code, json.dumps(ov), json.dumps(HEAVY_MODULES)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"fresh": False, "clips": 1, "heavy": []}

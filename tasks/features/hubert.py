@@ -45,14 +45,11 @@ import torch
 from emotalker.configs.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE, WaveformNormalization
 from emotalker.tasks.features.adapters.transformers_hubert import model_view
 from emotalker.tasks.features.audio_io import validate_audio
+from emotalker.tasks.features.hubert_files import HubertModelNotFound, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
 MAX_PADDING = 0.1  # a batched clip is at most 10% shorter than its batch's longest (padding compute)
-
-
-class HubertModelNotFound(FileNotFoundError):
-    """The requested HuBERT checkpoint is neither a local directory nor in the local HF cache."""
 
 
 @dataclass(frozen=True)
@@ -142,44 +139,6 @@ def hubert_frames(n_samples: int) -> int:
     if n < HUBERT_WIN:
         return 0
     return (n - HUBERT_WIN) // HUBERT_HOP + 1
-
-
-def _missing_message(name: str) -> str:
-    return (
-        f"HuBERT checkpoint {name!r} not found: it is not a local directory and not in the local "
-        f"Hugging Face cache (HF_HUB_CACHE / HF_HOME). On a machine with internet run "
-        f"`huggingface-cli download {name}` (or `hf download {name}`) and copy the cache over, or set the "
-        f"model path in the config (audio.emotion_model / audio.content_model) to a directory holding "
-        f"config.json and the weights."
-    )
-
-
-def resolve_model_dir(name_or_path: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Local directory for a path or an HF cache id, without any network access."""
-    s = str(name_or_path)
-    p = Path(s).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise HubertModelNotFound(f"{p} is a directory but has no config.json; {_missing_message(s)}")
-        return p
-    if p.exists():
-        raise HubertModelNotFound(f"{p} is a file, expected a model directory or an HF id")
-    looks_like_id = s.count("/") == 1 and not s.startswith((".", "/", "~"))
-    if not looks_like_id:
-        raise HubertModelNotFound(_missing_message(s))
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        snap = snapshot_download(
-            s, cache_dir=None if cache_dir is None else str(cache_dir), local_files_only=True
-        )
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
-        raise HubertModelNotFound(_missing_message(s)) from exc
-    snap_path = Path(snap)
-    if not (snap_path / "config.json").is_file():
-        raise HubertModelNotFound(f"cached snapshot {snap_path} has no config.json; {_missing_message(s)}")
-    return snap_path
 
 
 class _DropLoadReport(logging.Filter):

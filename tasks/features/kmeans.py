@@ -2,7 +2,8 @@
 
 The model is a scikit-learn MiniBatchKMeans saved with joblib plus a JSON sidecar (``<path>.json``)
 holding the fit config and a fingerprint of the centres, so a stored token stream can be tied to the
-exact codebook that produced it.
+exact codebook that produced it. scikit-learn and joblib are imported only where a model is fitted, saved
+or loaded: the feature flows' freshness checks only ask for a model's path.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
 
 from emotalker.storage.files import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
+    from sklearn.cluster import MiniBatchKMeans
+
     from emotalker.storage.zarr_store import StoreRoot
 
 
@@ -51,6 +52,8 @@ def fit_kmeans(
     reassignment_ratio: float = 0.0,
 ) -> MiniBatchKMeans:
     """Fit MiniBatchKMeans (k-means++ init) with fairseq's HuBERT-label defaults; deterministic per seed."""
+    from sklearn.cluster import MiniBatchKMeans
+
     x = _as_2d(features)
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k}")
@@ -90,6 +93,8 @@ def _sidecar(path: Path) -> Path:
 
 def save_kmeans(km: MiniBatchKMeans, path: str | Path, config: dict[str, Any] | None = None) -> Path:
     """joblib dump (atomic rename) + ``<path>.json`` with the config, k, dim and fingerprint."""
+    import joblib
+
     if not hasattr(km, "cluster_centers_"):
         raise ValueError("k-means model is not fitted")
     p = Path(path)
@@ -115,6 +120,8 @@ def load_kmeans_meta(path: str | Path) -> dict[str, Any]:
 
 def load_kmeans(path: str | Path) -> MiniBatchKMeans:
     """Load a saved model; when the sidecar exists its fingerprint must match the loaded centres."""
+    import joblib
+
     p = Path(path)
     if not p.is_file():
         raise KMeansFileError(f"k-means model not found: {p}")

@@ -16,6 +16,7 @@ from emotalker.storage.failures import load_failures
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.data.split import load_split
+from emotalker.tasks.features.hubert_files import resolve_model_dir
 from emotalker.tasks.features.workers import file_signature, fingerprint
 
 
@@ -122,8 +123,6 @@ def check_face_assets(cfg: PipelineConfig) -> None:
 
 def check_audio_assets(cfg: PipelineConfig) -> None:
     """Fail before any Dask work when a HuBERT model is neither a local directory nor in the HF cache."""
-    from emotalker.tasks.features.hubert import resolve_model_dir
-
     for name in (cfg.audio.emotion_model, cfg.audio.content_model):
         resolve_model_dir(name)
 
