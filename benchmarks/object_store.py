@@ -6,8 +6,10 @@ emotion/content, tokens, mel windows) are written and read twice in the same run
 
 - before: the store code as it was (unsharded time chunks, zarr's group API with its existence probes,
   s3fs's default options: a HEAD before every whole-object GET, cached listings);
-- after: ``FeatureStore`` now (one shard per clip array, the clip encoded in memory and uploaded with one
-  listing and one PUT per object, the group metadata last and consolidated, no probes).
+- after: ``FeatureStore`` now, driven as the feature flows drive it: one listing of each family's clips
+  and one clips-group PUT per family before the writes (``plan.pending``, ``run_on_dask``); then each
+  clip the listing did not show is encoded in memory and uploaded with one PUT per object, the group
+  metadata last and consolidated: no per-clip listing, no existence probes.
 
 Reads: every array of every clip (``read_clip`` from a fresh store, as a feature or evaluation step
 does), and the stage-2 ``WindowDataset`` (face + HuBERT emotion + tokens) in random order, with its
@@ -155,9 +157,12 @@ def _run_layout(srv: Any, name: str, clips: dict[str, dict], window: int, reads:
         stores = {f: FeatureStore(location, f) for f in families}
 
         def write() -> None:
+            stored = {f: set(s.clip_ids(complete_only=False)) for f, s in stores.items()}  # as the flow
+            for s in stores.values():
+                s.ensure_clips_group()
             for cid, fams in clips.items():
                 for f, arrays in fams.items():
-                    stores[f].write_clip(cid, arrays, fingerprint="fp")
+                    stores[f].write_clip(cid, arrays, fingerprint="fp", replace=cid in stored[f])
 
         def read() -> None:
             fresh = {f: FeatureStore(location, f) for f in families}

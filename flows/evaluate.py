@@ -16,6 +16,7 @@ from emotalker.flows.common import markdown_artifact, resolve_config, table_arti
 from emotalker.models.bfm import load_bfm
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.shared import shared_file
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
@@ -155,13 +156,14 @@ def evaluate_flow(
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
-    split = load_split(cfg.paths.resolve("split"))
-    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    split_path = shared_file(cfg.paths, "split")
+    split = load_split(split_path)
+    rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
     test_ids = [c for c in split["test"] if c in rows]
     if cfg.eval.max_clips is not None:
         test_ids = test_ids[: cfg.eval.max_clips]
     if not test_ids:
-        raise ValueError(f"the test split in {cfg.paths.resolve('split')} is empty")
+        raise ValueError(f"the test split in {split_path} is empty")
     device = cfg.torch_device()
     generator, versions = load_emotalker(cfg, model, device)
     logger.info("evaluating registered versions %s on %s", versions, device)

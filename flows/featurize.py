@@ -17,6 +17,7 @@ from prefect.futures import as_completed
 from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.failures import failures_file, load_failures, record_failures
+from emotalker.storage.shared import publish_shared
 from emotalker.tasks.features.cluster import dask_client
 from emotalker.tasks.features.plan import (
     MEL_FINGERPRINT,
@@ -76,6 +77,8 @@ def run_on_dask(
     chunks = _chunks(clips)
     device = f" on {kwargs['device']}" if "device" in kwargs else ""
     get_run_logger().info("%s: %d clips in %d chunks%s", family, len(clips), len(chunks), device)
+    for name in (family, *also_record):  # once here, so workers writing new clips need not (one PUT each)
+        store_root(cfg).store(name).ensure_clips_group()
     updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
     bar = progress_bar(len(clips), family, unit="clip")  # advances per finished chunk
@@ -142,6 +145,7 @@ def face_features_flow(
     cfg = resolve_config(config, overrides)
     clips = prepared_clips(cfg)
     check_face_assets(cfg)
+    publish_shared(cfg.paths)  # with features_url: what the stores' clips are, for other machines
     fp, todo = face_todo(cfg, clips)
     get_run_logger().info("face: %d clips, %d to compute (fingerprint %s)", len(clips), len(todo), fp)
     result = {"clips": len(clips), "computed": 0, "failed": 0}
@@ -178,6 +182,7 @@ def audio_features_flow(
     logger = get_run_logger()
     clips = prepared_clips(cfg)
     check_audio_assets(cfg)
+    publish_shared(cfg.paths)
     root = store_root(cfg)
     result: dict[str, Any] = {"clips": len(clips)}
 

@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 from emotalker.configs.secrets import redact_secrets
 from emotalker.flows.common import resolve_config, table_artifact
 from emotalker.storage.manifest import Manifest, clip_id_for
+from emotalker.storage.shared import publish_shared
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
 from emotalker.tasks.data.extract import extract_mead_actor, scan_mead_tree
 from emotalker.tasks.data.prepare import (
@@ -216,6 +217,7 @@ def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None
         cfg.paths.resolve("split"),
         make_split(prepared, d.test_actors, d.val_actors, d.val_fraction, cfg.seed),
     )
+    publish_shared(cfg.paths)  # with features_url: beside the stores, for machines without this root
     counts = Counter(r["status"] for r in rows)
     table_artifact(
         "prepare-failures",

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.flows.common import resolve_config
 from emotalker.models.vqvae import MotionVQVAE
+from emotalker.storage.shared import shared_file
 from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.loop import LossFn, TrainResult, ValFn, iterate_batches, run_training
@@ -95,7 +96,7 @@ def gpu_slot(device: str, slots: int = 1) -> Iterator[None]:
 
 
 def _split_hash(cfg: PipelineConfig) -> str:
-    return hashlib.sha256(cfg.paths.resolve("split").read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(shared_file(cfg.paths, "split").read_bytes()).hexdigest()[:12]
 
 
 def _finish(
@@ -189,7 +190,7 @@ def run_stage(
         summary,
         device,
     )
-    split = cfg.paths.resolve("split")
+    split = shared_file(cfg.paths, "split")
     with (
         gpu_slot(device, cfg.train.gpu_slots),
         stage_run(cfg, spec.name, d / "run.json", parent_run_id, {"split": split}) as run,

@@ -5,8 +5,9 @@ chunked along time (axis 0) inside one shard per array (one object per clip arra
 present only once its group metadata carries ``complete: True``; that object is written after every
 array, so a writer killed midway leaves a clip that readers treat as absent. The group metadata also
 holds its arrays' metadata (consolidated), so reading a clip array costs the group object and the shard.
-Small files that belong with the stores (k-means models, failure records) live beside them under the
-same root (``StoreRoot``), so another machine needs only the root URL and the storage options.
+Small files that belong with the stores (k-means models, failure records, and with ``features_url`` the
+manifest and split: ``storage.shared``) live beside them under the same root (``StoreRoot``), so another
+machine needs only the root URL and the storage options.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import zarr.codecs
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError, NodeTypeValidationError
-from zarr.storage import MemoryStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from emotalker.configs.secrets import redact_secrets
 from emotalker.storage.files import atomic_path, file_lock
@@ -185,8 +186,8 @@ class StoreRoot:
         if data is None:
             raise FileNotFoundError(f"{self.display(relpath)} not found")
         dest = Path(cache_dir) / relpath
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        with atomic_path(dest) as tmp:  # two readers fetching at once never see half a file
+            tmp.write_bytes(data)
         return dest
 
     @contextmanager
@@ -225,6 +226,7 @@ class FeatureStore:
         self.root = self.location.root
         self.url = f"{self.root}/{family}.zarr"
         self._group: zarr.Group | None = None
+        self._root: StorePath | None = None
         self._clips_ready = False
 
     # ------------------------------------------------------------------ plumbing
@@ -239,6 +241,7 @@ class FeatureStore:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_group"] = None
+        state["_root"] = None
         state["_clips_ready"] = False
         return state
 
@@ -263,14 +266,28 @@ class FeatureStore:
                 ) from None
         return self._group
 
-    def _ensure_clips_group(self) -> None:
+    def _root_path(self) -> StorePath:
+        """The store's root as a zarr ``StorePath``, without reading (or creating) its group metadata:
+        clip reads and writes address their own objects, so a worker's first write costs no request."""
+        if self._group is not None:
+            return self._group.store_path
+        if self._root is None:
+            if self._is_url:
+                store = FsspecStore.from_url(self.url, storage_options=self.location.backend_options())
+            else:
+                store = LocalStore(self.url)
+            self._root = StorePath(store)
+        return self._root
+
+    def ensure_clips_group(self) -> None:
         """Write the (attribute-less) ``clips`` group metadata once per instance: one PUT, where zarr's
-        ``require_group`` would first probe for it."""
+        ``require_group`` would first probe for it. A flow calls it once before its writers run, so
+        writes with ``replace=False`` need not."""
         if self._clips_ready:
             return
         empty: dict[str, Any] = {}
         zarr.create_group(MemoryStore(empty), zarr_format=3)
-        sp = self.group.store_path
+        sp = self.group.store_path  # creates the store's root group when it is new
         sync(sp.store.set(f"{sp.path}/{CLIPS_GROUP}/zarr.json".lstrip("/"), empty["zarr.json"]))
         self._clips_ready = True
 
@@ -278,7 +295,7 @@ class FeatureStore:
         """The clip's group if it exists and is complete, else None (one metadata read)."""
         _check_clip_id(clip_id)
         try:
-            sp = self.group.store_path / f"{CLIPS_GROUP}/{clip_id}"
+            sp = self._root_path() / f"{CLIPS_GROUP}/{clip_id}"
             node = zarr.Group(sync(AsyncGroup.open(sp, zarr_format=3)))
         except (KeyError, FileNotFoundError, json.JSONDecodeError, ValueError, NodeTypeValidationError):
             return None
@@ -313,10 +330,14 @@ class FeatureStore:
         arrays: dict[str, np.ndarray],
         attrs: dict | None = None,
         fingerprint: str | None = None,
+        replace: bool = True,
     ) -> None:
         """Write all arrays of a clip, then mark it complete (attrs last), replacing any earlier version.
 
         ``n_frames`` defaults to the first dimension of the first non-scalar array unless given in ``attrs``.
+        ``replace=False``: the caller knows nothing of the clip is stored (it was not among
+        ``clip_ids(complete_only=False)``) and the clips group exists (``ensure_clips_group``), so the
+        listing that clears an earlier version and the clips-group PUT are skipped: one PUT per object.
         """
         _check_clip_id(clip_id)
         if not arrays:
@@ -344,8 +365,10 @@ class FeatureStore:
         objects = _encode_clip(prepared, final)
         prefix = f"{CLIPS_GROUP}/{clip_id}"
         with self._write_lock():
-            self._ensure_clips_group()
-            sync(_commit_clip(self.group.store_path.store, self.group.store_path.path, prefix, objects))
+            if replace:
+                self.ensure_clips_group()
+            sp = self._root_path()
+            sync(_commit_clip(sp.store, sp.path, prefix, objects, replace))
 
     def delete_clip(self, clip_id: str) -> None:
         """Remove a clip (complete or partial); no error if absent."""
@@ -444,7 +467,7 @@ class FeatureStore:
     def clip_ids(self, complete_only: bool = True) -> list[str]:
         """Sorted clip ids (one listing, then one metadata read per clip); partial clips are included
         only with complete_only=False."""
-        sp = self.group.store_path
+        sp = self._root_path()
 
         async def names() -> list[str]:
             return [n async for n in sp.store.list_dir(f"{sp.path}/{CLIPS_GROUP}".lstrip("/"))]
@@ -486,11 +509,12 @@ def _encode_clip(arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[s
     return objects
 
 
-async def _commit_clip(store: Any, base: str, prefix: str, objects: dict[str, Any]) -> None:
-    """Replace a clip: one listing (delete an earlier version first), the arrays' objects, then the group
-    metadata last: the commit point. No existence probes."""
+async def _commit_clip(store: Any, base: str, prefix: str, objects: dict[str, Any], replace: bool) -> None:
+    """Write a clip: (``replace``: one listing, deleting an earlier version first) the arrays' objects,
+    then the group metadata last: the commit point. No existence probes."""
     root = f"{base}/{prefix}".lstrip("/")
-    await _delete_prefix(store, root)  # the old version stops being complete before anything is written
+    if replace:  # the old version stops being complete before anything is written
+        await _delete_prefix(store, root)
     await asyncio.gather(*(store.set(f"{root}/{k}", v) for k, v in objects.items() if k != "zarr.json"))
     await store.set(f"{root}/zarr.json", objects["zarr.json"])
 

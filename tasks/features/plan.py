@@ -36,14 +36,25 @@ def store_root(cfg: PipelineConfig) -> StoreRoot:
 
 
 def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:
-    """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped."""
+    """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped.
+
+    Each comes back with ``in_store``: False when the store holds no object of it (one listing tells),
+    so its writer skips clearing an earlier version (``write_clip(replace=False)``) and this check skips
+    reading its metadata.
+    """
     store = store_root(cfg).store(family)
     failed = load_failures(store_root(cfg), family)
-    return [
-        c
-        for c in clips
-        if not store.has_clip(c["clip_id"], fp) and failed.get(c["clip_id"], {}).get("fingerprint") != fp
-    ]
+    stored = set(store.clip_ids(complete_only=False))
+    out = []
+    for c in clips:
+        cid = c["clip_id"]
+        if failed.get(cid, {}).get("fingerprint") == fp:
+            continue
+        if cid not in stored:
+            out.append(dict(c, in_store=False))
+        elif not store.has_clip(cid, fp):
+            out.append(dict(c, in_store=True))
+    return out
 
 
 def face_fingerprint(cfg: PipelineConfig) -> str:
@@ -61,6 +72,9 @@ def face_fingerprint(cfg: PipelineConfig) -> str:
     else:
         parts.append(file_signature(f.ground_truth_dir) if f.ground_truth_dir else None)
     return fingerprint(*parts)
+
+
+HUBERT_FAMILIES = ("hubert_emotion", "hubert_content")
 
 
 def hubert_fingerprint(cfg: PipelineConfig) -> str:
@@ -145,8 +159,15 @@ def face_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, li
 def hubert_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The HuBERT fingerprint and the clips missing emotion or content features (both come from one run)."""
     fp = hubert_fingerprint(cfg)
-    ids = {c["clip_id"] for fam in ("hubert_emotion", "hubert_content") for c in pending(cfg, fam, clips, fp)}
-    return fp, [c for c in clips if c["clip_id"] in ids]
+    todo = {
+        fam: {c["clip_id"]: c["in_store"] for c in pending(cfg, fam, clips, fp)} for fam in HUBERT_FAMILIES
+    }
+    # one run writes both: a clip is new only when neither store holds any of it (a fresh one is stored)
+    return fp, [
+        dict(c, in_store=any(todo[f].get(c["clip_id"], True) for f in HUBERT_FAMILIES))
+        for c in clips
+        if any(c["clip_id"] in todo[f] for f in HUBERT_FAMILIES)
+    ]
 
 
 def audio_up_to_date(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> bool:

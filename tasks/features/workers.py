@@ -60,6 +60,12 @@ def _status(clip_id: str, error: Exception | None = None) -> dict[str, Any]:
     }
 
 
+def _replace(clip: dict[str, Any]) -> bool:
+    """Whether the clip's write must first clear an earlier version: unless the flow's listing found
+    nothing of it in the store (``in_store`` False, set by ``plan.pending``)."""
+    return clip.get("in_store", True) is not False
+
+
 # --------------------------------------------------------------------------------------------- face
 def _face_extractor(face_cfg: dict[str, Any], device: str) -> Any:
     from emotalker.models.deep3dface import load_recon_net
@@ -155,7 +161,11 @@ def face_chunk(
         try:
             arrays = face_arrays(clip, face_cfg, device)
             store.write_clip(
-                clip["clip_id"], arrays, attrs={"n_frames": int(clip["n_frames"])}, fingerprint=fp
+                clip["clip_id"],
+                arrays,
+                attrs={"n_frames": int(clip["n_frames"])},
+                fingerprint=fp,
+                replace=_replace(clip),
             )
             results.append(_status(clip["clip_id"]))
         except Exception as exc:  # recorded per clip; the flow reports them
@@ -242,7 +252,9 @@ def hubert_chunk(
             for family in feats:
                 native = np.asarray(feats[family][i], dtype=np.float32)
                 attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": n}
-                stores[family].write_clip(clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp)
+                stores[family].write_clip(
+                    clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp, replace=_replace(clip)
+                )
             results.append(_status(clip["clip_id"]))
         except Exception as exc:
             results.append(_status(clip["clip_id"], exc))
@@ -267,6 +279,7 @@ def tokens_chunk(
                 {"tokens": apply_kmeans(km, feats)},
                 attrs={"n_frames": len(feats), "frame_rate": HUBERT_FPS},  # one token per HuBERT frame
                 fingerprint=fp,
+                replace=_replace(clip),
             )
             results.append(_status(clip["clip_id"]))
         except Exception as exc:
@@ -289,6 +302,7 @@ def mel_chunk(clips: list[dict[str, Any]], store_root: StoreRoot, fp: str) -> li
                 {"windows": windows.astype(np.float32)},
                 attrs={"n_frames": n},
                 fingerprint=fp,
+                replace=_replace(clip),
             )
             results.append(_status(clip["clip_id"]))
         except Exception as exc:

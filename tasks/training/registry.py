@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.shared import shared_file
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.data.split import load_split
 
@@ -48,7 +49,7 @@ def registry_cache(cfg: PipelineConfig) -> Path:
 
 def data_fingerprints(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """What ``stage`` trains on, as it is in the stores now: the split file and each family's clips."""
-    split_path = cfg.paths.resolve("split")
+    split_path = shared_file(cfg.paths, "split")
     split = load_split(split_path)
     ids = sorted({*split["train"], *split["val"], *split["test"]})
     out = {"split": hashlib.sha256(split_path.read_bytes()).hexdigest()[:12]}

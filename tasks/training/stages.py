@@ -29,6 +29,7 @@ from emotalker.models.lip import LipBranch
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.shared import shared_file
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
 from emotalker.tasks.data.split import load_split
@@ -50,15 +51,15 @@ class FaceNormalizer:
 
 
 def clip_labels(cfg: PipelineConfig) -> dict[str, int]:
-    """Emotion class of every clip, from the manifest."""
-    rows = Manifest(cfg.paths.resolve("manifest")).records()
+    """Emotion class of every clip, from the manifest (the stores' copy on a machine without one)."""
+    rows = Manifest(shared_file(cfg.paths, "manifest")).records()
     return {r["clip_id"]: EMOTION_TO_ID[r["emotion"]] for r in rows}
 
 
 def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> list[str]:
     """Clips of a split that are complete in every needed store; fails fast with what is missing."""
-    split = load_split(cfg.paths.resolve("split"))
-    ids = split[split_name]
+    split_path = shared_file(cfg.paths, "split")
+    ids = load_split(split_path)[split_name]
     root = StoreRoot.from_paths(cfg.paths)
     for family in families:
         store = root.store(family)
@@ -70,7 +71,7 @@ def stage_clips(cfg: PipelineConfig, families: list[str], split_name: str) -> li
         ids = [c for c in ids if c in have]
     if split_name == "train" and not ids:
         raise TrainingInputError(
-            f"the train split has no clip with all of {families}; split file {cfg.paths.resolve('split')}"
+            f"the train split has no clip with all of {families}; split file {split_path}"
         )
     return ids
 

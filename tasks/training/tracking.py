@@ -106,8 +106,9 @@ def log_data_inputs(cfg: PipelineConfig, context: str) -> None:
     import pandas as pd
 
     from emotalker.storage.manifest import Manifest
+    from emotalker.storage.shared import shared_file
 
-    manifest_path, split_path = cfg.paths.resolve("manifest"), cfg.paths.resolve("split")
+    manifest_path, split_path = shared_file(cfg.paths, "manifest"), shared_file(cfg.paths, "split")
     if manifest_path.exists():
         rows = pd.DataFrame(Manifest(manifest_path).records())
         keep = [c for c in ("clip_id", "actor", "emotion", "level", "n_frames", "status") if c in rows]

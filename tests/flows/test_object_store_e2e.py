@@ -1,13 +1,12 @@
 """Features on an S3-compatible bucket (moto on loopback), then training and generation on a "second
-machine": a fresh ``paths.root`` that has only the bucket URL, the storage options and the two small
-bookkeeping files training reads (manifest and split); the k-means model comes from the bucket.
+machine": an empty ``paths.root`` and nothing but the bucket URL and the storage options; the manifest,
+split, k-means model and failure records all come from the bucket.
 No credential reaches a log line, the MLflow store or any file the pipeline writes."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import uuid
 from pathlib import Path
 
@@ -64,10 +63,10 @@ def test_features_in_a_bucket_train_and_generate_on_a_second_machine(
     assert any(k.endswith(".joblib") and "/kmeans/" in k for k in keys)  # the model sits beside the stores
     assert not list((first / "features").rglob("*.zarr")) and not list(first.rglob("*.joblib"))
 
-    # the second machine: a fresh root (own MLflow), the same model files, the bucket
+    assert {"manifest.parquet", "split.json", "face.failures.json"} <= {k.rsplit("/", 1)[-1] for k in keys}
+
+    # the second machine: an empty root (own MLflow), the bucket URL and its storage options, no copies
     second.mkdir()
-    for name in ("manifest.parquet", "split.json"):
-        shutil.copy(first / name, second / name)
     ov2 = [*ov1, f"paths.root={second}", f"mlflow.tracking_uri=sqlite:///{second}/mlflow.db"]
     meta = StoreRoot(f"s3://emotalker/{prefix}", s3_server.storage_options).store("tokens").get_meta()
     assert not Path(meta["kmeans_path"]).is_absolute()
@@ -91,6 +90,7 @@ def test_features_in_a_bucket_train_and_generate_on_a_second_machine(
     result = generate_flow(str(face), str(speech), str(out), CONFIG, ov2)
     assert result["frames"] == 25 and np.load(out / "motion.npy").shape == (25, 70)
     assert not list(second.rglob("*.joblib")) and not list(second.rglob("*.zarr"))
+    assert not (second / "manifest.parquet").exists() and not (second / "split.json").exists()
     assert n_clips > 0
 
     secrets = [v.encode() for v in TEST_CREDENTIALS.values()]

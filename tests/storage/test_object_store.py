@@ -235,3 +235,41 @@ def test_failure_records_live_beside_the_stores(s3_server, tmp_path: Path) -> No
         "a": {"error": "no face", "fingerprint": "f"}
     }
     assert not list(tmp_path.rglob("*.failures.json"))
+
+
+def test_the_flows_listing_spares_new_clips_the_per_clip_listing(s3_server, tmp_path: Path) -> None:
+    """``plan.pending`` lists each family once; a clip it did not find is written with one PUT per object
+    (shard, array metadata, group metadata), a stale one is cleared first."""
+    from emotalker.tasks.features.audio_io import write_wav
+    from emotalker.tasks.features.plan import pending
+    from emotalker.tasks.features.workers import mel_chunk
+
+    opts = json.dumps(s3_server.storage_options)
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            f"paths.root={tmp_path}",
+            f"paths.features_url=s3://emotalker/{uuid.uuid4().hex}",
+            f"paths.storage_options={opts}",
+        ],
+    )
+    root = StoreRoot.from_paths(cfg.paths)
+    root.store("mel").write_clip("old", {"windows": np.zeros((3, 80, 16), np.float32)}, fingerprint="was")
+    clips = []
+    for cid in ("new", "old", "fresh"):
+        wav = tmp_path / f"{cid}.wav"
+        write_wav(wav, (np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32))
+        clips.append({"clip_id": cid, "prepared_audio": str(wav), "n_frames": 12})
+    root.store("mel").write_clip("fresh", {"windows": np.zeros((12, 80, 16), np.float32)}, fingerprint="fp")
+
+    todo = {c["clip_id"]: c for c in pending(cfg, "mel", clips, "fp")}
+    assert {cid: c["in_store"] for cid, c in todo.items()} == {"new": False, "old": True}
+    mark = s3_server.mark()
+    assert mel_chunk([todo["new"]], root, "fp")[0]["ok"]
+    assert s3_server.requests(mark) == {"PUT": 3, "total": 3}
+    mark = s3_server.mark()
+    assert mel_chunk([todo["old"]], root, "fp")[0]["ok"]
+    assert s3_server.requests(mark)["GET"] >= 1  # the listing that finds the stale version to delete
+    fresh = StoreRoot.from_paths(cfg.paths).store("mel")
+    assert fresh.has_clip("new", "fp") and fresh.has_clip("old", "fp")
+    assert fresh.read_clip("new")["windows"].shape == (12, 80, 16)
