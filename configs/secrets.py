@@ -11,11 +11,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-_SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;][^=&;\s]*(?:token|password|passwd|secret|key|sig|signature|credential)[^=&;\s]*=)[^&;\s]+",
-    re.IGNORECASE,
-)
+_SECRET_WORDS = ("token", "password", "passwd", "secret", "key", "sig", "signature", "credential")
+
+
+def _any_case(word: str) -> str:
+    """``key`` -> ``[kK][eE][yY]``: JSON Schema patterns (ECMA-262) take no case-insensitive flag."""
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
+# written once, valid as Python ``re`` and as ECMA-262 (JSON Schema ``pattern``)
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_QUERY_NAME = r"[?&;][^=&;\s]*(?:" + "|".join(_any_case(w) for w in _SECRET_WORDS) + r")[^=&;\s]*="
+_USERINFO = r"[^/@\s]+@"
+_QUERY_VALUE = r"[^&;\s]+"
+_URL_USERINFO = re.compile(rf"(?P<scheme>{_SCHEME}){_USERINFO}")
+_SECRET_QUERY = re.compile(rf"(?P<name>{_QUERY_NAME}){_QUERY_VALUE}")
+CREDENTIALS_PATTERN = f"{_SCHEME}{_USERINFO}|{_QUERY_NAME}{_QUERY_VALUE}"
 
 CREDENTIALS_HELP = (
     "keep credentials out of configs, overrides and Prefect parameters: MLflow reads "
@@ -55,3 +66,20 @@ def credential_keys(options: Any, where: str = "") -> list[str]:
                 found.append(name)
             found += credential_keys(v, f"{name}.")
     return found
+
+
+# what a refused Prefect parameter says: "... for field 'overrides[0]'. Failure reason: '<this>' was expected"
+PARAMETER_ADVICE = (
+    "no credentials (set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment)"
+)
+
+
+def credential_free_schema() -> dict[str, Any]:
+    """JSON Schema of a string that holds no credentials, for flow parameters.
+
+    Prefect's API stores a flow run's parameters before any flow code runs; a deployment that enforces its
+    parameter schema has the server refuse them first. jsonschema echoes the refused value in every message
+    but ``const``'s, so the rule reads "a value holding credentials must equal the advice" (it never can)
+    and the refusal shows the advice instead of the secret.
+    """
+    return {"if": {"pattern": CREDENTIALS_PATTERN}, "then": {"const": PARAMETER_ADVICE}}

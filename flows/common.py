@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import Field
 
 from emotalker.configs.schema import PipelineConfig, load_config
-from emotalker.configs.secrets import redact_secrets
+from emotalker.configs.secrets import credential_free_schema, redact_secrets
 from emotalker.flows import runtime
 
 runtime.configure()  # every process that runs a flow: project loggers, harmless warnings filtered
+
+# Flow parameter types. Prefect's API stores a run's parameters before any flow code runs, so the
+# deployment's parameter schema (enforced by the server: prefect.yaml's enforce_parameter_schema) refuses a
+# value holding credentials first; resolve_config refuses it again for direct calls.
+CredentialFree = Annotated[str, Field(json_schema_extra=credential_free_schema())]
+Overrides = list[CredentialFree] | None
 
 
 def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:

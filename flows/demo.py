@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.flows.common import resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
 
@@ -139,7 +139,9 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
 
 
 @flow(name="demo-data", log_prints=True)
-def demo_data_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def demo_data_flow(
+    config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None
+) -> dict[str, Any]:
     """Write the synthetic MEAD mirror and the stand-in assets the demo config points at.
 
     Args:
@@ -168,7 +170,7 @@ def standin_table1(evaluation: dict[str, Any]) -> dict[str, str]:
 
 
 @flow(name="demo", log_prints=True)
-def demo_flow(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Everything, end to end, on the synthetic data: what `make demo` runs.
 
     Args:

@@ -12,7 +12,13 @@ import mlflow
 import numpy as np
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import markdown_artifact, resolve_config, table_artifact
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    markdown_artifact,
+    resolve_config,
+    table_artifact,
+)
 from emotalker.models.bfm import load_bfm
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
@@ -137,8 +143,8 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(
-    config: str = "configs/paper.yaml",
-    overrides: list[str] | None = None,
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
     parent_run_id: str | None = None,
     model: str | dict[str, str] = "current",
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.flows.common import resolve_config, table_artifact
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config, table_artifact
 from emotalker.storage.failures import failures_file, load_failures, record_failures
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.features.cluster import dask_client
@@ -134,7 +134,7 @@ def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, s
 
 @flow(name="face-features", log_prints=True)
 def face_features_flow(
-    config: str = "configs/paper.yaml", overrides: list[str] | None = None
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
     """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip.
 
@@ -170,7 +170,7 @@ def face_features_flow(
 
 @flow(name="audio-features", log_prints=True)
 def audio_features_flow(
-    config: str = "configs/paper.yaml", overrides: list[str] | None = None
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
     """HuBERT emotion + content features, k-means content tokens and mel windows for every clip.
 
@@ -241,7 +241,9 @@ def _report(cfg: PipelineConfig, family: str) -> None:
 
 
 @flow(name="features", log_prints=True)
-def features_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def features_flow(
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
+) -> dict[str, Any]:
     """Both feature families; each subflow can also be rerun on its own to refresh it.
 
     A family whose stores are already fresh is reported here without starting its subflow run, so a

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
@@ -31,8 +31,8 @@ def generate_flow(
     image: str,
     audio: str,
     out_dir: str,
-    config: str = "configs/paper.yaml",
-    overrides: list[str] | None = None,
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
     mode: str | None = None,
     model: str = "current",
     emotion_reference: str | None = None,

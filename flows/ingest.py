@@ -11,7 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
 from emotalker.configs.secrets import redact_secrets
-from emotalker.flows.common import resolve_config, table_artifact
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config, table_artifact
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
@@ -88,7 +88,9 @@ def _reason(name: str, exc: BaseException) -> str:
 
 @flow(name="download", log_prints=True)
 def download_flow(
-    config: str = "configs/paper.yaml", overrides: list[str] | None = None, urls_file: str | None = None
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
+    urls_file: CredentialFree | None = None,
 ) -> dict[str, Any]:
     """Fetch MEAD actor archives (resumable, verified) and extract them safely into ``paths.raw``.
 
@@ -143,7 +145,9 @@ def download_flow(
 
 
 @flow(name="prepare", log_prints=True)
-def prepare_flow(config: str = "configs/paper.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def prepare_flow(
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
+) -> dict[str, Any]:
     """Resample every clip to 25 fps / 16 kHz mono, record it in the manifest, then write the split.
 
     Idempotent: clips whose inputs and settings are unchanged are skipped; failures are recorded with

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config
 from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
@@ -20,7 +20,7 @@ TABLE1_ARTIFACT = "evaluation/table1.json"
 
 @flow(name="reproduce", log_prints=True)
 def reproduce(
-    config: str = "configs/paper.yaml", overrides: list[str] | None = None, skip_download: bool = False
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, skip_download: bool = False
 ) -> dict[str, Any]:
     """MEAD download -> prepare -> features -> stage 1 -> lip branch -> stage 2 -> evaluation.
 

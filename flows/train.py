@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
-from emotalker.flows.common import resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, resolve_config
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.shared import shared_file
 from emotalker.tasks.features.workers import file_signature, fingerprint
@@ -231,8 +231,8 @@ def run_stage(
 
 @flow(name="train-vqvae", log_prints=True)
 def train_vqvae(
-    config: str = "configs/paper.yaml",
-    overrides: list[str] | None = None,
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
@@ -291,8 +291,8 @@ def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, 
 
 @flow(name="train-transformer", log_prints=True)
 def train_transformer(
-    config: str = "configs/paper.yaml",
-    overrides: list[str] | None = None,
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
     vqvae_version: str | None = None,
@@ -347,8 +347,8 @@ def train_transformer(
 
 @flow(name="train-lip", log_prints=True)
 def train_lip(
-    config: str = "configs/paper.yaml",
-    overrides: list[str] | None = None,
+    config: CredentialFree = "configs/paper.yaml",
+    overrides: Overrides = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:

@@ -9,98 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
 
+from emotalker_testkit.deployments import BIN, REPO, Services, run_command, run_deployment, wait_http
 from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Services:
-    """Background processes started by the test, each stopped by its PID (terminate, wait, kill)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.files: list[Any] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_all)
-        # own process group (id = the child's PID): the worker's flow-run processes and the MLflow server's
-        # uvicorn child are stopped with it
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.files.append(log)
-        self.procs[name] = proc
-        return proc
-
-    def tail(self, name: str, chars: int = 4000) -> str:
-        p = self.logs / f"{name}.log"
-        return p.read_text(errors="replace")[-chars:] if p.exists() else ""
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def stop_all(self) -> None:
-        """Worker first, servers last; SIGTERM to each group, SIGKILL what is left after 20 s."""
-        for proc in reversed(list(self.procs.values())):
-            self._signal(proc, signal.SIGTERM)
-        for proc in reversed(list(self.procs.values())):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            self._signal(proc, signal.SIGKILL)  # stragglers in the group (a flow run, uvicorn)
-        for f in self.files:
-            f.close()
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float, what: str, log: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode}:\n{log}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not answer {url} within {timeout} s")
-
-
-def _cli(argv: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture
@@ -110,26 +36,6 @@ def services(tmp_path) -> Iterator[Services]:
         yield svc
     finally:
         svc.stop_all()
-
-
-def _run_deployment(
-    name: str, params: dict[str, Any], env: dict[str, str], api: str, svc: Services, timeout: float
-) -> str:
-    """`prefect deployment run NAME --params JSON`, then poll the Prefect API until the run is terminal."""
-    out = _cli([str(BIN / "prefect"), "deployment", "run", name, "--params", json.dumps(params)], env)
-    match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
-    assert match, out
-    run_id = match.group(1)
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        state = requests.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
-        if state in TERMINAL:
-            break
-        assert svc.procs["worker"].poll() is None, svc.tail("worker")
-        time.sleep(2)
-    assert state == "COMPLETED", f"{name} ended {state}:\n{svc.tail('worker', 8000)}"
-    return run_id
 
 
 def test_readme_deployment_recipe(services, tmp_path):
@@ -154,13 +60,14 @@ def test_readme_deployment_recipe(services, tmp_path):
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
         server_env,
     )
-    _wait_http(f"{api}/health", server, 120, "prefect server", services.tail("prefect-server"))
-    _cli([prefect, "work-pool", "create", "emotalker", "--type", "process"], env)
-    _cli([prefect, "deploy", "--all"], env, timeout=300)
+    wait_http(f"{api}/health", server, 120, "prefect server", services.tail("prefect-server"))
+    run_command([prefect, "work-pool", "create", "emotalker", "--type", "process"], env)
+    run_command([prefect, "deploy", "--all"], env, timeout=300)
     deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
     declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     assert len(deployments) == len(declared) >= 12
     assert all(d["work_pool_name"] == "emotalker" for d in deployments)
+    assert all(d["enforce_parameter_schema"] for d in deployments)  # the server refuses credentials
     pull = deployments[0]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
     assert pull["directory"] == str(REPO)  # {{ $EMOTALKER_HOME }} is resolved when deploying
     services.start("worker", [prefect, "worker", "start", "--pool", "emotalker"], env)
@@ -185,7 +92,7 @@ def test_readme_deployment_recipe(services, tmp_path):
         ],
         env,
     )
-    _wait_http(f"{tracking}/health", mlflow_server, 120, "mlflow server", services.tail("mlflow-server"))
+    wait_http(f"{tracking}/health", mlflow_server, 120, "mlflow server", services.tail("mlflow-server"))
 
     # 3. The demo deployments on a tiny config under tmp_path, tracked by the MLflow server.
     root = tmp_path / "run"
@@ -197,8 +104,8 @@ def test_readme_deployment_recipe(services, tmp_path):
         f"mlflow.tracking_uri={tracking}",
     ]
     params = {"config": "configs/demo.yaml", "overrides": overrides}
-    _run_deployment("demo-data/demo", params, env, api, services, timeout=300)
-    parent_flow_run = _run_deployment(
+    run_deployment("demo-data/demo", params, env, api, services, timeout=300)
+    parent_flow_run = run_deployment(
         "reproduce/demo", params, env, api, services, timeout=900
     )  # ~3 min on 2 idle cores
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from emotalker_testkit.reliability import CONFIG, CliRun, tiny_overrides
+from emotalker_testkit.deployments import PREFECT, run_command
+from emotalker_testkit.reliability import CONFIG, REPO, CliRun, subprocess_env, tiny_overrides
 
 
 @pytest.fixture
@@ -66,3 +67,17 @@ def reference(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) ->
     out["timings"] = timings
     print("reference timings", timings)
     return out
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """prefect.yaml's ``reproduce/demo`` deployed to the test server's ``emotalker`` process pool with the
+    real ``prefect deploy``; ``env`` is what a ``prefect`` command or worker needs to reach it."""
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path_factory.mktemp("deploy-home")
+    # the pull step runs flows from this checkout; a worker looks for runs every second
+    env = {**subprocess_env(home), "EMOTALKER_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    run_command([PREFECT, "work-pool", "create", "emotalker", "--type", "process"], env)
+    run_command([PREFECT, "deploy", "--name", "reproduce/demo"], env, timeout=300)
+    return {"env": env, "api": str(PREFECT_API_URL.value())}

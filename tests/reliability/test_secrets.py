@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from emotalker.storage.manifest import Manifest
-from emotalker_testkit.reliability import CONFIG, CliRun
+from emotalker_testkit.deployments import PREFECT
+from emotalker_testkit.reliability import CONFIG, REPO, CliRun
 
 CLIP = "M003_front_angry_level_1_001"
 
@@ -46,6 +48,40 @@ def _prefect_db_bytes() -> bytes:
 
 def _tree_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def test_every_deployed_flow_refuses_credentials_in_its_parameter_schema():
+    """The schema each deployment in prefect.yaml is given (what the Prefect server enforces)."""
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    secret = f"s3cr3t-{secrets.token_hex(6)}"
+    declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    assert all(d["enforce_parameter_schema"] is True for d in declared)
+    for entrypoint in sorted({d["entrypoint"] for d in declared}):
+        schema = parameter_schema(load_flow_from_entrypoint(str(REPO / entrypoint))).model_dump_for_openapi()
+        clean = {
+            "config": "demo",
+            "overrides": ["paths.root=/data/@team", "mlflow.tracking_uri=http://h:5000/"],
+        }
+        validate(clean, schema, raise_on_error=True)
+        for params, field in (
+            (
+                {"overrides": ["data.workers=1", f"mlflow.tracking_uri=https://bob:{secret}@h/"]},
+                "overrides[1]",
+            ),
+            ({"config": f"s3://b/demo.yaml?token={secret}"}, "config"),
+        ):
+            with pytest.raises(ValidationError) as refused:
+                validate(params, schema, raise_on_error=True)
+            message = str(refused.value)
+            assert secret not in message, entrypoint
+            assert f"field {field!r}" in message and "MLFLOW_TRACKING_PASSWORD" in message, (
+                entrypoint,
+                message,
+            )
 
 
 @pytest.mark.slow
@@ -100,3 +136,50 @@ def test_tracking_credentials_never_leave_the_environment(prefect_server, tmp_pa
     assert secret not in output
     assert secret.encode() not in _prefect_db_bytes()
     assert secret.encode() not in _tree_bytes(root) + _tree_bytes(home)
+
+
+@pytest.mark.slow
+def test_deployment_run_with_credentials_is_refused_before_prefect_stores_it(deployed, tmp_path):
+    """``prefect deployment run 'reproduce/demo'`` with a secret in a parameter: the Prefect server refuses
+    it against the deployment's parameter schema, so no flow run, parameter, state or log holds it."""
+    import requests
+
+    secret = f"s3cr3t-{secrets.token_hex(6)}"
+    # the whole refusal on one line, however narrow the terminal running the test
+    env = {**deployed["env"], "PREFECT_CLI_WRAP_LINES": "false"}
+    run = [PREFECT, "deployment", "run", "reproduce/demo"]
+    runs_url = f"{deployed['api']}/flow_runs/filter"
+    before = {r["id"] for r in requests.post(runs_url, json={}, timeout=10).json()}
+    cases = {
+        "overrides[1]": [
+            "-p",
+            f'overrides=["data.workers=1", "mlflow.tracking_uri=http://alice:{secret}@h/"]',
+        ],
+        "config": ["-p", f'config="https://alice:{secret}@h/demo.yaml"'],
+        "overrides[0]": [
+            "--params",
+            json.dumps({"overrides": [f"paths.root=s3://b/x?X-Amz-Signature={secret}"]}),
+        ],
+    }
+    for field, args in cases.items():
+        done = subprocess.run([*run, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output
+        assert "Traceback" not in output and secret not in output
+        [line] = [x for x in output.splitlines() if "Validation failed" in x]
+        assert f"Validation failed for field '{field}'" in line, line
+        assert "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD" in line, line
+    # a credential-free value with an "@" in a path is a parameter like any other
+    done = subprocess.run(
+        [*run, "-p", 'overrides=["paths.root=/data/@team"]', "--start-in", "10 days"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    created = {r["id"] for r in requests.post(runs_url, json={}, timeout=10).json()} - before
+    assert len(created) == 1  # only the clean one
+    requests.delete(f"{deployed['api']}/flow_runs/{created.pop()}", timeout=10).raise_for_status()
+    assert secret.encode() not in _prefect_db_bytes()
