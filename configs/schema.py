@@ -39,7 +39,8 @@ class PathsConfig(_Strict):
     outputs: Path = Path("outputs")
 
     # Zarr feature stores on object storage or any fsspec URL (s3://bucket/features, memory://...), with
-    # the k-means models and failure records beside them; None keeps all of it under `features`
+    # the k-means models, failure records and copies of the manifest and split beside them (a machine
+    # whose root lacks those reads them there: storage/shared.py); None keeps all of it under `features`
     features_url: str | None = None
     # options for the fsspec backend of features_url, passed wherever a store is opened (flows, Dask
     # workers, window readers, generation): e.g. {endpoint_url: http://minio:9000, client_kwargs:
