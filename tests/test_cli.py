@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,9 @@ import yaml
 from emotalker import __version__
 from emotalker.configs.schema import load_config, shipped_configs
 from emotalker.flows.cli import FLOWS, build_parser, main
+from emotalker_testkit.imports import run_fresh
 
 REPO_PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-# what a feature rerun with nothing to do must not import (seconds of start-up each, on every CLI call)
 HEAVY_MODULES = (
     "torch",
     "transformers",
@@ -149,10 +147,8 @@ def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path
         "clips = prepared_clips(cfg)\n"
         "check_audio_assets(cfg)\n"
         "tokens_todo(cfg, clips, 'hubert-fp', kmeans_file(cfg)[1])\n"
-        "print(json.dumps({'fresh': audio_up_to_date(cfg, clips), 'clips': len(clips),\n"
-        "                  'heavy': [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))\n"
+        "result = {'fresh': audio_up_to_date(cfg, clips), 'clips': len(clips)}\n"
     )
-    args = [sys.executable, "-c", code, json.dumps(ov), json.dumps(HEAVY_MODULES)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"fresh": False, "clips": 1, "heavy": []}
+    result, heavy = run_fresh(code, [json.dumps(ov)], cwd=tmp_path)
+    assert result == {"fresh": False, "clips": 1}
+    assert heavy == []

@@ -7,6 +7,7 @@ for the next: the staleness tests also check that a replaced checkpoint is reall
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from emotalker.configs.schema import load_config
 from emotalker.models.motion import coeffs_to_motion
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import FeatureStore
+from emotalker_testkit.imports import run_fresh
 from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -183,6 +185,24 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
     changed = {p for p, t in _mtimes(cfg.paths.resolve("features")).items() if before.get(p) != t}
     # only store-level attributes (the tokens store's k-means pointer) are rewritten, no clip data
     assert all(p.name == "zarr.json" and p.parent.suffix == ".zarr" for p in changed), changed
+
+
+def test_a_no_op_audio_rerun_in_a_fresh_process_imports_no_model_library(audio_run):
+    """What a warm ``emotalker run audio-features`` with every clip fresh costs: the config, the manifest,
+    the freshness checks and one flow run, without torch, transformers, sklearn, Dask, MLflow or pandas,
+    also with ``device: auto`` (resolving it imports torch, so it is resolved only when there is work)."""
+    from prefect.settings import PREFECT_API_URL
+
+    code = (
+        "import json, sys\n"
+        "from emotalker.flows.featurize import audio_features_flow\n"
+        "result = audio_features_flow(sys.argv[1], json.loads(sys.argv[2]))\n"
+    )
+    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
+    ov = [*audio_run["ov"], "device=auto"]
+    result, heavy = run_fresh(code, [CONFIG, json.dumps(ov)], env=env)
+    assert result == {"clips": 14, "hubert": 0, "mel": 0, "tokens": 0}
+    assert heavy == []
 
 
 def test_kmeans_k_change_recomputes_tokens_only_and_one_family_can_be_refreshed(audio_run, flow_run_counts):
