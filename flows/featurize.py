@@ -19,22 +19,9 @@ from emotalker.flows.common import CredentialFree, Overrides, resolve_config, ta
 from emotalker.storage.failures import failures_file, load_failures, record_failures
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.features.cluster import dask_client
-from emotalker.tasks.features.plan import (
-    MEL_FINGERPRINT,
-    audio_up_to_date,
-    check_audio_assets,
-    check_face_assets,
-    face_todo,
-    hubert_todo,
-    kmeans_config,
-    kmeans_file,
-    kmeans_fit_ids,
-    pending,
-    prepared_clips,
-    store_root,
-    tokens_todo,
-)
-from emotalker.tasks.features.workers import face_chunk, hubert_chunk, mel_chunk, tokens_chunk
+from emotalker.tasks.features.families import FeatureFamily, FlowName, families
+from emotalker.tasks.features.plan import prepared_clips, store_root, todo, up_to_date
+from emotalker.tasks.features.workers import compute_chunk
 from emotalker.tasks.progress import progress_bar
 
 CHUNK_CLIPS = 16
@@ -62,32 +49,32 @@ def await_chunk(family: str, index: int, clip_ids: list[str], computation: Any) 
 
 
 def run_on_dask(
-    cfg: PipelineConfig,
-    family: str,
-    fn: Any,
-    clips: list[dict[str, Any]],
-    run_fp: str,
-    also_record: tuple[str, ...] = (),
-    **kwargs: Any,
+    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], run_fp: str
 ) -> dict[str, int]:
-    """Map ``fn`` over chunks of clips on Dask, one Prefect task run per chunk; record failures, log progress.
-
-    ``also_record``: other families the same chunks write (HuBERT writes emotion and content at once).
-    """
+    """Compute ``family`` for ``clips`` in chunks on Dask, one Prefect task run per chunk; record failures
+    (for each of the family's stores), log progress."""
     chunks = _chunks(clips)
-    device = f" on {kwargs['device']}" if "device" in kwargs else ""
-    get_run_logger().info("%s: %d clips in %d chunks%s", family, len(clips), len(chunks), device)
-    for name in (family, *also_record):  # once here, so workers writing new clips need not (one PUT each)
+    device = cfg.torch_device() if family.uses_device else "cpu"  # ``auto`` imports torch: only when used
+    get_run_logger().info("%s: %d clips in %d chunks on %s", family.name, len(clips), len(chunks), device)
+    for name in family.store_names:  # once here, so workers writing new clips need not (one PUT each)
         store_root(cfg).store(name).ensure_clips_group()
     updates: dict[str, dict[str, str] | None] = {}
     done = ok = 0
-    bar = progress_bar(len(clips), family, unit="clip")  # advances per finished chunk
+    bar = progress_bar(len(clips), family.name, unit="clip")  # advances per finished chunk
     with dask_client(cfg.dask) as client:
         futures = client.map(
-            fn, chunks, pure=False, key=[f"{family}-{i}-{run_fp}" for i in range(len(chunks))], **kwargs
+            compute_chunk,
+            chunks,
+            pure=False,
+            key=[f"{family.name}-{i}-{run_fp}" for i in range(len(chunks))],
+            family=family,
+            store_root=store_root(cfg),
+            settings=family.settings(cfg),
+            device=device,
+            fp=run_fp,
         )
         runs = [
-            await_chunk.submit(family, i, [c["clip_id"] for c in chunk], fut)
+            await_chunk.submit(family.name, i, [c["clip_id"] for c in chunk], fut)
             for i, (chunk, fut) in enumerate(zip(chunks, futures, strict=True))
         ]
         for run in as_completed(runs):
@@ -101,35 +88,45 @@ def run_on_dask(
                 bar.update(1)
             bar.set_postfix(failed=done - ok)
     bar.close()
-    for name in (family, *also_record):
+    for name in family.store_names:
         record_failures(store_root(cfg), name, updates)
     return {"computed": ok, "failed": done - ok}
 
 
-@task(name="fit-kmeans")
-def fit_content_kmeans(cfg: PipelineConfig, clip_ids: list[str]) -> tuple[str, str]:
-    """Fit K-means on a deterministic sample of layer-k content frames (train split when available)."""
-    from emotalker.tasks.features.kmeans import fit_kmeans, sample_frames, store_kmeans
+@task(name="prepare-features", task_run_name="prepare-{family.name}", cache_policy=NO_CACHE)
+def prepare_family(cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]]) -> None:
+    """What a family needs before its chunks (the tokens' k-means fit), as its own Prefect task run."""
+    assert family.prepare is not None
+    family.prepare(cfg, clips)
 
-    kcfg = kmeans_config(cfg)
-    rel, fp = kmeans_file(cfg)
-    root = store_root(cfg)
-    if root.exists(rel):
-        return rel, fp
-    content = root.store("hubert_content")
-    feats = [content.read_clip(c, ["feats"])["feats"] for c in clip_ids if content.has_clip(c)]
-    sample = sample_frames(feats, cfg.audio.kmeans_sample_frames, cfg.audio.seed)
-    km = fit_kmeans(
-        sample,
-        k=cfg.audio.kmeans_k,
-        seed=cfg.audio.seed,
-        batch_size=cfg.audio.kmeans_batch_size,
-        max_iter=cfg.audio.kmeans_max_iter,
-        n_init=cfg.audio.kmeans_n_init,
-        max_no_improvement=cfg.audio.kmeans_max_no_improvement,
-    )
-    store_kmeans(km, root, rel, kcfg)
-    return rel, fp
+
+def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]:
+    """Every registered family of one subflow, in order: stale clips computed on Dask, failures reported.
+
+    The result counts clips per family (0 when it was fresh) and the computed and failed ones overall.
+    """
+    logger = get_run_logger()
+    clips = prepared_clips(cfg)
+    group = families(flow_name)
+    for fam in group:  # before any Dask work: a missing model would otherwise fail every clip alike
+        if fam.check_assets is not None:
+            fam.check_assets(cfg)
+    publish_shared(cfg.paths)  # with features_url: what the stores' clips are, for other machines
+    result: dict[str, Any] = {"clips": len(clips), "computed": 0, "failed": 0}
+    for fam in group:
+        if fam.prepare is not None:
+            prepare_family(cfg, fam, clips)
+        fp, stale = todo(cfg, fam, clips)
+        logger.info("%s: %d clips, %d to compute (fingerprint %s)", fam.name, len(clips), len(stale), fp)
+        counts = run_on_dask(cfg, fam, stale, fp) if stale else 0
+        result[fam.name] = counts
+        if counts:
+            result["computed"] += counts["computed"]
+            result["failed"] += counts["failed"]
+        if fam.finish is not None:
+            fam.finish(cfg)
+        _report(cfg, fam.store_names[0])
+    return result
 
 
 @flow(name="face-features", log_prints=True)
@@ -142,30 +139,7 @@ def face_features_flow(
         config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
-    cfg = resolve_config(config, overrides)
-    clips = prepared_clips(cfg)
-    check_face_assets(cfg)
-    publish_shared(cfg.paths)  # with features_url: what the stores' clips are, for other machines
-    fp, todo = face_todo(cfg, clips)
-    get_run_logger().info("face: %d clips, %d to compute (fingerprint %s)", len(clips), len(todo), fp)
-    result = {"clips": len(clips), "computed": 0, "failed": 0}
-    if todo:
-        face_cfg = cfg.face.model_dump(mode="json")
-        result.update(
-            run_on_dask(
-                cfg,
-                "face",
-                face_chunk,
-                todo,
-                fp,
-                store_root=store_root(cfg),
-                face_cfg=face_cfg,
-                device=cfg.torch_device(),
-                fp=fp,
-            )
-        )
-    _report(cfg, "face")
-    return result
+    return compute_families(resolve_config(config, overrides), "face")
 
 
 @flow(name="audio-features", log_prints=True)
@@ -178,57 +152,7 @@ def audio_features_flow(
         config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
-    cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
-    clips = prepared_clips(cfg)
-    check_audio_assets(cfg)
-    publish_shared(cfg.paths)
-    root = store_root(cfg)
-    result: dict[str, Any] = {"clips": len(clips)}
-
-    hfp, todo = hubert_todo(cfg, clips)
-    logger.info("hubert: %d to compute", len(todo))
-    result["hubert"] = (
-        run_on_dask(
-            cfg,
-            "hubert_emotion",
-            hubert_chunk,
-            todo,
-            hfp,
-            also_record=("hubert_content",),
-            store_root=root,
-            audio_cfg=cfg.audio.model_dump(mode="json"),
-            device=cfg.torch_device(),  # resolved only when there is work (``auto`` imports torch)
-            fp=hfp,
-        )
-        if todo
-        else 0
-    )
-
-    mel_todo = pending(cfg, "mel", clips, MEL_FINGERPRINT)
-    logger.info("mel: %d to compute", len(mel_todo))
-    result["mel"] = (
-        run_on_dask(cfg, "mel", mel_chunk, mel_todo, MEL_FINGERPRINT, store_root=root, fp=MEL_FINGERPRINT)
-        if mel_todo
-        else 0
-    )
-
-    content = root.store("hubert_content")
-    fit_ids = kmeans_fit_ids(cfg, [c["clip_id"] for c in clips if content.has_clip(c["clip_id"], hfp)])
-    if not fit_ids:
-        raise RuntimeError("no clip has content features: see hubert_content.failures.json")
-    km_path, kfp = fit_content_kmeans(cfg, fit_ids)
-    tok_todo = tokens_todo(cfg, clips, hfp, kfp)
-    logger.info("tokens: %d to compute with %s", len(tok_todo), km_path)
-    result["tokens"] = (
-        run_on_dask(cfg, "tokens", tokens_chunk, tok_todo, kfp, store_root=root, kmeans_path=km_path, fp=kfp)
-        if tok_todo
-        else 0
-    )
-    root.store("tokens").set_meta(kmeans_path=km_path, kmeans_fingerprint=kfp, k=cfg.audio.kmeans_k)
-    for family in ("hubert_emotion", "mel", "tokens"):
-        _report(cfg, family)
-    return result
+    return compute_families(resolve_config(config, overrides), "audio")
 
 
 def _report(cfg: PipelineConfig, family: str) -> None:
@@ -256,21 +180,19 @@ def features_flow(
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
     clips = prepared_clips(cfg)
-    if face_todo(cfg, clips)[1]:
-        face = face_features_flow(config, overrides)
-    else:
-        face = {"clips": len(clips), "computed": 0, "failed": 0}
-        _log_fresh(cfg, logger, "face", ("face",), len(clips))
-    if not audio_up_to_date(cfg, clips):
-        audio = audio_features_flow(config, overrides)
-    else:
-        audio = {"clips": len(clips), "hubert": 0, "mel": 0, "tokens": 0}
-        _log_fresh(cfg, logger, "audio", ("hubert_emotion", "mel", "tokens"), len(clips))
-    return {"face": face, "audio": audio}
+    out: dict[str, Any] = {}
+    for name, subflow in (("face", face_features_flow), ("audio", audio_features_flow)):
+        group = families(name)
+        if not all(up_to_date(cfg, fam, clips) for fam in group):
+            out[name] = subflow(config, overrides)
+        else:
+            out[name] = {"clips": len(clips), "computed": 0, "failed": 0, **{f.name: 0 for f in group}}
+            _log_fresh(cfg, logger, name, tuple(f.store_names[0] for f in group), len(clips))
+    return out
 
 
-def _log_fresh(cfg: PipelineConfig, logger: Any, name: str, families: tuple[str, ...], n: int) -> None:
-    failed = {f: len(load_failures(store_root(cfg), f)) for f in families}
+def _log_fresh(cfg: PipelineConfig, logger: Any, name: str, stores: tuple[str, ...], n: int) -> None:
+    failed = {s: len(load_failures(store_root(cfg), s)) for s in stores}
     known = ", ".join(f"{k} {v} ({failures_file(k)})" for k, v in failed.items() if v)
     logger.info(
         "%s: all %d clips up to date, %s-features not started%s",

@@ -13,7 +13,6 @@ _HOMES = {
     "STATUS": "manifest",
     "Manifest": "manifest",
     "clip_id_for": "manifest",
-    "FAMILIES": "zarr_store",
     "FeatureStore": "zarr_store",
     "WindowDataset": "windows",
 }

@@ -7,7 +7,8 @@ array, so a writer killed midway leaves a clip that readers treat as absent. The
 holds its arrays' metadata (consolidated), so reading a clip array costs the group object and the shard.
 Small files that belong with the stores (k-means models, failure records, and with ``features_url`` the
 manifest and split: ``storage.shared``) live beside them under the same root (``StoreRoot``), so another
-machine needs only the root URL and the storage options.
+machine needs only the root URL and the storage options. Which stores exist and what their arrays hold
+is declared by the feature families (``tasks/features/families.py``); this module only lays them out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import inspect
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,8 +38,6 @@ from emotalker.storage.files import atomic_path, file_lock
 
 if TYPE_CHECKING:
     from emotalker.configs.schema import PathsConfig
-
-FAMILIES: frozenset[str] = frozenset({"face", "hubert_emotion", "hubert_content", "tokens", "mel"})
 
 CLIPS_GROUP = "clips"
 TIME_CHUNK = 256  # frames per chunk along axis 0 (~10 s at 25 fps)
@@ -217,8 +217,8 @@ class FeatureStore:
     def __init__(
         self, root: str | Path | StoreRoot, family: str, storage_options: Mapping[str, Any] | None = None
     ):
-        if family not in FAMILIES:
-            raise ValueError(f"unknown feature family {family!r}; expected one of {sorted(FAMILIES)}")
+        if not isinstance(family, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", family):
+            raise ValueError(f"invalid feature store name {family!r}: use lower-case letters, digits, '_'")
         self.family = family
         self.location = root if isinstance(root, StoreRoot) else StoreRoot(root, storage_options)
         self.storage_options = self.location.storage_options

@@ -141,13 +141,14 @@ def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path
         "import json, sys\n"
         "from emotalker.flows import cli, featurize, local_server\n"
         "from emotalker.configs.schema import load_config\n"
-        "from emotalker.tasks.features.plan import (\n"
-        "    audio_up_to_date, check_audio_assets, kmeans_file, prepared_clips, tokens_todo)\n"
+        "from emotalker.tasks.features.families import families\n"
+        "from emotalker.tasks.features.plan import check_audio_assets, prepared_clips, todo, up_to_date\n"
         "cfg = load_config('demo', json.loads(sys.argv[1]))\n"
         "clips = prepared_clips(cfg)\n"
         "check_audio_assets(cfg)\n"
-        "tokens_todo(cfg, clips, 'hubert-fp', kmeans_file(cfg)[1])\n"
-        "result = {'fresh': audio_up_to_date(cfg, clips), 'clips': len(clips)}\n"
+        "audio = families('audio')\n"
+        "stale = [todo(cfg, f, clips) for f in audio]\n"
+        "result = {'fresh': all(up_to_date(cfg, f, clips) for f in audio), 'clips': len(clips)}\n"
     )
     result, heavy = run_fresh(code, [json.dumps(ov)], cwd=tmp_path)
     assert result == {"fresh": False, "clips": 1}

@@ -2,13 +2,13 @@
 
 A family's clip is fresh when its store holds it complete with the family's current fingerprint (model
 files + settings), or when it failed with that fingerprint (recorded in ``<family>.failures.json``).
-The flows only ask this module what to compute.
+The flows only ask this module what to compute, for each family ``families.py`` declares.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotalker.configs.constants import HUBERT_FPS, MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
 from emotalker.configs.schema import PipelineConfig
@@ -18,6 +18,9 @@ from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.data.split import load_split
 from emotalker.tasks.features.hubert_files import resolve_model_dir
 from emotalker.tasks.features.workers import file_signature, fingerprint
+
+if TYPE_CHECKING:
+    from emotalker.tasks.features.families import FeatureFamily
 
 
 def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
@@ -74,9 +77,6 @@ def face_fingerprint(cfg: PipelineConfig) -> str:
     return fingerprint(*parts)
 
 
-HUBERT_FAMILIES = ("hubert_emotion", "hubert_content")
-
-
 def hubert_fingerprint(cfg: PipelineConfig) -> str:
     a = cfg.audio
     return fingerprint(
@@ -107,6 +107,19 @@ def kmeans_config(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 MEL_FINGERPRINT = fingerprint("mel-v1", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)
+
+
+def mel_fingerprint(cfg: PipelineConfig) -> str:
+    """Mel windows depend only on the fixed SadTalker constants."""
+    return MEL_FINGERPRINT
+
+
+def face_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    return cfg.face.model_dump(mode="json")
+
+
+def audio_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    return cfg.audio.model_dump(mode="json")
 
 
 def check_face_assets(cfg: PipelineConfig) -> None:
@@ -146,45 +159,84 @@ def kmeans_file(cfg: PipelineConfig) -> tuple[str, str]:
     stores' root (it lives beside them, so every machine finds it there) and its id."""
     from emotalker.tasks.features.kmeans import kmeans_relpath
 
-    fp = fingerprint(kmeans_config(cfg))
+    fp = kmeans_fingerprint(cfg)
     return kmeans_relpath(fp), fp
 
 
-def face_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The face fingerprint and the clips whose coefficients are missing or stale."""
-    fp = face_fingerprint(cfg)
-    return fp, pending(cfg, "face", clips, fp)
+def kmeans_fingerprint(cfg: PipelineConfig) -> str:
+    """The tokens' fingerprint: the k-means settings and the content features it clusters."""
+    return fingerprint(kmeans_config(cfg))
 
 
-def hubert_todo(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The HuBERT fingerprint and the clips missing emotion or content features (both come from one run)."""
-    fp = hubert_fingerprint(cfg)
-    todo = {
-        fam: {c["clip_id"]: c["in_store"] for c in pending(cfg, fam, clips, fp)} for fam in HUBERT_FAMILIES
+def kmeans_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    """What the token workers need: the k-means model's path beside the stores and its id."""
+    rel, fp = kmeans_file(cfg)
+    return {"kmeans_path": rel, "kmeans_fingerprint": fp}
+
+
+def kmeans_exists(cfg: PipelineConfig) -> bool:
+    return store_root(cfg).exists(kmeans_file(cfg)[0])
+
+
+def ensure_kmeans(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> None:
+    """Fit k-means on a deterministic sample of fresh layer-k content frames (the train split's when there
+    is one), unless the model for these settings already lies beside the stores."""
+    from emotalker.tasks.features.kmeans import fit_kmeans, sample_frames, store_kmeans
+
+    root, a = store_root(cfg), cfg.audio
+    content, hfp = root.store("hubert_content"), hubert_fingerprint(cfg)
+    fit_ids = kmeans_fit_ids(cfg, [c["clip_id"] for c in clips if content.has_clip(c["clip_id"], hfp)])
+    if not fit_ids:
+        raise RuntimeError("no clip has content features: see hubert_content.failures.json")
+    rel, _ = kmeans_file(cfg)
+    if root.exists(rel):
+        return
+    feats = [content.read_clip(c, ["feats"])["feats"] for c in fit_ids if content.has_clip(c)]
+    km = fit_kmeans(
+        sample_frames(feats, a.kmeans_sample_frames, a.seed),
+        k=a.kmeans_k,
+        seed=a.seed,
+        batch_size=a.kmeans_batch_size,
+        max_iter=a.kmeans_max_iter,
+        n_init=a.kmeans_n_init,
+        max_no_improvement=a.kmeans_max_no_improvement,
+    )
+    store_kmeans(km, root, rel, kmeans_config(cfg))
+
+
+def record_kmeans(cfg: PipelineConfig) -> None:
+    """Name the tokens' k-means model in the tokens store (training reads its centres from there)."""
+    rel, fp = kmeans_file(cfg)
+    store_root(cfg).store("tokens").set_meta(kmeans_path=rel, kmeans_fingerprint=fp, k=cfg.audio.kmeans_k)
+
+
+def todo(
+    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The family's fingerprint and the clips missing or stale in any of its stores (one run writes them
+    all), less those whose inputs (``family.needs``) are not fresh yet. A clip is marked ``in_store``
+    False only when none of the stores holds anything of it (a store that holds it fresh does)."""
+    fp = family.fingerprint(cfg)
+    stale = {
+        name: {c["clip_id"]: c["in_store"] for c in pending(cfg, name, clips, fp)}
+        for name in family.store_names
     }
-    # one run writes both: a clip is new only when neither store holds any of it (a fresh one is stored)
+    ids = {cid for per_store in stale.values() for cid in per_store}
+    for need in family.needs:
+        nfp, stores = need.fingerprint(cfg), [store_root(cfg).store(s) for s in need.store_names]
+        ids = {i for i in ids if all(s.has_clip(i, nfp) for s in stores)}
     return fp, [
-        dict(c, in_store=any(todo[f].get(c["clip_id"], True) for f in HUBERT_FAMILIES))
+        dict(c, in_store=any(per_store.get(c["clip_id"], True) for per_store in stale.values()))
         for c in clips
-        if any(c["clip_id"] in todo[f] for f in HUBERT_FAMILIES)
+        if c["clip_id"] in ids
     ]
 
 
-def audio_up_to_date(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> bool:
-    """True when the audio flow would compute nothing: HuBERT, mel, the k-means model and tokens are fresh."""
-    hfp, todo = hubert_todo(cfg, clips)
-    if todo or pending(cfg, "mel", clips, MEL_FINGERPRINT):
+def up_to_date(cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]]) -> bool:
+    """True when running the family would compute nothing (its ``prepare`` output included)."""
+    if family.prepared is not None and not family.prepared(cfg):
         return False
-    rel, kfp = kmeans_file(cfg)
-    if not store_root(cfg).exists(rel):
-        return False
-    return not tokens_todo(cfg, clips, hfp, kfp)
-
-
-def tokens_todo(cfg: PipelineConfig, clips: list[dict[str, Any]], hfp: str, kfp: str) -> list[dict[str, Any]]:
-    """Clips whose tokens are missing or stale and whose content features (to tokenise) are fresh."""
-    content = store_root(cfg).store("hubert_content")
-    return [c for c in pending(cfg, "tokens", clips, kfp) if content.has_clip(c["clip_id"], hfp)]
+    return not todo(cfg, family, clips)[1]
 
 
 def kmeans_fit_ids(cfg: PipelineConfig, ids: list[str]) -> list[str]:

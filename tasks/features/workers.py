@@ -1,8 +1,9 @@
 """Per-clip feature computation that runs on Dask workers and writes straight into the Zarr stores.
 
 Models are loaded once per worker process (``_MODEL_CACHE``) and reused for every chunk of clips.
-Each function takes a chunk of manifest rows and returns one status dict per clip; a clip that fails
-(no face, unreadable audio) is reported with its error and never stops the others.
+Each family's function (named in ``families.py``) turns a chunk of manifest rows into each clip's arrays
+or its error; ``compute_chunk`` checks and writes them for every family alike and returns one status
+per clip, so a clip that fails (no face, unreadable audio) is reported and never stops the others.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +27,9 @@ from emotalker.configs.constants import (
     WaveformNormalization,
 )
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot
+
+if TYPE_CHECKING:
+    from emotalker.tasks.features.families import ClipOutputs, FeatureFamily
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -52,18 +57,18 @@ def _cached(key: tuple, build: Any) -> Any:
         return _MODEL_CACHE[key]
 
 
+def _replace(clip: dict[str, Any]) -> bool:
+    """Whether the clip's write must first clear an earlier version: unless the flow's listing found
+    nothing of it in the store (``in_store`` False, set by ``plan.pending``)."""
+    return clip.get("in_store", True) is not False
+
+
 def _status(clip_id: str, error: Exception | None = None) -> dict[str, Any]:
     return {
         "clip_id": clip_id,
         "ok": error is None,
         "error": None if error is None else f"{type(error).__name__}: {error}",
     }
-
-
-def _replace(clip: dict[str, Any]) -> bool:
-    """Whether the clip's write must first clear an earlier version: unless the flow's listing found
-    nothing of it in the store (``in_store`` False, set by ``plan.pending``)."""
-    return clip.get("in_store", True) is not False
 
 
 # --------------------------------------------------------------------------------------------- face
@@ -152,25 +157,10 @@ def face_arrays(clip: dict[str, Any], face_cfg: dict[str, Any], device: str) -> 
     }
 
 
-def face_chunk(
-    clips: list[dict[str, Any]], store_root: StoreRoot, face_cfg: dict[str, Any], device: str, fp: str
-) -> list[dict[str, Any]]:
-    store = FeatureStore(store_root, "face")
-    results = []
-    for clip in clips:
-        try:
-            arrays = face_arrays(clip, face_cfg, device)
-            store.write_clip(
-                clip["clip_id"],
-                arrays,
-                attrs={"n_frames": int(clip["n_frames"])},
-                fingerprint=fp,
-                replace=_replace(clip),
-            )
-            results.append(_status(clip["clip_id"]))
-        except Exception as exc:  # recorded per clip; the flow reports them
-            results.append(_status(clip["clip_id"], exc))
-    return results
+def face_outputs(
+    clips: list[dict[str, Any]], face_cfg: dict[str, Any], device: str, store_root: StoreRoot
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
+    return each_clip(clips, lambda clip: {"face": (face_arrays(clip, face_cfg, device), _frames(clip))})
 
 
 # -------------------------------------------------------------------------------------------- audio
@@ -223,17 +213,18 @@ def hubert_features(
     return feats
 
 
-def hubert_chunk(
-    clips: list[dict[str, Any]], store_root: StoreRoot, audio_cfg: dict[str, Any], device: str, fp: str
-) -> list[dict[str, Any]]:
+def hubert_outputs(
+    clips: list[dict[str, Any]], audio_cfg: dict[str, Any], device: str, store_root: StoreRoot
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
     """Emotion features (last layer of the ER model) and content features (layer k of HuBERT).
 
     Stored at HuBERT's native rate (floor((N - 400) / 320) + 1 frames, ~50 Hz; Eq. 6-7's T'_a), not
     resampled to the video; the clip attributes record ``frame_rate`` and the clip's ``video_frames``.
+    One batched forward pass per chunk, so a model failure fails the chunk.
     """
     from emotalker.tasks.features.audio_io import load_audio, validate_audio
 
-    results, waves, ok = [], [], []
+    waves, ok = [], []
     for clip in clips:
         try:
             waves.append(
@@ -241,70 +232,105 @@ def hubert_chunk(
             )
             ok.append(clip)
         except Exception as exc:
-            results.append(_status(clip["clip_id"], exc))
+            yield clip["clip_id"], exc
     if not ok:
-        return results
+        return
     feats = hubert_features(waves, audio_cfg, device)
-    stores = {family: FeatureStore(store_root, family) for family in feats}  # opened once per chunk
-    for i, clip in enumerate(ok):
-        try:
-            n = int(clip["n_frames"])
-            for family in feats:
-                native = np.asarray(feats[family][i], dtype=np.float32)
-                attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": n}
-                stores[family].write_clip(
-                    clip["clip_id"], {"feats": native}, attrs=attrs, fingerprint=fp, replace=_replace(clip)
-                )
-            results.append(_status(clip["clip_id"]))
-        except Exception as exc:
-            results.append(_status(clip["clip_id"], exc))
-    return results
+
+    row = {clip["clip_id"]: i for i, clip in enumerate(ok)}
+
+    def outputs(clip: dict[str, Any]) -> ClipOutputs:
+        out = {}
+        for store in feats:
+            native = np.asarray(feats[store][row[clip["clip_id"]]], dtype=np.float32)
+            attrs = {"n_frames": len(native), "frame_rate": HUBERT_FPS, "video_frames": int(clip["n_frames"])}
+            out[store] = ({"feats": native}, attrs)
+        return out
+
+    yield from each_clip(ok, outputs)
 
 
-def tokens_chunk(
-    clips: list[dict[str, Any]], store_root: StoreRoot, kmeans_path: str, fp: str
-) -> list[dict[str, Any]]:
-    """Tokens from the k-means model at ``kmeans_path`` (relative to ``store_root``, beside the stores)."""
+def tokens_outputs(
+    clips: list[dict[str, Any]], settings: dict[str, Any], device: str, store_root: StoreRoot
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
+    """Tokens from the k-means model at ``settings["kmeans_path"]`` (relative to ``store_root``, beside
+    the stores), one per content-feature frame."""
     from emotalker.tasks.features.kmeans import apply_kmeans, fetch_kmeans
 
-    km = _cached(("kmeans", store_root.url(kmeans_path), fp), lambda: fetch_kmeans(store_root, kmeans_path))
+    path, fp = settings["kmeans_path"], settings["kmeans_fingerprint"]
+    km = _cached(("kmeans", store_root.url(path), fp), lambda: fetch_kmeans(store_root, path))
     km = km[0] if isinstance(km, tuple) else km
-    content, tokens = FeatureStore(store_root, "hubert_content"), FeatureStore(store_root, "tokens")
-    results = []
-    for clip in clips:
-        try:
-            feats = content.read_clip(clip["clip_id"], ["feats"])["feats"]
-            tokens.write_clip(
-                clip["clip_id"],
-                {"tokens": apply_kmeans(km, feats)},
-                attrs={"n_frames": len(feats), "frame_rate": HUBERT_FPS},  # one token per HuBERT frame
-                fingerprint=fp,
-                replace=_replace(clip),
-            )
-            results.append(_status(clip["clip_id"]))
-        except Exception as exc:
-            results.append(_status(clip["clip_id"], exc))
-    return results
+    content = FeatureStore(store_root, "hubert_content")
+
+    def outputs(clip: dict[str, Any]) -> ClipOutputs:
+        feats = content.read_clip(clip["clip_id"], ["feats"])["feats"]
+        attrs = {"n_frames": len(feats), "frame_rate": HUBERT_FPS}
+        return {"tokens": ({"tokens": apply_kmeans(km, feats)}, attrs)}
+
+    return each_clip(clips, outputs)
 
 
-def mel_chunk(clips: list[dict[str, Any]], store_root: StoreRoot, fp: str) -> list[dict[str, Any]]:
+def mel_outputs(
+    clips: list[dict[str, Any]], settings: dict[str, Any], device: str, store_root: StoreRoot
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
     from emotalker.tasks.features.audio_io import load_audio
     from emotalker.tasks.features.mel import mel_windows, melspectrogram
 
-    store = FeatureStore(store_root, "mel")
-    results = []
+    def outputs(clip: dict[str, Any]) -> ClipOutputs:
+        mel = melspectrogram(load_audio(clip["prepared_audio"], SAMPLE_RATE))
+        windows = mel_windows(mel, int(clip["n_frames"])).astype(np.float32)
+        return {"mel": ({"windows": windows}, _frames(clip))}
+
+    return each_clip(clips, outputs)
+
+
+# -------------------------------------------------------------------------------------- any family
+def _frames(clip: dict[str, Any]) -> dict[str, Any]:
+    return {"n_frames": int(clip["n_frames"])}
+
+
+def each_clip(
+    clips: list[dict[str, Any]], outputs: Callable[[dict[str, Any]], ClipOutputs]
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
+    """``outputs`` of each clip, or the clip's error (recorded per clip; it never stops the others)."""
     for clip in clips:
         try:
-            n = int(clip["n_frames"])
-            windows = mel_windows(melspectrogram(load_audio(clip["prepared_audio"], SAMPLE_RATE)), n)
-            store.write_clip(
-                clip["clip_id"],
-                {"windows": windows.astype(np.float32)},
-                attrs={"n_frames": n},
-                fingerprint=fp,
-                replace=_replace(clip),
-            )
-            results.append(_status(clip["clip_id"]))
+            yield clip["clip_id"], outputs(clip)
         except Exception as exc:
-            results.append(_status(clip["clip_id"], exc))
+            yield clip["clip_id"], exc
+
+
+def compute_chunk(
+    clips: list[dict[str, Any]],
+    family: FeatureFamily,
+    store_root: StoreRoot | str,
+    settings: dict[str, Any],
+    device: str,
+    fp: str,
+) -> list[dict[str, Any]]:
+    """One chunk of any family on a Dask worker: compute, check against the declaration, write each clip.
+
+    Returns one status per clip; a clip's group is written (and marked complete with ``fp``) only when
+    every array of every store the family declares checks out.
+    """
+    root = store_root if isinstance(store_root, StoreRoot) else StoreRoot(store_root)
+    specs = {spec.name: spec for spec in family.stores}
+    stores = {name: FeatureStore(root, name) for name in specs}  # opened once per chunk
+    replace = {c["clip_id"]: _replace(c) for c in clips}
+    results = []
+    for clip_id, out in family.compute(clips, settings, device, root):
+        try:
+            if isinstance(out, Exception):
+                raise out
+            if set(out) != set(specs):
+                raise ValueError(f"{family.name} wrote stores {sorted(out)}, declared {sorted(specs)}")
+            for name, (arrays, _) in out.items():
+                specs[name].check(clip_id, arrays)
+            for name, (arrays, attrs) in out.items():
+                stores[name].write_clip(
+                    clip_id, arrays, attrs=attrs, fingerprint=fp, replace=replace[clip_id]
+                )
+            results.append(_status(clip_id))
+        except Exception as exc:  # recorded per clip; the flow reports them
+            results.append(_status(clip_id, exc))
     return results

@@ -15,7 +15,7 @@ from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.metrics import f_lmd, face_l2, lip_l2, m_lmd
 from emotalker.tasks.training.registry import CURRENT, STAGES, load_registered
-from emotalker.tasks.training.stages import check_audio_rate
+from emotalker.tasks.training.stages import check_stored_rate
 
 
 def load_emotalker(
@@ -63,8 +63,8 @@ def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
         **root.store("face").read_clip(clip_id, ["motion", "coeffs"]),
         "mel": root.store("mel").read_clip(clip_id, ["windows"])["windows"],
     }
-    rate = check_audio_rate(root.store("hubert_emotion"), clip_id)
-    check_audio_rate(root.store("tokens"), clip_id)
+    rate = check_stored_rate(root.store("hubert_emotion"), clip_id)
+    check_stored_rate(root.store("tokens"), clip_id)
     audio = {
         "audio": root.store("hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
         "tokens": root.store("tokens").read_clip(clip_id, ["tokens"])["tokens"],

@@ -15,12 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from emotalker.configs.constants import (
-    AUDIO_FRAMES_PER_VIDEO_FRAME,
     EMOTION_TO_ID,
     EXP_DIM,
     FACE_DIM,
     FACE_INDICES,
-    HUBERT_FPS,
     LIP_INDICES,
     MOTION_DIM,
 )
@@ -33,6 +31,7 @@ from emotalker.storage.shared import shared_file
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
 from emotalker.tasks.data.split import load_split
+from emotalker.tasks.features.families import store_spec, stored_rate_error, window_source
 from emotalker.tasks.training.loop import TrainingInputError
 
 
@@ -116,7 +115,7 @@ def vqvae_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | 
     norm = face_normalizer(cfg, train_ids)
     labels = clip_labels(cfg)
     w = cfg.train.vqvae.window
-    src = {"face": (_store(cfg, "face"), "motion")}
+    src = {"face": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}
     train = WindowDataset(src, train_ids, w, labels=labels, transforms={"face": norm})
     val_ids = stage_clips(cfg, ["face"], "val")
     val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms={"face": norm}) if val_ids else None
@@ -171,16 +170,13 @@ def vqvae_validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- stage 2
-def check_audio_rate(store: FeatureStore, clip_id: str) -> int:
-    """HuBERT frames per video frame of a native-rate store (2); older 25 fps stores are refused."""
-    rate = store.read_attrs(clip_id).get("frame_rate")
-    if rate != HUBERT_FPS:
-        raise TrainingInputError(
-            f"{store.display_url}: clip {clip_id} is stored at "
-            f"{rate or 'the video rate (an older layout)'}, not "
-            f"HuBERT's native {HUBERT_FPS} Hz: rerun the features flow (its fingerprint recomputes it)"
-        )
-    return AUDIO_FRAMES_PER_VIDEO_FRAME
+def check_stored_rate(store: FeatureStore, clip_id: str) -> int:
+    """Stored frames per video frame of the clip (its store's declared rate: 2 for HuBERT features and
+    tokens); a clip written at another rate (HuBERT resampled to 25 fps by older versions) is refused."""
+    error = stored_rate_error(store, clip_id)
+    if error:
+        raise TrainingInputError(error)
+    return store_spec(store.family).rate
 
 
 def transformer_datasets(
@@ -196,15 +192,15 @@ def transformer_datasets(
     if w % 4:
         raise TrainingInputError(f"train.transformer.window must be a multiple of 4 frames, got {w}")
     val_ids = stage_clips(cfg, families, "val")
-    rate = 1
-    for cid in [train_ids[0], *val_ids[:1]]:
-        rate = check_audio_rate(_store(cfg, "hubert_emotion"), cid)
-        check_audio_rate(_store(cfg, "tokens"), cid)
+    root = StoreRoot.from_paths(cfg.paths)
     src: dict[str, Any] = {
-        "face": (_store(cfg, "face"), "motion"),
-        "audio": (_store(cfg, "hubert_emotion"), "feats", rate),
-        "tokens": (_store(cfg, "tokens"), "tokens", rate),
+        "face": window_source(root, "face", "motion"),
+        "audio": window_source(root, "hubert_emotion", "feats"),
+        "tokens": window_source(root, "tokens", "tokens"),
     }
+    for cid in [train_ids[0], *val_ids[:1]]:
+        for store, _, _ in src.values():
+            check_stored_rate(store, cid)
     labels = clip_labels(cfg)
     tf = {"face": norm}
     train = WindowDataset(src, train_ids, w, labels=labels, transforms=tf)
@@ -325,7 +321,8 @@ def lip_datasets(cfg: PipelineConfig) -> tuple[LipWindows, LipWindows | None]:
     families = ["face", "mel"]
     train_ids = stage_clips(cfg, families, "train")
     w = cfg.train.lip.window
-    src = {"motion": (_store(cfg, "face"), "motion"), "mel": (_store(cfg, "mel"), "windows")}
+    root = StoreRoot.from_paths(cfg.paths)
+    src = {"motion": window_source(root, "face", "motion"), "mel": window_source(root, "mel", "windows")}
     tf = {"motion": _Pick(list(range(MOTION_DIM)))}
     train = LipWindows(WindowDataset(src, train_ids, w, transforms=tf), resample=True)
     val_ids = stage_clips(cfg, families, "val")

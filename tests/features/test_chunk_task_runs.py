@@ -13,7 +13,7 @@ from emotalker.flows.featurize import CHUNK_CLIPS, run_on_dask
 from emotalker.storage.failures import load_failures
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot
 from emotalker.tasks.features.audio_io import write_wav
-from emotalker.tasks.features.workers import mel_chunk
+from emotalker.tasks.features.families import family
 
 pytestmark = pytest.mark.slow  # a Prefect server and a one-worker Dask cluster: ~20-60 s
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
@@ -42,8 +42,7 @@ def test_every_chunk_is_a_task_run_and_failures_are_recorded(tmp_path: Path, pre
 
     @flow(name="mel-chunks")
     def mel_only() -> dict[str, int]:
-        root = cfg.paths.store_root()
-        return run_on_dask(cfg, "mel", mel_chunk, clips, "fp-test", store_root=root, fp="fp-test")
+        return run_on_dask(cfg, family("mel"), clips, "fp-test")
 
     assert mel_only() == {"computed": CHUNK_CLIPS, "failed": 1}
     assert _chunk_runs("mel") == {"mel-chunk-0": "COMPLETED", "mel-chunk-1": "COMPLETED"}

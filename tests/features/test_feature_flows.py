@@ -146,7 +146,7 @@ def test_features_flow_on_an_external_dask_cluster_fills_every_store(audio_run, 
 
     cfg, ids, first = audio_run["cfg"], audio_run["ids"], audio_run["first"]
     assert len(ids) == 14
-    assert first["face"] == {"clips": 14, "computed": 14, "failed": 0}
+    assert first["face"] == {"clips": 14, "computed": 14, "failed": 0, "face": {"computed": 14, "failed": 0}}
     for family in ("hubert", "mel", "tokens"):
         assert first["audio"][family] == {"computed": 14, "failed": 0}, family
     root = str(cfg.paths.resolve("features"))

@@ -341,7 +341,8 @@ def test_shared_encoder_features_come_from_one_forward_pass(
     import emotalker.tasks.features.hubert as hubert_mod
     from emotalker.storage.zarr_store import FeatureStore
     from emotalker.tasks.features.audio_io import write_wav
-    from emotalker.tasks.features.workers import hubert_chunk
+    from emotalker.tasks.features.families import REGISTRY
+    from emotalker.tasks.features.workers import compute_chunk
 
     er = write_er_from_base(models["group"], tmp_path / "er")
     clips = []
@@ -367,7 +368,7 @@ def test_shared_encoder_features_come_from_one_forward_pass(
         "batch_seconds": 60.0,
         "waveform_normalization": "pretraining",
     }
-    status = hubert_chunk(clips, str(tmp_path / "store"), audio_cfg, "cpu", "fp")
+    status = compute_chunk(clips, REGISTRY["hubert"], str(tmp_path / "store"), audio_cfg, "cpu", "fp")
     assert all(s["ok"] for s in status), status
     assert passes == [[-1, 3]]  # one pass serves both families
 
@@ -384,7 +385,8 @@ def test_shared_encoder_features_come_from_one_forward_pass(
 
     passes.clear()
     audio_cfg["emotion_model"] = str(models["cls"])  # a different encoder: two passes
-    assert all(s["ok"] for s in hubert_chunk(clips, str(tmp_path / "store2"), audio_cfg, "cpu", "fp"))
+    again = compute_chunk(clips, REGISTRY["hubert"], str(tmp_path / "store2"), audio_cfg, "cpu", "fp")
+    assert all(s["ok"] for s in again)
     assert sorted(passes) == [[-1], [3]]
 
 

@@ -99,7 +99,7 @@ def face_assets(tmp_path_factory) -> dict[str, Path]:
     ],
 )
 def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path, face_assets, which, needles):
-    from emotalker.flows.featurize import check_face_assets
+    from emotalker.tasks.features.plan import check_face_assets
 
     cfg = _extract_cfg(tmp_path, face_assets, **{which: True})
     with pytest.raises(FileNotFoundError) as info:
@@ -110,8 +110,8 @@ def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path,
 
 
 def test_missing_hubert_dir_fails_before_any_work_with_where_to_get_it(tmp_path):
-    from emotalker.flows.featurize import check_audio_assets
     from emotalker.tasks.features.hubert import HubertModelNotFound
+    from emotalker.tasks.features.plan import check_audio_assets
 
     with pytest.raises(HubertModelNotFound) as info:
         check_audio_assets(_extract_cfg(tmp_path))
@@ -146,7 +146,8 @@ def test_face_flow_with_missing_checkpoint_loses_nothing(reference, tmp_path):
 @pytest.mark.slow
 def test_video_with_no_face_is_reported_and_other_clips_kept(tmp_path, face_assets):
     """A detector that never fires: the clip is a failure naming it, no partial group is written."""
-    from emotalker.tasks.features.workers import face_chunk
+    from emotalker.tasks.features.families import REGISTRY
+    from emotalker.tasks.features.workers import compute_chunk
 
     video = tmp_path / "blank.mp4"
     _ffmpeg(
@@ -163,7 +164,8 @@ def test_video_with_no_face_is_reported_and_other_clips_kept(tmp_path, face_asse
     kept.write_clip("W009_front_happy_level_1_001", {"motion": np.ones((5, 70), np.float32)}, fingerprint="x")
     cfg = _extract_cfg(tmp_path, face_assets)
     clip = {"clip_id": "W009_front_angry_level_1_001", "prepared_video": str(video), "n_frames": 10}
-    [status] = face_chunk([clip], str(store_root), cfg.face.model_dump(mode="json"), "cpu", "fp")
+    face_cfg = cfg.face.model_dump(mode="json")
+    [status] = compute_chunk([clip], REGISTRY["face"], str(store_root), face_cfg, "cpu", "fp")
     assert status["ok"] is False and "no face" in status["error"] and clip["clip_id"] in status["error"]
     assert kept.clip_ids(complete_only=False) == ["W009_front_happy_level_1_001"]
     np.testing.assert_array_equal(kept.read_clip("W009_front_happy_level_1_001")["motion"], 1.0)
@@ -193,7 +195,8 @@ def tiny_hubert(tmp_path_factory) -> str:
 
 
 def test_audio_shorter_than_one_hubert_frame_fails_alone(tmp_path, tiny_hubert):
-    from emotalker.tasks.features.workers import hubert_chunk
+    from emotalker.tasks.features.families import REGISTRY
+    from emotalker.tasks.features.workers import compute_chunk
 
     short, good = tmp_path / "short.wav", tmp_path / "good.wav"
     sf.write(short, np.full(300, 0.1, np.float32), 16_000)  # < 400 samples: no HuBERT frame
@@ -204,7 +207,8 @@ def test_audio_shorter_than_one_hubert_frame_fails_alone(tmp_path, tiny_hubert):
     ]
     audio_cfg = {"emotion_model": tiny_hubert, "content_model": tiny_hubert, "emotion_layer": -1}
     audio_cfg |= {"content_layer": 1, "batch_seconds": 10.0}
-    status = {s["clip_id"]: s for s in hubert_chunk(clips, str(tmp_path / "f"), audio_cfg, "cpu", "fp")}
+    out = compute_chunk(clips, REGISTRY["hubert"], str(tmp_path / "f"), audio_cfg, "cpu", "fp")
+    status = {s["clip_id"]: s for s in out}
     bad = status["M003_front_angry_level_1_001"]
     assert not bad["ok"] and "shorter than one HuBERT frame" in bad["error"]
     assert "M003_front_angry_level_1_001" in bad["error"]

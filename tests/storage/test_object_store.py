@@ -241,8 +241,9 @@ def test_the_flows_listing_spares_new_clips_the_per_clip_listing(s3_server, tmp_
     """``plan.pending`` lists each family once; a clip it did not find is written with one PUT per object
     (shard, array metadata, group metadata), a stale one is cleared first."""
     from emotalker.tasks.features.audio_io import write_wav
+    from emotalker.tasks.features.families import REGISTRY
     from emotalker.tasks.features.plan import pending
-    from emotalker.tasks.features.workers import mel_chunk
+    from emotalker.tasks.features.workers import compute_chunk
 
     opts = json.dumps(s3_server.storage_options)
     cfg = load_config(
@@ -265,10 +266,10 @@ def test_the_flows_listing_spares_new_clips_the_per_clip_listing(s3_server, tmp_
     todo = {c["clip_id"]: c for c in pending(cfg, "mel", clips, "fp")}
     assert {cid: c["in_store"] for cid, c in todo.items()} == {"new": False, "old": True}
     mark = s3_server.mark()
-    assert mel_chunk([todo["new"]], root, "fp")[0]["ok"]
+    assert compute_chunk([todo["new"]], REGISTRY["mel"], root, {}, "cpu", "fp")[0]["ok"]
     assert s3_server.requests(mark) == {"PUT": 3, "total": 3}
     mark = s3_server.mark()
-    assert mel_chunk([todo["old"]], root, "fp")[0]["ok"]
+    assert compute_chunk([todo["old"]], REGISTRY["mel"], root, {}, "cpu", "fp")[0]["ok"]
     assert s3_server.requests(mark)["GET"] >= 1  # the listing that finds the stale version to delete
     fresh = StoreRoot.from_paths(cfg.paths).store("mel")
     assert fresh.has_clip("new", "fp") and fresh.has_clip("old", "fp")

@@ -72,16 +72,16 @@ def test_stores_resampled_to_25fps_by_older_versions_are_refused(tmp_path: Path)
     import numpy as np
 
     from emotalker.storage.zarr_store import FeatureStore
-    from emotalker.tasks.training.stages import check_audio_rate
+    from emotalker.tasks.training.stages import check_stored_rate
 
     store = FeatureStore(tmp_path, "hubert_emotion")
     store.write_clip("old", {"feats": np.zeros((25, 4), np.float32)}, attrs={"n_frames": 25})
     store.write_clip(
         "new", {"feats": np.zeros((49, 4), np.float32)}, attrs={"n_frames": 49, "frame_rate": 50}
     )
-    assert check_audio_rate(store, "new") == 2  # HuBERT frames per 25 fps video frame
+    assert check_stored_rate(store, "new") == 2  # HuBERT frames per 25 fps video frame
     with pytest.raises(TrainingInputError, match="rerun the features flow"):
-        check_audio_rate(store, "old")
+        check_stored_rate(store, "old")
 
 
 def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tmp_path: Path) -> None:

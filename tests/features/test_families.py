@@ -1,0 +1,96 @@
+"""A feature family is one registry entry: planning, the chunk worker and the read-back all follow it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from emotalker.configs.schema import PipelineConfig, load_config
+from emotalker.storage.windows import WindowDataset
+from emotalker.storage.zarr_store import StoreRoot
+from emotalker.tasks.features import families as reg
+from emotalker.tasks.features.plan import store_root, todo, up_to_date
+from emotalker.tasks.features.workers import compute_chunk, each_clip, fingerprint
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+
+
+def _toy_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    return {"scale": cfg.audio.seed + 1}
+
+
+def _toy_outputs(
+    clips: list[dict[str, Any]], settings: dict[str, Any], device: str, root: StoreRoot
+) -> Iterator[tuple[str, reg.ClipOutputs | Exception]]:
+    def outputs(clip: dict[str, Any]) -> reg.ClipOutputs:
+        n = 2 * int(clip["n_frames"])  # 50 Hz: two rows per video frame
+        rows = np.arange(2 * n, dtype=np.float32).reshape(n, 2) * settings["scale"]
+        if clip["clip_id"] == "bad":
+            rows = rows[:, :1]  # not what the entry declares
+        return {"toy_energy": ({"energy": rows}, {"n_frames": n, "frame_rate": 50})}
+
+    return each_clip(clips, outputs)
+
+
+@pytest.fixture
+def toy_family() -> Iterator[reg.FeatureFamily]:
+    """A family registered for one test: its declaration is the only code it adds."""
+    fam = reg.register(
+        reg.FeatureFamily(
+            name="toy",
+            flow="audio",
+            stores=(reg.StoreSpec("toy_energy", {"energy": reg.ArraySpec((2,), "float32")}, frame_rate=50),),
+            fingerprint=lambda cfg: fingerprint("toy-v1", _toy_settings(cfg)),
+            compute=_toy_outputs,
+            settings=_toy_settings,
+        )
+    )
+    yield fam
+    reg.unregister("toy")
+
+
+def test_builtin_families_declare_every_store_once() -> None:
+    assert [f.name for f in reg.families()] == ["face", "hubert", "mel", "tokens"]
+    stores = [s for f in reg.families() for s in f.store_names]
+    assert sorted(stores) == ["face", "hubert_content", "hubert_emotion", "mel", "tokens"]
+    assert [reg.store_spec(s).rate for s in ("face", "hubert_emotion", "tokens", "mel")] == [1, 2, 2, 1]
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register(reg.REGISTRY["mel"])
+    with pytest.raises(KeyError, match="unknown feature store 'melody'"):
+        reg.store_spec("melody")
+
+
+def test_a_registered_family_is_planned_computed_and_read_back(tmp_path: Path, toy_family) -> None:
+    cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
+    clips = [{"clip_id": f"c{i}", "n_frames": 6 + i} for i in range(3)]
+    assert toy_family in reg.families("audio")  # the audio-features subflow runs it after the others
+
+    fp, stale = todo(cfg, toy_family, clips)
+    assert stale == clips and not up_to_date(cfg, toy_family, clips)
+    root = store_root(cfg)
+    statuses = compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)
+    assert [s["ok"] for s in statuses] == [True, True, True]
+    assert up_to_date(cfg, toy_family, clips) and todo(cfg, toy_family, clips)[1] == []
+    other = load_config(CONFIG, [f"paths.root={tmp_path}", "audio.seed=7"])
+    assert todo(other, toy_family, clips)[1] == clips  # a fingerprint input changed: all stale
+
+    store, key, rate = reg.window_source(root, "toy_energy", "energy")
+    assert rate == 2 and reg.stored_rate_error(store, "c2") is None
+    ds = WindowDataset({"energy": (store, key, rate)}, ["c2"], window=4, hop=4)  # 8 video frames
+    item = ds[1]  # video frames [4, 8): stored rows [8, 16)
+    expected = np.arange(32, dtype=np.float32).reshape(16, 2) * _toy_settings(cfg)["scale"]
+    np.testing.assert_array_equal(item["energy"].numpy(), expected[8:16])
+
+
+def test_arrays_that_break_the_declaration_are_refused_before_writing(tmp_path: Path, toy_family) -> None:
+    cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
+    root = store_root(cfg)
+    clips = [{"clip_id": "bad", "n_frames": 4}, {"clip_id": "good", "n_frames": 4}]
+    bad, good = compute_chunk(clips, toy_family, root, toy_family.settings(cfg), "cpu", "fp")
+    assert not bad["ok"] and "toy_energy/bad/energy has shape (8, 1), expected (T, 2)" in bad["error"]
+    assert good["ok"]
+    assert root.store("toy_energy").clip_ids(complete_only=False) == ["good"]
