@@ -201,7 +201,7 @@ def _run_layout(srv: Any, name: str, clips: dict[str, dict], window: int, reads:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Write and read the same clips with the old and the new store code against one moto server."""
-    from benchmarks.training_step import measure
+    from benchmarks.training_step import consumption as training_consumption
 
     n_clips = 4 if quick else 24
     reads = 40 if quick else 400
@@ -215,14 +215,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, moto_s3(Path(tmp)) as srv:
         results = {name: _run_layout(srv, name, clips, window, reads) for name in ("before", "after")}
     dev = device()
-    cpu_batch = {"stage1": 4, "stage2": 2} if quick else {"stage1": 32, "stage2": 8}
-    consumption = {}
-    for stage, paper_b in (
-        ("stage1", cfg.train.vqvae.batch_size),
-        ("stage2", cfg.train.transformer.batch_size),
-    ):
-        b = paper_b if dev == "cuda" else min(paper_b, cpu_batch[stage])
-        consumption[stage] = measure(cfg, stage, b, dev, repeats=1 if quick else 3)["samples_per_s"]
+    consumption = {s: c["samples_per_s"] for s, c in training_consumption(cfg, dev, quick).items()}
     need = max(consumption.values())
     b, a = results["before"], results["after"]
     metrics = {

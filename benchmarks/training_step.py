@@ -96,6 +96,22 @@ def measure(cfg: PipelineConfig, stage: str, batch: int, dev: str, repeats: int)
     }
 
 
+def step_batches(cfg: PipelineConfig, dev: str, quick: bool) -> dict[str, int]:
+    """The batch per stage: the paper's on GPU, one a CPU can step in reasonable time otherwise."""
+    paper_batch = {"stage1": cfg.train.vqvae.batch_size, "stage2": cfg.train.transformer.batch_size}
+    cpu_batch = {"stage1": 4, "stage2": 2} if quick else {"stage1": 32, "stage2": 8}
+    return {s: b if dev == "cuda" else min(b, cpu_batch[s]) for s, b in paper_batch.items()}
+
+
+def consumption(cfg: PipelineConfig, dev: str, quick: bool) -> dict[str, dict[str, Any]]:
+    """How fast each stage consumes training windows (what a loader must keep up with)."""
+    out = {}
+    for stage, b in step_batches(cfg, dev, quick).items():
+        m = measure(cfg, stage, b, dev, repeats=1 if quick else 3)
+        out[stage] = {"batch": b, "steps_per_s": m["steps_per_s"], "samples_per_s": m["samples_per_s"]}
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Both stages at paper size (quick: demo size) with the paper batch on GPU, reduced on CPU."""
     from benchmarks.common import demo_config
@@ -104,8 +120,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     cfg = demo_config() if quick else paper_config()
     repeats = 2 if quick else 5
     paper_batch = {"stage1": cfg.train.vqvae.batch_size, "stage2": cfg.train.transformer.batch_size}
-    cpu_batch = {"stage1": 4, "stage2": 2} if quick else {"stage1": 32, "stage2": 8}
-    batches = paper_batch if dev == "cuda" else cpu_batch
+    batches = step_batches(cfg, dev, quick)
     results = {s: measure(cfg, s, batches[s], dev, repeats) for s in ("stage1", "stage2")}
     params = {
         "config": "configs/demo.yaml" if quick else "configs/paper.yaml",

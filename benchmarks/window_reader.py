@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import demo_config, device, du, paper_config, time_call
-from benchmarks.training_step import measure
+from benchmarks.training_step import consumption as training_consumption
 from emotalker.configs.schema import PipelineConfig
 
 TARGET = "loader samples/s >= training consumption (steps/s x batch) with num_workers=0, each config"
@@ -72,19 +72,7 @@ def _one_config(name: str, cfg: PipelineConfig, n_clips: int, reads: int, dev: s
 
         t = time_call(read_all, 3 if not quick else 1, warmup=0 if quick else 1)
         loader_sps = reads / t["median_s"]
-    cpu_batch = {"stage1": 4, "stage2": 2} if quick else {"stage1": 32, "stage2": 8}
-    consumption = {}
-    for stage, paper_b in (
-        ("stage1", cfg.train.vqvae.batch_size),
-        ("stage2", cfg.train.transformer.batch_size),
-    ):
-        b = paper_b if dev == "cuda" else min(paper_b, cpu_batch[stage])
-        m = measure(cfg, stage, b, dev, repeats=1 if quick else 3)
-        consumption[stage] = {
-            "batch": b,
-            "steps_per_s": m["steps_per_s"],
-            "samples_per_s": m["samples_per_s"],
-        }
+    consumption = training_consumption(cfg, dev, quick)
     need = max(c["samples_per_s"] for c in consumption.values())
     z, r = sizes["zarr_bytes"], sizes["npy_float32_bytes"]
     return {

@@ -17,7 +17,13 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config, table_artifact
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    resolve_config,
+    table_artifact,
+)
 from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.train import train_lip, train_transformer, train_vqvae
 from emotalker.tasks.evaluation.ablation import (
@@ -73,11 +79,11 @@ def _run_variant(
 
 
 @flow(name="ablate", log_prints=True)
+@document_parameters
 def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's.
 
     Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
         overrides: ``key=value`` config overrides, e.g. ``["ablation.tables=[3]"]``.
     """
     cfg = resolve_config(config, overrides)

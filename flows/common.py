@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -19,6 +22,33 @@ runtime.configure()  # every process that runs a flow: project loggers, harmless
 # value holding credentials first; resolve_config refuses it again for direct calls.
 CredentialFree = Annotated[str, Field(json_schema_extra=credential_free_schema())]
 Overrides = list[CredentialFree] | None
+F = TypeVar("F", bound=Callable[..., Any])
+
+# what the parameters many flows share mean (Prefect shows these in the UI and in deployments' schemas)
+PARAMETER_DOCS: dict[str, str] = {
+    "config": "a shipped config by name (paper, demo) or a YAML file path.",
+    "overrides": '``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.',
+    "parent_run_id": "MLflow run to nest this stage's run under (``reproduce`` passes its own).",
+    "stop_after": "end after this many steps of this call (simulates a kill in tests).",
+}
+
+
+def document_parameters(fn: F) -> F:
+    """Put the shared parameters' lines (``PARAMETER_DOCS``) into ``fn``'s ``Args:`` section.
+
+    Apply it below ``@flow``, which reads the docstring; a parameter the docstring already describes
+    keeps its own line.
+    """
+    doc = inspect.cleandoc(fn.__doc__ or "")
+    own = set(re.findall(r"^    (\w+):", doc, flags=re.M))
+    shared = [p for p in inspect.signature(fn).parameters if p in PARAMETER_DOCS and p not in own]
+    lines = "".join(f"    {p}: {PARAMETER_DOCS[p]}\n" for p in shared)
+    if "\nArgs:\n" in doc:
+        doc = doc.replace("\nArgs:\n", f"\nArgs:\n{lines}", 1)
+    elif lines:
+        doc = f"{doc}\n\nArgs:\n{lines}"
+    fn.__doc__ = doc
+    return fn
 
 
 def resolve_config(config: str | None, overrides: list[str] | None) -> PipelineConfig:

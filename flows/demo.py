@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
 
@@ -139,15 +139,11 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
 
 
 @flow(name="demo-data", log_prints=True)
+@document_parameters
 def demo_data_flow(
     config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
-    """Write the synthetic MEAD mirror and the stand-in assets the demo config points at.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-    """
+    """Write the synthetic MEAD mirror and the stand-in assets the demo config points at."""
     cfg = resolve_config(config, overrides)
     if cfg.download.urls_file is None:
         raise ValueError("the demo config must set download.urls_file to the synthetic mirror directory")
@@ -170,13 +166,9 @@ def standin_table1(evaluation: dict[str, Any]) -> dict[str, str]:
 
 
 @flow(name="demo", log_prints=True)
+@document_parameters
 def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None) -> dict[str, Any]:
-    """Everything, end to end, on the synthetic data: what `make demo` runs.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-    """
+    """Everything, end to end, on the synthetic data: what `make demo` runs."""
     data = demo_data_flow(config, overrides)
     result = reproduce(config, overrides)
     table = standin_table1(result["evaluate"])

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
+    document_parameters,
     markdown_artifact,
     resolve_config,
     table_artifact,
@@ -142,6 +143,7 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
 
 
 @flow(name="evaluate", log_prints=True)
+@document_parameters
 def evaluate_flow(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -153,9 +155,6 @@ def evaluate_flow(
     frames (Table 5), logged as ``driving/<metric>``.
 
     Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
         model: the registered versions to evaluate: {stage: version} as a run's training flows returned
             them (``reproduce`` passes its own), ``current`` (the newest trained on these stores) or a
             registry alias such as ``best``.

@@ -15,7 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config, table_artifact
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    resolve_config,
+    table_artifact,
+)
 from emotalker.storage.failures import failures_file, load_failures, record_failures
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.features.cluster import dask_client
@@ -130,28 +136,20 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
 
 
 @flow(name="face-features", log_prints=True)
+@document_parameters
 def face_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
-    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-    """
+    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip."""
     return compute_families(resolve_config(config, overrides), "face")
 
 
 @flow(name="audio-features", log_prints=True)
+@document_parameters
 def audio_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
-    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-    """
+    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip."""
     return compute_families(resolve_config(config, overrides), "audio")
 
 
@@ -165,6 +163,7 @@ def _report(cfg: PipelineConfig, family: str) -> None:
 
 
 @flow(name="features", log_prints=True)
+@document_parameters
 def features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
@@ -172,10 +171,6 @@ def features_flow(
 
     A family whose stores are already fresh is reported here without starting its subflow run, so a
     rerun with nothing changed costs one flow run and the freshness checks.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
@@ -27,6 +27,7 @@ from emotalker.tasks.generation.render import load_renderer, prepare_source
 
 
 @flow(name="generate", log_prints=True)
+@document_parameters
 def generate_flow(
     image: str,
     audio: str,
@@ -46,8 +47,6 @@ def generate_flow(
         image: reference face image (its identity and pose are kept).
         audio: speech to animate (any format ffmpeg reads; resampled to 16 kHz).
         out_dir: where video.mp4, motion.npy, motion.mat, source.mat, coefficients.png and preview.mp4 go.
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         mode: video layout, ``crop`` / ``full`` / ``still`` (default ``render.mode``).
         model: the registered versions to use: ``current`` (the newest trained on these stores), a
             registry alias such as ``best`` or a version number.

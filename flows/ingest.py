@@ -11,7 +11,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
 from emotalker.configs.secrets import redact_secrets
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config, table_artifact
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    resolve_config,
+    table_artifact,
+)
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
@@ -87,6 +93,7 @@ def _reason(name: str, exc: BaseException) -> str:
 
 
 @flow(name="download", log_prints=True)
+@document_parameters
 def download_flow(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -98,8 +105,6 @@ def download_flow(
     listing every bad archive with its reason.
 
     Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         urls_file: a URL manifest or local mirror directory instead of ``download.urls_file``.
     """
     cfg = resolve_config(config, overrides)
@@ -145,6 +150,7 @@ def download_flow(
 
 
 @flow(name="prepare", log_prints=True)
+@document_parameters
 def prepare_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
@@ -152,10 +158,6 @@ def prepare_flow(
 
     Idempotent: clips whose inputs and settings are unchanged are skipped; failures are recorded with
     their error and the flow goes on.
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()

@@ -1,10 +1,10 @@
 """One local Prefect server per ``PREFECT_HOME``, started by the CLI on first use and reused afterwards.
 
-Without ``PREFECT_API_URL`` every ``emotalker`` call would start Prefect's temporary server (~15 s of a
-20 s no-op feature refresh). Instead the first call starts ``prefect server start`` in the background on
-127.0.0.1, records its pid and URL in ``PREFECT_HOME/emotalker-server.json`` and later calls reuse it;
-``emotalker server stop`` ends it by that pid. A configured ``PREFECT_API_URL`` (environment, profile, or
-an active test harness) always wins and no local server is started.
+Without ``PREFECT_API_URL`` every ``emotalker`` call would start Prefect's temporary server, most of a
+no-op feature refresh (README, benchmark ``noop_rerun``). Instead the first call starts ``prefect server
+start`` in the background on 127.0.0.1, records its pid and URL in ``PREFECT_HOME/emotalker-server.json``
+and later calls reuse it; ``emotalker server stop`` ends it by that pid. A configured ``PREFECT_API_URL``
+(environment, profile, or an active test harness) always wins and no local server is started.
 """
 
 from __future__ import annotations

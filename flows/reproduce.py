@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
 from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
@@ -19,6 +19,7 @@ TABLE1_ARTIFACT = "evaluation/table1.json"
 
 
 @flow(name="reproduce", log_prints=True)
+@document_parameters
 def reproduce(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, skip_download: bool = False
 ) -> dict[str, Any]:
@@ -27,8 +28,6 @@ def reproduce(
     Each child flow is idempotent, so rerunning ``reproduce`` after a crash redoes only what is missing.
 
     Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
         skip_download: use the archives already under ``paths.root`` instead of downloading.
     """
     cfg = resolve_config(config, overrides)

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
-from emotalker.flows.common import CredentialFree, Overrides, resolve_config
+from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.shared import shared_file
 from emotalker.tasks.features.workers import file_signature, fingerprint
@@ -230,20 +230,14 @@ def run_stage(
 
 
 @flow(name="train-vqvae", log_prints=True)
+@document_parameters
 def train_vqvae(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3).
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
-        stop_after: end after this many steps of this call (simulates a kill in tests).
-    """
+    """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3)."""
     cfg = resolve_config(config, overrides)
     train, val, norm = vqvae_datasets(cfg)  # fails fast on missing stores, empty split, bad widths
     spec = StageSpec(
@@ -290,6 +284,7 @@ def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, 
 
 
 @flow(name="train-transformer", log_prints=True)
+@document_parameters
 def train_transformer(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -300,10 +295,6 @@ def train_transformer(
     """Stage 2: the cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).
 
     Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
-        stop_after: end after this many steps of this call (simulates a kill in tests).
         vqvae_version: the stage-1 version to build on (``reproduce`` passes what ``train_vqvae``
             returned); None: the newest stage-1 version trained on the current face store and split.
     """
@@ -346,20 +337,14 @@ def train_transformer(
 
 
 @flow(name="train-lip", log_prints=True)
+@document_parameters
 def train_lip(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10).
-
-    Args:
-        config: a shipped config by name (paper, demo) or a YAML file path.
-        overrides: ``key=value`` config overrides, e.g. ``["train.vqvae.steps=100"]``.
-        parent_run_id: MLflow run to nest this stage's run under (``reproduce`` passes its own).
-        stop_after: end after this many steps of this call (simulates a kill in tests).
-    """
+    """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10)."""
     cfg = resolve_config(config, overrides)
     init = cfg.lip.init_checkpoint
     spec = StageSpec(

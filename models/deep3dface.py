@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from emotalker.configs.constants import COEFF_DIM
+from emotalker.models.weights import CheckpointError, check_state_dict
 
 # Head widths in Deep3DFace's output order: id, exp, tex, angle, gamma, trans xy, trans z.
 HEAD_DIMS: tuple[int, ...] = (80, 64, 80, 3, 27, 2, 1)
@@ -23,10 +24,6 @@ CHECKPOINT_HELP = (
     "(https://github.com/sicxu/Deep3DFaceRecon_pytorch, model 'face_recon_feat0.2_augment') "
     "and set face.deep3dface_checkpoint to its path"
 )
-
-
-class CheckpointError(ValueError):
-    """A Deep3DFace checkpoint that exists but does not hold a usable ``net_recon`` state dict."""
 
 
 class Bottleneck(nn.Module):
@@ -167,21 +164,6 @@ def load_recon_net(path: str | Path, device: str | torch.device = "cpu") -> Reco
             raise CheckpointError(f"{p}: cannot be read as a torch checkpoint ({exc})") from exc
         state = recon_state_dict_from_checkpoint(ckpt, str(p))
     net = ReconNet()
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{p}: 'net_recon' keys do not match the Deep3DFace ReconNet: "
-            f"{len(missing)} missing (e.g. {missing[:5]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})"
-        )
-    bad_shapes = [
-        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if state[k].shape != v.shape
-    ]
-    if bad_shapes:
-        raise CheckpointError(f"{p}: shape mismatch in 'net_recon': {bad_shapes[:5]}")
+    check_state_dict(net, state, f"{p}: 'net_recon' of the Deep3DFace ReconNet")
     net.load_state_dict(state)
     return net.to(device).eval()

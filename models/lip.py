@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from emotalker.configs.constants import EXP_DIM, LIP_DIM, LIP_INDICES
+from emotalker.models.weights import CheckpointError
 
 
 class ConvBlock2d(nn.Module):
@@ -56,10 +57,6 @@ class AudioEncoder(nn.Sequential):
             ConvBlock2d(256, 512, 3, 1, 0),
             ConvBlock2d(512, 512, 1, 1, 0),
         )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that exists but does not fit the network (bad layout, shapes)."""
 
 
 class ExpNet(nn.Module):

@@ -28,12 +28,11 @@ from urllib.parse import urlparse
 import numpy as np
 import zarr
 import zarr.codecs
-from zarr.core.group import AsyncGroup
-from zarr.core.sync import sync
 from zarr.errors import ContainsGroupError, NodeTypeValidationError
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from emotalker.configs.secrets import redact_secrets
+from emotalker.storage import zarr_internals
 from emotalker.storage.files import atomic_path, file_lock
 
 if TYPE_CHECKING:
@@ -288,7 +287,7 @@ class FeatureStore:
         empty: dict[str, Any] = {}
         zarr.create_group(MemoryStore(empty), zarr_format=3)
         sp = self.group.store_path  # creates the store's root group when it is new
-        sync(sp.store.set(f"{sp.path}/{CLIPS_GROUP}/zarr.json".lstrip("/"), empty["zarr.json"]))
+        zarr_internals.run(sp.store.set(f"{sp.path}/{CLIPS_GROUP}/zarr.json".lstrip("/"), empty["zarr.json"]))
         self._clips_ready = True
 
     def _clip_group(self, clip_id: str) -> zarr.Group | None:
@@ -296,7 +295,7 @@ class FeatureStore:
         _check_clip_id(clip_id)
         try:
             sp = self._root_path() / f"{CLIPS_GROUP}/{clip_id}"
-            node = zarr.Group(sync(AsyncGroup.open(sp, zarr_format=3)))
+            node = zarr.Group(zarr_internals.run(zarr.AsyncGroup.open(sp, zarr_format=3)))
         except (KeyError, FileNotFoundError, json.JSONDecodeError, ValueError, NodeTypeValidationError):
             return None
         if node.attrs.get("complete") is not True:
@@ -368,14 +367,14 @@ class FeatureStore:
             if replace:
                 self.ensure_clips_group()
             sp = self._root_path()
-            sync(_commit_clip(sp.store, sp.path, prefix, objects, replace))
+            zarr_internals.run(_commit_clip(sp.store, sp.path, prefix, objects, replace))
 
     def delete_clip(self, clip_id: str) -> None:
         """Remove a clip (complete or partial); no error if absent."""
         _check_clip_id(clip_id)
         sp = self.group.store_path
         with self._write_lock():
-            sync(_delete_prefix(sp.store, f"{sp.path}/{CLIPS_GROUP}/{clip_id}".lstrip("/")))
+            zarr_internals.run(_delete_prefix(sp.store, f"{sp.path}/{CLIPS_GROUP}/{clip_id}".lstrip("/")))
 
     def set_meta(self, **kv: Any) -> None:
         """Store-level attrs (e.g. model fingerprint, k-means config), merged into existing ones."""
@@ -473,7 +472,7 @@ class FeatureStore:
             return [n async for n in sp.store.list_dir(f"{sp.path}/{CLIPS_GROUP}".lstrip("/"))]
 
         out = []
-        for name in sync(names()):
+        for name in zarr_internals.run(names()):
             if name == "zarr.json" or name.startswith((".", "__")):
                 continue
             if not complete_only or self._clip_group(name) is not None:

@@ -223,10 +223,9 @@ def bake_spectral_norm(module: nn.Module) -> nn.Module:
     In eval mode spectral norm divides by sigma = u^T W v with the stored u, v on every forward; baking
     does that once. The state dict then has ``weight`` instead of ``weight_orig/_u/_v``.
     """
-    for m in module.modules():
-        for hook in list(m._forward_pre_hooks.values()):
-            if type(hook).__name__ == "SpectralNorm":
-                nn.utils.remove_spectral_norm(m)
+    for m in list(module.modules()):
+        if "weight_orig" in dict(m.named_parameters(recurse=False)):  # what spectral_norm registers
+            nn.utils.remove_spectral_norm(m)
     return module
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from emotalker.models.renderer.keypoints import HEEstimator
+from emotalker.models.weights import CheckpointError, check_state_dict
 
 RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc"
 OLD_RELEASE_URL = "https://github.com/Winfredy/SadTalker/releases/download/v0.0.2"
@@ -31,8 +32,7 @@ WHERE_TO_GET = {
 }
 
 
-class CheckpointError(ValueError):
-    """A renderer checkpoint that exists but does not fit the network; the message names the file."""
+WIDTHS_HINT = "wrong file, or check render.widths"
 
 
 def require_file(path: str | Path, key: str, what: str) -> Path:
@@ -43,27 +43,8 @@ def require_file(path: str | Path, key: str, what: str) -> Path:
     return p
 
 
-def check_state_dict(module: nn.Module, state: Mapping[str, Any], where: str) -> None:
-    """Strict: same keys and shapes as ``module``'s state dict, else one error with counts and examples."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where}: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); wrong file or render.widths"
-        )
-    bad = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if state[k].shape != v.shape
-    ]
-    if bad:
-        raise CheckpointError(f"{where}: {len(bad)} shape mismatches (e.g. {bad[:3]}); check render.widths")
-
-
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    check_state_dict(module, state, where)
+    check_state_dict(module, state, where, WIDTHS_HINT)
     module.load_state_dict(dict(state), strict=True)
 
 
@@ -110,9 +91,8 @@ def load_facerender_weights(kp_extractor: nn.Module, generator: nn.Module, path:
     load_strict(kp_extractor, ckpt["kp_detector"], f"{p} [kp_detector]")
     load_strict(generator, ckpt["generator"], f"{p} [generator]")
     if "he_estimator" in ckpt:  # unused for rendering (the mapping net drives pose) but checked strictly
-        check_state_dict(
-            _he_estimator_like(ckpt["he_estimator"], p), ckpt["he_estimator"], f"{p} [he_estimator]"
-        )
+        he = ckpt["he_estimator"]
+        check_state_dict(_he_estimator_like(he, p), he, f"{p} [he_estimator]", WIDTHS_HINT)
     return "facevid2vid"
 
 

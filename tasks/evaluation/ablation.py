@@ -16,7 +16,7 @@ from emotalker.configs.schema import PipelineConfig, apply_overrides
 
 TRAIN_STAGES = ("vqvae", "lip", "transformer")
 
-# the paper's numbers (REFERENCE.md): Table 2 F-LMD/M-LMD/Sync, Table 3 VQ MSE, Table 4 F-LMD/EmoAcc
+# the paper's numbers (EmoTalker, Tables 2-4): Table 2 F-LMD/M-LMD/Sync, Table 3 VQ MSE, Table 4 F-LMD/EmoAcc
 PAPER_TABLE2: dict[str, dict[str, float]] = {
     "SadTalker ExpNet + PoseVAE": {"F-LMD": 4.764, "M-LMD": 5.620, "Sync": 2.120},
     "our face + ExpNet lip": {"F-LMD": 4.544, "M-LMD": 5.231, "Sync": 2.473},

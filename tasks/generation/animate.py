@@ -10,6 +10,7 @@ projected into Deep3DFace's aligned crop and mapped back onto the photo, animate
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -367,8 +368,9 @@ def preview_video(
     ``landmarks`` (n_frames, 68, 2) in ``image`` pixels are drawn on the reference image, one frame at a
     time (memory stays one frame, whatever the length).
     """
-    import av
     import cv2
+
+    from emotalker.tasks.generation.render import encode_mp4
 
     plot = cv2.cvtColor(cv2.imread(str(plot_png)), cv2.COLOR_BGR2RGB)
     h = plot.shape[0]
@@ -382,11 +384,8 @@ def preview_video(
             raise ValueError(f"landmarks must be ({n_frames}, 68, 2), got {landmarks.shape}")
         scale = np.array([ref.shape[1] / image.shape[1], h / image.shape[0]])
         radius = max(1, round(h / 160))
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=FPS)
-        vs.width, vs.height, vs.pix_fmt = base.shape[1], base.shape[0], "yuv420p"
-        aus = out.add_stream("aac", rate=SAMPLE_RATE)
-        aus.layout = "mono"
+
+    def frames() -> Iterator[np.ndarray]:
         for i in range(n_frames):
             frame = base.copy()
             if landmarks is not None:
@@ -395,17 +394,9 @@ def preview_video(
                 frame[:, : ref.shape[1]] = panel[: frame.shape[0]]
             x = int(x0 + (x1 - x0) * i / max(1, n_frames - 1))
             cv2.line(frame, (x, 0), (x, frame.shape[0] - 1), (220, 30, 30), 2)
-            for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)[None]
-        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        af.sample_rate = SAMPLE_RATE
-        for packet in aus.encode(af):
-            out.mux(packet)
-        for packet in aus.encode():
-            out.mux(packet)
+            yield frame
+
+    encode_mp4(path, frames(), wave, (base.shape[1], base.shape[0]), FPS)
     return path
 
 

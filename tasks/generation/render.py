@@ -298,6 +298,31 @@ def render_frames(
 # ------------------------------------------------------------------------------------------ video
 
 
+def encode_mp4(
+    path: str | Path, frames: Iterable[np.ndarray], wave: np.ndarray, size: tuple[int, int], fps: int = FPS
+) -> int:
+    """Encode RGB frames ((H, W, 3) uint8 of ``size`` = (W, H), both even) as H.264 and the 16 kHz mono
+    ``wave``, cut to the frames' length, as AAC into ``path``; returns the number of frames."""
+    import av
+
+    n = 0
+    with av.open(str(path), "w") as out:  # every stream is added before the first packet is muxed
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        aus = out.add_stream("aac", rate=SAMPLE_RATE)
+        aus.layout = "mono"
+        for frame in frames:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            n += 1
+        out.mux(vs.encode())
+        pcm = (np.clip(wave[: round(n * SAMPLE_RATE / fps)], -1, 1) * 32767).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate = SAMPLE_RATE
+        out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return n
+
+
 def write_video(
     frames: Iterable[np.ndarray], audio_path: str | Path, out_path: str | Path, fps: int = FPS
 ) -> Path:
@@ -307,8 +332,6 @@ def write_video(
     audio (any format, converted to 16 kHz mono) is cut to the video's length. Written to a temporary name
     and renamed, so a killed run leaves no truncated ``out_path``.
     """
-    import av
-
     from emotalker.tasks.features.audio_io import load_audio
 
     out_path = Path(out_path)
@@ -319,29 +342,16 @@ def write_video(
         raise RenderInputError(f"{out_path}: no frames to write")
     h, w = first.shape[-3:-1]
     wave = load_audio(Path(audio_path), SAMPLE_RATE)
-    n = 0
+    width, height = w + w % 2, h + h % 2
+
+    def padded() -> Iterator[np.ndarray]:
+        for batch in itertools.chain([first], batches):
+            for frame in batch if batch.ndim == 4 else batch[None]:
+                if frame.shape[:2] != (height, width):
+                    pad = ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0))
+                    frame = np.pad(frame, pad, mode="edge")
+                yield frame
+
     with atomic_path(out_path, suffix=f".partial{out_path.suffix}") as tmp:
-        with av.open(str(tmp), "w") as out:  # every stream is added before the first packet is muxed
-            vs = out.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-            aus = out.add_stream("aac", rate=SAMPLE_RATE)
-            aus.layout = "mono"
-            for batch in itertools.chain([first], batches):
-                for frame in batch if batch.ndim == 4 else batch[None]:
-                    if frame.shape[:2] != (vs.height, vs.width):
-                        pad = ((0, vs.height - frame.shape[0]), (0, vs.width - frame.shape[1]), (0, 0))
-                        frame = np.pad(frame, pad, mode="edge")
-                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                    for packet in vs.encode(vf):
-                        out.mux(packet)
-                    n += 1
-            for packet in vs.encode():
-                out.mux(packet)
-            pcm = (np.clip(wave[: round(n * SAMPLE_RATE / fps)], -1, 1) * 32767).astype(np.int16)[None]
-            af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-            af.sample_rate = SAMPLE_RATE
-            for packet in aus.encode(af):
-                out.mux(packet)
-            for packet in aus.encode():
-                out.mux(packet)
+        encode_mp4(tmp, padded(), wave, (width, height), fps)
     return out_path

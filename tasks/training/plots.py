@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -23,10 +24,7 @@ def loss_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> Path
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("losses")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def codebook_usage(counts: np.ndarray, path: Path) -> Path:
@@ -36,10 +34,7 @@ def codebook_usage(counts: np.ndarray, path: Path) -> Path:
     ax.set_title(f"codebook usage: {used}/{len(counts)} codes used")
     ax.set_xlabel("code index")
     ax.set_ylabel("count")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def code_tsne(codebook: np.ndarray, code_emotion: np.ndarray, path: Path, seed: int = 0) -> Path:
@@ -58,6 +53,10 @@ def code_tsne(codebook: np.ndarray, code_emotion: np.ndarray, path: Path, seed: 
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=12, label=name)
         ax.legend(fontsize=7)
     ax.set_title("t-SNE of codebook entries by dominant emotion")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

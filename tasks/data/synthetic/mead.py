@@ -27,7 +27,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,27 +112,17 @@ def _validate(
     views: tuple[str, ...],
     video_split: bool,
 ) -> None:
-    if not actors:
-        raise ValueError("actors is empty: give at least one MEAD-style actor id such as 'M003'")
-    bad = [a for a in actors if not isinstance(a, str) or not ACTOR_RE.match(a)]
-    if bad:
-        raise ValueError(
-            f"actor ids {bad} are not MEAD-shaped (M or W followed by three digits, e.g. 'W009')"
-        )
-    if len(set(actors)) != len(actors):
-        raise ValueError(f"duplicate actors in {actors}")
-    if not emotions:
-        raise ValueError(f"emotions is empty; choose from {list(EMOTIONS)}")
-    bad = [e for e in emotions if e not in EMOTIONS]
-    if bad:
-        raise ValueError(f"unknown emotions {bad}; MEAD has {list(EMOTIONS)}")
-    if len(set(emotions)) != len(emotions):
-        raise ValueError(f"duplicate emotions in {emotions}")
-    if not levels:
-        raise ValueError(f"levels is empty; choose from {list(LEVELS)}")
-    bad = [lv for lv in levels if lv not in LEVELS]
-    if bad:
-        raise ValueError(f"unknown levels {bad}; MEAD has {list(LEVELS)}")
+    choices: list[tuple[str, list[Any], Callable[[Any], bool], str]] = [
+        ("actors", actors, lambda a: isinstance(a, str) and bool(ACTOR_RE.match(a)), "ids like 'W009'"),
+        ("emotions", emotions, lambda e: e in EMOTIONS, f"one of MEAD's {list(EMOTIONS)}"),
+        ("levels", levels, lambda lv: lv in LEVELS, f"one of MEAD's {list(LEVELS)}"),
+    ]
+    for name, values, valid, expected in choices:  # each a non-empty list of distinct MEAD values
+        bad = [v for v in values if not valid(v)]
+        if not values or bad:
+            raise ValueError(f"{name} {'is empty' if not values else bad}: expected {expected}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate {name} in {values}")
     if not 1 <= sentences_per_level <= len(SENTENCES):
         raise ValueError(f"sentences_per_level must be in 1..{len(SENTENCES)}, got {sentences_per_level}")
     if image_size < 64 or image_size % 2:
