@@ -31,6 +31,7 @@ from emotalker_testkit.pipeline import tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+TWO_COMPUTED = {"clips": 2, "computed": 2, "failed": 0, "face": {"computed": 2, "failed": 0}}  # face flow
 FACE_FRAMES = 4  # extraction clips are cut to this many frames: real-size ResNet-50/FAN stand-ins on CPU
 
 
@@ -308,7 +309,7 @@ def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_cha
     from emotalker.tasks.features.plan import face_fingerprint
 
     cfg, ov, ids = face_run["cfg"], face_run["ov"], face_run["ids"]
-    assert face_run["first"] == {"clips": 2, "computed": 2, "failed": 0}
+    assert face_run["first"] == TWO_COMPUTED
     store = FeatureStore(str(cfg.paths.resolve("features")), "face")
     assert store.clip_ids() == ids
     first = {c: store.read_clip(c) for c in ids}
@@ -328,7 +329,7 @@ def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_cha
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert face_fingerprint(cfg) != fp
     torch.save({"net_recon": random_recon_state(seed=7), "epoch": 20}, ckpt)
-    assert face_features_flow(CONFIG, ov) == {"clips": 2, "computed": 2, "failed": 0}
+    assert face_features_flow(CONFIG, ov) == TWO_COMPUTED
     for c in ids:
         now = store.read_clip(c)
         assert store.read_attrs(c)["fingerprint"] == face_fingerprint(cfg)
@@ -356,7 +357,7 @@ def test_face_import_reads_deep3dface_mat_files(face_run):
 
     expected = {c: write(c) for c in ids}
     ov = [*face_run["ov"], "face.source=import", f"face.import_dir={imp}"]
-    assert face_features_flow(CONFIG, ov) == {"clips": 2, "computed": 2, "failed": 0}
+    assert face_features_flow(CONFIG, ov) == TWO_COMPUTED
     store = FeatureStore(str(cfg.paths.resolve("features")), "face")
     for c in ids:
         got = store.read_clip(c)
