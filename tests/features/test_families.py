@@ -70,13 +70,14 @@ def test_a_registered_family_is_planned_computed_and_read_back(tmp_path: Path, t
     assert toy_family in reg.families("audio")  # the audio-features subflow runs it after the others
 
     fp, stale = todo(cfg, toy_family, clips)
-    assert stale == clips and not up_to_date(cfg, toy_family, clips)
+    assert stale == [dict(c, in_store=False) for c in clips] and not up_to_date(cfg, toy_family, clips)
     root = store_root(cfg)
     statuses = compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)
     assert [s["ok"] for s in statuses] == [True, True, True]
     assert up_to_date(cfg, toy_family, clips) and todo(cfg, toy_family, clips)[1] == []
     other = load_config(CONFIG, [f"paths.root={tmp_path}", "audio.seed=7"])
-    assert todo(other, toy_family, clips)[1] == clips  # a fingerprint input changed: all stale
+    # a fingerprint input changed: all stale, and their old versions are replaced
+    assert todo(other, toy_family, clips)[1] == [dict(c, in_store=True) for c in clips]
 
     store, key, rate = reg.window_source(root, "toy_energy", "energy")
     assert rate == 2 and reg.stored_rate_error(store, "c2") is None
