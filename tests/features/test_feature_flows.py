@@ -202,7 +202,7 @@ def test_a_no_op_audio_rerun_in_a_fresh_process_imports_no_model_library(audio_r
     env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
     ov = [*audio_run["ov"], "device=auto"]
     result, heavy = run_fresh(code, [CONFIG, json.dumps(ov)], env=env)
-    assert result == {"clips": 14, "hubert": 0, "mel": 0, "tokens": 0}
+    assert result == {"clips": 14, "computed": 0, "failed": 0, "hubert": 0, "mel": 0, "tokens": 0}
     assert heavy == []
 
 
