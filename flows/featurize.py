@@ -114,9 +114,6 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
     logger = get_run_logger()
     clips = prepared_clips(cfg)
     group = families(flow_name)
-    for fam in group:  # before any Dask work: a missing model would otherwise fail every clip alike
-        if fam.check_assets is not None:
-            fam.check_assets(cfg)
     publish_shared(cfg.paths)  # with features_url: what the stores' clips are, for other machines
     result: dict[str, Any] = {"clips": len(clips), "computed": 0, "failed": 0}
     for fam in group:
@@ -124,6 +121,10 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
             prepare_family(cfg, fam, clips)
         fp, stale = todo(cfg, fam, clips)
         logger.info("%s: %d clips, %d to compute (fingerprint %s)", fam.name, len(clips), len(stale), fp)
+        # before its Dask work, a missing model would fail every clip alike; fresh clips need no model
+        # (and checking the face models imports torch). A missing or replaced model changes the fingerprint.
+        if stale and fam.check_assets is not None:
+            fam.check_assets(cfg)
         counts = run_on_dask(cfg, fam, stale, fp) if stale else 0
         result[fam.name] = counts
         if counts:

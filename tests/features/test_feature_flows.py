@@ -123,6 +123,13 @@ def _prepare(root: Path, ov: list[str]) -> None:
     prepare_flow(CONFIG, ov)
 
 
+def _test_server_env() -> dict[str, str]:
+    """The environment of a fresh process that reports to this module's Prefect test server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
+
+
 def _mtimes(path: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
 
@@ -192,16 +199,13 @@ def test_a_no_op_audio_rerun_in_a_fresh_process_imports_no_model_library(audio_r
     """What a warm ``emotalker run audio-features`` with every clip fresh costs: the config, the manifest,
     the freshness checks and one flow run, without torch, transformers, sklearn, Dask, MLflow or pandas,
     also with ``device: auto`` (resolving it imports torch, so it is resolved only when there is work)."""
-    from prefect.settings import PREFECT_API_URL
-
     code = (
         "import json, sys\n"
         "from emotalker.flows.featurize import audio_features_flow\n"
         "result = audio_features_flow(sys.argv[1], json.loads(sys.argv[2]))\n"
     )
-    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
     ov = [*audio_run["ov"], "device=auto"]
-    result, heavy = run_fresh(code, [CONFIG, json.dumps(ov)], env=env)
+    result, heavy = run_fresh(code, [CONFIG, json.dumps(ov)], env=_test_server_env())
     assert result == {"clips": 14, "computed": 0, "failed": 0, "hubert": 0, "mel": 0, "tokens": 0}
     assert heavy == []
 
@@ -320,7 +324,14 @@ def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_cha
         assert arr["valid"].shape == (t,) and arr["valid"].dtype == bool and arr["valid"].all()
         assert np.isfinite(arr["coeffs"]).all()
         np.testing.assert_allclose(arr["motion"], coeffs_to_motion(arr["coeffs"]), rtol=1e-5, atol=1e-6)
-    assert face_features_flow(CONFIG, ov)["computed"] == 0
+    # the no-op rerun, as a fresh `emotalker run face-features` would run it: no model, no torch
+    code = (
+        "import json, sys\n"
+        "from emotalker.flows.featurize import face_features_flow\n"
+        "result = face_features_flow(sys.argv[1], json.loads(sys.argv[2]))\n"
+    )
+    result, heavy = run_fresh(code, [CONFIG, json.dumps([*ov, "device=auto"])], env=_test_server_env())
+    assert result["computed"] == 0 and heavy == []
 
     # touching the checkpoint changes the fingerprint; rewriting it with other weights recomputes
     ckpt = cfg.face.deep3dface_checkpoint
