@@ -16,17 +16,6 @@ from emotalker.flows.cli import FLOWS, build_parser, main
 from emotalker_testkit.imports import run_fresh
 
 REPO_PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-HEAVY_MODULES = (
-    "torch",
-    "transformers",
-    "sklearn",
-    "joblib",
-    "dask",
-    "distributed",
-    "mlflow",
-    "pandas",
-    "av",
-)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
