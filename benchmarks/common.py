@@ -28,10 +28,15 @@ def device() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on, stored in every result file."""
-    import numpy
-    import transformers
-    import zarr
+    """What the numbers were measured on, stored in every result file (library versions from their
+    metadata, so a machine without one of them still reports the rest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     info: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
@@ -40,17 +45,9 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "zarr": zarr.__version__,
-        "transformers": transformers.__version__,
+        **{name: ver(name) for name in ("numpy", "zarr", "transformers", "prefect")},
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    try:
-        import prefect
-
-        info["prefect"] = prefect.__version__
-    except ImportError:  # pragma: no cover - prefect is a project dependency
-        pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -300,7 +300,8 @@ class RenderConfig(_Strict):
     mode: Literal["crop", "full", "still"] = "crop"  # default for generate (--mode overrides)
     image_size: int = Field(256, ge=128, multiple_of=32)  # source crop side: 256 or 512 for the releases
     batch_size: int = Field(4, ge=1)  # frames per renderer call
-    # auto: float16 on CUDA, float32 on CPU
+    # precision of the image-space layers (SPADE decoder; the warp stays float32). auto: float16 on CUDA,
+    # float32 on CPU; bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX (README: benchmark)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     widths: RendererWidthsConfig = RendererWidthsConfig()
 

@@ -26,7 +26,13 @@ EXPECTED_METRICS = {
     "window_reader": {"demo_loader_samples_per_s", "paper_loader_samples_per_s", "paper_zarr_over_npy"},
     "training_step": {"stage1_step_s", "stage2_step_s", "stage1_tokens_per_s", "stage2_peak_memory_mib"},
     "generation": {"time_growth", "memory_growth", "rtf_2s", "rtf_6s"},
-    "renderer": {"fps_ours", "fps_sadtalker", "speedup", "memory_growth_ours", "memory_growth_sadtalker"},
+    "renderer": {
+        "cpu_fps_ours_float32",
+        "cpu_fps_sadtalker_float32",
+        "cpu_speedup_float32",
+        "memory_growth_ours",
+        "memory_growth_sadtalker",
+    },
     "object_store": {
         "after_write_requests_per_clip_array",
         "after_read_requests_per_clip_array",

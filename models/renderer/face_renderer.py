@@ -114,7 +114,8 @@ class FaceRenderer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.generator.parameters()).dtype
+        """Precision of the generator's image-space layers (the rest runs in float32)."""
+        return self.generator.image_dtype
 
     def prepare(self, image: torch.Tensor, source_coeffs: torch.Tensor, mode: str) -> RenderSource:
         """Source image (1, 3, H, W) in [0, 1] and its (1, 70|73) coefficients -> reusable source state."""
@@ -122,15 +123,14 @@ class FaceRenderer(nn.Module):
         kp_canonical = self.kp_extractor(image.float())
         window = source_coeffs.float()[:, :, None].expand(-1, -1, 2 * SEMANTIC_RADIUS + 1)
         kp_source = transform_keypoints(kp_canonical, mapping(window))
-        dt = self.dtype
-        gen = self.generator.prepare(image.to(dt), kp_source.to(dt))
+        gen = self.generator.prepare(image.float(), kp_source)
         return RenderSource(kp_canonical, kp_source, gen, mode)
 
     def render(self, src: RenderSource, windows: torch.Tensor) -> torch.Tensor:
         """Coefficient windows (B, 70|73, 27) -> frames (B, 3, H, W) in [0, 1]."""
         he = self.mapping_for(src.mode)(windows.float())
         kp_driving = transform_keypoints(src.kp_canonical, he)
-        return self.generator.render(src.generator, kp_driving.to(self.dtype))
+        return self.generator.render(src.generator, kp_driving)
 
 
 def coefficient_windows(

@@ -224,16 +224,29 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         feature_3d = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
         return GeneratorSource(feature_3d, self.dense_motion_network.prepare(feature_3d, kp_source))
 
+    @property
+    def image_dtype(self) -> torch.dtype:
+        """Precision of the image-space layers (``third``, ``fourth`` and the SPADE decoder)."""
+        return self.fourth.weight.dtype
+
+    def set_image_precision(self, dtype: torch.dtype) -> None:
+        """Run the image-space layers, most of a frame's arithmetic, in ``dtype`` (float16 or bfloat16 where
+        the device computes it natively); the warp (keypoints, dense motion, grid sampling) stays float32,
+        since small errors in the deformation field move whole regions of the face."""
+        for module in (self.third, self.fourth, self.decoder):
+            module.to(dtype)
+
     def render(self, src: GeneratorSource, kp_driving: torch.Tensor) -> torch.Tensor:
-        """Driving keypoints (B, K, 3) -> images (B, 3, H, W) in [0, 1]."""
+        """Driving keypoints (B, K, 3) -> float32 images (B, 3, H, W) in [0, 1]."""
         deformation, occlusion = self.dense_motion_network.forward_driving(src.motion, kp_driving)
         b = kp_driving.shape[0]
         _, c, d, h, w = src.feature_3d.shape
         warped = F.grid_sample(src.feature_3d.expand(b, c, d, h, w), deformation, align_corners=False)
-        out = self.fourth(self.third(warped.reshape(b, c * d, h, w)))
+        dt = self.image_dtype
+        out = self.fourth(self.third(warped.reshape(b, c * d, h, w).to(dt)))
         if out.shape[2:] != occlusion.shape[2:]:
             occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
-        return self.decoder(out * occlusion)
+        return self.decoder(out * occlusion.to(dt)).float()
 
     def forward(
         self, source_image: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor

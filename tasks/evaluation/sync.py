@@ -16,6 +16,7 @@ number papers report.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -29,6 +30,7 @@ LIP_FRAMES = 5
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps video
 MFCC_WINDOW = 20
 VSHIFT = 15
+_log = logging.getLogger(__name__)
 # run_pipeline.py's face-track defaults
 CROP_SCALE = 0.4
 MEDIAN_KERNEL = 13
@@ -163,6 +165,13 @@ def sync_confidence(
     if last < 1:
         raise ValueError(
             f"video too short for SyncNet: needs more than {LIP_FRAMES} frames of video and audio, got {n}"
+        )
+    if last < 2 * vshift + 1:  # most offsets would compare lips with the zero padding, not with audio
+        _log.warning(
+            "Sync on %d frames: SyncNet's +-%d-frame offset search needs at least %d frames to be meaningful",
+            n,
+            vshift,
+            2 * vshift + 1 + LIP_FRAMES,
         )
     lip_feats, aud_feats = [], []
     with torch.inference_mode():

@@ -10,6 +10,7 @@ Source-only work (keypoints, appearance volume, dense-motion source inputs) happ
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from emotalker.storage.files import atomic_path
 from emotalker.tasks.progress import progress_bar
 
 MODES = ("crop", "full", "still")
+_log = logging.getLogger(__name__)
 
 
 class RenderInputError(ValueError):
@@ -59,10 +61,25 @@ class SourceImage:
 # ------------------------------------------------------------------------------------------ renderer
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 products in hardware (AVX512-BF16 or AMX); elsewhere bfloat16 is
+    emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def render_dtype(cfg: PipelineConfig, device: str) -> torch.dtype:
-    """``render.dtype``; ``auto`` is float16 on CUDA (tensor cores) and float32 on CPU."""
+    """``render.dtype`` for the image-space layers; ``auto`` is float16 on CUDA (tensor cores) and float32
+    on CPU (``bfloat16`` is the fast choice on CPUs with AVX512-BF16 or AMX, see the README)."""
     if cfg.render.dtype == "auto":
         return torch.float16 if str(device).startswith("cuda") else torch.float32
+    on_cpu = not str(device).startswith("cuda")
+    if cfg.render.dtype == "bfloat16" and on_cpu and not cpu_has_native_bfloat16():
+        _log.warning("render.dtype=bfloat16: this CPU emulates bfloat16 (no AVX512-BF16/AMX); use float32")
     return getattr(torch, cfg.render.dtype)
 
 
@@ -98,9 +115,8 @@ def load_renderer(
     renderer.eval().requires_grad_(False)
     bake_spectral_norm(renderer.generator)  # inference only: sigma computed once, not per frame
     fold_batchnorm(renderer.generator)  # conv -> BatchNorm pairs become one conv
-    renderer.kp_extractor.to(device)
-    renderer.mappings.to(device)
-    renderer.generator.to(device, dtype=render_dtype(cfg, device))
+    renderer.to(device)
+    renderer.generator.set_image_precision(render_dtype(cfg, device))
     return renderer
 
 

@@ -107,3 +107,17 @@ def test_sync_crop_follows_syncnet_pythons_window():
     jumpy = np.tile([60.0, 40.0, 140.0, 120.0], (20, 1))
     jumpy[10] += 50
     assert crop_windows(jumpy)[10].tolist() == [40.0, 100.0, 80.0]
+
+
+def test_sync_warns_when_the_offset_search_would_mostly_see_padding(syncnet_file, caplog):
+    _, model = syncnet_file
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+    wave = (rng.normal(size=16000 * 12 // 25) * 0.1).astype(np.float32)
+    with caplog.at_level("WARNING", logger="emotalker.tasks.evaluation.sync"):
+        sync_confidence(model, frames, wave)  # 7 lip windows against 31 offsets
+    assert "Sync on 12 frames" in caplog.text and "at least 36 frames" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="emotalker.tasks.evaluation.sync"):
+        sync_confidence(model, frames, wave, vshift=3)  # 7 windows cover the 7 offsets
+    assert "Sync on" not in caplog.text

@@ -214,5 +214,41 @@ def test_render_dtype_key_sets_the_generator_precision(cfg, source):
     c.render.dtype = "bfloat16"
     rb = load_renderer(c, "cpu", ("crop",))
     assert rb.dtype == torch.bfloat16 and load_renderer(cfg, "cpu", ("crop",)).dtype == torch.float32
+    # only the image-space layers change precision; the warp (dense motion, appearance volume) stays float32
+    assert {p.dtype for p in rb.generator.decoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in rb.generator.dense_motion_network.parameters()} == {torch.float32}
+    assert {p.dtype for p in rb.generator.resblocks_3d.parameters()} == {torch.float32}
     frames = next(render_frames(rb, source, _motion(2), "crop", 2))
     assert frames.dtype == np.uint8 and frames.shape[0] == 2
+
+
+def test_512_release_renders_512_px_frames(tmp_path):
+    """SadTalker_V0.0.2_512.safetensors has the 256 file's layout (the network is convolutional): it loads
+    strictly with ``render.image_size=512`` and renders frames at the source crop's 512 px."""
+    from emotalker.flows.demo import make_renderer_standins
+
+    c = load_config(
+        None,
+        NARROW_SET
+        + [
+            "render.image_size=512",
+            f"render.checkpoint={tmp_path}/SadTalker_V0.0.2_512.safetensors",
+            f"render.mapping_checkpoint={tmp_path}/mapping_00229-model.pth.tar",
+            f"render.mapping_full_checkpoint={tmp_path}/mapping_00109-model.pth.tar",
+        ],
+    )
+    make_renderer_standins(c)
+    r = load_renderer(c, "cpu", ("crop",))
+    yy, xx = np.mgrid[0:512, 0:512] / 512.0
+    coeffs = np.random.default_rng(0).normal(0, 0.2, 257).astype(np.float32)
+    src = SourceImage(
+        image=np.stack([xx, yy, 0.5 * (xx + yy)]).astype(np.float32),
+        coeff_3dmm=sadtalker_coeff_3dmm(coeffs, np.array([512, 512, 1.0, 256.0, 256.0])),
+        coeffs=coeffs,
+        box=(0, 0, 512, 512),
+        original=np.zeros((512, 512, 3), np.uint8),
+        landmarks=np.zeros((68, 2), np.float32),
+    )
+    frames = np.concatenate(list(render_frames(r, src, _motion(3), "crop", batch_size=2)))
+    assert frames.shape == (3, 512, 512, 3)
+    assert len({f.tobytes() for f in frames}) == 3  # each frame follows its own motion row
