@@ -27,7 +27,10 @@ import torch
 
 from benchmarks.common import demo_config, mib, paper_config, peak_memory
 
-TARGET = "chunked: peak memory flat (10 min / 1 min <= 1.5) and time linear (per-second time ratio <= 1.3)"
+TARGET = (
+    "chunked: peak memory flat (10 min / 1 min <= 1.5) and time linear (per-second CPU time ratio <= 1.3; "
+    "wall time reported beside it)"
+)
 SAMPLE_RATE = 16_000
 CHUNK_S = {False: 30.0, True: 2.0}  # audio.chunk_seconds (paper default / quick)
 CONTEXT_S = {False: 5.0, True: 0.5}  # audio.chunk_context_seconds
@@ -83,17 +86,19 @@ def measure(root: Path, quick: bool, chunked: bool, seconds: float) -> dict[str,
     km = load_kmeans(root / "kmeans.joblib")
     audio_features(wave[:SAMPLE_RATE], cfg, "cpu", km)  # loads (and caches) the HuBERT models: not measured
     with peak_memory("cpu") as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         feats = audio_features(wave, cfg, "cpu", km)
         t_features = time.perf_counter() - t0
         motion = model.generate(reference, feats["audio"], feats["tokens"], feats["mel"])
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert motion.shape == (len(wave) // 640, 70) and np.isfinite(motion).all()
     return {
         "seconds": seconds,
         "time_s": total,
         "features_time_s": t_features,
         "time_per_audio_s": total / seconds,
+        "cpu_time_s": cpu,  # both threads' CPU time: what other jobs on a shared machine do not inflate
+        "cpu_time_per_audio_s": cpu / seconds,
         "peak_memory_mib": mib(mem["peak_bytes"]),
         "memory_method": mem["method"],
     }
@@ -131,9 +136,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"chunked_peak_mib_{pipeline_s[-1]:g}s": last["peak_memory_mib"],
         "chunked_memory_growth": last["peak_memory_mib"] / max(first["peak_memory_mib"], 1.0),
         "chunked_time_per_s_growth": last["time_per_audio_s"] / first["time_per_audio_s"],
+        "chunked_cpu_time_per_s_growth": last["cpu_time_per_audio_s"] / first["cpu_time_per_audio_s"],
         f"one_pass_peak_mib_{baseline_s[-1]:g}s": b_last["peak_memory_mib"],
         "one_pass_memory_growth": b_last["peak_memory_mib"] / max(b_first["peak_memory_mib"], 1.0),
         "one_pass_time_per_s_growth": b_last["time_per_audio_s"] / b_first["time_per_audio_s"],
+        "one_pass_cpu_time_per_s_growth": b_last["cpu_time_per_audio_s"] / b_first["cpu_time_per_audio_s"],
         f"one_pass_over_chunked_memory_{baseline_s[-1]:g}s": b_last["peak_memory_mib"]
         / max(_interp_memory(chunked, baseline_s[-1]), 1.0),
     }
@@ -150,7 +157,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "one_pass": single,
         "target": TARGET,
         "target_met": bool(
-            metrics["chunked_memory_growth"] <= 1.5 and metrics["chunked_time_per_s_growth"] <= 1.3
+            metrics["chunked_memory_growth"] <= 1.5 and metrics["chunked_cpu_time_per_s_growth"] <= 1.3
         ),
     }
 
