@@ -15,12 +15,13 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
     document_parameters,
+    pipeline_flow,
     resolve_config,
     table_artifact,
 )
@@ -78,7 +79,7 @@ def _run_variant(
     return out
 
 
-@flow(name="ablate", log_prints=True)
+@pipeline_flow("ablate")
 @document_parameters
 def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's.

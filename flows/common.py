@@ -7,19 +7,24 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from prefect import get_run_logger
+from prefect import Flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from emotalker.configs.schema import PipelineConfig, load_config
-from emotalker.configs.secrets import credential_free_schema, redact_secrets
+from emotalker.configs.secrets import (
+    CREDENTIALS_HELP,
+    credential_free_schema,
+    holds_credentials,
+    redact_secrets,
+)
 from emotalker.flows import runtime
 
 runtime.configure()  # every process that runs a flow: project loggers, harmless warnings filtered
 
 # Flow parameter types. Prefect's API stores a run's parameters before any flow code runs, so the
 # deployment's parameter schema (enforced by the server: prefect.yaml's enforce_parameter_schema) refuses a
-# value holding credentials first; resolve_config refuses it again for direct calls.
+# value holding credentials first; a direct call of a pipeline_flow refuses it before Prefect creates a run.
 CredentialFree = Annotated[str, Field(json_schema_extra=credential_free_schema())]
 Overrides = list[CredentialFree] | None
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +36,45 @@ PARAMETER_DOCS: dict[str, str] = {
     "parent_run_id": "MLflow run to nest this stage's run under (``reproduce`` passes its own).",
     "stop_after": "end after this many steps of this call (simulates a kill in tests).",
 }
+
+
+class CredentialsInParameters(ValueError):
+    """A flow was called with a parameter value that holds credentials; the message names the parameter."""
+
+
+def refuse_credentials(name: str, params: dict[str, Any]) -> None:
+    """Raise (naming the parameter, never its value) when a string or list item holds credentials."""
+    for key, value in params.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, str) and holds_credentials(item):
+                where = f"{key}[{i}]" if isinstance(value, (list, tuple)) else key
+                raise CredentialsInParameters(
+                    f"flow {name}: parameter {where} holds credentials; {CREDENTIALS_HELP}"
+                )
+
+
+class PipelineFlow(Flow):
+    """A Prefect flow that refuses credentials in its parameters before Prefect creates (and stores) a run.
+
+    Deployments are refused by the server (their parameter schema); this covers flows called from Python,
+    whose runs Prefect creates with the parameters before validating them.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        names = inspect.signature(self.fn).parameters
+        given = dict(zip(names, args, strict=False)) | {k: v for k, v in kwargs.items() if k in names}
+        refuse_credentials(self.name, given)
+        return super().__call__(*args, **kwargs)
+
+
+def pipeline_flow(name: str) -> Callable[[Callable[..., Any]], PipelineFlow]:
+    """``@flow(name=..., log_prints=True)`` for the pipeline's flows, as a ``PipelineFlow``."""
+
+    def wrap(fn: Callable[..., Any]) -> PipelineFlow:
+        return PipelineFlow(fn, name=name, log_prints=True)
+
+    return wrap
 
 
 def document_parameters(fn: F) -> F:

@@ -14,10 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    pipeline_flow,
+    resolve_config,
+)
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
 
@@ -138,7 +144,7 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
     return {f"renderer_{k}": str(v) for k, v in written.items()}
 
 
-@flow(name="demo-data", log_prints=True)
+@pipeline_flow("demo-data")
 @document_parameters
 def demo_data_flow(
     config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None
@@ -165,7 +171,7 @@ def standin_table1(evaluation: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-@flow(name="demo", log_prints=True)
+@pipeline_flow("demo")
 @document_parameters
 def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Everything, end to end, on the synthetic data: what `make demo` runs."""

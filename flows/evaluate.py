@@ -10,13 +10,14 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
     document_parameters,
     markdown_artifact,
+    pipeline_flow,
     resolve_config,
     table_artifact,
 )
@@ -142,7 +143,7 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
     return ImageMetricModels(detector, syncnet, classifier, device)
 
 
-@flow(name="evaluate", log_prints=True)
+@pipeline_flow("evaluate")
 @document_parameters
 def evaluate_flow(
     config: CredentialFree = "configs/paper.yaml",

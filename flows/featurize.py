@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
@@ -19,6 +19,7 @@ from emotalker.flows.common import (
     CredentialFree,
     Overrides,
     document_parameters,
+    pipeline_flow,
     resolve_config,
     table_artifact,
 )
@@ -136,7 +137,7 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
     return result
 
 
-@flow(name="face-features", log_prints=True)
+@pipeline_flow("face-features")
 @document_parameters
 def face_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
@@ -145,7 +146,7 @@ def face_features_flow(
     return compute_families(resolve_config(config, overrides), "face")
 
 
-@flow(name="audio-features", log_prints=True)
+@pipeline_flow("audio-features")
 @document_parameters
 def audio_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
@@ -163,7 +164,7 @@ def _report(cfg: PipelineConfig, family: str) -> None:
     )
 
 
-@flow(name="features", log_prints=True)
+@pipeline_flow("features")
 @document_parameters
 def features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None

@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    pipeline_flow,
+    resolve_config,
+)
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
@@ -26,7 +32,7 @@ from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.generation.render import load_renderer, prepare_source
 
 
-@flow(name="generate", log_prints=True)
+@pipeline_flow("generate")
 @document_parameters
 def generate_flow(
     image: str,

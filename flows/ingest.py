@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
@@ -15,6 +15,7 @@ from emotalker.flows.common import (
     CredentialFree,
     Overrides,
     document_parameters,
+    pipeline_flow,
     resolve_config,
     table_artifact,
 )
@@ -92,7 +93,7 @@ def _reason(name: str, exc: BaseException) -> str:
     return msg if msg.startswith(name) else f"{name}: {msg}"
 
 
-@flow(name="download", log_prints=True)
+@pipeline_flow("download")
 @document_parameters
 def download_flow(
     config: CredentialFree = "configs/paper.yaml",
@@ -149,7 +150,7 @@ def download_flow(
     }
 
 
-@flow(name="prepare", log_prints=True)
+@pipeline_flow("prepare")
 @document_parameters
 def prepare_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None

@@ -6,9 +6,15 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    pipeline_flow,
+    resolve_config,
+)
 from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
@@ -18,7 +24,7 @@ from emotalker.tasks.training.tracking import config_params, describe_run, log_d
 TABLE1_ARTIFACT = "evaluation/table1.json"
 
 
-@flow(name="reproduce", log_prints=True)
+@pipeline_flow("reproduce")
 @document_parameters
 def reproduce(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, skip_download: bool = False

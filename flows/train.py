@@ -18,11 +18,17 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
-from emotalker.flows.common import CredentialFree, Overrides, document_parameters, resolve_config
+from emotalker.flows.common import (
+    CredentialFree,
+    Overrides,
+    document_parameters,
+    pipeline_flow,
+    resolve_config,
+)
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.shared import shared_file
 from emotalker.tasks.features.workers import file_signature, fingerprint
@@ -229,7 +235,7 @@ def run_stage(
     return result
 
 
-@flow(name="train-vqvae", log_prints=True)
+@pipeline_flow("train-vqvae")
 @document_parameters
 def train_vqvae(
     config: CredentialFree = "configs/paper.yaml",
@@ -283,7 +289,7 @@ def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, 
     return vqvae.eval(), norm, sha
 
 
-@flow(name="train-transformer", log_prints=True)
+@pipeline_flow("train-transformer")
 @document_parameters
 def train_transformer(
     config: CredentialFree = "configs/paper.yaml",
@@ -336,7 +342,7 @@ def train_transformer(
     return run_stage(cfg, spec, parent_run_id, stop_after)
 
 
-@flow(name="train-lip", log_prints=True)
+@pipeline_flow("train-lip")
 @document_parameters
 def train_lip(
     config: CredentialFree = "configs/paper.yaml",

@@ -84,6 +84,34 @@ def test_every_deployed_flow_refuses_credentials_in_its_parameter_schema():
             )
 
 
+def test_every_flow_called_from_python_refuses_credentials_before_prefect_creates_a_run():
+    """Prefect creates a directly called flow's run (storing its parameters) before validating them; every
+    pipeline flow refuses credentials first. The API address is unreachable: a flow that got as far as
+    creating a run would fail on the connection instead."""
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from emotalker.flows.common import CredentialsInParameters, PipelineFlow
+
+    secret = f"s3cr3t-{secrets.token_hex(6)}"
+    declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        for entrypoint in sorted({d["entrypoint"] for d in declared}):
+            flow = load_flow_from_entrypoint(str(REPO / entrypoint))
+            assert isinstance(flow, PipelineFlow), entrypoint
+            with pytest.raises(CredentialsInParameters) as refused:
+                flow(
+                    config="demo",
+                    overrides=["data.workers=1", f"mlflow.tracking_uri=https://bob:{secret}@h/"],
+                )
+            message = str(refused.value)
+            assert secret not in message and "parameter overrides[1]" in message, (entrypoint, message)
+            assert "MLFLOW_TRACKING_PASSWORD" in message
+            with pytest.raises(CredentialsInParameters, match="parameter config"):
+                flow(config=f"s3://b/demo.yaml?token={secret}")
+
+
 @pytest.mark.slow
 def test_tracking_credentials_never_leave_the_environment(prefect_server, tmp_path, capsys, monkeypatch):
     from emotalker.flows.cli import main
