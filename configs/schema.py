@@ -320,6 +320,9 @@ class AblationConfig(_Strict):
     tables: list[Literal[2, 3, 4]] = Field([2, 3, 4], min_length=1)
     # Table 3's three codebook sizes (the paper's 512/1024/2048; demo.yaml scales them to its tiny model)
     codebook_sizes: list[int] = Field([512, 1024, 2048], min_length=3, max_length=3)
+    # test clips each evaluated row renders and scores (null: eval.max_clips); rows share one stage 1 and
+    # reuse trained stages, so on a small machine evaluation is most of an ablation's time
+    eval_max_clips: int | None = Field(None, ge=1)
 
     @field_validator("codebook_sizes")
     @classmethod

@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 from prefect import get_run_logger
 
+from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
@@ -32,6 +33,7 @@ from emotalker.tasks.evaluation.ablation import (
     Variant,
     ablation_rows,
     table_rows,
+    variant_overrides,
     variants,
 )
 from emotalker.tasks.training.tracking import config_params, set_alias, setup_mlflow
@@ -40,7 +42,7 @@ STAGE_FLOWS = {"vqvae": train_vqvae, "lip": train_lip, "transformer": train_tran
 
 
 def _run_variant(
-    config: str, overrides: list[str], v: Variant, tracking_uri: str, parent_run_id: str
+    cfg: PipelineConfig, config: str, overrides: list[str], v: Variant, parent_run_id: str
 ) -> dict[str, Any]:
     """Train (or reuse) the variant's stages, then evaluate exactly those versions when its table needs it.
 
@@ -48,7 +50,8 @@ def _run_variant(
     alias is pointed at reused versions too, so ``ablate-<row>`` always names what the row used.
     """
     alias = f"ablate-{v.key}"
-    ov = [*overrides, *v.overrides, f"train.model_alias={alias}"]
+    ov = variant_overrides(cfg, overrides, v)
+    tracking_uri = cfg.mlflow.tracking_uri
     out: dict[str, Any] = {"alias": alias}
     versions: dict[str, str] = {}
     for stage in v.stages:
@@ -105,9 +108,7 @@ def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overri
                 names = [r.name for r in rows if r.variant is not None and r.variant.overrides == v.overrides]
                 mlflow.set_tag("ablation.rows", "; ".join(names))
                 logger.info("ablation row %s (%s)", v.key, ", ".join(names))
-                res = _run_variant(
-                    config, list(overrides or []), v, cfg.mlflow.tracking_uri, row_run.info.run_id
-                )
+                res = _run_variant(cfg, config, list(overrides or []), v, row_run.info.run_id)
                 results[v.overrides] = {**res, "run_id": row_run.info.run_id}
         for t in sorted(cfg.ablation.tables):
             lines = table_rows(t, rows, results)

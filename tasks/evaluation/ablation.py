@@ -155,6 +155,15 @@ def variants(rows: list[AblationRow]) -> list[Variant]:
     return sorted(seen.values(), key=lambda v: (not v.evaluate, v.overrides != (), v.overrides))
 
 
+def variant_overrides(cfg: PipelineConfig, overrides: list[str], v: Variant) -> list[str]:
+    """The overrides one row trains and evaluates with: the run's, the row's, its registry alias, and
+    ``ablation.eval_max_clips`` (evaluation settings are in no training fingerprint: stages are reused)."""
+    out = [*overrides, *v.overrides, f"train.model_alias=ablate-{v.key}"]
+    if cfg.ablation.eval_max_clips is not None:
+        out.append(f"eval.max_clips={cfg.ablation.eval_max_clips}")
+    return out
+
+
 def _fmt(v: Any) -> Any:
     return round(float(v), 6) if isinstance(v, int | float) and not isinstance(v, bool) else v
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from emotalker.configs.schema import ConfigError, load_config
-from emotalker.tasks.evaluation.ablation import TRAIN_STAGES, ablation_rows, table_rows, variants
+from emotalker.tasks.evaluation.ablation import (
+    TRAIN_STAGES,
+    ablation_rows,
+    table_rows,
+    variant_overrides,
+    variants,
+)
 
 
 def test_paper_rows_share_the_default_run_and_change_one_switch_each() -> None:
@@ -61,3 +67,15 @@ def test_tables_put_this_run_beside_the_paper() -> None:
     assert t4["default"]["EmoAcc_stage1_head this run"] == 0.75
     assert t4["w/o bias mask"]["F-LMD this run"] == "skipped"  # no result for that row
     assert t4["w/o bias mask"]["overrides"] == "transformer.use_biased_mask=false"
+
+
+def test_each_row_trains_under_its_alias_and_evaluates_ablation_eval_max_clips() -> None:
+    cfg = load_config("configs/demo.yaml")
+    row = next(v for v in variants(ablation_rows(cfg)) if v.overrides)
+    ov = variant_overrides(cfg, ["device=cpu"], row)
+    assert ov[: 1 + len(row.overrides)] == ["device=cpu", *row.overrides]
+    assert f"train.model_alias=ablate-{row.key}" in ov
+    assert ov[-1] == f"eval.max_clips={cfg.ablation.eval_max_clips}"
+    assert load_config("configs/demo.yaml", ov).eval.max_clips == cfg.ablation.eval_max_clips == 2
+    paper = load_config("configs/paper.yaml")
+    assert not any(o.startswith("eval.max_clips") for o in variant_overrides(paper, [], row))
