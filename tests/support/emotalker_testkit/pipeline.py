@@ -32,6 +32,7 @@ def tiny_overrides(root: Path, actors: str = "[M003, W009, M012]") -> list[str]:
         "train.lip.window=4",
         "train.lip.batch_size=8",
         "device=cpu",
+        "eval.render_max_frames=12",  # short renders: the tests check the plumbing, not Sync's value
     ]
 
 
