@@ -21,7 +21,6 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
     table_artifact,
@@ -83,7 +82,6 @@ def _run_variant(
 
 
 @pipeline_flow("ablate")
-@document_parameters
 def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's.
 

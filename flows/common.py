@@ -69,10 +69,11 @@ class PipelineFlow(Flow):
 
 
 def pipeline_flow(name: str) -> Callable[[Callable[..., Any]], PipelineFlow]:
-    """``@flow(name=..., log_prints=True)`` for the pipeline's flows, as a ``PipelineFlow``."""
+    """``@flow(name=..., log_prints=True)`` for the pipeline's flows, as a ``PipelineFlow`` whose docstring
+    (what Prefect shows for its parameters) has the shared parameters' lines (``document_parameters``)."""
 
     def wrap(fn: Callable[..., Any]) -> PipelineFlow:
-        return PipelineFlow(fn, name=name, log_prints=True)
+        return PipelineFlow(document_parameters(fn), name=name, log_prints=True)
 
     return wrap
 
@@ -80,8 +81,8 @@ def pipeline_flow(name: str) -> Callable[[Callable[..., Any]], PipelineFlow]:
 def document_parameters(fn: F) -> F:
     """Put the shared parameters' lines (``PARAMETER_DOCS``) into ``fn``'s ``Args:`` section.
 
-    Apply it below ``@flow``, which reads the docstring; a parameter the docstring already describes
-    keeps its own line.
+    ``pipeline_flow`` applies it before Prefect reads the docstring; a parameter the docstring already
+    describes keeps its own line.
     """
     doc = inspect.cleandoc(fn.__doc__ or "")
     own = set(re.findall(r"^    (\w+):", doc, flags=re.M))

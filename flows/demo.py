@@ -20,7 +20,6 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
 )
@@ -145,7 +144,6 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
 
 
 @pipeline_flow("demo-data")
-@document_parameters
 def demo_data_flow(
     config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
@@ -172,7 +170,6 @@ def standin_table1(evaluation: dict[str, Any]) -> dict[str, str]:
 
 
 @pipeline_flow("demo")
-@document_parameters
 def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Everything, end to end, on the synthetic data: what `make demo` runs."""
     data = demo_data_flow(config, overrides)

@@ -15,7 +15,6 @@ from prefect import get_run_logger
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     markdown_artifact,
     pipeline_flow,
     resolve_config,
@@ -144,7 +143,6 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
 
 
 @pipeline_flow("evaluate")
-@document_parameters
 def evaluate_flow(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,

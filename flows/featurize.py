@@ -18,7 +18,6 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
     table_artifact,
@@ -138,7 +137,6 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
 
 
 @pipeline_flow("face-features")
-@document_parameters
 def face_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
@@ -147,7 +145,6 @@ def face_features_flow(
 
 
 @pipeline_flow("audio-features")
-@document_parameters
 def audio_features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:
@@ -165,7 +162,6 @@ def _report(cfg: PipelineConfig, family: str) -> None:
 
 
 @pipeline_flow("features")
-@document_parameters
 def features_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:

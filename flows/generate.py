@@ -10,7 +10,6 @@ from prefect import get_run_logger
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
 )
@@ -33,7 +32,6 @@ from emotalker.tasks.generation.render import load_renderer, prepare_source
 
 
 @pipeline_flow("generate")
-@document_parameters
 def generate_flow(
     image: str,
     audio: str,

@@ -14,7 +14,6 @@ from emotalker.configs.secrets import redact_secrets
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
     table_artifact,
@@ -94,7 +93,6 @@ def _reason(name: str, exc: BaseException) -> str:
 
 
 @pipeline_flow("download")
-@document_parameters
 def download_flow(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -151,7 +149,6 @@ def download_flow(
 
 
 @pipeline_flow("prepare")
-@document_parameters
 def prepare_flow(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
 ) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from prefect import get_run_logger
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
 )
@@ -25,7 +24,6 @@ TABLE1_ARTIFACT = "evaluation/table1.json"
 
 
 @pipeline_flow("reproduce")
-@document_parameters
 def reproduce(
     config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, skip_download: bool = False
 ) -> dict[str, Any]:

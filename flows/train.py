@@ -25,7 +25,6 @@ from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
-    document_parameters,
     pipeline_flow,
     resolve_config,
 )
@@ -236,7 +235,6 @@ def run_stage(
 
 
 @pipeline_flow("train-vqvae")
-@document_parameters
 def train_vqvae(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -290,7 +288,6 @@ def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, 
 
 
 @pipeline_flow("train-transformer")
-@document_parameters
 def train_transformer(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
@@ -343,7 +340,6 @@ def train_transformer(
 
 
 @pipeline_flow("train-lip")
-@document_parameters
 def train_lip(
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
