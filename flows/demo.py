@@ -176,8 +176,8 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
     result = reproduce(config, overrides)
     table = standin_table1(result["evaluate"])
     standins = ["renderer", "face-alignment", "SyncNet", "expression classifier"]
-    if resolve_config(config, overrides).face.bfm_path is not None:
-        standins.append("BFM")  # only when the config draws motion landmarks through a BFM
+    if "bfm" in data["assets"]:  # only when the config draws motion landmarks through a BFM
+        standins.append("BFM")
     print(
         f"Table 1 on the synthetic test clips. The {', '.join(standins[:-1])} and {standins[-1]} are "
         "randomly initialised stand-ins in the released formats, so these numbers show that every metric "
