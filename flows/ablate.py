@@ -48,7 +48,7 @@ def _run_variant(
     Registered under the row's alias (``train.model_alias``), so ``best`` stays the pipeline's own; the
     alias is pointed at reused versions too, so ``ablate-<row>`` always names what the row used.
     """
-    alias = f"ablate-{v.key}"
+    alias = v.alias
     ov = variant_overrides(cfg, overrides, v)
     tracking_uri = cfg.mlflow.tracking_uri
     out: dict[str, Any] = {"alias": alias}

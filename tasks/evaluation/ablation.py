@@ -61,6 +61,11 @@ class Variant:
             return "default"
         return re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(self.overrides)).strip("-").lower()[:120]
 
+    @property
+    def alias(self) -> str:
+        """The registry alias of the versions this row trained or reused (``best`` stays the pipeline's)."""
+        return f"ablate-{self.key}"
+
 
 @dataclass(frozen=True)
 class AblationRow:
@@ -158,7 +163,7 @@ def variants(rows: list[AblationRow]) -> list[Variant]:
 def variant_overrides(cfg: PipelineConfig, overrides: list[str], v: Variant) -> list[str]:
     """The overrides one row trains and evaluates with: the run's, the row's, its registry alias, and
     ``ablation.eval_max_clips`` (evaluation settings are in no training fingerprint: stages are reused)."""
-    out = [*overrides, *v.overrides, f"train.model_alias=ablate-{v.key}"]
+    out = [*overrides, *v.overrides, f"train.model_alias={v.alias}"]
     if cfg.ablation.eval_max_clips is not None:
         out.append(f"eval.max_clips={cfg.ablation.eval_max_clips}")
     return out
