@@ -264,10 +264,10 @@ class EvalConfig(_Strict):
     # frames, the clip's own frames standing in for the reference (Table 5); metrics of the latter are
     # logged as test/driving/<metric>
     settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
-    rendered_dir: Path | None = (
-        None  # test videos rendered elsewhere (<clip_id>.mp4): used instead of rendering
-    )
-    # render and compare only the first N frames of each test clip (quick runs; Sync needs at least 6)
+    # test videos rendered elsewhere (<clip_id>.mp4): used instead of rendering
+    rendered_dir: Path | None = None
+    # render and compare only the first N frames of each test clip (quick runs). SyncNet needs at least 6;
+    # its +-15-frame offset search is meaningful from 36 (evaluate warns below that)
     render_max_frames: int | None = Field(None, ge=6)
     log_videos: int = Field(3, ge=0)  # rendered test videos logged as MLflow artifacts
     syncnet_checkpoint: Path | None = None
