@@ -532,6 +532,12 @@ async def _any_under(store: Any, root: str) -> bool:
 
 
 async def _delete_prefix(store: Any, root: str) -> None:
-    """Delete every object under ``root`` (one listing; the delete only when something is there)."""
+    """Delete every object under ``root`` (one listing; the deletes only when something is there).
+
+    The group metadata (the commit point) goes first and alone: a recursive or bulk delete removes
+    objects in no set order, so a writer killed midway could otherwise leave a clip marked complete
+    with some of its shards gone, which would read back as fill values.
+    """
     if await _any_under(store, root):
+        await store.delete(f"{root}/zarr.json")
         await store.delete_dir(root)

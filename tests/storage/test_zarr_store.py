@@ -161,6 +161,31 @@ def test_delete_clip(store: FeatureStore) -> None:
     assert not store.has_clip("a")
 
 
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_killed_while_deleting_the_old_version_leaves_no_complete_clip(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch, rewrite: bool
+) -> None:
+    """A recursive delete removes files in no set order: dying after it took one shard must not leave
+    the old version marked complete with that shard read back as fill values."""
+    import shutil
+
+    from zarr.storage import LocalStore
+
+    store.write_clip("c", _arrays())
+
+    async def dies_after_one_shard(self: LocalStore, prefix: str) -> None:
+        shutil.rmtree(self.root / prefix / "valid")  # the first thing an unlucky rmtree removes
+        raise OSError("killed")
+
+    monkeypatch.setattr(LocalStore, "delete_dir", dies_after_one_shard)
+    with pytest.raises(OSError, match="killed"):
+        if rewrite:
+            store.write_clip("c", _arrays(seed=1))
+        else:
+            store.delete_clip("c")
+    assert not store.has_clip("c") and store.clip_ids(complete_only=False) == ["c"]
+
+
 def test_meta(store: FeatureStore) -> None:
     assert store.get_meta() == {}
     store.set_meta(model_fingerprint="abc", kmeans={"k": np.int64(200)})
