@@ -31,6 +31,16 @@ def _s3_root(srv, name: str | None = None) -> StoreRoot:
     return StoreRoot(f"s3://emotalker/{name or uuid.uuid4().hex}", srv.storage_options)
 
 
+def _s3_overrides(srv, root: Path, prefix: str) -> list[str]:
+    """Config overrides that put the stores under ``s3://emotalker/<prefix>`` with the server's options,
+    as a user's config would."""
+    return [
+        f"paths.root={root}",
+        f"paths.features_url=s3://emotalker/{prefix}",
+        f"paths.storage_options={json.dumps(srv.storage_options)}",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- layout
 def test_each_clip_array_is_one_shard_and_the_group_metadata_holds_its_arrays(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path, "face")
@@ -116,15 +126,7 @@ def test_storage_options_from_the_config_reach_the_stores_and_survive_pickling(s
     import boto3
 
     prefix = uuid.uuid4().hex
-    opts = json.dumps(s3_server.storage_options)
-    cfg = load_config(
-        "configs/demo.yaml",
-        [
-            f"paths.root={tmp_path}",
-            f"paths.features_url=s3://emotalker/{prefix}",
-            f"paths.storage_options={opts}",
-        ],
-    )
+    cfg = load_config("configs/demo.yaml", _s3_overrides(s3_server, tmp_path, prefix))
     store = feature_store(cfg.paths, "mel")
     assert store.storage_options == s3_server.storage_options
     worker_copy = pickle.loads(pickle.dumps(store))  # what a Dask worker or DataLoader worker gets
@@ -220,18 +222,12 @@ def test_failure_records_live_beside_the_stores(s3_server, tmp_path: Path) -> No
     from emotalker.storage.failures import load_failures, record_failures
 
     prefix = uuid.uuid4().hex
-    opts = json.dumps(s3_server.storage_options)
-    ov = [
-        f"paths.root={tmp_path}",
-        f"paths.features_url=s3://emotalker/{prefix}",
-        f"paths.storage_options={opts}",
-    ]
-    cfg = load_config("configs/demo.yaml", ov)
+    cfg = load_config("configs/demo.yaml", _s3_overrides(s3_server, tmp_path, prefix))
     record_failures(
         StoreRoot.from_paths(cfg.paths), "face", {"a": {"error": "no face", "fingerprint": "f"}, "b": None}
     )
     assert StoreRoot.from_paths(cfg.paths).exists("face.failures.json")
-    other = load_config("configs/demo.yaml", [*ov[1:], f"paths.root={tmp_path / 'elsewhere'}"])
+    other = load_config("configs/demo.yaml", _s3_overrides(s3_server, tmp_path / "elsewhere", prefix))
     assert load_failures(StoreRoot.from_paths(other.paths), "face") == {
         "a": {"error": "no face", "fingerprint": "f"}
     }
@@ -246,15 +242,7 @@ def test_the_flows_listing_spares_new_clips_the_per_clip_listing(s3_server, tmp_
     from emotalker.tasks.features.plan import pending
     from emotalker.tasks.features.workers import compute_chunk
 
-    opts = json.dumps(s3_server.storage_options)
-    cfg = load_config(
-        "configs/demo.yaml",
-        [
-            f"paths.root={tmp_path}",
-            f"paths.features_url=s3://emotalker/{uuid.uuid4().hex}",
-            f"paths.storage_options={opts}",
-        ],
-    )
+    cfg = load_config("configs/demo.yaml", _s3_overrides(s3_server, tmp_path, uuid.uuid4().hex))
     root = StoreRoot.from_paths(cfg.paths)
     root.store("mel").write_clip("old", {"windows": np.zeros((3, 80, 16), np.float32)}, fingerprint="was")
     clips = []
