@@ -191,7 +191,7 @@ def ensure_kmeans(cfg: PipelineConfig, clips: list[dict[str, Any]]) -> None:
     rel, _ = kmeans_file(cfg)
     if root.exists(rel):
         return
-    feats = [content.read_clip(c, ["feats"])["feats"] for c in fit_ids if content.has_clip(c)]
+    feats = [content.read_clip(c, ["feats"])["feats"] for c in fit_ids]  # fit_ids hold fresh features
     km = fit_kmeans(
         sample_frames(feats, a.kmeans_sample_frames, a.seed),
         k=a.kmeans_k,

@@ -75,10 +75,10 @@ def cpu_has_native_bfloat16() -> bool:
 def render_dtype(cfg: PipelineConfig, device: str) -> torch.dtype:
     """``render.dtype`` for the image-space layers; ``auto`` is float16 on CUDA (tensor cores) and float32
     on CPU (``bfloat16`` is the fast choice on CPUs with AVX512-BF16 or AMX, see the README)."""
+    on_cuda = str(device).startswith("cuda")
     if cfg.render.dtype == "auto":
-        return torch.float16 if str(device).startswith("cuda") else torch.float32
-    on_cpu = not str(device).startswith("cuda")
-    if cfg.render.dtype == "bfloat16" and on_cpu and not cpu_has_native_bfloat16():
+        return torch.float16 if on_cuda else torch.float32
+    if cfg.render.dtype == "bfloat16" and not on_cuda and not cpu_has_native_bfloat16():
         _log.warning("render.dtype=bfloat16: this CPU emulates bfloat16 (no AVX512-BF16/AMX); use float32")
     return getattr(torch, cfg.render.dtype)
 
