@@ -11,7 +11,8 @@ import datetime as dt
 import math
 import os
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,55 @@ def _rows(table: pa.Table) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class ClipRecord:
+    """One manifest row, typed and immutable: what the flows hand to tasks instead of a loose dict.
+
+    Field names and order are the Parquet columns (``MANIFEST_COLUMNS``); ``from_row`` validates a row
+    as ``upsert`` does, ``to_row`` gives the Parquet row back, so a record round-trips unchanged.
+    """
+
+    clip_id: str
+    actor: str
+    view: str
+    emotion: str
+    level: int
+    sentence: str
+    video_path: str | None = None
+    audio_path: str | None = None
+    prepared_video: str | None = None
+    prepared_audio: str | None = None
+    n_frames: int | None = None
+    duration_s: float | None = None
+    audio_samples: int | None = None
+    status: str = "raw"
+    error: str | None = None
+    fingerprint: str | None = None
+    updated_at: dt.datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ClipRecord:
+        """A record from a manifest row (all required columns present); a bad value raises naming it."""
+        checked = _validate_partial(dict(row))
+        missing = [c for c in REQUIRED_COLUMNS if checked.get(c) is None and c != "status"]
+        if missing:
+            raise ValueError(f"manifest row {checked['clip_id']!r} lacks required column(s) {missing}")
+        if checked.get("status") is None:
+            checked.pop("status", None)
+        return cls(**checked)
+
+    def to_row(self) -> dict[str, Any]:
+        """The Parquet row (a plain dict keyed by column name)."""
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> ClipRecord:
+        """A copy with ``changes`` applied and validated."""
+        return ClipRecord.from_row({**self.to_row(), **changes})
+
+
+assert [f.name for f in fields(ClipRecord)] == [n for n, _ in MANIFEST_COLUMNS], "ClipRecord != columns"
+
+
 class Manifest:
     """Parquet-backed clip table keyed by ``clip_id``; a missing file is an empty manifest."""
 
@@ -222,12 +272,17 @@ class Manifest:
             if (status is None or r["status"] == status) and (actor_set is None or r["actor"] in actor_set)
         ]
 
+    def clips(self, status: str | None = None, actors: Iterable[str] | None = None) -> list[ClipRecord]:
+        """``select`` as typed records (sorted by clip_id)."""
+        return [ClipRecord(**r) for r in self.select(status=status, actors=actors)]
+
     # ------------------------------------------------------------------ writes
-    def upsert(self, records: Iterable[dict]) -> None:
+    def upsert(self, records: Iterable[dict | ClipRecord]) -> None:
         """Merge rows by clip_id: given keys overwrite, other columns keep their values; new rows need
         clip_id, actor, view, emotion, level, sentence (status defaults to "raw"); updated_at is set here.
         """
-        partials = [_validate_partial(r) for r in records]  # validate everything before touching the file
+        # validate everything before touching the file
+        partials = [_validate_partial(r.to_row() if isinstance(r, ClipRecord) else r) for r in records]
         if not partials:
             return
         now = dt.datetime.now(dt.UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing as mp
 from pathlib import Path
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emotalker.storage.manifest import MANIFEST_COLUMNS, SCHEMA, STATUS, Manifest, clip_id_for
+from emotalker.storage.manifest import MANIFEST_COLUMNS, SCHEMA, STATUS, ClipRecord, Manifest, clip_id_for
 
 
 def _row(actor: str = "M003", emotion: str = "angry", level: int = 1, sentence: str = "001", **kw) -> dict:
@@ -178,3 +179,29 @@ def test_concurrent_upserts_lose_nothing(tmp_path: Path) -> None:
 
 def test_status_values() -> None:
     assert STATUS == ("raw", "prepared", "failed")
+
+
+def test_clip_record_round_trips_a_manifest_row(tmp_path: Path) -> None:
+    m = Manifest(tmp_path / "m.parquet")
+    m.upsert([_row(status="prepared", n_frames=75, duration_s=3.0, audio_samples=48000, video_path="v.mp4")])
+    (rec,) = m.clips(status="prepared")
+    assert isinstance(rec, ClipRecord)
+    assert rec.clip_id == "M003_front_angry_level_1_001" and rec.level == 1 and rec.n_frames == 75
+    assert rec.to_row() == m.get(rec.clip_id)  # the same columns and values as the Parquet row
+    assert ClipRecord.from_row(rec.to_row()) == rec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.status = "failed"  # type: ignore[misc]
+    # a record is what upsert takes back: a changed copy is written, the rest of the row kept
+    m.upsert([rec.replace(status="failed", error="no face")])
+    again = m.clips()[0]
+    assert (again.status, again.error, again.video_path, again.n_frames) == ("failed", "no face", "v.mp4", 75)
+    assert m.clips(status="prepared") == []
+
+
+def test_clip_record_refuses_bad_rows_naming_the_column() -> None:
+    with pytest.raises(ValueError, match="column 'emotion'"):
+        ClipRecord.from_row(_row(emotion="bored"))
+    with pytest.raises(ValueError, match=r"lacks required column\(s\) \['sentence'\]"):
+        ClipRecord.from_row({k: v for k, v in _row().items() if k != "sentence"})
+    with pytest.raises(ValueError, match="column 'level'"):
+        ClipRecord(**_row()).replace(level=7)
