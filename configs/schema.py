@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -85,7 +85,7 @@ class SyntheticConfig(_Strict):
     emotions: list[str] = list(EMOTIONS)
     levels: list[int] = list(LEVELS)
     sentences_per_level: int = Field(1, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are 32-bit
     image_size: int = Field(256, ge=64, multiple_of=2)  # H.264 yuv420p needs even sizes
     video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
     workers: int = Field(1, ge=1)
@@ -104,9 +104,9 @@ class DataConfig(_Strict):
     test_actors: list[str] = list(DEFAULT_TEST_ACTORS)
     val_actors: list[str] = []
     val_fraction: float = Field(0.05, ge=0, lt=1)  # of train clips, when val_actors is empty
-    fps: int = 25
-    sample_rate: int = 16_000
-    max_clips: int | None = None  # cap for quick runs
+    fps: int = Field(25, ge=1)
+    sample_rate: int = Field(16_000, ge=1)
+    max_clips: int | None = Field(None, ge=1)  # cap for quick runs
     max_av_mismatch_frames: int = Field(1, ge=0)  # audio/video length disagreement tolerated (then trimmed)
     workers: int = Field(2, ge=1)  # parallel clip preparation
 
@@ -138,7 +138,7 @@ class AudioFeatureConfig(_Strict):
     emotion_model: str = "superb/hubert-base-superb-er"  # local dir or HF cache id
     content_model: str = "facebook/hubert-base-ls960"
     content_layer: int = Field(9, ge=0)
-    emotion_layer: int = -1  # last hidden state of the emotion-finetuned model
+    emotion_layer: int = Field(-1, ge=-1)  # -1: last hidden state of the emotion-finetuned model
     # waveform normalisation before HuBERT: "pretraining" as fairseq/s3prl trained and fine-tuned the
     # checkpoint (only layer-norm, i.e. large, models normalise: the HuBERT k-means recipe and superb);
     # "preprocessor_config" as the checkpoint's Hugging Face preprocessor_config.json says
@@ -150,11 +150,11 @@ class AudioFeatureConfig(_Strict):
     chunk_context_seconds: float = Field(5.0, ge=0)
     kmeans_k: int = Field(200, ge=2)
     kmeans_sample_frames: int = Field(500_000, ge=100)
-    kmeans_batch_size: int = 10_000
-    kmeans_max_iter: int = 100
-    kmeans_n_init: int = 20
-    kmeans_max_no_improvement: int = 100
-    seed: int = 0
+    kmeans_batch_size: int = Field(10_000, ge=1)
+    kmeans_max_iter: int = Field(100, ge=1)
+    kmeans_n_init: int = Field(20, ge=1)
+    kmeans_max_no_improvement: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are 32-bit
 
 
 class DaskConfig(_Strict):
@@ -175,18 +175,18 @@ class MlflowConfig(_Strict):
 class VQVAEConfig(_Strict):
     """Stage 1 (Sec. 3.2): motion VQ-VAE over the 57 face coefficients."""
 
-    in_dim: int = 57
-    codebook_size: int = 1024  # K
-    code_dim: int = 256  # d_c
-    down_t: int = 2  # l = 2**down_t = 4 frames per token
-    stride_t: int = 2
-    width: int = 512
-    depth: int = 4
-    dilation_growth: int = 3
-    ema_decay: float = 0.99
-    commitment_beta: float = 0.2
-    emotion_weight: float = 0.2
-    num_emotions: int = 8
+    in_dim: int = Field(57, ge=1)
+    codebook_size: int = Field(1024, ge=2)  # K
+    code_dim: int = Field(256, ge=1)  # d_c
+    down_t: int = Field(2, ge=0)  # l = 2**down_t = 4 frames per token
+    stride_t: int = Field(2, ge=2, multiple_of=2)  # even: the strided convolutions pad stride/2
+    width: int = Field(512, ge=1)
+    depth: int = Field(4, ge=1)
+    dilation_growth: int = Field(3, ge=1)
+    ema_decay: float = Field(0.99, gt=0, lt=1)
+    commitment_beta: float = Field(0.2, ge=0)
+    emotion_weight: float = Field(0.2, ge=0)
+    num_emotions: int = Field(8, ge=1)
     emotion_head: bool = True  # ablation switch (Table 3)
     dead_threshold: float = Field(1.0, ge=0)  # EMA count under which a code is reset to a batch vector
 
@@ -194,14 +194,15 @@ class VQVAEConfig(_Strict):
 class TransformerConfig(_Strict):
     """Stage 2 (Sec. 3.3): cross-modal autoregressive Transformer decoder."""
 
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 4
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    audio_dim: int = 768
-    alibi_window: int = 4  # h in Eq. 5 (Eq. 7's k = floor(T'_a / T'_v) follows from the audio rate)
-    contrastive_weight: float = 0.8  # lambda of Eq. 8
+    d_model: int = Field(256, ge=1)
+    n_layers: int = Field(6, ge=1)
+    n_heads: int = Field(4, ge=1)
+    ff_dim: int = Field(1024, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    audio_dim: int = Field(768, ge=1)
+    # h in Eq. 5 (Eq. 7's k = floor(T'_a / T'_v) follows from the audio rate)
+    alibi_window: int = Field(4, ge=1)
+    contrastive_weight: float = Field(0.8, ge=0)  # lambda of Eq. 8
     contrastive_temperature: float = Field(0.1, gt=0)  # Eq. 9: cosine similarity / temperature
     # ablation switches (Table 4 and variants); the paper's model has all of them on
     use_content_tokens: bool = True  # cross-attention to the k-means cluster centres of the tokens
@@ -214,13 +215,16 @@ class TransformerConfig(_Strict):
 class LipConfig(_Strict):
     """Lip branch (Sec. 3.4): Wav2Lip-style audio encoder -> 64 exp -> 13 lip coefficients."""
 
-    audio_embed: int = 512
-    lip_mix: float = 0.2  # Eq. 10
-    mel_frames: int = 16  # 0.2 s of mel per video frame
-    mel_bins: int = 80
+    audio_embed: int = Field(512, ge=1)
+    lip_mix: float = Field(0.2, ge=0, le=1)  # Eq. 10
+    mel_frames: int = Field(16, ge=1)  # 0.2 s of mel per video frame
+    mel_bins: int = Field(80, ge=1)
     # SadTalker's audio2exp checkpoint (auido2exp_00300-model.pth): Phi_A and Phi_M1 start from it;
     # None: random initialisation. Phi_M2 (mapping2) is always new.
     init_checkpoint: Path | None = None
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]  # an Adam beta
 
 
 class TrainStageConfig(_Strict):
@@ -233,13 +237,13 @@ class TrainStageConfig(_Strict):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     val_every: int = Field(500, ge=1)
-    seed: int = 0
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are 32-bit
+    betas: tuple[Beta, Beta] = (0.9, 0.999)  # AdamW
 
 
 class VQVAETrainConfig(TrainStageConfig):
     batch_size: int = Field(512, ge=1)  # official VQ batch
-    betas: tuple[float, float] = (0.9, 0.99)  # the paper's VQ-VAE AdamW betas (with the warm-up lr)
+    betas: tuple[Beta, Beta] = (0.9, 0.99)  # the paper's VQ-VAE AdamW betas (with the warm-up lr)
 
 
 class LipTrainConfig(TrainStageConfig):
@@ -259,7 +263,7 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    max_clips: int | None = None
+    max_clips: int | None = Field(None, ge=1)
     # "neutral": audio + the actor's neutral reference frame (Table 1); "driving": audio + emotional driving
     # frames, the clip's own frames standing in for the reference (Table 5); metrics of the latter are
     # logged as test/driving/<metric>
@@ -336,7 +340,7 @@ class PipelineConfig(_Strict):
     """Root configuration for every flow."""
 
     name: str = "emotalker"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are 32-bit
     device: Literal["auto", "cpu", "cuda"] = "auto"
     paths: PathsConfig = PathsConfig()
     download: DownloadConfig = DownloadConfig()
@@ -365,6 +369,28 @@ class PipelineConfig(_Strict):
             raise ValueError(f"{', '.join(keys)} holds credentials; {CREDENTIALS_HELP}")
         return self
 
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        """Rules across keys, checked at load so a run never starts on a config that cannot work."""
+        t, v = self.transformer, self.vqvae
+        if t.d_model % t.n_heads:
+            raise ValueError(
+                f"transformer.d_model ({t.d_model}) must be divisible by transformer.n_heads ({t.n_heads})"
+            )
+        frames_per_token = v.stride_t**v.down_t  # l
+        window = self.train.transformer.window
+        if window % frames_per_token:
+            raise ValueError(
+                f"train.transformer.window ({window}) must be a multiple of the tokens' length "
+                f"l = vqvae.stride_t ** vqvae.down_t = {frames_per_token}"
+            )
+        if self.audio.kmeans_sample_frames < self.audio.kmeans_k:
+            raise ValueError(
+                f"audio.kmeans_sample_frames ({self.audio.kmeans_sample_frames}) must be at least "
+                f"audio.kmeans_k ({self.audio.kmeans_k})"
+            )
+        return self
+
     def torch_device(self) -> str:
         """Resolve ``auto`` to cuda when a GPU is visible."""
         if self.device != "auto":
@@ -379,11 +405,13 @@ class PipelineConfig(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _leaves(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        out += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
-    return out
+def _leaves(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every scalar in nested mappings and lists (``a.b[0].c``)."""
+    if isinstance(d, dict):
+        return [leaf for k, v in d.items() for leaf in _leaves(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(d, list | tuple):
+        return [leaf for i, v in enumerate(d) for leaf in _leaves(v, f"{prefix}[{i}]")]
+    return [(prefix, d)]
 
 
 def _dump(model: BaseModel) -> Any:
@@ -394,9 +422,61 @@ class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the file and key."""
 
 
+# what a config may expand to: a YAML "billion laughs" (aliases of aliases) is a few hundred bytes that
+# validation, logging and MLflow would expand into gigabytes
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # scalars, lists and mappings, counted with every alias expanded
+MAX_CONFIG_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses documents expanding past the limits above, before building them."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, {}, set(), 0)
+        return self.construct_document(node)
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], active: set[int], depth: int) -> int:
+    """Nodes ``node`` stands for once aliases are expanded (each alias counted in full, as it would be)."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise _ConfigLimit(f"nests deeper than {MAX_CONFIG_DEPTH} levels")
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise _ConfigLimit("has an alias that refers to itself")
+    active.add(key)
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_nodes(c, memo, active, depth + 1) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_nodes(c, memo, active, depth + 1) for kv in node.value for c in kv)
+    active.discard(key)
+    if n > MAX_CONFIG_NODES:
+        raise _ConfigLimit(f"expands to more than {MAX_CONFIG_NODES} values (aliases counted in full)")
+    memo[key] = n
+    return n
+
+
+class _ConfigLimit(ValueError):
+    """A YAML document past what a config may be (size, expansion, depth)."""
+
+
+def _safe_load(text: str) -> Any:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _ConfigLimit(f"is larger than {MAX_CONFIG_BYTES} bytes")
+    return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_value(raw: str, item: str) -> Any:
     try:
-        return yaml.safe_load(raw)
+        return _safe_load(raw)
+    except _ConfigLimit as exc:
+        raise ConfigError(f"override {redact_secrets(item).split('=', 1)[0]!r}: value {exc}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ConfigError(
@@ -452,8 +532,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = resolve_config_path(path)
         where = str(p)
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: refused: the document is larger than {MAX_CONFIG_BYTES} bytes")
         try:
-            loaded = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+            loaded = _safe_load(p.read_bytes().decode("utf-8")) or {}
+        except _ConfigLimit as exc:
+            raise ConfigError(f"{p}: refused: the document {exc}") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
@@ -470,7 +554,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         # our own one-line rendering: pydantic's would echo the input value (a URL with credentials)
         problems = "; ".join(
-            ": ".join(p for p in (".".join(str(x) for x in e["loc"]), e["msg"]) if p)
+            ": ".join(
+                p for p in (".".join(str(x) for x in e["loc"]), e["msg"].removeprefix("Value error, ")) if p
+            )
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         )
         raise ConfigError(f"{where}: invalid config: {problems}") from None
