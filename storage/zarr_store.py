@@ -14,6 +14,7 @@ is declared by the feature families (``tasks/features/families.py``); this modul
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import math
@@ -41,7 +42,23 @@ if TYPE_CHECKING:
 CLIPS_GROUP = "clips"
 TIME_CHUNK = 256  # frames per chunk along axis 0 (~10 s at 25 fps)
 MAX_CHUNK_BYTES = 16 << 20  # shrink the time chunk for very wide rows
-_RESERVED_ATTRS = ("complete", "fingerprint")
+_RESERVED_ATTRS = ("complete", "fingerprint", "checksums")
+
+
+class CorruptClipError(ValueError):
+    """A stored clip array does not read back as written (damaged or missing shard on disk)."""
+
+
+def array_checksum(arr: np.ndarray) -> str:
+    """Checksum of an array's dtype, shape and values, stored beside each clip array when it is written.
+
+    A lost shard reads back as fill values and flipped bytes may decode to wrong numbers without any
+    codec error, so reads compare the decoded values with this.
+    """
+    a = np.ascontiguousarray(arr)
+    h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=8)
+    h.update(a.view(np.uint8) if a.ndim else a.tobytes())
+    return h.hexdigest()
 
 
 def _compressor() -> zarr.codecs.BloscCodec:
@@ -227,6 +244,7 @@ class FeatureStore:
         self._group: zarr.Group | None = None
         self._root: StorePath | None = None
         self._clips_ready = False
+        self._verified: set[tuple[str, str, str]] = set()  # (clip, array, checksum) read back intact
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -242,6 +260,7 @@ class FeatureStore:
         state["_group"] = None
         state["_root"] = None
         state["_clips_ready"] = False
+        state["_verified"] = set()
         return state
 
     @property
@@ -361,6 +380,7 @@ class FeatureStore:
 
         final = _to_json(user_attrs)
         final.update({"n_frames": _to_json(n_frames), "fingerprint": fingerprint, "complete": True})
+        final["checksums"] = {k: array_checksum(a) for k, a in prepared.items()}
         objects = _encode_clip(prepared, final)
         prefix = f"{CLIPS_GROUP}/{clip_id}"
         with self._write_lock():
@@ -419,14 +439,20 @@ class FeatureStore:
         return out
 
     def read_attrs(self, clip_id: str) -> dict:
-        """Attrs of a complete clip (includes complete, fingerprint, n_frames)."""
-        return dict(self._require_clip(clip_id).attrs.asdict())
+        """Attrs of a complete clip (includes complete, fingerprint, n_frames; not the arrays' checksums)."""
+        attrs = dict(self._require_clip(clip_id).attrs.asdict())
+        attrs.pop("checksums", None)
+        return attrs
 
     def keys(self, clip_id: str) -> list[str]:
         """Array keys stored for a complete clip."""
         return sorted(self._require_clip(clip_id).array_keys())
 
-    def _array(self, clip_id: str, key: str, group: zarr.Group | None = None) -> zarr.Array:
+    def _array(
+        self, clip_id: str, key: str, group: zarr.Group | None = None, verify: bool = True
+    ) -> zarr.Array:
+        """One array of a complete clip; the first access in this process checks it against its checksum
+        (partial reads then need no second full read)."""
         g = self._require_clip(clip_id) if group is None else group
         try:
             node = g[key]
@@ -436,22 +462,74 @@ class FeatureStore:
             ) from None
         if not isinstance(node, zarr.Array):
             raise KeyError(f"{key!r} in clip {clip_id!r} is not an array")
+        if verify:
+            self._checked(clip_id, key, g, node)
         return node
 
+    def _corrupt(self, clip_id: str, key: str, why: str) -> CorruptClipError:
+        return CorruptClipError(
+            f"{self.family} store: clip {clip_id!r} array {key!r} is corrupt ({why}) in {self.display_url}; "
+            "rerun the features flow with --verify to recompute it"
+        )
+
+    def _checked(
+        self, clip_id: str, key: str, group: zarr.Group, node: zarr.Array, data: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """``data`` (or the array read whole) after checking it against the checksum written with it.
+
+        Clips written before checksums were stored are read as they are.
+        """
+        expected = (group.attrs.get("checksums") or {}).get(key)
+        if data is None and (expected is None or (clip_id, key, expected) in self._verified):
+            return None
+        if data is None:
+            data = self._decode(clip_id, key, node)
+        if expected is not None:
+            if array_checksum(data) != expected:
+                raise self._corrupt(clip_id, key, "its values differ from the checksum written with them")
+            self._verified.add((clip_id, key, expected))
+        return data
+
+    def _decode(self, clip_id: str, key: str, node: zarr.Array, sel: Any = Ellipsis) -> np.ndarray:
+        """Read ``node[sel]``; a shard that cannot be decoded is reported naming the clip and array."""
+        try:
+            return np.asarray(node[sel])
+        except (ValueError, RuntimeError, OSError, EOFError) as exc:
+            raise self._corrupt(clip_id, key, f"{type(exc).__name__}: {exc}") from None
+
     def array(self, clip_id: str, key: str) -> zarr.Array:
-        """Lazy zarr handle of one array of a complete clip (for callers that slice it many times)."""
+        """Lazy zarr handle of one array of a complete clip (for callers that slice it many times),
+        checked against its checksum on first use."""
         return self._array(clip_id, key)
 
     def read_clip(self, clip_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """All (or the named) arrays of a complete clip; KeyError naming the clip if missing/incomplete."""
+        """All (or the named) arrays of a complete clip, each checked against its checksum; KeyError
+        naming the clip if missing/incomplete, CorruptClipError naming clip and array if damaged."""
         with self._write_lock(shared=True):
             g = self._require_clip(clip_id)
             names = sorted(g.array_keys()) if keys is None else list(keys)
-            return {k: np.asarray(self._array(clip_id, k, g)[...]) for k in names}
+            out = {}
+            for k in names:
+                node = self._array(clip_id, k, g, verify=False)
+                out[k] = self._checked(clip_id, k, g, node, self._decode(clip_id, k, node))
+            return out
+
+    def verify_clip(self, clip_id: str) -> list[str]:
+        """Arrays of a complete clip that do not read back as written (empty: intact), reading each whole."""
+        bad = []
+        with self._write_lock(shared=True):
+            g = self._require_clip(clip_id)
+            for k in sorted(g.array_keys()):
+                self._verified.discard((clip_id, k, (g.attrs.get("checksums") or {}).get(k)))
+                try:
+                    self._array(clip_id, k, g)
+                except CorruptClipError:
+                    bad.append(k)
+        return bad
 
     def shape(self, clip_id: str, key: str) -> tuple[int, ...]:
         """Shape of one array without reading its data."""
-        return tuple(self._array(clip_id, key).shape)
+        return tuple(self._array(clip_id, key, verify=False).shape)
 
     def read_slice(self, clip_id: str, key: str, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) along axis 0, reading only the chunks that overlap."""
@@ -461,7 +539,7 @@ class FeatureStore:
         n = z.shape[0]
         if not (0 <= start <= stop <= n):
             raise ValueError(f"slice [{start}, {stop}) out of range for {clip_id!r}/{key!r} with {n} frames")
-        return np.asarray(z[start:stop])
+        return self._decode(clip_id, key, z, slice(start, stop))
 
     def clip_ids(self, complete_only: bool = True) -> list[str]:
         """Sorted clip ids (one listing, then one metadata read per clip); partial clips are included
