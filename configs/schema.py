@@ -270,9 +270,10 @@ class EvalConfig(_Strict):
     settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
     # test videos rendered elsewhere (<clip_id>.mp4): used instead of rendering
     rendered_dir: Path | None = None
-    # render and compare only the first N frames of each test clip (quick runs). SyncNet needs at least 6;
-    # its +-15-frame offset search is meaningful from 36 (evaluate warns below that)
-    render_max_frames: int | None = Field(None, ge=6)
+    # render and compare only the first N frames of each test clip (quick runs). SyncNet's face track needs
+    # at least 7 (its 13-frame zero-padded median filter); its +-15-frame offset search is meaningful from
+    # 36 (evaluate warns below that)
+    render_max_frames: int | None = Field(None, ge=7)
     log_videos: int = Field(3, ge=0)  # rendered test videos logged as MLflow artifacts
     syncnet_checkpoint: Path | None = None
     emotion_classifier_checkpoint: Path | None = None

@@ -34,6 +34,8 @@ _log = logging.getLogger(__name__)
 # run_pipeline.py's face-track defaults
 CROP_SCALE = 0.4
 MEDIAN_KERNEL = 13
+# a zero-padded median over 13 frames is 0 unless 7 of them hold the face: the shortest track that crops
+MIN_TRACK_FRAMES = MEDIAN_KERNEL // 2 + 1
 PAD_VALUE = 110
 NUM_FAILED_DET = 25
 MIN_IOU = 0.5
@@ -80,6 +82,11 @@ def crop_windows(track_boxes: np.ndarray) -> np.ndarray:
     from scipy.signal import medfilt
 
     b = np.asarray(track_boxes, dtype=np.float64)
+    if len(b) < MIN_TRACK_FRAMES:
+        raise ValueError(
+            f"face track of {len(b)} frames: SyncNet's {MEDIAN_KERNEL}-frame zero-padded median filter needs "
+            f"at least {MIN_TRACK_FRAMES} (shorter tracks filter to empty crops)"
+        )
     s = np.maximum(b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]) / 2
     x, y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     with warnings.catch_warnings():  # tracks shorter than the kernel are zero-padded, as upstream's are

@@ -121,3 +121,10 @@ def test_sync_warns_when_the_offset_search_would_mostly_see_padding(syncnet_file
     with caplog.at_level("WARNING", logger="emotalker.tasks.evaluation.sync"):
         sync_confidence(model, frames, wave, vshift=3)  # 7 windows cover the 7 offsets
     assert "Sync on" not in caplog.text
+
+
+def test_track_shorter_than_the_median_kernel_is_refused_with_the_reason() -> None:
+    box = [60.0, 40.0, 140.0, 120.0]
+    assert crop_windows(np.tile(box, (7, 1))).min() > 0  # 7 frames: every filtered window holds the face
+    with pytest.raises(ValueError, match="face track of 6 frames: SyncNet's 13-frame .* needs at least 7"):
+        crop_windows(np.tile(box, (6, 1)))
