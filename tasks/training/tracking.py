@@ -204,6 +204,7 @@ def metric_sink(metrics: dict[str, float], step: int) -> None:
 def log_and_register(
     model: nn.Module,
     model_config: dict[str, Any],
+    *,
     registered_name: str,
     metric: float,
     alias: str = "best",
