@@ -52,6 +52,7 @@ class Stage:
 
     name: str  # checkpoint folder, MLflow run and registered model suffix
     families: tuple[str, ...]  # the feature families it trains on (its registered data fingerprints)
+    description: str  # the MLflow run's note: what the stage trains and which plots it logs
     plan: Callable[..., StagePlan]  # (cfg, **inputs) -> the run; fails fast on bad inputs
 
 
@@ -182,7 +183,9 @@ def run_stage(
     split = shared_file(cfg.paths, "split")
     with (
         gpu_slot(device, cfg.train.gpu_slots),
-        stage_run(cfg, stage.name, d / "run.json", parent_run_id, {"split": split}) as run,
+        stage_run(
+            cfg, stage.name, d / "run.json", parent_run_id, {"split": split}, description=stage.description
+        ) as run,
     ):
         mlflow.log_params(
             {

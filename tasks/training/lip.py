@@ -152,4 +152,9 @@ def plan(cfg: PipelineConfig) -> StagePlan:
     )
 
 
-STAGE = Stage(name=NAME, families=FAMILIES, plan=plan)
+STAGE = Stage(
+    name=NAME,
+    families=FAMILIES,
+    description="Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10).",
+    plan=plan,
+)

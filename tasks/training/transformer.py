@@ -196,4 +196,9 @@ def plan(cfg: PipelineConfig, vqvae_version: str | None = None) -> StagePlan:
     )
 
 
-STAGE = Stage(name=NAME, families=FAMILIES, plan=plan)
+STAGE = Stage(
+    name=NAME,
+    families=FAMILIES,
+    description="Stage 2: cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).",
+    plan=plan,
+)
