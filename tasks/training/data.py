@@ -51,10 +51,12 @@ def stage_clips(cfg: PipelineConfig, families: Sequence[str], split_name: str) -
 
 
 def store(cfg: PipelineConfig, family: str) -> FeatureStore:
+    """The configured feature store of ``family`` (with its storage options)."""
     return feature_store(cfg.paths, family)
 
 
 def check_width(cfg: PipelineConfig, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
+    """Refuse a stored array whose width is not what the config expects, before any training step."""
     shape = store(cfg, family).shape(clip_id, key)
     if shape[-1] != expected:
         raise TrainingInputError(
@@ -77,8 +79,10 @@ def split_hash(cfg: PipelineConfig) -> str:
 
 
 def model_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """What the engine logs about a built model (its parameter count)."""
     return {"parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
 def ckpt_dir(cfg: PipelineConfig, stage: str, fp: str) -> Path:
+    """A stage run's checkpoints, MLflow run id and ``done.json``: one folder per fingerprint."""
     return cfg.paths.resolve("checkpoints") / stage / fp

@@ -62,6 +62,7 @@ class LipWindows(torch.utils.data.Dataset):
 
 
 def lip_datasets(cfg: PipelineConfig) -> tuple[LipWindows, LipWindows | None]:
+    """Motion + mel windows of the clips complete in both stores (train, val)."""
     train_ids = stage_clips(cfg, FAMILIES, "train")
     w = cfg.train.lip.window
     root = StoreRoot.from_paths(cfg.paths)
@@ -109,12 +110,14 @@ def _lip_forward(model: LipBranch, batch: dict[str, Any]) -> tuple[torch.Tensor,
 
 
 def lip_loss(model: LipBranch, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE of the 13 lip coefficients (Eq. 10's output against the tracked ones)."""
     pred, target, _ = _lip_forward(model, batch)
     loss = F.mse_loss(pred, target)
     return loss, {"loss": loss.item(), "lip_l1": (pred - target).detach().abs().mean().item()}
 
 
 def lip_validate(model: LipBranch, batches: Any) -> dict[str, float]:
+    """Lip MSE vs the baseline of repeating the reference expression's lip coefficients."""
     se = base = n = 0.0
     for b in batches:
         pred, target, ref = _lip_forward(model, b)

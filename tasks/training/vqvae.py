@@ -50,6 +50,7 @@ class FaceNormalizer:
 
 
 def face_normalizer(cfg: PipelineConfig, train_ids: list[str]) -> FaceNormalizer:
+    """Statistics of the train clips' finite face frames (a std floor keeps constant dims finite)."""
     face = store(cfg, "face")
     data = np.concatenate([face.read_clip(c, ["motion"])["motion"] for c in train_ids])
     data = data[np.isfinite(data).all(axis=1)][:, list(FACE_INDICES)]
@@ -57,6 +58,7 @@ def face_normalizer(cfg: PipelineConfig, train_ids: list[str]) -> FaceNormalizer
 
 
 def vqvae_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | None, FaceNormalizer]:
+    """Normalised face windows with emotion labels (train, val) and the train-split normaliser."""
     train_ids = stage_clips(cfg, FAMILIES, "train")
     check_width(cfg, "face", "motion", train_ids[0], MOTION_DIM, "70-dim motion")
     if cfg.vqvae.in_dim != FACE_DIM:
@@ -74,10 +76,12 @@ def vqvae_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | 
 
 
 def build_vqvae(cfg: PipelineConfig) -> MotionVQVAE:
+    """A fresh stage-1 model from the config (training; benchmarks)."""
     return MotionVQVAE.from_config(cfg.vqvae)
 
 
 def vqvae_loss(model: MotionVQVAE, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The model's Eq. 3 loss and its terms as metrics."""
     out = model(batch["face"], batch.get("label"))  # Eq. 3
     keys = (
         "loss",
