@@ -20,7 +20,9 @@ TARGET = "time and peak memory grow at most linearly with audio length (ratio <=
 def build(cfg: Any, dev: str) -> Any:
     """EmoTalker at the config's sizes with random weights."""
     from emotalker.models import EmoTalker
-    from emotalker.tasks.training.stages import build_lip, build_transformer, build_vqvae
+    from emotalker.tasks.training.lip import build_lip
+    from emotalker.tasks.training.transformer import build_transformer
+    from emotalker.tasks.training.vqvae import build_vqvae
 
     torch.manual_seed(0)
     vq = build_vqvae(cfg)

@@ -35,7 +35,7 @@ def _optimizer_step(
 
 def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
     """A closure running one stage-1 training step, and the random batch it uses."""
-    from emotalker.tasks.training.stages import build_vqvae, vqvae_loss
+    from emotalker.tasks.training.vqvae import build_vqvae, vqvae_loss
 
     torch.manual_seed(0)
     model = build_vqvae(cfg).to(dev).train()
@@ -51,7 +51,8 @@ def stage1_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
 
 def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[str, Any]]:
     """A closure running one stage-2 training step (frozen VQ-VAE targets), and its random batch."""
-    from emotalker.tasks.training.stages import TransformerObjective, build_transformer, build_vqvae
+    from emotalker.tasks.training.transformer import TransformerObjective, build_transformer
+    from emotalker.tasks.training.vqvae import build_vqvae
 
     torch.manual_seed(0)
     vq = build_vqvae(cfg).to(dev)

@@ -50,7 +50,7 @@ def _write_stores(root: Path, cfg: PipelineConfig, n_clips: int, seed: int) -> t
 
 def _one_config(name: str, cfg: PipelineConfig, n_clips: int, reads: int, dev: str, quick: bool) -> dict:
     from emotalker.storage.windows import WindowDataset
-    from emotalker.tasks.training.stages import FaceNormalizer
+    from emotalker.tasks.training.vqvae import FaceNormalizer
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -9,13 +9,14 @@ from emotalker.configs.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FA
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.bfm import BFMLandmarks, project_landmarks
 from emotalker.models.emotalker import EmoTalker
-from emotalker.models.lip import LipBranch
-from emotalker.models.transformer import CrossModalTransformer
-from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.metrics import f_lmd, face_l2, lip_l2, m_lmd
-from emotalker.tasks.training.registry import CURRENT, STAGES, load_registered
-from emotalker.tasks.training.stages import check_stored_rate
+from emotalker.tasks.training.data import check_stored_rate
+from emotalker.tasks.training.lip import restore_lip
+from emotalker.tasks.training.registry import CURRENT, load_registered
+from emotalker.tasks.training.stages import STAGES
+from emotalker.tasks.training.transformer import restore_transformer
+from emotalker.tasks.training.vqvae import restore_vqvae
 
 
 def load_emotalker(
@@ -37,16 +38,10 @@ def load_emotalker(
         cfg, "transformer", str(chosen["transformer"]), vqvae_weights_sha=vq_sha
     )
     lip_state, lip_cfg, lip_version, _ = load_registered(cfg, "lip", str(chosen["lip"]))
-    vqvae = MotionVQVAE(**vq_cfg["model"])
-    vqvae.load_state_dict(vq_state)
-    transformer = CrossModalTransformer(**tr_cfg["model"])
-    transformer.load_state_dict(tr_state)
-    lip = LipBranch(**lip_cfg["model"])
-    lip.load_state_dict(lip_state)
     generator = EmoTalker(
-        vqvae,
-        transformer,
-        lip,
+        restore_vqvae(vq_state, vq_cfg),
+        restore_transformer(tr_state, tr_cfg),
+        restore_lip(lip_state, lip_cfg),
         np.asarray(vq_cfg["face_mean"]),
         np.asarray(vq_cfg["face_std"]),
         max_context=cfg.generation.max_context,

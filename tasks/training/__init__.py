@@ -1,1 +1,2 @@
-"""Training stage: the resumable loop, per-stage datasets and losses, checkpoints, MLflow tracking."""
+"""Training: one module per stage (registered in ``stages.py``), the engine that runs any of them, the
+resumable loop, checkpoints and MLflow tracking."""

@@ -82,6 +82,7 @@ def run_training(
     model: nn.Module,
     loss_fn: LossFn,
     train_set: Dataset,
+    *,
     stage: TrainStageConfig,
     ckpt_dir: Path,
     device: str,

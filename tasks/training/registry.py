@@ -23,13 +23,6 @@ from emotalker.storage.shared import shared_file
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.data.split import load_split
 
-STAGES: tuple[str, ...] = ("vqvae", "lip", "transformer")
-# the feature families each stage trains on (tokens carry the k-means vocabulary, hence K)
-STAGE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "vqvae": ("face",),
-    "lip": ("face", "mel"),
-    "transformer": ("face", "hubert_emotion", "tokens"),
-}
 TAG_PREFIX = "data."
 CURRENT = "current"
 
@@ -49,11 +42,13 @@ def registry_cache(cfg: PipelineConfig) -> Path:
 
 def data_fingerprints(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """What ``stage`` trains on, as it is in the stores now: the split file and each family's clips."""
+    from emotalker.tasks.training.stages import STAGES  # the stage modules load through this module
+
     split_path = shared_file(cfg.paths, "split")
     split = load_split(split_path)
     ids = sorted({*split["train"], *split["val"], *split["test"]})
     out = {"split": hashlib.sha256(split_path.read_bytes()).hexdigest()[:12]}
-    for family in STAGE_FAMILIES[stage]:
+    for family in STAGES[stage].families:
         fps = StoreRoot.from_paths(cfg.paths).store(family).clip_fingerprints(ids)  # with storage_options
         blob = json.dumps(sorted(fps.items()), separators=(",", ":")).encode()
         out[family] = hashlib.sha256(blob).hexdigest()[:12]

@@ -28,12 +28,9 @@ from emotalker.configs.secrets import redact_secrets
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
-# the description (mlflow.note.content) each run carries, shown on its overview page
+# the description (mlflow.note.content) each run carries, shown on its overview page (a training
+# stage's is its ``Stage.description``)
 RUN_DESCRIPTIONS = {
-    "vqvae": "Stage 1: motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3). "
-    "Plots: loss curves, codebook usage, t-SNE of codes by emotion (Fig. 4a).",
-    "lip": "Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10).",
-    "transformer": "Stage 2: cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).",
     "evaluate": "Test split generated from audio + neutral reference; Table 1 metrics, per-clip numbers and "
     "the HTML report under evaluation/.",
     "reproduce": "The full reproduction: one nested run per training stage and the evaluation; the Table 1 "
@@ -95,9 +92,14 @@ def setup_mlflow(cfg: PipelineConfig) -> str:
     return exp.experiment_id
 
 
-def describe_run(stage: str) -> None:
-    """Tag the active run with its stage, and its description (``mlflow.note.content``)."""
-    mlflow.set_tag("mlflow.note.content", RUN_DESCRIPTIONS[stage])
+def describe_run(name: str) -> None:
+    """Give the active ``evaluate`` or ``reproduce`` run its description (``mlflow.note.content``)."""
+    note_run(RUN_DESCRIPTIONS[name])
+
+
+def note_run(description: str) -> None:
+    """The active run's description (``mlflow.note.content``), shown on its overview page."""
+    mlflow.set_tag("mlflow.note.content", description)
 
 
 def log_data_inputs(cfg: PipelineConfig, context: str) -> None:
@@ -141,8 +143,13 @@ def stage_run(
     run_file: Path,
     parent_run_id: str | None = None,
     extra_artifacts: dict[str, Path] | None = None,
+    *,
+    description: str,
 ) -> Iterator[mlflow.ActiveRun]:
-    """One MLflow run per stage; a resumed stage (same ``run_file``) continues the same run."""
+    """One MLflow run per stage; a resumed stage (same ``run_file``) continues the same run.
+
+    ``description`` is the run's note (``mlflow.note.content``): what the stage trains and plots.
+    """
     setup_mlflow(cfg)
     run_id = _existing_run(run_file)
     kwargs: dict[str, Any] = {"log_system_metrics": True}
@@ -160,7 +167,7 @@ def stage_run(
             run_file.parent.mkdir(parents=True, exist_ok=True)
             run_file.write_text(json.dumps({"run_id": run.info.run_id}))
             mlflow.set_tags({"stage": stage, "pipeline": cfg.name})
-            describe_run(stage)
+            note_run(description)
             mlflow.log_params(config_params(cfg))
             log_data_inputs(cfg, context="training")
             with tempfile.TemporaryDirectory() as tmp:
@@ -204,6 +211,7 @@ def metric_sink(metrics: dict[str, float], step: int) -> None:
 def log_and_register(
     model: nn.Module,
     model_config: dict[str, Any],
+    *,
     registered_name: str,
     metric: float,
     alias: str = "best",

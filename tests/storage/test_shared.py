@@ -90,8 +90,8 @@ def test_missing_everywhere_names_the_local_file_and_unknown_names_are_refused(t
 
 
 def test_training_inputs_come_from_the_stores_root_on_a_fresh_machine(tmp_path: Path) -> None:
+    from emotalker.tasks.training.data import clip_labels, stage_clips
     from emotalker.tasks.training.registry import data_fingerprints
-    from emotalker.tasks.training.stages import clip_labels, stage_clips
 
     url = str(tmp_path / "bucket")
     ids = _first_machine(tmp_path / "m1")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from emotalker.flows.train import GPU_LIMIT, gpu_slot
+from emotalker.tasks.training.engine import GPU_LIMIT, gpu_slot
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_existing_limit_is_respected_when_sharing_is_asked(prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-    from emotalker.flows.train import ensure_gpu_limit
+    from emotalker.tasks.training.engine import ensure_gpu_limit
 
     ensure_gpu_limit(1)
     with get_client(sync_client=True) as client:

@@ -43,7 +43,16 @@ STAGE = TrainStageConfig(
 
 
 def test_loss_drops_and_best_checkpoint_is_kept(tmp_path):
-    res = run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", Linear(16), _val)
+    res = run_training(
+        _model(),
+        _loss,
+        Linear(),
+        stage=STAGE,
+        ckpt_dir=tmp_path,
+        device="cpu",
+        val_set=Linear(16),
+        val_fn=_val,
+    )
     first = res.history["train/loss"][0][1]
     assert res.final_metrics["train/loss"] < first / 5
     assert res.steps == 80 and res.resumed_from is None
@@ -53,14 +62,40 @@ def test_loss_drops_and_best_checkpoint_is_kept(tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ref_model = _model()
-    run_training(ref_model, _loss, Linear(), STAGE, tmp_path / "ref", "cpu", Linear(16), _val)
+    run_training(
+        ref_model,
+        _loss,
+        Linear(),
+        stage=STAGE,
+        ckpt_dir=tmp_path / "ref",
+        device="cpu",
+        val_set=Linear(16),
+        val_fn=_val,
+    )
     killed = _model()
     partial = run_training(
-        killed, _loss, Linear(), STAGE, tmp_path / "k", "cpu", Linear(16), _val, stop_after=23
+        killed,
+        _loss,
+        Linear(),
+        stage=STAGE,
+        ckpt_dir=tmp_path / "k",
+        device="cpu",
+        val_set=Linear(16),
+        val_fn=_val,
+        stop_after=23,
     )
     assert partial.steps == 23
     resumed_model = _model()  # a fresh process would rebuild the model from scratch
-    res = run_training(resumed_model, _loss, Linear(), STAGE, tmp_path / "k", "cpu", Linear(16), _val)
+    res = run_training(
+        resumed_model,
+        _loss,
+        Linear(),
+        stage=STAGE,
+        ckpt_dir=tmp_path / "k",
+        device="cpu",
+        val_set=Linear(16),
+        val_fn=_val,
+    )
     assert res.resumed_from == 20  # last checkpoint before the kill
     for a, b in zip(ref_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -78,23 +113,43 @@ def test_empty_training_set_fails_before_any_step(tmp_path):
     import pytest
 
     with pytest.raises(TrainingInputError, match="no windows"):
-        run_training(_model(), _loss, Linear(0), STAGE, tmp_path, "cpu")
+        run_training(_model(), _loss, Linear(0), stage=STAGE, ckpt_dir=tmp_path, device="cpu")
     assert not (tmp_path / "last.pt").exists()
 
 
 def test_thread_count_is_fixed_recorded_and_a_different_one_on_resume_is_reported(tmp_path, caplog):
     before = torch.get_num_threads()
     try:
-        run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=12, threads=1)
+        run_training(
+            _model(), _loss, Linear(), stage=STAGE, ckpt_dir=tmp_path, device="cpu", stop_after=12, threads=1
+        )
         assert torch.get_num_threads() == 1
         assert load_checkpoint(tmp_path / "last.pt")["threads"] == 1
         torch.set_num_threads(2)  # something else in a long-lived process changed it
         with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
-            run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=None)
+            run_training(
+                _model(),
+                _loss,
+                Linear(),
+                stage=STAGE,
+                ckpt_dir=tmp_path,
+                device="cpu",
+                stop_after=1,
+                threads=None,
+            )
         assert "resuming with 2 CPU threads, checkpoint written with 1" in caplog.text
         caplog.clear()
         with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
-            run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=1, threads=1)
+            run_training(
+                _model(),
+                _loss,
+                Linear(),
+                stage=STAGE,
+                ckpt_dir=tmp_path,
+                device="cpu",
+                stop_after=1,
+                threads=1,
+            )
         assert "CPU threads" not in caplog.text
     finally:
         torch.set_num_threads(before)
@@ -106,12 +161,12 @@ def test_vqvae_stage_uses_the_paper_adamw_betas_and_warmup(tmp_path):
     cfg = PipelineConfig().train
     assert cfg.vqvae.betas == (0.9, 0.99) and cfg.vqvae.warmup_steps == 300
     stage = cfg.vqvae.model_copy(update={"steps": 3, "batch_size": 4, "lr": 1e-2, "warmup_steps": 10})
-    run_training(_model(), _loss, Linear(), stage, tmp_path, "cpu")
+    run_training(_model(), _loss, Linear(), stage=stage, ckpt_dir=tmp_path, device="cpu")
     opt = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"][0]
     assert tuple(opt["betas"]) == (0.9, 0.99)
     assert abs(opt["lr"] - 1e-2 * 4 / 10) < 1e-12  # warming up: lr * (step + 1) / warmup, 3 steps done
     other = cfg.transformer.model_copy(update={"steps": 1, "batch_size": 4})
-    run_training(_model(), _loss, Linear(), other, tmp_path / "t", "cpu")
+    run_training(_model(), _loss, Linear(), stage=other, ckpt_dir=tmp_path / "t", device="cpu")
     groups = load_checkpoint(tmp_path / "t" / "last.pt")["optimizer"]["param_groups"]
     assert tuple(groups[0]["betas"]) == (0.9, 0.999)  # stage 2: AdamW's defaults
 
@@ -124,7 +179,16 @@ def test_training_reports_steps_loss_and_eta_while_it_runs(tmp_path, caplog, mon
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a line per step instead of every 10 s
     with caplog.at_level(logging.INFO, logger="emotalker.progress"):
-        run_training(_model(), _loss, Linear(), STAGE, tmp_path, "cpu", stop_after=12, desc="train-toy")
+        run_training(
+            _model(),
+            _loss,
+            Linear(),
+            stage=STAGE,
+            ckpt_dir=tmp_path,
+            device="cpu",
+            stop_after=12,
+            desc="train-toy",
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "emotalker.progress"]
     assert lines[0].startswith("train-toy: 1/80 step") and "ETA" in lines[0]
     assert any(line.startswith("train-toy: 10/80 step") and "loss=" in line for line in lines)

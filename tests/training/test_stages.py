@@ -12,8 +12,9 @@ from emotalker.configs.schema import PipelineConfig, TransformerConfig, VQVAECon
 from emotalker.models.lip import ExpNet
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
+from emotalker.tasks.training.lip import build_lip, lip_model_config
 from emotalker.tasks.training.loop import TrainingInputError
-from emotalker.tasks.training.stages import TransformerObjective, build_lip, lip_model_config
+from emotalker.tasks.training.transformer import TransformerObjective
 
 torch.set_num_threads(1)
 
@@ -72,7 +73,7 @@ def test_stores_resampled_to_25fps_by_older_versions_are_refused(tmp_path: Path)
     import numpy as np
 
     from emotalker.storage.zarr_store import FeatureStore
-    from emotalker.tasks.training.stages import check_stored_rate
+    from emotalker.tasks.training.data import check_stored_rate
 
     store = FeatureStore(tmp_path, "hubert_emotion")
     store.write_clip("old", {"feats": np.zeros((25, 4), np.float32)}, attrs={"n_frames": 25})
@@ -90,7 +91,7 @@ def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tm
     import numpy as np
 
     from emotalker.storage.zarr_store import FeatureStore
-    from emotalker.tasks.training.stages import _lip_forward, build_lip, lip_datasets
+    from emotalker.tasks.training.lip import _lip_forward, build_lip, lip_datasets
 
     lengths = {"M012_front_angry_level_1_001": 30, "M012_front_sad_level_2_001": 50}  # < 96 frames
     face, mel = FeatureStore(tmp_path / "features", "face"), FeatureStore(tmp_path / "features", "mel")

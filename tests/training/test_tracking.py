@@ -89,10 +89,10 @@ def test_experiments_are_model_training_experiments_with_described_runs_and_data
             json.dumps({"train": ["W009_b"], "val": [], "test": ["M003_a"]})
         )
         with mlflow.start_run(experiment_id=old) as run:
-            describe_run("vqvae")
+            describe_run("evaluate")
             log_data_inputs(cfg, context="training")
         got = MlflowClient().get_run(run.info.run_id)
-        assert got.data.tags["mlflow.note.content"] == RUN_DESCRIPTIONS["vqvae"]
+        assert got.data.tags["mlflow.note.content"] == RUN_DESCRIPTIONS["evaluate"]
         inputs = {i.dataset.name: i for i in got.inputs.dataset_inputs}
         assert set(inputs) == {"manifest", "split"}
         assert {t.key: t.value for t in inputs["split"].tags}["mlflow.data.context"] == "training"

@@ -219,7 +219,7 @@ def test_stage2_needs_the_stage1_alias_and_the_alias_follows_the_best_vqvae(data
 
     out = train_transformer(CONFIG, ov)
     run = client.get_run(out["run_id"])
-    from emotalker.flows.train import load_vqvae
+    from emotalker.tasks.training.vqvae import load_vqvae
 
     _, _, sha = load_vqvae(load_config(CONFIG, ov))  # the newest version trained on these stores
     assert run.data.params["vqvae.weights_sha"] == sha

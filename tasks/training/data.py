@@ -1,0 +1,88 @@
+"""What the training stages share: the clips a stage may train on, their labels, input checks, folders.
+
+The stage modules (``vqvae.py``, ``lip.py``, ``transformer.py``) build their datasets from these; the
+engine (``engine.py``) puts each run's checkpoints under :func:`ckpt_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emotalker.configs.constants import EMOTION_TO_ID
+from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.manifest import Manifest
+from emotalker.storage.shared import shared_file
+from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
+from emotalker.tasks.data.split import load_split
+from emotalker.tasks.features.families import store_spec, stored_rate_error
+from emotalker.tasks.training.loop import TrainingInputError
+
+
+def clip_labels(cfg: PipelineConfig) -> dict[str, int]:
+    """Emotion class of every clip, from the manifest (the stores' copy on a machine without one)."""
+    rows = Manifest(shared_file(cfg.paths, "manifest")).records()
+    return {r["clip_id"]: EMOTION_TO_ID[r["emotion"]] for r in rows}
+
+
+def stage_clips(cfg: PipelineConfig, families: Sequence[str], split_name: str) -> list[str]:
+    """Clips of a split that are complete in every needed store; fails fast with what is missing."""
+    families = list(families)  # named as a list in the error messages
+    split_path = shared_file(cfg.paths, "split")
+    ids = load_split(split_path)[split_name]
+    root = StoreRoot.from_paths(cfg.paths)
+    for family in families:
+        store = root.store(family)
+        have = set(store.clip_ids())
+        if not have and split_name == "train":
+            raise TrainingInputError(
+                f"feature store {store.display_url} has no clips: run the features flow before training"
+            )
+        ids = [c for c in ids if c in have]
+    if split_name == "train" and not ids:
+        raise TrainingInputError(
+            f"the train split has no clip with all of {families}; split file {split_path}"
+        )
+    return ids
+
+
+def store(cfg: PipelineConfig, family: str) -> FeatureStore:
+    """The configured feature store of ``family`` (with its storage options)."""
+    return feature_store(cfg.paths, family)
+
+
+def check_width(cfg: PipelineConfig, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
+    """Refuse a stored array whose width is not what the config expects, before any training step."""
+    shape = store(cfg, family).shape(clip_id, key)
+    if shape[-1] != expected:
+        raise TrainingInputError(
+            f"{family}/{key} of {clip_id} has width {shape[-1]} but the config expects {expected} ({what})"
+        )
+
+
+def check_stored_rate(store: FeatureStore, clip_id: str) -> int:
+    """Stored frames per video frame of the clip (its store's declared rate: 2 for HuBERT features and
+    tokens); a clip written at another rate (HuBERT resampled to 25 fps by older versions) is refused."""
+    error = stored_rate_error(store, clip_id)
+    if error:
+        raise TrainingInputError(error)
+    return store_spec(store.family).rate
+
+
+def split_hash(cfg: PipelineConfig) -> str:
+    """The split file's hash, one of every stage's fingerprint parts."""
+    return hashlib.sha256(shared_file(cfg.paths, "split").read_bytes()).hexdigest()[:12]
+
+
+def model_summary(model: torch.nn.Module) -> dict[str, Any]:
+    """What the engine logs about a built model (its parameter count)."""
+    return {"parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def ckpt_dir(cfg: PipelineConfig, stage: str, fp: str) -> Path:
+    """A stage run's checkpoints, MLflow run id and ``done.json``: one folder per fingerprint."""
+    return cfg.paths.resolve("checkpoints") / stage / fp

@@ -1,0 +1,191 @@
+"""Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3).
+
+Its datasets, loss, validation, fingerprint, registered model config, builder, loader and plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from emotalker.configs.constants import EMOTIONS, FACE_DIM, FACE_INDICES, MOTION_DIM
+from emotalker.configs.schema import PipelineConfig
+from emotalker.models.vqvae import MotionVQVAE
+from emotalker.storage.windows import WindowDataset
+from emotalker.storage.zarr_store import StoreRoot
+from emotalker.tasks.features.families import window_source
+from emotalker.tasks.features.workers import fingerprint
+from emotalker.tasks.training.data import check_width, clip_labels, split_hash, stage_clips, store
+from emotalker.tasks.training.engine import Stage, StagePlan
+from emotalker.tasks.training.loop import TrainingInputError, iterate_batches
+from emotalker.tasks.training.plots import code_tsne, codebook_usage
+from emotalker.tasks.training.registry import CURRENT, load_registered
+
+NAME = "vqvae"
+FAMILIES = ("face",)
+
+
+@dataclass
+class FaceNormalizer:
+    """Per-dimension standardisation of the 57 face coefficients (train-split statistics)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __call__(self, motion: np.ndarray) -> np.ndarray:
+        return ((motion[..., list(FACE_INDICES)] - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"face_mean": self.mean.tolist(), "face_std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaceNormalizer:
+        """The normaliser a registered stage-1 model config carries (see :meth:`to_dict`)."""
+        return cls(np.asarray(d["face_mean"], np.float32), np.asarray(d["face_std"], np.float32))
+
+
+def face_normalizer(cfg: PipelineConfig, train_ids: list[str]) -> FaceNormalizer:
+    """Statistics of the train clips' finite face frames (a std floor keeps constant dims finite)."""
+    face = store(cfg, "face")
+    data = np.concatenate([face.read_clip(c, ["motion"])["motion"] for c in train_ids])
+    data = data[np.isfinite(data).all(axis=1)][:, list(FACE_INDICES)]
+    return FaceNormalizer(data.mean(0).astype(np.float32), np.maximum(data.std(0), 1e-4).astype(np.float32))
+
+
+def vqvae_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | None, FaceNormalizer]:
+    """Normalised face windows with emotion labels (train, val) and the train-split normaliser."""
+    train_ids = stage_clips(cfg, FAMILIES, "train")
+    check_width(cfg, "face", "motion", train_ids[0], MOTION_DIM, "70-dim motion")
+    if cfg.vqvae.in_dim != FACE_DIM:
+        raise TrainingInputError(
+            f"vqvae.in_dim must be {FACE_DIM} (51 expression + 6 pose), got {cfg.vqvae.in_dim}"
+        )
+    norm = face_normalizer(cfg, train_ids)
+    labels = clip_labels(cfg)
+    w = cfg.train.vqvae.window
+    src = {"face": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}
+    train = WindowDataset(src, train_ids, w, labels=labels, transforms={"face": norm})
+    val_ids = stage_clips(cfg, FAMILIES, "val")
+    val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms={"face": norm}) if val_ids else None
+    return train, val, norm
+
+
+def build_vqvae(cfg: PipelineConfig) -> MotionVQVAE:
+    """A fresh stage-1 model from the config (training; benchmarks)."""
+    return MotionVQVAE.from_config(cfg.vqvae)
+
+
+def vqvae_loss(model: MotionVQVAE, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The model's Eq. 3 loss and its terms as metrics."""
+    out = model(batch["face"], batch.get("label"))  # Eq. 3
+    keys = (
+        "loss",
+        "loss_recon",
+        "loss_commit",
+        "loss_codebook",
+        "loss_emotion",
+        "emotion_acc",
+        "perplexity",
+        "usage",
+    )
+    return out["loss"], {k: float(out[k].detach()) for k in keys if k in out}
+
+
+def vqvae_validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:
+    """Reconstruction MSE vs the mean-pose baseline (normalised space: predicting 0), emotion accuracy."""
+    se = base = n = correct = total = 0.0
+    counts = torch.zeros(model.quantizer.codebook_size)
+    for b in batches:
+        x = b["face"]
+        out = model(x, b.get("label"))
+        se += float(((out["recon"] - x) ** 2).sum())
+        base += float((x**2).sum())
+        n += x.numel()
+        counts += torch.bincount(out["indices"].reshape(-1).cpu(), minlength=len(counts)).float()
+        if "label" in b and out.get("emotion_logits") is not None:
+            correct += float((out["emotion_logits"].argmax(1) == b["label"]).sum())
+            total += len(b["label"])
+    p = counts / counts.sum().clamp(min=1)
+    perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    metrics = {
+        "val/loss": se / max(n, 1),
+        "val/recon_mse": se / max(n, 1),
+        "val/mean_pose_mse": base / max(n, 1),
+        "val/perplexity": perplexity,
+        "val/usage": float((counts > 0).float().mean()),
+    }
+    if total:
+        metrics["val/emotion_acc"] = correct / total
+    return metrics
+
+
+def vqvae_fingerprint(cfg: PipelineConfig) -> str:
+    """Model + training settings + split: a change trains a new stage-1 model."""
+    return fingerprint("vqvae-v1", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), split_hash(cfg))
+
+
+def vqvae_model_config(cfg: PipelineConfig, norm: FaceNormalizer) -> dict[str, Any]:
+    """Registered beside the weights: the constructor arguments and the face normaliser."""
+    return {"model": cfg.vqvae.model_dump(), **norm.to_dict()}
+
+
+def restore_vqvae(state: dict[str, Any], model_config: dict[str, Any]) -> MotionVQVAE:
+    """A registered stage-1 model from its weights and model config."""
+    vqvae = MotionVQVAE(**model_config["model"])
+    vqvae.load_state_dict(state)
+    return vqvae
+
+
+def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, FaceNormalizer, str]:
+    """Stage-1 model (a version, ``current`` or an alias; see ``registry.choose_version``) and its sha."""
+    state, mc, _, sha = load_registered(cfg, NAME, model)
+    return restore_vqvae(state, mc).eval(), FaceNormalizer.from_dict(mc), sha
+
+
+def codebook_plots(
+    model: MotionVQVAE, data: Any, d: Path, batch_size: int, *, n_emotions: int = len(EMOTIONS)
+) -> None:
+    """Codebook usage histogram and the t-SNE of codes coloured by their dominant emotion (Fig. 4a)."""
+    model.eval().cpu()
+    k = model.quantizer.codebook_size
+    per_emotion = np.zeros((n_emotions, k))
+    with torch.inference_mode():
+        for b in iterate_batches(data, batch_size):
+            _, idx = model.encode(b["face"])
+            for e in range(n_emotions):
+                sel = b["label"] == e
+                if sel.any():
+                    per_emotion[e] += np.bincount(idx[sel].reshape(-1).numpy(), minlength=k)
+    counts = per_emotion.sum(0)
+    dominant = np.where(counts > 0, per_emotion.argmax(0), -1)
+    mlflow.log_artifact(str(codebook_usage(counts, d / "codebook_usage.png")), "plots")
+    codebook = model.quantizer.codebook.detach().cpu().numpy()
+    mlflow.log_artifact(str(code_tsne(codebook, dominant, d / "codebook_tsne.png")), "plots")
+    mlflow.log_metric("codebook/used_codes", float((counts > 0).sum()))
+
+
+def plan(cfg: PipelineConfig) -> StagePlan:
+    """Stage 1's run: datasets first (fails fast on missing stores, empty split, bad widths)."""
+    train, val, norm = vqvae_datasets(cfg)
+    return StagePlan(
+        hparams=cfg.train.vqvae,
+        fingerprint=vqvae_fingerprint(cfg),
+        data=(train, val),
+        build=lambda: (build_vqvae(cfg), vqvae_loss, vqvae_validate),
+        model_config=lambda _: vqvae_model_config(cfg, norm),
+        after=lambda model, d: codebook_plots(model, val or train, d, cfg.train.vqvae.batch_size),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    families=FAMILIES,
+    description="Stage 1: motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3). "
+    "Plots: loss curves, codebook usage, t-SNE of codes by emotion (Fig. 4a).",
+    plan=plan,
+)
