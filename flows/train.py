@@ -21,6 +21,7 @@ import torch
 from prefect import get_run_logger
 from torch.utils.data import Dataset
 
+from emotalker.configs.fingerprint import file_signature, fingerprint
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.flows.common import (
     CredentialFree,
@@ -30,7 +31,6 @@ from emotalker.flows.common import (
 )
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.shared import shared_file
-from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.loop import LossFn, TrainResult, ValFn, iterate_batches, run_training
 from emotalker.tasks.training.plots import code_tsne, codebook_usage, loss_curves
