@@ -2,9 +2,10 @@
 
 The stage produces two families per clip: emotion features (last layer of the ER checkpoint) and content
 features (layer 9 of HuBERT base). The baseline is what per-clip preprocessing scripts do: for each clip,
-a full forward pass of each checkpoint. The pipeline (``tasks.features.hubert_features`` on one chunk of
-the feature flow) runs each encoder only as deep as needed, serves checkpoints with an identical encoder
-from one pass, and batches clips of close lengths (conv encoder per clip, transformer per batch).
+a full forward pass of each checkpoint. The pipeline (``tasks.features.families.hubert.hubert_features``
+on one chunk of the feature flow) runs each encoder only as deep as needed, serves checkpoints with an
+identical encoder from one pass, and batches clips of close lengths (conv encoder per clip, transformer
+per batch).
 
 The clips are what a Dask task of the flow gets: ``CHUNK_CLIPS`` consecutive clips of the dataset sorted
 by length (here a sample of MEAD-like 2-6 s sentences). A wide-range set (random lengths, as from a tiny
@@ -84,8 +85,8 @@ def _one_at_a_time(waves: list[np.ndarray], checkpoints: list[tuple[Any, Any, in
 
 
 def _stage(waves: list[np.ndarray], emotion: Path, content: Path, dev: str, repeats: int) -> dict[str, Any]:
+    from emotalker.tasks.features.families.hubert import hubert_features
     from emotalker.tasks.features.hubert import load_hubert
-    from emotalker.tasks.features.workers import hubert_features
 
     audio_cfg = {
         "emotion_model": str(emotion),
@@ -126,7 +127,9 @@ def _batching_only(
     layers = [CONTENT_LAYER, -1]
 
     def batched() -> object:
-        return extract_hubert(model, waves, layers, dev, batch_seconds=BATCH_SECONDS, mixed_lengths=mixed)
+        return extract_hubert(
+            model, waves, layers, device=dev, batch_seconds=BATCH_SECONDS, mixed_lengths=mixed
+        )
 
     b = time_call(batched, repeats, warmup=0)
     s = time_call(lambda: extract_hubert_single(model, waves, layers, dev), repeats, warmup=0)

@@ -67,7 +67,7 @@ def _setup(root: Path, quick: bool) -> None:
     write_er_from_base(root / "content", root / "er")
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((4 * cfg.audio.kmeans_k, cfg.transformer.audio_dim)).astype(np.float32)
-    km = fit_kmeans(feats, cfg.audio.kmeans_k, n_init=1, max_iter=5, seed=0)
+    km = fit_kmeans(feats, k=cfg.audio.kmeans_k, n_init=1, max_iter=5, seed=0)
     save_kmeans(km, root / "kmeans.joblib")
 
 

@@ -6,8 +6,6 @@ whole pipeline runs on 2 CPU cores. Overrides use dotted keys (``train.vqvae.ste
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emotalker.configs.constants import DEFAULT_TEST_ACTORS, EMOTIONS, LEVELS, WaveformNormalization
+from emotalker.configs.fingerprint import digest
 from emotalker.configs.secrets import CREDENTIALS_HELP, credential_keys, holds_credentials, redact_secrets
 
 
@@ -403,7 +402,7 @@ class PipelineConfig(_Strict):
     def fingerprint(self, *sections: str) -> str:
         """Stable hash of some config sections: reruns compare it to decide what is stale."""
         payload = {s: _dump(getattr(self, s)) for s in sections} if sections else _dump(self)
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return digest(payload)
 
 
 def _leaves(d: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -25,9 +25,10 @@ from emotalker.flows.common import (
 from emotalker.storage.failures import failures_file, load_failures, record_failures
 from emotalker.storage.shared import publish_shared
 from emotalker.tasks.features.cluster import dask_client
-from emotalker.tasks.features.families import FeatureFamily, FlowName, families
+from emotalker.tasks.features.families import families
 from emotalker.tasks.features.plan import prepared_clips, store_root, todo, up_to_date
-from emotalker.tasks.features.workers import compute_chunk
+from emotalker.tasks.features.spec import FeatureFamily, FlowName
+from emotalker.tasks.features.workers import failure_update, submit_chunks
 from emotalker.tasks.progress import progress_bar
 
 CHUNK_CLIPS = 16
@@ -59,25 +60,17 @@ def run_on_dask(
 ) -> dict[str, int]:
     """Compute ``family`` for ``clips`` in chunks on Dask, one Prefect task run per chunk; record failures
     (for each of the family's stores), log progress."""
-    chunks = _chunks(clips)
+    chunks, root = _chunks(clips), store_root(cfg)
     device = cfg.torch_device() if family.uses_device else "cpu"  # ``auto`` imports torch: only when used
     get_run_logger().info("%s: %d clips in %d chunks on %s", family.name, len(clips), len(chunks), device)
     for name in family.store_names:  # once here, so workers writing new clips need not (one PUT each)
-        store_root(cfg).store(name).ensure_clips_group()
+        root.store(name).ensure_clips_group()
     updates: dict[str, dict[str, str] | None] = {}
-    done = ok = 0
     bar = progress_bar(len(clips), family.name, unit="clip")  # advances per finished chunk
     with dask_client(cfg.dask) as client:
-        futures = client.map(
-            compute_chunk,
-            chunks,
-            pure=False,
-            key=[f"{family.name}-{i}-{run_fp}" for i in range(len(chunks))],
-            family=family,
-            store_root=store_root(cfg),
-            settings=family.settings(cfg),
-            device=device,
-            fp=run_fp,
+        settings = family.settings(cfg)
+        futures = submit_chunks(
+            client, chunks, family, store_root=root, settings=settings, device=device, fp=run_fp
         )
         runs = [
             await_chunk.submit(family.name, i, [c["clip_id"] for c in chunk], fut)
@@ -85,18 +78,14 @@ def run_on_dask(
         ]
         for run in as_completed(runs):
             for status in run.result():
-                done += 1
-                if status["ok"]:
-                    ok += 1
-                    updates[status["clip_id"]] = None
-                else:
-                    updates[status["clip_id"]] = {"error": status["error"], "fingerprint": run_fp}
+                updates[status["clip_id"]] = failure_update(status, run_fp)
                 bar.update(1)
-            bar.set_postfix(failed=done - ok)
+            bar.set_postfix(failed=sum(u is not None for u in updates.values()))
     bar.close()
     for name in family.store_names:
-        record_failures(store_root(cfg), name, updates)
-    return {"computed": ok, "failed": done - ok}
+        record_failures(root, name, updates)
+    failed = sum(u is not None for u in updates.values())
+    return {"computed": len(updates) - failed, "failed": failed}
 
 
 @task(name="prepare-features", task_run_name="prepare-{family.name}", cache_policy=NO_CACHE)

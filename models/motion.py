@@ -24,6 +24,15 @@ def coeffs_to_motion(coeffs: np.ndarray) -> np.ndarray:
     )
 
 
+def motion_to_coeffs(motion: np.ndarray) -> np.ndarray:
+    """(T, 70) -> (T, 257), the inverse of :func:`coeffs_to_motion`: identity/texture/lighting stay zero."""
+    coeffs = np.zeros((len(motion), COEFF_DIM), np.float32)
+    coeffs[:, COEFF_SLICES["exp"]] = motion[:, :EXP_DIM]
+    coeffs[:, COEFF_SLICES["angle"]] = motion[:, EXP_DIM : EXP_DIM + 3]
+    coeffs[:, COEFF_SLICES["trans"]] = motion[:, EXP_DIM + 3 :]
+    return coeffs
+
+
 def split_motion(motion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., 70) -> face (..., 57) and lip (..., 13) parts, the two branches' targets."""
     if motion.shape[-1] != MOTION_DIM:

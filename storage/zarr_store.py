@@ -8,7 +8,7 @@ holds its arrays' metadata (consolidated), so reading a clip array costs the gro
 Small files that belong with the stores (k-means models, failure records, and with ``features_url`` the
 manifest and split: ``storage.shared``) live beside them under the same root (``StoreRoot``), so another
 machine needs only the root URL and the storage options. Which stores exist and what their arrays hold
-is declared by the feature families (``tasks/features/families.py``); this module only lays them out.
+is declared by the feature families (``tasks/features/families/``); this module only lays them out.
 """
 
 from __future__ import annotations

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from emotalker.configs.fingerprint import digest
 from emotalker.tasks.data.media import MediaError, prepare_clip
 
 
@@ -23,7 +22,7 @@ def prepare_fingerprint(clip: dict[str, Any], fps: int, sample_rate: int, tolera
             parts[key] = [str(path), st.st_size, st.st_mtime_ns]
         else:
             parts[key] = None
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(parts, strict=True)
 
 
 def failure_reason(error: str | None) -> str:

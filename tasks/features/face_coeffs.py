@@ -172,7 +172,7 @@ def crop_to_image(points: np.ndarray, trans_params: np.ndarray, target_size: int
 # ----------------------------------------------------------------------------------------- detector
 
 
-def _fa_model_dir(model_dir: str | Path | None) -> Path:
+def fa_model_dir(model_dir: str | Path | None) -> Path:
     if model_dir is not None:
         return Path(model_dir)
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -187,6 +187,7 @@ class LandmarkDetector:
 
     def __init__(
         self,
+        *,
         device: str = "cpu",
         face_detector: str = "sfd",
         batch_size: int = 8,
@@ -200,7 +201,7 @@ class LandmarkDetector:
         self.device = str(device)
         self.batch_size = int(batch_size)
         self.detect_max_side = detect_max_side
-        mdir = _fa_model_dir(model_dir)
+        mdir = fa_model_dir(model_dir)
         fan_path = mdir / FA_FILES["2DFAN-4"]
         needed = [fan_path] + ([mdir / FA_FILES["sfd"]] if face_detector == "sfd" else [])
         for f in needed:

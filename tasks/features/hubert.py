@@ -367,6 +367,7 @@ def extract_hubert(
     model: torch.nn.Module,
     waves: Sequence[np.ndarray],
     layers: Sequence[int],
+    *,
     device: str | torch.device = "cpu",
     batch_seconds: float = 120.0,
     normalize: bool = False,
@@ -391,7 +392,9 @@ def extract_hubert(
         longest = (chunk_seconds + 2 * context_seconds) * SAMPLE_RATE
         for i, w in enumerate(prepared):
             if w.size > longest:  # already normalised above
-                results[i] = extract_hubert_chunked(model, w, ks, device, chunk_seconds, context_seconds)
+                results[i] = extract_hubert_chunked(
+                    model, w, ks, device=device, chunk_seconds=chunk_seconds, context_seconds=context_seconds
+                )
     use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
     per_clip_conv = (mixed_lengths and not use_mask) or per_clip_conv_default(device)
     model = model_view(model, depth=encoder_depth(model.config, ks))
@@ -456,6 +459,7 @@ def extract_hubert_chunked(
     model: torch.nn.Module,
     wave: np.ndarray,
     layers: Sequence[int],
+    *,
     device: str | torch.device = "cpu",
     chunk_seconds: float = 30.0,
     context_seconds: float = 5.0,

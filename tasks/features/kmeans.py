@@ -42,6 +42,7 @@ def _as_2d(features: np.ndarray, name: str = "features") -> np.ndarray:
 
 def fit_kmeans(
     features: np.ndarray,
+    *,
     k: int = 200,
     seed: int = 0,
     batch_size: int = 10_000,

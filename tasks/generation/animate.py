@@ -94,11 +94,9 @@ def read_image(path: Path) -> np.ndarray:
 
 def identity_coefficients(image: np.ndarray, cfg: PipelineConfig, device: str) -> dict[str, np.ndarray]:
     """Deep3DFace coefficients of the reference image (the real extractor, weights from config paths)."""
-    from emotalker.tasks.features.workers import _face_extractor
+    from emotalker.tasks.features.families.face import face_extractor
 
-    out = _face_extractor(cfg.face.model_dump(mode="json"), device).extract(
-        image[None], name="identity image"
-    )
+    out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(image[None], name="identity image")
     if not bool(out["valid"][0]):
         raise InputError("no face found in the identity image")
     return {k: v[0] for k, v in out.items()}
@@ -144,7 +142,7 @@ def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
             ) from exc
     elif suffix in VIDEO_SUFFIXES:
         from emotalker.tasks.features.face_coeffs import NoFaceError, read_video_frames
-        from emotalker.tasks.features.workers import _face_extractor
+        from emotalker.tasks.features.families.face import face_extractor
 
         try:
             frames, fps = read_video_frames(path)
@@ -156,7 +154,7 @@ def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
             n = max(1, int(len(frames) * FPS / fps))
             frames = frames[np.minimum((np.arange(n) * fps / FPS).astype(np.int64), len(frames) - 1)]
         try:
-            out = _face_extractor(cfg.face.model_dump(mode="json"), device).extract(frames, name=str(path))
+            out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(frames, name=str(path))
         except NoFaceError as exc:
             raise InputError(str(exc)) from exc
         motion = out["motion"]
@@ -202,9 +200,9 @@ def audio_features(
 ) -> dict[str, np.ndarray]:
     """The same features as the training stores: HuBERT ER and layer-k tokens at HuBERT's native rate,
     mel windows per 25 fps video frame."""
+    from emotalker.tasks.features.families.hubert import hubert_features
     from emotalker.tasks.features.kmeans import apply_kmeans
     from emotalker.tasks.features.mel import mel_windows, melspectrogram
-    from emotalker.tasks.features.workers import hubert_features
 
     n = len(wave) // SAMPLES_PER_FRAME
     hubert = hubert_features([wave], cfg.audio.model_dump(mode="json"), device)  # as the feature flow

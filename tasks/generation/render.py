@@ -178,14 +178,14 @@ def prepare_source(image_rgb: np.ndarray, cfg: PipelineConfig, mode: str = "crop
     """
     import cv2
 
-    from emotalker.tasks.features.workers import _face_extractor
+    from emotalker.tasks.features.families.face import face_extractor
 
     if mode not in MODES:
         raise RenderInputError(f"unknown render mode {mode!r}; choose from {list(MODES)}")
     img = np.asarray(image_rgb)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise RenderInputError(f"source image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-    extractor = _face_extractor(cfg.face.model_dump(mode="json"), cfg.torch_device())
+    extractor = face_extractor(cfg.face.model_dump(mode="json"), cfg.torch_device())
     lms, valid = extractor.landmark_detector.detect(img[None])
     if not bool(valid[0]):
         raise RenderInputError("no face found in the source image")

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from emotalker.configs.constants import EXP_DIM, LIP_INDICES, MOTION_DIM
+from emotalker.configs.fingerprint import file_signature, fingerprint
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.lip import LipBranch
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.features.workers import file_signature, fingerprint
 from emotalker.tasks.training.data import split_hash, stage_clips
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import TrainingInputError

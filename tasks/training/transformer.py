@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.features.workers import fingerprint
 from emotalker.tasks.training.data import check_stored_rate, check_width, clip_labels, split_hash, stage_clips
 from emotalker.tasks.training.data import store as feature_store
 from emotalker.tasks.training.engine import Stage, StagePlan

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from emotalker.configs.constants import EMOTIONS, FACE_DIM, FACE_INDICES, MOTION_DIM
+from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.features.workers import fingerprint
 from emotalker.tasks.training.data import check_width, clip_labels, split_hash, stage_clips, store
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import TrainingInputError, iterate_batches

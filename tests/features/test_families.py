@@ -1,4 +1,5 @@
-"""A feature family is one registry entry: planning, the chunk worker and the read-back all follow it."""
+"""A feature family is one module plus one registry line: planning, the chunk worker and the read-back
+all follow it. This file is such a module (``TOY``); its fixture is the registration line."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig, load_config
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features import families as reg
 from emotalker.tasks.features.plan import store_root, todo, up_to_date
-from emotalker.tasks.features.workers import compute_chunk, each_clip, fingerprint
+from emotalker.tasks.features.spec import ArraySpec, ClipOutputs, FeatureFamily, StoreSpec
+from emotalker.tasks.features.workers import compute_chunk, each_clip
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
@@ -25,8 +28,8 @@ def _toy_settings(cfg: PipelineConfig) -> dict[str, Any]:
 
 def _toy_outputs(
     clips: list[dict[str, Any]], settings: dict[str, Any], device: str, root: StoreRoot
-) -> Iterator[tuple[str, reg.ClipOutputs | Exception]]:
-    def outputs(clip: dict[str, Any]) -> reg.ClipOutputs:
+) -> Iterator[tuple[str, ClipOutputs | Exception]]:
+    def outputs(clip: dict[str, Any]) -> ClipOutputs:
         n = 2 * int(clip["n_frames"])  # 50 Hz: two rows per video frame
         rows = np.arange(2 * n, dtype=np.float32).reshape(n, 2) * settings["scale"]
         if clip["clip_id"] == "bad":
@@ -36,20 +39,24 @@ def _toy_outputs(
     return each_clip(clips, outputs)
 
 
+def _toy_fingerprint(cfg: PipelineConfig) -> str:
+    return fingerprint("toy-v1", _toy_settings(cfg))
+
+
+TOY = FeatureFamily(
+    name="toy",
+    flow="audio",
+    stores=(StoreSpec("toy_energy", {"energy": ArraySpec((2,), "float32")}, frame_rate=50),),
+    fingerprint=_toy_fingerprint,
+    compute=_toy_outputs,
+    settings=_toy_settings,
+)
+
+
 @pytest.fixture
-def toy_family() -> Iterator[reg.FeatureFamily]:
-    """A family registered for one test: its declaration is the only code it adds."""
-    fam = reg.register(
-        reg.FeatureFamily(
-            name="toy",
-            flow="audio",
-            stores=(reg.StoreSpec("toy_energy", {"energy": reg.ArraySpec((2,), "float32")}, frame_rate=50),),
-            fingerprint=lambda cfg: fingerprint("toy-v1", _toy_settings(cfg)),
-            compute=_toy_outputs,
-            settings=_toy_settings,
-        )
-    )
-    yield fam
+def toy_family() -> Iterator[FeatureFamily]:
+    """The toy family registered for one test: one line, as each built-in family's in ``families/``."""
+    yield reg.register(TOY)
     reg.unregister("toy")
 
 
@@ -62,6 +69,28 @@ def test_builtin_families_declare_every_store_once() -> None:
         reg.register(reg.REGISTRY["mel"])
     with pytest.raises(KeyError, match="unknown feature store 'melody'"):
         reg.store_spec("melody")
+
+
+def test_each_builtin_family_is_one_module_registered_by_one_line() -> None:
+    import importlib
+    import inspect
+
+    source = inspect.getsource(reg)
+    for name in ("face", "hubert", "mel", "tokens"):
+        module = importlib.import_module(f"emotalker.tasks.features.families.{name}")
+        assert reg.REGISTRY[name] is module.FAMILY
+        assert source.count(f"register({name}.FAMILY)") == 1
+    assert reg.REGISTRY["tokens"].needs == (reg.REGISTRY["hubert"],)
+
+
+@pytest.mark.parametrize("first", ["spec", "workers", "plan", "families.tokens"])
+def test_the_feature_modules_import_in_any_order(first: str) -> None:
+    """No import cycle between the declarations, the chunk workers, planning and the families."""
+    import subprocess
+    import sys
+
+    code = f"import emotalker.tasks.features.{first}; import emotalker.flows.featurize"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_registered_family_is_planned_computed_and_read_back(tmp_path: Path, toy_family) -> None:

@@ -262,7 +262,7 @@ def test_hubert_stores_of_the_25fps_layout_are_recomputed_once_at_the_native_rat
     """A clip written by an older version (resampled to 25 fps, its own fingerprint) is not read as
     native-rate audio: the features flow recomputes it once, then has nothing to do."""
     from emotalker.flows.featurize import audio_features_flow
-    from emotalker.tasks.features.plan import hubert_fingerprint
+    from emotalker.tasks.features.families.hubert import hubert_fingerprint
 
     cfg, ov, ids = audio_run["cfg"], audio_run["ov"], audio_run["ids"]
     root = str(cfg.paths.resolve("features"))
@@ -310,7 +310,7 @@ def face_run(flow_env, dask_address, tmp_path_factory):
 def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_changes(face_run):
     from emotalker.flows.featurize import face_features_flow
     from emotalker.tasks.data.standins.fake_face_assets import random_recon_state
-    from emotalker.tasks.features.plan import face_fingerprint
+    from emotalker.tasks.features.families.face import face_fingerprint
 
     cfg, ov, ids = face_run["cfg"], face_run["ov"], face_run["ids"]
     assert face_run["first"] == TWO_COMPUTED

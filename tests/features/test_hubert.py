@@ -447,7 +447,7 @@ def test_pass_sharing_says_why_a_pair_does_not_share(
 def test_hubert_fingerprint_follows_the_normalisation_mode() -> None:
     """Switching the waveform normalisation changes the features, so stored HuBERT features go stale."""
     from emotalker.configs.schema import load_config
-    from emotalker.tasks.features.plan import hubert_fingerprint
+    from emotalker.tasks.features.families.hubert import hubert_fingerprint
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     pretraining = load_config(demo)
@@ -496,7 +496,7 @@ def test_extract_hubert_chunks_only_clips_longer_than_the_chunk(models: dict[str
 
 def test_hubert_fingerprint_follows_the_chunking() -> None:
     from emotalker.configs.schema import load_config
-    from emotalker.tasks.features.plan import hubert_fingerprint
+    from emotalker.tasks.features.families.hubert import hubert_fingerprint
 
     demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
     base = hubert_fingerprint(load_config(demo))

@@ -99,7 +99,7 @@ def face_assets(tmp_path_factory) -> dict[str, Path]:
     ],
 )
 def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path, face_assets, which, needles):
-    from emotalker.tasks.features.plan import check_face_assets
+    from emotalker.tasks.features.families.face import check_face_assets
 
     cfg = _extract_cfg(tmp_path, face_assets, **{which: True})
     with pytest.raises(FileNotFoundError) as info:
@@ -110,8 +110,8 @@ def test_missing_face_asset_fails_before_any_work_with_where_to_get_it(tmp_path,
 
 
 def test_missing_hubert_dir_fails_before_any_work_with_where_to_get_it(tmp_path):
+    from emotalker.tasks.features.families.hubert import check_audio_assets
     from emotalker.tasks.features.hubert import HubertModelNotFound
-    from emotalker.tasks.features.plan import check_audio_assets
 
     with pytest.raises(HubertModelNotFound) as info:
         check_audio_assets(_extract_cfg(tmp_path))

@@ -15,8 +15,8 @@ from prefect import flow
 from torch import nn
 from torch.utils.data import Dataset
 
+from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig, load_config
-from emotalker.tasks.features.workers import fingerprint
 from emotalker.tasks.training import stages
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, split_hash
