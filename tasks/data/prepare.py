@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import task
 
-from emotalker.tasks.data.media import MediaError, prepare_clip
+from emotalker.tasks.data.resample import MediaError, prepare_clip
 
 
 def prepare_fingerprint(clip: dict[str, Any], fps: int, sample_rate: int, tolerance: int) -> str:

@@ -28,7 +28,8 @@ from emotalker.tasks.evaluation.sync import (
     face_track,
     sync_confidence,
 )
-from emotalker.tasks.features.face_coeffs import LandmarkDetector, iter_video_frames
+from emotalker.tasks.features.face_coeffs import LandmarkDetector
+from emotalker.tasks.media import iter_video_frames
 
 EVAL_SIZE = 256  # LMD on aligned 256 x 256 crops, as EAT
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the real video's pixels (may leave the frame)

@@ -14,8 +14,8 @@ from emotalker.configs.constants import HUBERT_FPS, MEL_FMAX, MEL_FMIN, MEL_HOP,
 from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.failures import load_failures
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.split import load_split
 from emotalker.storage.zarr_store import StoreRoot
-from emotalker.tasks.data.split import load_split
 from emotalker.tasks.features.hubert_files import resolve_model_dir
 from emotalker.tasks.features.workers import file_signature, fingerprint
 

@@ -143,8 +143,9 @@ def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
                 f"{path}: neither SadTalker coeff_3dmm nor Deep3DFace coefficients ({exc})"
             ) from exc
     elif suffix in VIDEO_SUFFIXES:
-        from emotalker.tasks.features.face_coeffs import NoFaceError, read_video_frames
+        from emotalker.tasks.features.face_coeffs import NoFaceError
         from emotalker.tasks.features.workers import _face_extractor
+        from emotalker.tasks.media import read_video_frames
 
         try:
             frames, fps = read_video_frames(path)

@@ -28,9 +28,9 @@ from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
+from emotalker.storage.split import load_split
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
-from emotalker.tasks.data.split import load_split
 from emotalker.tasks.features.families import store_spec, stored_rate_error, window_source
 from emotalker.tasks.training.loop import TrainingInputError
 

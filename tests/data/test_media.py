@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalker.tasks.data.media import MediaError, count_video_frames, prepare_clip, read_wav_samples
+from emotalker.tasks.data.resample import MediaError, count_video_frames, prepare_clip, read_wav_samples
 
 
 def _ffmpeg(*args: str) -> None:

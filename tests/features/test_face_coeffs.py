@@ -12,7 +12,7 @@ import torch
 
 from emotalker.models.deep3dface import CheckpointError, ReconNet, load_recon_net
 from emotalker.models.motion import coeffs_to_motion
-from emotalker.tasks.data.standins.fake_face_assets import (
+from emotalker.tasks.demo.standins.fake_face_assets import (
     project_template,
     synthetic_lm3d_68,
     write_fake_face_assets,

@@ -18,7 +18,7 @@ from emotalker.models.renderer import (
 )
 from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 from emotalker.models.renderer.kinematics import transform_keypoints
-from emotalker.tasks.data.standins.fake_renderer import write_renderer_standins
+from emotalker.tasks.demo.standins.fake_renderer import write_renderer_standins
 
 NARROW = RendererWidths(8, 64, 8, 64, 4, 32, 1, 32, 16, num_kp=15, reshape_depth=8)
 

@@ -45,7 +45,7 @@ from emotalker.configs.constants import (
     VIEWS,
 )
 from emotalker.storage.files import atomic_path
-from emotalker.tasks.data.synthetic.face import (
+from emotalker.tasks.demo.synthetic.face import (
     ANGLE,
     VIEW_ANGLES,
     Identity,
@@ -53,7 +53,7 @@ from emotalker.tasks.data.synthetic.face import (
     identity_for_actor,
     render_frame,
 )
-from emotalker.tasks.data.synthetic.speech import (
+from emotalker.tasks.demo.synthetic.speech import (
     SENTENCES,
     fit_to_frames,
     prosody_for,
