@@ -25,8 +25,8 @@ from emotalker.tasks.features.face_coeffs import (
     extract_5p,
     interpolate_invalid,
     load_lm3d,
-    read_video_frames,
 )
+from emotalker.tasks.media import read_video_frames
 
 torch.set_num_threads(1)
 
