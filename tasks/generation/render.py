@@ -108,7 +108,7 @@ def load_renderer(
         n: require_file(rc.mapping_checkpoint if n == 70 else rc.mapping_full_checkpoint, *mapping_keys[n])
         for n in layouts
     }
-    renderer = FaceRenderer(RendererWidths.from_mapping(rc.widths), layouts)
+    renderer = FaceRenderer(RendererWidths.from_config(rc.widths), layouts)
     load_facerender_weights(renderer.kp_extractor, renderer.generator, ckpt)
     for n in layouts:
         load_mapping_weights(renderer.mappings[str(n)], mapping_paths[n])
