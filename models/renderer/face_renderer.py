@@ -60,9 +60,15 @@ class RendererWidths:
 
 def build_kp_detector(w: RendererWidths) -> KPDetector:
     return KPDetector(
-        w.kp_block_expansion, w.kp_max_features, w.num_kp, 3, KP_NUM_BLOCKS, w.reshape_depth, KP_TEMPERATURE,
-        KP_SCALE_FACTOR,
-    )  # fmt: skip
+        block_expansion=w.kp_block_expansion,
+        max_features=w.kp_max_features,
+        num_kp=w.num_kp,
+        image_channel=3,
+        num_blocks=KP_NUM_BLOCKS,
+        reshape_depth=w.reshape_depth,
+        temperature=KP_TEMPERATURE,
+        scale_factor=KP_SCALE_FACTOR,
+    )
 
 
 def build_generator(w: RendererWidths) -> OcclusionAwareSPADEGenerator:

@@ -90,6 +90,7 @@ def prepare_clip(
     audio_src: Path | None,
     video_dst: Path,
     audio_dst: Path,
+    *,
     fps: int = 25,
     sample_rate: int = 16_000,
     max_mismatch_frames: int = 1,

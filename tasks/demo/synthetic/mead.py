@@ -104,6 +104,7 @@ def clip_levels(emotion: str, levels: list[int] | tuple[int, ...]) -> list[int]:
 
 
 def _validate(
+    *,
     actors: list[str],
     emotions: list[str],
     levels: list[int],
@@ -187,6 +188,7 @@ def _render_clip(job: _ClipJob) -> tuple[str, dict[str, np.ndarray], dict[str, A
 
 def _jobs_for_actor(
     actor: str,
+    *,
     emotions: list[str],
     levels: list[int],
     sentences_per_level: int,
@@ -283,6 +285,7 @@ def _write_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
 def _build_actor(
     actor: str,
     out_dir: Path,
+    *,
     emotions: list[str],
     levels: list[int],
     sentences_per_level: int,
@@ -294,7 +297,16 @@ def _build_actor(
 ) -> Path:
     stage = Path(tempfile.mkdtemp(prefix=f".synth-{actor}-", dir=out_dir))
     try:
-        jobs = _jobs_for_actor(actor, emotions, levels, sentences_per_level, seed, image_size, views, stage)
+        jobs = _jobs_for_actor(
+            actor,
+            emotions=emotions,
+            levels=levels,
+            sentences_per_level=sentences_per_level,
+            seed=seed,
+            image_size=image_size,
+            views=views,
+            stage=stage,
+        )
         results = list(pool.map(_render_clip, jobs)) if pool is not None else [_render_clip(j) for j in jobs]
         inner = stage / "_inner"
         inner.mkdir()
@@ -348,6 +360,7 @@ def generate_mead(
     levels: list[int],
     sentences_per_level: int,
     seed: int,
+    *,
     image_size: int = 256,
     views: tuple[str, ...] = ("front",),
     video_split: bool = False,
@@ -362,7 +375,15 @@ def generate_mead(
     """
     views = tuple(views)
     actors, emotions, levels = list(actors), list(emotions), list(levels)
-    _validate(actors, emotions, levels, sentences_per_level, image_size, views, video_split)
+    _validate(
+        actors=actors,
+        emotions=emotions,
+        levels=levels,
+        sentences_per_level=sentences_per_level,
+        image_size=image_size,
+        views=views,
+        video_split=video_split,
+    )
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
@@ -371,7 +392,16 @@ def generate_mead(
     try:
         return [
             _build_actor(
-                a, out_dir, emotions, levels, sentences_per_level, seed, image_size, views, video_split, pool
+                a,
+                out_dir,
+                emotions=emotions,
+                levels=levels,
+                sentences_per_level=sentences_per_level,
+                seed=seed,
+                image_size=image_size,
+                views=views,
+                video_split=video_split,
+                pool=pool,
             )
             for a in actors
         ]
