@@ -2,7 +2,7 @@
 
 Every path uses the same random-initialised stand-in models (real architectures: S3FD, 2D-FAN-4 with
 flipped-input averaging, ResNet-50 ReconNet) written by
-``emotalker.tasks.data.standins.fake_face_assets`` and the
+``emotalker.tasks.demo.standins.fake_face_assets`` and the
 same frames (the skimage astronaut photo, shifted per frame). Modes:
 
 - ``mead_resolution`` (the headline): 1920x1080 frames as MEAD's front camera records them. The pipeline
@@ -47,7 +47,7 @@ def _mead_frames(n: int, height: int = 1080, width: int = 1920) -> np.ndarray:
 
 
 def _landmarks(n: int, size: int) -> np.ndarray:
-    from emotalker.tasks.data.standins.fake_face_assets import project_template, synthetic_lm3d_68
+    from emotalker.tasks.demo.standins.fake_face_assets import project_template, synthetic_lm3d_68
 
     base = project_template(synthetic_lm3d_68(), (size * 0.47, size * 0.3), size * 0.16)
     return np.stack([base + np.array([2.0 * i, 0.0], np.float32) for i in range(n)])
@@ -88,7 +88,7 @@ def _stages(det: Any, ext: Any, frames: np.ndarray) -> dict[str, float]:
 def run(quick: bool = False) -> dict[str, Any]:
     """Frames/s of both paths in each mode, stage breakdown and whether the outputs agree."""
     from emotalker.models.deep3dface import load_recon_net
-    from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
+    from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
     from emotalker.tasks.features.face_coeffs import FaceCoeffExtractor, LandmarkDetector, load_lm3d
 
     dev = device()

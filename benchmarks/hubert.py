@@ -46,7 +46,7 @@ def _write_base(directory: Path, seed: int) -> Path:
 
 
 def _write_models(root: Path, quick: bool) -> dict[str, Path]:
-    from emotalker.tasks.data.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
     if quick:
         content = write_tiny_hubert(root / "content", num_hidden_layers=12, seed=0)

@@ -55,7 +55,7 @@ def _setup(root: Path, quick: bool) -> None:
     """HuBERT pair (ER converted from the content model, one shared pass) and a k-means model."""
     from transformers import HubertConfig, HubertModel
 
-    from emotalker.tasks.data.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
     from emotalker.tasks.features.kmeans import fit_kmeans, save_kmeans
 
     cfg = demo_config() if quick else paper_config()

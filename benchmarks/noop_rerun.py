@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DEMO
-from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
+from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
 
 TARGET = (
     "second (no-op) run < 5% of the first run's wall time; "

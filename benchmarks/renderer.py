@@ -49,11 +49,13 @@ MEMORY_SIZE = 128
 def build(widths: dict[str, int], dev: str, seed: int = 0) -> tuple[Any, Any]:
     """(ours, sadtalker's) renderers with identical weights; ours as load_renderer prepares it for inference
     (spectral norm baked, BatchNorm folded into the convs before it), in float32."""
+    from emotalker.configs.schema import RendererWidthsConfig
     from emotalker.models.renderer import FaceRenderer, RendererWidths
     from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 
     torch.manual_seed(seed)
-    theirs = FaceRenderer(RendererWidths(**widths)).eval().requires_grad_(False)
+    w = RendererWidths.from_config(RendererWidthsConfig(**widths))  # the schema fills in released widths
+    theirs = FaceRenderer(w).eval().requires_grad_(False)
     ours = copy.deepcopy(theirs)
     bake_spectral_norm(ours.generator)
     fold_batchnorm(ours.generator)

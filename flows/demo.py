@@ -2,7 +2,7 @@
 
 Real Deep3DFace / face-alignment / HuBERT weights cannot be fetched in this environment, so the demo
 writes randomly initialised models in the real formats
-(``emotalker.tasks.data.standins``) and points the config at
+(``emotalker.tasks.demo.standins``) and points the config at
 them. With ``face.source: synthetic_ground_truth`` (demo default) the face family holds the motion the
 renderer drew, so the training curves show real learning; ``--set face.source=extract`` runs the real
 Deep3DFace extraction path with the stand-in weights instead.
@@ -35,7 +35,7 @@ def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
 
 @task(name="synthetic-mead")
 def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
-    from emotalker.tasks.data.synthetic.mead import generate_mead
+    from emotalker.tasks.demo.synthetic.mead import generate_mead
 
     s = cfg.synthetic
     payload = {"synthetic": s.model_dump(mode="json"), "views": cfg.data.views}
@@ -62,7 +62,7 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs, Deep3DFace/face-alignment and evaluation stand-ins in the real formats (skipped when
     present)."""
-    from emotalker.tasks.data.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
     # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
     # content encoder plus a classifier head, so both families come from one forward pass.
@@ -78,7 +78,7 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         write_er_from_base(content, emotion, seed=cfg.seed + 1)
     out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
     if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
-        from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
+        from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
 
         fa_dir = Path(cfg.face.face_alignment_dir or "data/demo/assets/torch_home/hub/checkpoints")
         torch_home = fa_dir.parent.parent
@@ -94,8 +94,8 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
 def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
     """Random BFM, SyncNet and expression classifier where the demo config points (skipped when present),
     so the demo's evaluation computes every Table 1 metric."""
-    from emotalker.tasks.data.standins.fake_bfm import write_fake_bfm
-    from emotalker.tasks.data.standins.fake_eval_assets import (
+    from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
+    from emotalker.tasks.demo.standins.fake_eval_assets import (
         write_fake_expression_classifier,
         write_fake_syncnet,
     )
@@ -123,7 +123,7 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
     Stand-ins this wrote are rewritten when the widths change (the files must fit the configured network);
     files it did not write (no marker: real checkpoints) are never touched.
     """
-    from emotalker.tasks.data.standins.fake_renderer import write_renderer_standins
+    from emotalker.tasks.demo.standins.fake_renderer import write_renderer_standins
 
     rc = cfg.render
     folder = Path(rc.checkpoint).parent

@@ -24,7 +24,7 @@ from emotalker.models.bfm import load_bfm
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
-from emotalker.tasks.data.split import load_split
+from emotalker.storage.split import load_split
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
 from emotalker.tasks.evaluation.rendered import (

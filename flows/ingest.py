@@ -20,6 +20,7 @@ from emotalker.flows.common import (
 )
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.storage.shared import publish_shared
+from emotalker.storage.split import make_split, write_split_once
 from emotalker.tasks.data.download import TransientDownloadError, download_archive, load_url_manifest
 from emotalker.tasks.data.extract import extract_mead_actor, scan_mead_tree
 from emotalker.tasks.data.prepare import (
@@ -28,7 +29,6 @@ from emotalker.tasks.data.prepare import (
     prepare_chunk,
     prepare_fingerprint,
 )
-from emotalker.tasks.data.split import make_split, write_split_once
 from emotalker.tasks.progress import progress_bar
 
 CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk

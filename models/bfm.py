@@ -102,6 +102,7 @@ def project_landmarks(
     exp: np.ndarray,
     angle: np.ndarray,
     trans: np.ndarray,
+    *,
     focal: float = FOCAL,
     camera_distance: float = CAMERA_DISTANCE,
     crop_size: int = CROP_SIZE,

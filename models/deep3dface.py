@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from emotalker.configs.constants import COEFF_DIM
-from emotalker.models.weights import CheckpointError, check_state_dict
+from emotalker.models.weights import (
+    CheckpointError,
+    load_strict,
+    read_safetensors_section,
+    torch_load_weights,
+)
 
 # Head widths in Deep3DFace's output order: id, exp, tex, angle, gamma, trans xy, trans z.
 HEAD_DIMS: tuple[int, ...] = (80, 64, 80, 3, 27, 2, 1)
@@ -129,26 +134,6 @@ def recon_state_dict_from_checkpoint(ckpt: object, where: str = "checkpoint") ->
 SADTALKER_PREFIX = "face_3drecon."
 
 
-def _sadtalker_recon_state(path: Path) -> dict[str, torch.Tensor]:
-    """The ``face_3drecon.`` tensors of a SadTalker safetensors file (Deep3DFace's net_recon)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            state = {
-                k[len(SADTALKER_PREFIX) :]: f.get_tensor(k)
-                for k in f.keys()
-                if k.startswith(SADTALKER_PREFIX)
-            }
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if not state:
-        raise CheckpointError(
-            f"{path}: no '{SADTALKER_PREFIX}' tensors (expected SadTalker_V0.0.2_256.safetensors)"
-        )
-    return state
-
-
 def load_recon_net(path: str | Path, device: str | torch.device = "cpu") -> ReconNet:
     """Build a :class:`ReconNet` in eval mode from Deep3DFace's ``epoch_20.pth`` or a SadTalker
     ``SadTalker_V0.0.2_*.safetensors`` (its ``face_3drecon.`` tensors)."""
@@ -156,14 +141,9 @@ def load_recon_net(path: str | Path, device: str | torch.device = "cpu") -> Reco
     if not p.is_file():
         raise FileNotFoundError(f"Deep3DFace checkpoint not found at {p}: {CHECKPOINT_HELP}")
     if p.suffix == ".safetensors":  # SadTalker_V0.0.2_*.safetensors holds net_recon under face_3drecon.
-        state = _sadtalker_recon_state(p)
+        state = read_safetensors_section(p, SADTALKER_PREFIX)
     else:
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle / zip errors: name the file
-            raise CheckpointError(f"{p}: cannot be read as a torch checkpoint ({exc})") from exc
-        state = recon_state_dict_from_checkpoint(ckpt, str(p))
+        state = recon_state_dict_from_checkpoint(torch_load_weights(p), str(p))
     net = ReconNet()
-    check_state_dict(net, state, f"{p}: 'net_recon' of the Deep3DFace ReconNet")
-    net.load_state_dict(state)
+    load_strict(net, state, f"{p}: 'net_recon' of the Deep3DFace ReconNet")
     return net.to(device).eval()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from emotalker.configs.constants import EXP_DIM, LIP_DIM, LIP_INDICES
-from emotalker.models.weights import CheckpointError
+from emotalker.models.weights import CheckpointError, read_safetensors_section, torch_load_weights
 
 
 class ConvBlock2d(nn.Module):
@@ -113,20 +113,6 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _sadtalker_section(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under ``prefix`` (stripped) of a SadTalker safetensors file."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            out = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if not out:
-        raise CheckpointError(f"{path}: no '{prefix}' tensors (expected SadTalker_V0.0.2_256.safetensors)")
-    return out
-
-
 def load_sadtalker_audio2exp(net: ExpNet, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
     """Load SadTalker's ``auido2exp_00300-model.pth``, the ``audio2exp.`` part of
     ``SadTalker_V0.0.2_*.safetensors`` (or any ExpNet state dict) into ``net``.
@@ -139,9 +125,9 @@ def load_sadtalker_audio2exp(net: ExpNet, path: str | Path, strict: bool = False
     if not p.is_file():
         raise FileNotFoundError(f"SadTalker audio2exp checkpoint not found: {p}")
     if p.suffix == ".safetensors":  # SadTalker_V0.0.2_*.safetensors: ExpNet under audio2exp.netG.
-        sd = _unwrap_state_dict(_sadtalker_section(p, "audio2exp."), p)
+        sd = _unwrap_state_dict(read_safetensors_section(p, "audio2exp."), p)
     else:
-        sd = _unwrap_state_dict(torch.load(p, map_location="cpu", weights_only=True), p)
+        sd = _unwrap_state_dict(torch_load_weights(p), p)
     own = net.state_dict()
     bad = [
         f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emotalker.models.weights import CheckpointError, load_strict, torch_load_weights
+
 SYNCNET_HELP = (
     "get syncnet_v2.model with syncnet_python's download_model.sh "
     "(http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model) and set eval.syncnet_checkpoint"
@@ -82,9 +84,9 @@ def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNe
     if not path.is_file():
         raise FileNotFoundError(f"SyncNet checkpoint not found at {path}: {SYNCNET_HELP}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a SyncNet state dict ({exc}); {SYNCNET_HELP}") from exc
+        state = torch_load_weights(path)
+    except CheckpointError as exc:
+        raise ValueError(f"{path} is not a SyncNet state dict ({exc.__cause__}); {SYNCNET_HELP}") from exc
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -92,7 +94,7 @@ def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNe
     state = {k.removeprefix("module.").removeprefix("__S__."): v for k, v in state.items()}
     model = SyncNet()
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        load_strict(model, state, "the checkpoint")
+    except CheckpointError as exc:
         raise ValueError(f"{path} does not match the SyncNet architecture: {exc}") from exc
     return model.to(device).eval()

@@ -337,6 +337,7 @@ class CrossModalTransformer(nn.Module):
         audio_feats: torch.Tensor,
         content_feats: torch.Tensor | None,
         n_tokens: int,
+        *,
         start: torch.Tensor | None = None,
         codebook: torch.Tensor | None = None,
         emotion: torch.Tensor | None = None,

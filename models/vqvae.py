@@ -38,8 +38,17 @@ def _res_stack(width: int, depth: int, growth: int, reverse: bool) -> nn.Sequent
 class MotionEncoder(nn.Module):
     """(B, in_dim, T) -> (B, code_dim, T / l)."""
 
-    def __init__(self, in_dim: int, code_dim: int, down_t: int, stride_t: int, width: int, depth: int,
-                 dilation_growth: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        code_dim: int,
+        down_t: int,
+        stride_t: int,
+        width: int,
+        depth: int,
+        dilation_growth: int,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv1d(in_dim, width, 3, padding=1), nn.ReLU()]
         for _ in range(down_t):
@@ -57,8 +66,17 @@ class MotionEncoder(nn.Module):
 class MotionDecoder(nn.Module):
     """(B, code_dim, T / l) -> (B, in_dim, T)."""
 
-    def __init__(self, in_dim: int, code_dim: int, down_t: int, stride_t: int, width: int, depth: int,
-                 dilation_growth: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        code_dim: int,
+        down_t: int,
+        stride_t: int,
+        width: int,
+        depth: int,
+        dilation_growth: int,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv1d(code_dim, width, 3, padding=1), nn.ReLU()]
         for _ in range(down_t):
@@ -110,8 +128,11 @@ class MotionVQVAE(nn.Module):
         self.commitment_beta = commitment_beta
         self.emotion_weight = emotion_weight
         self.num_emotions = num_emotions
-        self.encoder = MotionEncoder(in_dim, code_dim, down_t, stride_t, width, depth, dilation_growth)
-        self.decoder = MotionDecoder(in_dim, code_dim, down_t, stride_t, width, depth, dilation_growth)
+        shape = dict(
+            in_dim=in_dim, code_dim=code_dim, down_t=down_t, stride_t=stride_t, width=width, depth=depth
+        )
+        self.encoder = MotionEncoder(**shape, dilation_growth=dilation_growth)
+        self.decoder = MotionDecoder(**shape, dilation_growth=dilation_growth)
         self.quantizer = EMAQuantizer(codebook_size, code_dim, decay=ema_decay, dead_threshold=dead_threshold)
         self.emotion_classifier: nn.Module | None = None
         if emotion_head:

@@ -42,6 +42,7 @@ class WindowDataset(Dataset):
         sources: dict[str, tuple[FeatureStore, str] | tuple[FeatureStore, str, int]],
         clip_ids: list[str],
         window: int,
+        *,
         hop: int | None = None,
         labels: dict[str, int] | None = None,
         transforms: dict[str, Callable] | None = None,

@@ -115,7 +115,7 @@ def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path
     files and asks every store what is stale: none of that may import torch, sklearn, Dask, MLflow or
     pandas (the work itself imports them when there is some)."""
     from emotalker.storage.manifest import Manifest
-    from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
+    from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
 
     ov = [*relocated_demo_overrides(tmp_path), "device=auto"]
     cfg = load_config("demo", ov)

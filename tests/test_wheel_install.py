@@ -26,7 +26,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
 
 
 def test_wheel_runs_demo_data_from_outside_the_checkout(tmp_path: Path, prefect_server: None) -> None:
-    from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
+    from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
     from emotalker_testkit.reliability import subprocess_env
 
     dist, site, outside, root = (tmp_path / n for n in ("dist", "site", "outside", "root"))

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from emotalker.models.renderer.keypoints import HEEstimator
-from emotalker.models.weights import CheckpointError, check_state_dict
+from emotalker.models.weights import (
+    CheckpointError,
+    check_state_dict,
+    load_strict,
+    read_safetensors_section,
+    torch_load_weights,
+)
 
 RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc"
 OLD_RELEASE_URL = "https://github.com/Winfredy/SadTalker/releases/download/v0.0.2"
@@ -43,53 +48,21 @@ def require_file(path: str | Path, key: str, what: str) -> Path:
     return p
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    check_state_dict(module, state, where, WIDTHS_HINT)
-    module.load_state_dict(dict(state), strict=True)
-
-
-def read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under ``prefix`` (stripped), read lazily so other sections are not loaded."""
-    from safetensors import safe_open
-
-    out: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for k in f.keys():
-                if k.startswith(prefix):
-                    out[k[len(prefix) :]] = f.get_tensor(k)
-    except Exception as exc:  # header / format errors: name the file
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return out
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc})") from exc
-
-
 def load_facerender_weights(kp_extractor: nn.Module, generator: nn.Module, path: str | Path) -> str:
     """Load the keypoint detector and generator strictly from either released layout; returns the layout."""
     p = Path(path)
     if p.suffix == ".safetensors":
         for module, prefix in ((kp_extractor, "kp_extractor."), (generator, "generator.")):
-            state = read_safetensors(p, prefix)
-            if not state:
-                raise CheckpointError(
-                    f"{p}: no '{prefix}' tensors; expected SadTalker_V0.0.2_256.safetensors"
-                )
-            load_strict(module, state, f"{p} [{prefix}]")
+            load_strict(module, read_safetensors_section(p, prefix), f"{p} [{prefix}]", WIDTHS_HINT)
         return "safetensors"
-    ckpt = _torch_load(p)
+    ckpt = torch_load_weights(p)
     if not isinstance(ckpt, Mapping) or not {"generator", "kp_detector"} <= set(ckpt):
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(
             f"{p}: expected a facevid2vid dict with 'generator' and 'kp_detector', found {found}"
         )
-    load_strict(kp_extractor, ckpt["kp_detector"], f"{p} [kp_detector]")
-    load_strict(generator, ckpt["generator"], f"{p} [generator]")
+    load_strict(kp_extractor, ckpt["kp_detector"], f"{p} [kp_detector]", WIDTHS_HINT)
+    load_strict(generator, ckpt["generator"], f"{p} [generator]", WIDTHS_HINT)
     if "he_estimator" in ckpt:  # unused for rendering (the mapping net drives pose) but checked strictly
         he = ckpt["he_estimator"]
         check_state_dict(_he_estimator_like(he, p), he, f"{p} [he_estimator]", WIDTHS_HINT)
@@ -110,8 +83,8 @@ def _he_estimator_like(state: Mapping[str, torch.Tensor], path: Path) -> HEEstim
 def load_mapping_weights(mapping: nn.Module, path: str | Path) -> None:
     """Load a MappingNet strictly from ``mapping_00229`` / ``mapping_00109`` (dict key ``mapping``)."""
     p = Path(path)
-    ckpt = _torch_load(p)
+    ckpt = torch_load_weights(p)
     if not isinstance(ckpt, Mapping) or "mapping" not in ckpt:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(f"{p}: expected a mapping checkpoint dict with key 'mapping', found {found}")
-    load_strict(mapping, ckpt["mapping"], f"{p} [mapping]")
+    load_strict(mapping, ckpt["mapping"], f"{p} [mapping]", WIDTHS_HINT)

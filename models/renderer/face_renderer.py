@@ -1,7 +1,8 @@
 """SadTalker's face renderer as one module: keypoint detector + mapping nets + SPADE generator.
 
-Hyper-parameters are those of SadTalker's ``facerender.yaml``; the widths are arguments (released sizes by
-default, which the released checkpoints need) so tests and the demo can run narrow stand-ins.
+Hyper-parameters are those of SadTalker's ``facerender.yaml``; the widths are arguments (their defaults, the
+released sizes the released checkpoints need, have one home: ``configs/schema.py:RendererWidthsConfig``) so
+tests and the demo can run narrow stand-ins.
 """
 
 from __future__ import annotations
@@ -30,26 +31,27 @@ SEMANTIC_RADIUS = 13  # each frame is driven by the 27 coefficient frames centre
 COEFF_NC = {"crop": 70, "still": 70, "full": 73}  # full adds the source crop's (s, tx, ty)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RendererWidths:
-    """Channel widths (facerender.yaml's released sizes by default)."""
+    """Channel widths; no defaults here: build with :meth:`from_config` from
+    ``configs/schema.py:RendererWidthsConfig`` (facerender.yaml's released sizes by default)."""
 
-    kp_block_expansion: int = 32
-    kp_max_features: int = 1024
-    generator_block_expansion: int = 64
-    generator_max_features: int = 512  # / 16 depth slices = the 32-channel appearance volume
-    dense_block_expansion: int = 32
-    dense_max_features: int = 1024
-    dense_compress: int = 4
-    mapping_descriptor: int = 1024
-    spade_hidden: int = 128
-    num_kp: int = 15
-    reshape_depth: int = 16  # depth slices of the 3D volumes (keypoint heatmaps, appearance)
+    kp_block_expansion: int
+    kp_max_features: int
+    generator_block_expansion: int
+    generator_max_features: int  # / reshape_depth depth slices = the appearance volume's channels
+    dense_block_expansion: int
+    dense_max_features: int
+    dense_compress: int
+    mapping_descriptor: int
+    spade_hidden: int
+    num_kp: int
+    reshape_depth: int  # depth slices of the 3D volumes (keypoint heatmaps, appearance)
 
     @classmethod
-    def from_mapping(cls, values: object) -> RendererWidths:
-        """From a dict or a pydantic model with the same field names."""
-        data = values.model_dump() if hasattr(values, "model_dump") else dict(values)  # type: ignore[call-overload]
+    def from_config(cls, cfg: object) -> RendererWidths:
+        """From ``RendererWidthsConfig`` (``render.widths``) or a dict with the same field names."""
+        data = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)  # type: ignore[call-overload]
         return cls(**data)
 
     def as_dict(self) -> dict[str, int]:
@@ -58,9 +60,15 @@ class RendererWidths:
 
 def build_kp_detector(w: RendererWidths) -> KPDetector:
     return KPDetector(
-        w.kp_block_expansion, w.kp_max_features, w.num_kp, 3, KP_NUM_BLOCKS, w.reshape_depth, KP_TEMPERATURE,
-        KP_SCALE_FACTOR,
-    )  # fmt: skip
+        block_expansion=w.kp_block_expansion,
+        max_features=w.kp_max_features,
+        num_kp=w.num_kp,
+        image_channel=3,
+        num_blocks=KP_NUM_BLOCKS,
+        reshape_depth=w.reshape_depth,
+        temperature=KP_TEMPERATURE,
+        scale_factor=KP_SCALE_FACTOR,
+    )
 
 
 def build_generator(w: RendererWidths) -> OcclusionAwareSPADEGenerator:
@@ -97,9 +105,9 @@ class RenderSource:
 class FaceRenderer(nn.Module):
     """kp_extractor + generator + one mapping net per coefficient layout (70: crop/still, 73: full)."""
 
-    def __init__(self, widths: RendererWidths | None = None, layouts: tuple[int, ...] = (70,)) -> None:
+    def __init__(self, widths: RendererWidths, layouts: tuple[int, ...] = (70,)) -> None:
         super().__init__()
-        self.widths = widths or RendererWidths()
+        self.widths = widths
         self.kp_extractor = build_kp_detector(self.widths)
         self.generator = build_generator(self.widths)
         self.mappings = nn.ModuleDict({str(n): build_mapping(self.widths, n) for n in layouts})

@@ -78,13 +78,14 @@ class DenseMotionNetwork(nn.Module):
 
     def __init__(
         self,
-        block_expansion: int = 32,
-        num_blocks: int = 5,
-        max_features: int = 1024,
-        num_kp: int = 15,
-        feature_channel: int = 32,
-        reshape_depth: int = 16,
-        compress: int = 4,
+        *,
+        block_expansion: int,
+        num_blocks: int,
+        max_features: int,
+        num_kp: int,
+        feature_channel: int,
+        reshape_depth: int,
+        compress: int,
     ) -> None:
         super().__init__()
         self.hourglass = Hourglass3d(block_expansion, (num_kp + 1) * (compress + 1), num_blocks, max_features)
@@ -166,18 +167,19 @@ class OcclusionAwareSPADEGenerator(nn.Module):
 
     def __init__(
         self,
-        image_channel: int = 3,
-        num_kp: int = 15,
-        block_expansion: int = 64,
-        max_features: int = 512,
-        num_down_blocks: int = 2,
-        reshape_depth: int = 16,
-        num_resblocks: int = 6,
-        dense_block_expansion: int = 32,
-        dense_max_features: int = 1024,
-        dense_num_blocks: int = 5,
-        dense_compress: int = 4,
-        spade_hidden: int = 128,
+        *,
+        image_channel: int,
+        num_kp: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        reshape_depth: int,
+        num_resblocks: int,
+        dense_block_expansion: int,
+        dense_max_features: int,
+        dense_num_blocks: int,
+        dense_compress: int,
+        spade_hidden: int,
     ) -> None:
         super().__init__()
         if max_features % reshape_depth:
@@ -189,13 +191,13 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.reshape_channel = max_features // reshape_depth  # the appearance volume's channels (32)
         self.reshape_depth = reshape_depth
         self.dense_motion_network = DenseMotionNetwork(
-            dense_block_expansion,
-            dense_num_blocks,
-            dense_max_features,
-            num_kp,
-            self.reshape_channel,
-            reshape_depth,
-            dense_compress,
+            block_expansion=dense_block_expansion,
+            num_blocks=dense_num_blocks,
+            max_features=dense_max_features,
+            num_kp=num_kp,
+            feature_channel=self.reshape_channel,
+            reshape_depth=reshape_depth,
+            compress=dense_compress,
         )
         self.first = SameBlock2d(image_channel, block_expansion, kernel_size=3)
         self.down_blocks = nn.ModuleList(

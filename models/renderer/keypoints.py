@@ -51,14 +51,15 @@ class KPDetector(nn.Module):
 
     def __init__(
         self,
-        block_expansion: int = 32,
-        max_features: int = 1024,
-        num_kp: int = 15,
-        image_channel: int = 3,
-        num_blocks: int = 5,
-        reshape_depth: int = 16,
-        temperature: float = 0.1,
-        scale_factor: float = 0.25,
+        *,
+        block_expansion: int,
+        max_features: int,
+        num_kp: int,
+        image_channel: int,
+        num_blocks: int,
+        reshape_depth: int,
+        temperature: float,
+        scale_factor: float,
     ) -> None:
         super().__init__()
         self.predictor = KPHourglass(block_expansion, image_channel, max_features, num_blocks, reshape_depth)

@@ -9,7 +9,8 @@ from typing import Any
 from prefect import task
 
 from emotalker.configs.fingerprint import digest
-from emotalker.tasks.data.media import MediaError, prepare_clip
+from emotalker.tasks.data.resample import prepare_clip
+from emotalker.tasks.media import MediaError
 
 
 def prepare_fingerprint(clip: dict[str, Any], fps: int, sample_rate: int, tolerance: int) -> str:

@@ -28,7 +28,8 @@ from emotalker.tasks.evaluation.sync import (
     face_track,
     sync_confidence,
 )
-from emotalker.tasks.features.face_coeffs import LandmarkDetector, iter_video_frames
+from emotalker.tasks.features.face_coeffs import LandmarkDetector
+from emotalker.tasks.media import iter_video_frames, probe_video
 
 EVAL_SIZE = 256  # LMD on aligned 256 x 256 crops, as EAT
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the real video's pixels (may leave the frame)
@@ -68,11 +69,8 @@ def _aligned(batch: np.ndarray, box: Box | None, real_hw: tuple[int, int]) -> np
 
 
 def _video_size(path: Path) -> tuple[int, int]:
-    import av
-
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return int(s.height), int(s.width)
+    info = probe_video(path)
+    return info.height, info.width
 
 
 def _pairs(

@@ -1,19 +1,19 @@
 """Audio reading/writing for the feature stages: any container PyAV can open -> mono float32 at 16 kHz.
 
-Decoding and resampling both go through PyAV (libavcodec + libswresample), so wav, m4a (AAC) and the
-audio track of an mp4 are handled the same way, with no ffmpeg subprocess.
+Decoding and resampling both go through PyAV (libavcodec + libswresample, in ``tasks/media.py``), so wav,
+m4a (AAC) and the audio track of an mp4 are handled the same way, with no ffmpeg subprocess.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 
 from emotalker.configs.constants import HUBERT_WIN, SAMPLE_RATE
 from emotalker.storage.files import atomic_path
+from emotalker.tasks.media import MediaError, read_audio
 
 
 class AudioError(ValueError):
@@ -38,33 +38,9 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE, mono: bool = True
     if target_sr <= 0:
         raise ValueError(f"target_sr must be positive, got {target_sr}")
     try:
-        container = av.open(str(p))
-    except av.error.FFmpegError as exc:
-        raise AudioError(f"cannot open {p} as media: {exc}") from exc
-    chunks: list[np.ndarray] = []
-    n_channels = 1
-    try:
-        if not container.streams.audio:
-            raise AudioError(f"{p} has no audio stream")
-        stream = container.streams.audio[0]
-        layout = "mono" if mono else stream.layout.name
-        n_channels = 1 if mono else stream.channels
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=target_sr)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            for out in resampler.resample(None):  # flush the resampler's delay line
-                chunks.append(out.to_ndarray())
-        except av.error.FFmpegError as exc:
-            raise AudioError(f"cannot decode audio of {p}: {exc}") from exc
-    finally:
-        container.close()
-    if chunks:
-        wave = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-    else:
-        wave = np.zeros((n_channels, 0), dtype=np.float32)
-    return np.ascontiguousarray(wave[0] if mono else wave)
+        return read_audio(p, target_sr, mono=mono)
+    except MediaError as exc:
+        raise AudioError(str(exc)) from exc
 
 
 def validate_audio(wave: np.ndarray, sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:

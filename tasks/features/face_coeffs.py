@@ -7,7 +7,6 @@ Detection and regression run in batches; only the cheap alignment is per frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -430,54 +429,3 @@ class FaceCoeffExtractor:
                 coeffs[i] = self.recon_net(x).float().cpu().numpy()[0]
         valid = np.isfinite(lms).all(axis=(1, 2))
         return self._finish(coeffs, lms, trans, valid, name)
-
-
-def read_video_frames(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode a video to RGB frames (T, H, W, 3) uint8 and its frame rate, with PyAV."""
-    import av
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"video not found: {p}")
-    try:
-        with av.open(str(p)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{p}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except av.FFmpegError as exc:
-        raise ValueError(f"{p}: cannot decode video ({exc})") from exc
-    if not frames:
-        raise ValueError(f"{p}: video has no frames")
-    return np.stack(frames), fps
-
-
-def iter_video_frames(
-    path: str | Path, batch_size: int = 32, max_frames: int | None = None
-) -> Iterator[np.ndarray]:
-    """Decode a video in (<= batch_size, H, W, 3) RGB uint8 batches, so long videos never sit in memory
-    whole; ``max_frames`` stops after that many frames."""
-    import av
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"video not found: {p}")
-    batch: list[np.ndarray] = []
-    seen = 0
-    try:
-        with av.open(str(p)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{p}: no video stream")
-            for frame in container.decode(container.streams.video[0]):
-                if max_frames is not None and seen >= max_frames:
-                    break
-                batch.append(frame.to_ndarray(format="rgb24"))
-                seen += 1
-                if len(batch) == batch_size:
-                    yield np.stack(batch)
-                    batch = []
-    except av.FFmpegError as exc:
-        raise ValueError(f"{p}: cannot decode video ({exc})") from exc
-    if batch:
-        yield np.stack(batch)

@@ -96,7 +96,9 @@ def identity_coefficients(image: np.ndarray, cfg: PipelineConfig, device: str) -
     """Deep3DFace coefficients of the reference image (the real extractor, weights from config paths)."""
     from emotalker.tasks.features.families.face import face_extractor
 
-    out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(image[None], name="identity image")
+    out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(
+        image[None], name="identity image"
+    )
     if not bool(out["valid"][0]):
         raise InputError("no face found in the identity image")
     return {k: v[0] for k, v in out.items()}
@@ -141,8 +143,9 @@ def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
                 f"{path}: neither SadTalker coeff_3dmm nor Deep3DFace coefficients ({exc})"
             ) from exc
     elif suffix in VIDEO_SUFFIXES:
-        from emotalker.tasks.features.face_coeffs import NoFaceError, read_video_frames
+        from emotalker.tasks.features.face_coeffs import NoFaceError
         from emotalker.tasks.features.families.face import face_extractor
+        from emotalker.tasks.media import read_video_frames
 
         try:
             frames, fps = read_video_frames(path)
@@ -170,20 +173,16 @@ def driving_motion(path: Path, cfg: PipelineConfig, device: str) -> np.ndarray:
 
 def load_speech(path: Path) -> tuple[np.ndarray, str]:
     """16 kHz mono speech; other rates or channel counts are converted and reported, too-short rejected."""
-    import av
-
     from emotalker.tasks.features.audio_io import load_audio, validate_audio
+    from emotalker.tasks.media import MediaError, probe_audio
 
     if not path.is_file():
         raise InputError(f"audio file not found: {path}")
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio:
-                raise InputError(f"{path} has no audio stream")
-            s = c.streams.audio[0]
-            src = f"{s.rate} Hz, {s.channels} channel(s)"
-    except av.FFmpegError as exc:
-        raise InputError(f"{path} is not a readable audio file: {exc}") from exc
+        info = probe_audio(path)
+    except MediaError as exc:
+        raise InputError(str(exc)) from exc
+    src = f"{info.sample_rate} Hz, {info.channels} channel(s)"
     wave = load_audio(path, SAMPLE_RATE)
     try:
         wave = validate_audio(wave, SAMPLE_RATE, str(path))
@@ -368,7 +367,7 @@ def preview_video(
     """
     import cv2
 
-    from emotalker.tasks.generation.render import encode_mp4
+    from emotalker.tasks.media import encode_mp4
 
     plot = cv2.cvtColor(cv2.imread(str(plot_png)), cv2.COLOR_BGR2RGB)
     h = plot.shape[0]
@@ -394,7 +393,7 @@ def preview_video(
             cv2.line(frame, (x, 0), (x, frame.shape[0] - 1), (220, 30, 30), 2)
             yield frame
 
-    encode_mp4(path, frames(), wave, (base.shape[1], base.shape[0]), FPS)
+    encode_mp4(path, frames(), size=(base.shape[1], base.shape[0]), fps=FPS, wave=wave)
     return path
 
 

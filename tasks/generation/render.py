@@ -108,7 +108,7 @@ def load_renderer(
         n: require_file(rc.mapping_checkpoint if n == 70 else rc.mapping_full_checkpoint, *mapping_keys[n])
         for n in layouts
     }
-    renderer = FaceRenderer(RendererWidths.from_mapping(rc.widths), layouts)
+    renderer = FaceRenderer(RendererWidths.from_config(rc.widths), layouts)
     load_facerender_weights(renderer.kp_extractor, renderer.generator, ckpt)
     for n in layouts:
         load_mapping_weights(renderer.mappings[str(n)], mapping_paths[n])
@@ -314,31 +314,6 @@ def render_frames(
 # ------------------------------------------------------------------------------------------ video
 
 
-def encode_mp4(
-    path: str | Path, frames: Iterable[np.ndarray], wave: np.ndarray, size: tuple[int, int], fps: int = FPS
-) -> int:
-    """Encode RGB frames ((H, W, 3) uint8 of ``size`` = (W, H), both even) as H.264 and the 16 kHz mono
-    ``wave``, cut to the frames' length, as AAC into ``path``; returns the number of frames."""
-    import av
-
-    n = 0
-    with av.open(str(path), "w") as out:  # every stream is added before the first packet is muxed
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-        aus = out.add_stream("aac", rate=SAMPLE_RATE)
-        aus.layout = "mono"
-        for frame in frames:
-            out.mux(vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-            n += 1
-        out.mux(vs.encode())
-        pcm = (np.clip(wave[: round(n * SAMPLE_RATE / fps)], -1, 1) * 32767).astype(np.int16)[None]
-        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        af.sample_rate = SAMPLE_RATE
-        out.mux(aus.encode(af))
-        out.mux(aus.encode())
-    return n
-
-
 def write_video(
     frames: Iterable[np.ndarray], audio_path: str | Path, out_path: str | Path, fps: int = FPS
 ) -> Path:
@@ -349,6 +324,7 @@ def write_video(
     and renamed, so a killed run leaves no truncated ``out_path``.
     """
     from emotalker.tasks.features.audio_io import load_audio
+    from emotalker.tasks.media import encode_mp4
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,5 +345,5 @@ def write_video(
                 yield frame
 
     with atomic_path(out_path, suffix=f".partial{out_path.suffix}") as tmp:
-        encode_mp4(tmp, padded(), wave, (width, height), fps)
+        encode_mp4(tmp, padded(), size=(width, height), fps=fps, wave=wave)
     return out_path

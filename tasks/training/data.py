@@ -17,8 +17,8 @@ from emotalker.configs.constants import EMOTION_TO_ID
 from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
+from emotalker.storage.split import load_split
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
-from emotalker.tasks.data.split import load_split
 from emotalker.tasks.features.families import store_spec, stored_rate_error
 from emotalker.tasks.training.loop import TrainingInputError
 

@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.shared import shared_file
+from emotalker.storage.split import load_split
 from emotalker.storage.zarr_store import StoreRoot
-from emotalker.tasks.data.split import load_split
 
 TAG_PREFIX = "data."
 CURRENT = "current"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from emotalker.tasks.data.split import SplitError, load_split, make_split, write_split_once
+from emotalker.storage.split import SplitError, load_split, make_split, write_split_once
 
 
 def _clips(actors, per_actor=3):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from emotalker.tasks.data.standins.fake_eval_assets import FER7_LABELS as FER7
-from emotalker.tasks.data.standins.fake_eval_assets import (
+from emotalker.tasks.demo.standins.fake_eval_assets import FER7_LABELS as FER7
+from emotalker.tasks.demo.standins.fake_eval_assets import (
     write_fake_expression_classifier as _save_classifier,
 )
 from emotalker.tasks.evaluation.emotion_classifier import (

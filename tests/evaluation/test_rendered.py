@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from emotalker.tasks.data.synthetic.mead import write_mp4
+from emotalker.tasks.demo.synthetic.mead import write_mp4
 from emotalker.tasks.evaluation.rendered import ImageMetricModels, compare_videos, crop_resize
 
 ANGLES = np.linspace(0, 2 * np.pi, 68, endpoint=False)

@@ -41,7 +41,7 @@ def test_breakdowns_average_each_metric_per_group_and_show_only_metrics_some_cli
 
 
 def _video(path, n: int = 10, color: int = 200) -> None:
-    from emotalker.tasks.data.synthetic.mead import write_mp4
+    from emotalker.tasks.demo.synthetic.mead import write_mp4
 
     frames = np.zeros((n, 64, 48, 3), np.uint8)
     frames[:, 16:48, 8:40] = color

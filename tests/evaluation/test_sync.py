@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from emotalker.models.syncnet import SyncNet, load_syncnet
-from emotalker.tasks.data.standins.fake_eval_assets import write_fake_syncnet
+from emotalker.tasks.demo.standins.fake_eval_assets import write_fake_syncnet
 from emotalker.tasks.evaluation.sync import (
     crop_face,
     crop_windows,

@@ -12,7 +12,7 @@ import torch
 
 from emotalker.models.deep3dface import CheckpointError, ReconNet, load_recon_net
 from emotalker.models.motion import coeffs_to_motion
-from emotalker.tasks.data.standins.fake_face_assets import (
+from emotalker.tasks.demo.standins.fake_face_assets import (
     project_template,
     synthetic_lm3d_68,
     write_fake_face_assets,
@@ -25,8 +25,8 @@ from emotalker.tasks.features.face_coeffs import (
     extract_5p,
     interpolate_invalid,
     load_lm3d,
-    read_video_frames,
 )
+from emotalker.tasks.media import read_video_frames
 
 torch.set_num_threads(1)
 

@@ -309,7 +309,7 @@ def face_run(flow_env, dask_address, tmp_path_factory):
 
 def test_face_extraction_stores_every_array_and_restales_when_the_checkpoint_changes(face_run):
     from emotalker.flows.featurize import face_features_flow
-    from emotalker.tasks.data.standins.fake_face_assets import random_recon_state
+    from emotalker.tasks.demo.standins.fake_face_assets import random_recon_state
     from emotalker.tasks.features.families.face import face_fingerprint
 
     cfg, ov, ids = face_run["cfg"], face_run["ov"], face_run["ids"]

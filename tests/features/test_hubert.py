@@ -1,7 +1,7 @@
 """HuBERT loading (local dir, classifier checkpoint, HF cache id), framing, batching and video alignment.
 
 All models are tiny random HuBERTs saved in the real Hugging Face formats by
-emotalker.tasks.data.standins.fake_hubert.
+emotalker.tasks.demo.standins.fake_hubert.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import HubertForSequenceClassification
 
-from emotalker.tasks.data.standins.fake_hubert import (
+from emotalker.tasks.demo.standins.fake_hubert import (
     convert_to_legacy_bin,
     write_er_from_base,
     write_tiny_hubert,

@@ -26,7 +26,7 @@ def trained(prefect_server, tmp_path_factory):
 
 def _speech(sample_rate: int, frames: int, text: str) -> np.ndarray:
     """Stereo (N, 2) espeak-ng speech lasting ``frames + 0.5`` video frames (T is unambiguous)."""
-    from emotalker.tasks.data.synthetic.speech import prosody_for, synthesize, voice_for_actor
+    from emotalker.tasks.demo.synthetic.speech import prosody_for, synthesize, voice_for_actor
 
     mono = synthesize(text, voice_for_actor("W009", 0), prosody_for("happy", 3), sample_rate=sample_rate)
     n = frames * sample_rate // 25 + sample_rate // 50

@@ -144,7 +144,7 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
 def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, tmp_path):
     """eval.settings [neutral, driving]: the driving setting generates each clip from its own frames."""
     from emotalker.flows.evaluate import evaluate_flow
-    from emotalker.tasks.data.standins.fake_bfm import write_fake_bfm
+    from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
     from emotalker.tasks.generation.inference import clip_features, load_emotalker
 
     cfg = pipeline["cfg"]
@@ -188,13 +188,13 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
     import cv2
 
     from emotalker.flows.evaluate import evaluate_flow
-    from emotalker.tasks.data.standins.fake_bfm import write_fake_bfm
-    from emotalker.tasks.data.standins.fake_eval_assets import (
+    from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
+    from emotalker.tasks.demo.standins.fake_eval_assets import (
         write_fake_expression_classifier,
         write_fake_syncnet,
     )
-    from emotalker.tasks.data.synthetic.mead import write_mp4
-    from emotalker.tasks.features.face_coeffs import read_video_frames
+    from emotalker.tasks.demo.synthetic.mead import write_mp4
+    from emotalker.tasks.media import read_video_frames
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}

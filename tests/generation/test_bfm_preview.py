@@ -10,8 +10,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from emotalker.models.bfm import BFMLandmarks, load_bfm, project_landmarks
-from emotalker.tasks.data.standins.fake_bfm import fake_bfm_arrays, write_fake_bfm
-from emotalker.tasks.data.standins.fake_face_assets import project_template, synthetic_lm3d_68
+from emotalker.tasks.demo.standins.fake_bfm import fake_bfm_arrays, write_fake_bfm
+from emotalker.tasks.demo.standins.fake_face_assets import project_template, synthetic_lm3d_68
 from emotalker.tasks.features.face_coeffs import _reduce_to_5, align_face, crop_to_image
 
 ZERO_ID = np.zeros(80)

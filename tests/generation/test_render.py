@@ -193,7 +193,7 @@ def test_source_mat_in_sadtalker_preprocess_layout(renderer, source, tmp_path):
 
 
 def test_crop_box_follows_sadtalkers_croper():
-    from emotalker.tasks.data.standins.fake_face_assets import project_template, synthetic_lm3d_68
+    from emotalker.tasks.demo.standins.fake_face_assets import project_template, synthetic_lm3d_68
 
     lm = project_template(synthetic_lm3d_68(), center=(300.0, 260.0), scale=100.0)
     x0, y0, x1, y1 = sadtalker_crop_box(lm, 640, 480)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emotalker.configs.schema import RendererWidthsConfig
 from emotalker.models.renderer import (
     CheckpointError,
     FaceRenderer,
@@ -18,9 +19,22 @@ from emotalker.models.renderer import (
 )
 from emotalker.models.renderer.blocks import bake_spectral_norm, fold_batchnorm
 from emotalker.models.renderer.kinematics import transform_keypoints
-from emotalker.tasks.data.standins.fake_renderer import write_renderer_standins
+from emotalker.tasks.demo.standins.fake_renderer import write_renderer_standins
 
-NARROW = RendererWidths(8, 64, 8, 64, 4, 32, 1, 32, 16, num_kp=15, reshape_depth=8)
+NARROW = RendererWidths(
+    kp_block_expansion=8,
+    kp_max_features=64,
+    generator_block_expansion=8,
+    generator_max_features=64,
+    dense_block_expansion=4,
+    dense_max_features=32,
+    dense_compress=1,
+    mapping_descriptor=32,
+    spade_hidden=16,
+    num_kp=15,
+    reshape_depth=8,
+)
+RELEASED = RendererWidths.from_config(RendererWidthsConfig())  # the schema's defaults: facerender.yaml
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +50,7 @@ def _file_state(path, prefix: str) -> dict[str, torch.Tensor]:
 
 def test_released_sizes_have_the_released_tensor_counts():
     with torch.device("meta"):
-        r = FaceRenderer(layouts=(70, 73))
+        r = FaceRenderer(RELEASED, layouts=(70, 73))
     # SadTalker_V0.0.2_256.safetensors: 75 kp_extractor. and 386 generator. tensors
     assert len(r.kp_extractor.state_dict()) == 75
     assert len(r.generator.state_dict()) == 386
@@ -154,8 +168,8 @@ def test_sadtalker_safetensors_feeds_deep3dface_and_the_lip_branch(standins):
 @pytest.mark.slow
 def test_released_size_layouts_load_strictly_and_render(tmp_path):
     """Every released layout at the released widths (random weights), and one 256 px frame."""
-    paths = write_renderer_standins(tmp_path, RendererWidths(), seed=1)
-    r = FaceRenderer(RendererWidths(), layouts=(70, 73))
+    paths = write_renderer_standins(tmp_path, RELEASED, seed=1)
+    r = FaceRenderer(RELEASED, layouts=(70, 73))
     for layout in ("safetensors", "facevid2vid"):
         assert load_facerender_weights(r.kp_extractor, r.generator, paths[layout]) == layout
     load_mapping_weights(r.mappings["70"], paths["mapping"])

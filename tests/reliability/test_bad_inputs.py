@@ -84,7 +84,7 @@ def _extract_cfg(tmp_path: Path, assets: dict[str, Path] | None = None, **missin
 
 @pytest.fixture(scope="module")
 def face_assets(tmp_path_factory) -> dict[str, Path]:
-    from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
+    from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
 
     d = tmp_path_factory.mktemp("face-assets")
     return write_fake_face_assets(d / "deep3dface", d / "torch_home", detector_fires=False)
@@ -187,7 +187,7 @@ def test_clip_shorter_than_a_training_window_is_skipped_and_counted(tmp_path):
 # --------------------------------------------------------------------------------------------- audio
 @pytest.fixture(scope="module")
 def tiny_hubert(tmp_path_factory) -> str:
-    from emotalker.tasks.data.standins.fake_hubert import write_tiny_hubert
+    from emotalker.tasks.demo.standins.fake_hubert import write_tiny_hubert
 
     d = tmp_path_factory.mktemp("hubert") / "hubert"
     write_tiny_hubert(d, hidden_size=16, num_hidden_layers=2)

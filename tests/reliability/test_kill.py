@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 from mlflow.tracking import MlflowClient
 
-from emotalker.tasks.data.media import count_video_frames
+from emotalker.tasks.media import count_video_frames
 from emotalker.tasks.training.checkpoint import CheckpointError, load_checkpoint
 from emotalker_testkit.compare import (
     assert_state_equal,

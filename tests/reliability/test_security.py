@@ -87,7 +87,7 @@ def test_sadtalker_audio2exp_loader_refuses_pickled_code(tmp_path):
 
 @pytest.fixture(scope="module")
 def face_assets(tmp_path_factory):
-    from emotalker.tasks.data.standins.fake_face_assets import write_fake_face_assets
+    from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
 
     d = tmp_path_factory.mktemp("face-assets")
     return write_fake_face_assets(d / "deep3dface", d / "torch_home")

@@ -13,8 +13,8 @@ import pytest
 from emotalker.configs.schema import load_config
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.storage.shared import FETCHED_DIR, publish_shared, shared_file
+from emotalker.storage.split import SplitError, load_split
 from emotalker.storage.zarr_store import StoreRoot
-from emotalker.tasks.data.split import SplitError, load_split
 
 
 def _cfg(root: Path, url: str | None):

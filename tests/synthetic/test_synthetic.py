@@ -12,8 +12,8 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 
 from emotalker.configs.constants import FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
-from emotalker.tasks.data.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
-from emotalker.tasks.data.synthetic.mead import (
+from emotalker.tasks.demo.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
+from emotalker.tasks.demo.synthetic.mead import (
     FIXED_MTIME,
     GroundTruthError,
     generate_mead,
@@ -21,7 +21,7 @@ from emotalker.tasks.data.synthetic.mead import (
     load_ground_truth,
     read_ground_truth,
 )
-from emotalker.tasks.data.synthetic.speech import (
+from emotalker.tasks.demo.synthetic.speech import (
     SENTENCES,
     prosody_for,
     speech_envelope,

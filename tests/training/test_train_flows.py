@@ -17,7 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import load_config
-from emotalker.tasks.data.split import SplitError
+from emotalker.storage.split import SplitError
 from emotalker.tasks.training.loop import TrainingInputError
 from emotalker_testkit.pipeline import tiny_overrides
 

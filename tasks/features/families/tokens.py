@@ -12,8 +12,8 @@ from typing import Any
 from emotalker.configs.constants import HUBERT_FPS
 from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.split import load_split
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot
-from emotalker.tasks.data.split import load_split
 from emotalker.tasks.features import plan
 from emotalker.tasks.features.families import hubert
 from emotalker.tasks.features.kmeans import (

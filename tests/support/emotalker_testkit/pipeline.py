@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from emotalker.configs.schema import load_config
-from emotalker.tasks.data.standins.demo_layout import relocated_demo_overrides
+from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
 
 CONFIG = "configs/demo.yaml"
 

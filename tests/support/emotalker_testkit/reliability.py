@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from emotalker.tasks.data.standins.demo_layout import demo_input_overrides, relocated_demo_overrides
+from emotalker.tasks.demo.standins.demo_layout import demo_input_overrides, relocated_demo_overrides
 
 CONFIG = "configs/demo.yaml"
 REPO = Path(__file__).resolve().parents[3]

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalker.tasks.data.media import MediaError, count_video_frames, prepare_clip, read_wav_samples
+from emotalker.tasks.data.resample import prepare_clip, read_wav_samples
+from emotalker.tasks.media import MediaError, count_video_frames
 
 
 def _ffmpeg(*args: str) -> None:

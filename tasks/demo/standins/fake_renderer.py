@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from emotalker.configs.schema import RendererWidthsConfig
 from emotalker.models.deep3dface import ReconNet
 from emotalker.models.lip import ExpNet
 from emotalker.models.renderer import FaceRenderer, HEEstimator, RendererWidths
@@ -26,9 +27,9 @@ FILE_NAMES = {
 
 
 def _widths(widths: RendererWidths | Mapping[str, int] | Any | None) -> RendererWidths:
-    if widths is None or isinstance(widths, RendererWidths):
-        return widths or RendererWidths()
-    return RendererWidths.from_mapping(widths)
+    if isinstance(widths, RendererWidths):
+        return widths
+    return RendererWidths.from_config(RendererWidthsConfig() if widths is None else widths)
 
 
 def _spread_norms(module: torch.nn.Module, seed: int) -> None:

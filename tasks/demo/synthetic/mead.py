@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from emotalker.configs.constants import (
@@ -45,7 +44,7 @@ from emotalker.configs.constants import (
     VIEWS,
 )
 from emotalker.storage.files import atomic_path
-from emotalker.tasks.data.synthetic.face import (
+from emotalker.tasks.demo.synthetic.face import (
     ANGLE,
     VIEW_ANGLES,
     Identity,
@@ -53,7 +52,7 @@ from emotalker.tasks.data.synthetic.face import (
     identity_for_actor,
     render_frame,
 )
-from emotalker.tasks.data.synthetic.speech import (
+from emotalker.tasks.demo.synthetic.speech import (
     SENTENCES,
     fit_to_frames,
     prosody_for,
@@ -62,6 +61,7 @@ from emotalker.tasks.data.synthetic.speech import (
     synthesize,
     voice_for_actor,
 )
+from emotalker.tasks.media import encode_mp4, write_m4a
 
 FIXED_MTIME = 1_577_836_800  # 2020-01-01T00:00:00Z, for reproducible archives
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -104,6 +104,7 @@ def clip_levels(emotion: str, levels: list[int] | tuple[int, ...]) -> list[int]:
 
 
 def _validate(
+    *,
     actors: list[str],
     emotions: list[str],
     levels: list[int],
@@ -143,34 +144,14 @@ def _validate(
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int = MEAD_VIDEO_FPS) -> None:
     """(T, H, W, 3) RGB uint8 -> H.264 yuv420p mp4 (single-threaded, bit-exact muxing: reproducible)."""
-    with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream(
-            "libx264", rate=fps, options={"preset": "veryfast", "crf": "18", "threads": "1"}
-        )
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def write_m4a(audio: np.ndarray, path: Path, sample_rate: int = MEAD_AUDIO_RATE) -> None:
-    """Mono float audio -> AAC-LC in an .m4a (mp4) container."""
-    with av.open(str(path), "w", format="ipod", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("aac", rate=sample_rate, options={"aac_coder": "fast"})
-        stream.layout = "mono"
-        step = 1024
-        for start in range(0, len(audio), step):
-            chunk = np.ascontiguousarray(audio[None, start : start + step], dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    encode_mp4(
+        path,
+        frames,
+        size=(frames.shape[2], frames.shape[1]),
+        fps=fps,
+        codec_options={"preset": "veryfast", "crf": "18", "threads": "1"},
+        bitexact=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------ clips
@@ -193,7 +174,7 @@ def _render_clip(job: _ClipJob) -> tuple[str, dict[str, np.ndarray], dict[str, A
     stage = Path(job.stage)
     adir = stage / "audio" / rel
     adir.mkdir(parents=True, exist_ok=True)
-    write_m4a(audio, adir / f"{name}.m4a")
+    write_m4a(adir / f"{name}.m4a", audio, MEAD_AUDIO_RATE)
     for view in job.views:
         frames = np.stack([render_frame(m, job.identity, job.image_size, view) for m in motion])
         vdir = stage / "video" / view / rel
@@ -207,6 +188,7 @@ def _render_clip(job: _ClipJob) -> tuple[str, dict[str, np.ndarray], dict[str, A
 
 def _jobs_for_actor(
     actor: str,
+    *,
     emotions: list[str],
     levels: list[int],
     sentences_per_level: int,
@@ -303,6 +285,7 @@ def _write_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
 def _build_actor(
     actor: str,
     out_dir: Path,
+    *,
     emotions: list[str],
     levels: list[int],
     sentences_per_level: int,
@@ -314,7 +297,16 @@ def _build_actor(
 ) -> Path:
     stage = Path(tempfile.mkdtemp(prefix=f".synth-{actor}-", dir=out_dir))
     try:
-        jobs = _jobs_for_actor(actor, emotions, levels, sentences_per_level, seed, image_size, views, stage)
+        jobs = _jobs_for_actor(
+            actor,
+            emotions=emotions,
+            levels=levels,
+            sentences_per_level=sentences_per_level,
+            seed=seed,
+            image_size=image_size,
+            views=views,
+            stage=stage,
+        )
         results = list(pool.map(_render_clip, jobs)) if pool is not None else [_render_clip(j) for j in jobs]
         inner = stage / "_inner"
         inner.mkdir()
@@ -368,6 +360,7 @@ def generate_mead(
     levels: list[int],
     sentences_per_level: int,
     seed: int,
+    *,
     image_size: int = 256,
     views: tuple[str, ...] = ("front",),
     video_split: bool = False,
@@ -382,7 +375,15 @@ def generate_mead(
     """
     views = tuple(views)
     actors, emotions, levels = list(actors), list(emotions), list(levels)
-    _validate(actors, emotions, levels, sentences_per_level, image_size, views, video_split)
+    _validate(
+        actors=actors,
+        emotions=emotions,
+        levels=levels,
+        sentences_per_level=sentences_per_level,
+        image_size=image_size,
+        views=views,
+        video_split=video_split,
+    )
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
@@ -391,7 +392,16 @@ def generate_mead(
     try:
         return [
             _build_actor(
-                a, out_dir, emotions, levels, sentences_per_level, seed, image_size, views, video_split, pool
+                a,
+                out_dir,
+                emotions=emotions,
+                levels=levels,
+                sentences_per_level=sentences_per_level,
+                seed=seed,
+                image_size=image_size,
+                views=views,
+                video_split=video_split,
+                pool=pool,
             )
             for a in actors
         ]

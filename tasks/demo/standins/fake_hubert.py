@@ -19,6 +19,7 @@ from transformers import HubertConfig, HubertForSequenceClassification, HubertMo
 
 
 def tiny_hubert_config(
+    *,
     hidden_size: int = 32,
     num_hidden_layers: int = 10,
     num_attention_heads: int = 2,
@@ -52,6 +53,7 @@ def tiny_hubert_config(
 
 def write_tiny_hubert(
     directory: str | Path,
+    *,
     hidden_size: int = 32,
     num_hidden_layers: int = 10,
     num_attention_heads: int = 2,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from emotalker.tasks.data.standins.fake_face_assets import synthetic_lm3d_68
+from emotalker.tasks.demo.standins.fake_face_assets import synthetic_lm3d_68
 
 
 def fake_bfm_arrays(

@@ -1,6 +1,6 @@
 """Built-in MEAD-shaped demo data: espeak-ng speech, a cartoon face rendered from ground-truth motion."""
 
-from emotalker.tasks.data.synthetic.mead import (
+from emotalker.tasks.demo.synthetic.mead import (
     GroundTruthError,
     clip_key,
     generate_mead,

@@ -1,7 +1,7 @@
 """Media resampling: MEAD 30 fps video / 48 kHz audio -> 25 fps video and 16 kHz mono wav.
 
-ffmpeg (Debian package) does the resampling; PyAV probes the results. Outputs are written to a
-temporary name and renamed, so a killed job never leaves a file that looks finished.
+ffmpeg (Debian package) does the resampling; PyAV (``tasks/media.py``) probes the results. Outputs are
+written to a temporary name and renamed, so a killed job never leaves a file that looks finished.
 """
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from emotalker.storage.files import atomic_path
-
-
-class MediaError(RuntimeError):
-    """A clip whose media cannot be read or is inconsistent; the message names the file."""
+from emotalker.tasks.media import MediaError, count_video_frames
 
 
 @dataclass(frozen=True)
@@ -43,17 +39,6 @@ def _run_ffmpeg(args: list[str], what: Path) -> None:
     if proc.returncode != 0:
         msg = proc.stderr.strip().splitlines()[-3:] if proc.stderr.strip() else ["(no message)"]
         raise MediaError(f"{what}: ffmpeg failed: {' | '.join(msg)}")
-
-
-def count_video_frames(path: Path) -> int:
-    """Decode-count frames (container frame counts are unreliable after resampling)."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
-            return sum(1 for _ in container.decode(video=0))
-    except av.FFmpegError as exc:
-        raise MediaError(f"{path}: unreadable video: {exc}") from exc
 
 
 def read_wav_samples(path: Path) -> np.ndarray:
@@ -105,6 +90,7 @@ def prepare_clip(
     audio_src: Path | None,
     video_dst: Path,
     audio_dst: Path,
+    *,
     fps: int = 25,
     sample_rate: int = 16_000,
     max_mismatch_frames: int = 1,
