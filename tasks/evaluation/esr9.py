@@ -17,8 +17,14 @@ Networks) decides its labels with these quirks, all kept here because they decid
 5. AffectNet class order (``model/utils/udata.py``): Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger,
    Contempt, mapped one-to-one to MEAD's eight emotions (``AFFECTNET_TO_MEAD``).
 
+Read at upstream commits 32bf0d8 (``model/ml/esr_9.py``, branches in a list), 14b121f (the Wrapyfi port:
+``esr_9.py`` with a dict, ``uimage.py``, ``main_esr9.py``), cf530eb / 0c3997b (``controller/cvision.py``:
+``_pre_process_input_image``, ``_predict``) and ``model/utils/udata.py``
+(``AffectNetCategorical.get_class``, the same order in every stored version).
+
 Upstream first finds the face (dlib CNN detector) and classifies the crop; here the caller's frames are
-the face crops (``tasks/evaluation/rendered.py`` crops to the face box).
+the face crops (``tasks/evaluation/rendered.py`` crops to the face box). Upstream's video mode keeps one
+frame in ``int(30 / 5) = 6``; EmoAcc's one in ``every`` = 5 is the paper's ("per 5 frames").
 """
 
 from __future__ import annotations
