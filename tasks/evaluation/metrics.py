@@ -208,3 +208,31 @@ def cpbd_video(frames: np.ndarray) -> float:
     """Mean CPBD over the frames of a (T, H, W, 3) video, ignoring frames without edge blocks."""
     values = [cpbd(f) for f in frames]
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def authors_lmd(pred: np.ndarray, gt: np.ndarray, points: slice | None = None) -> float:
+    """LMD as the authors' ``eval.py`` computes it, for comparison with their Table 1: ``np.mean(np.abs(gt
+    - gen))`` over the points and both coordinates, on raw coordinates (no centring, not Euclidean), so a
+    shifted face counts. ``points`` = ``MOUTH`` (48-67) for M-LMD. Frames with NaN in either (no face
+    found, which would stop the authors' script) are skipped; NaN when none is left."""
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape or pred.shape[-2:] != (68, 2):
+        raise ValueError(f"landmarks must both be (T, 68, 2), got {pred.shape} and {gt.shape}")
+    pred, gt = pred.reshape(-1, 68, 2), gt.reshape(-1, 68, 2)
+    valid = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(gt).all(axis=(1, 2))
+    if not valid.any():
+        return float("nan")
+    p, g = pred[valid], gt[valid]
+    if points is not None:
+        p, g = p[:, points], g[:, points]
+    return float(np.mean(np.abs(g - p)))
+
+
+def authors_f_lmd(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The authors' F-LMD: all 68 points."""
+    return authors_lmd(pred, gt)
+
+
+def authors_m_lmd(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The authors' M-LMD: points 48-67."""
+    return authors_lmd(pred, gt, MOUTH)
