@@ -270,8 +270,8 @@ def _as_generator(generator: torch.Generator | int | None) -> torch.Generator | 
 @torch.no_grad()
 def sadtalker_pose_motion(
     model: PoseVAE,
-    mel_windows: torch.Tensor,
-    ref_pose6: torch.Tensor,
+    mel_windows: torch.Tensor | np.ndarray,
+    ref_pose6: torch.Tensor | np.ndarray,
     pose_style: int,
     generator: torch.Generator | int | None = None,
 ) -> torch.Tensor:
@@ -280,13 +280,14 @@ def sadtalker_pose_motion(
         raise ValueError("call model.eval() first: upstream runs Audio2Pose with BatchNorm running stats")
     if not 0 <= int(pose_style) < NUM_CLASSES:
         raise ValueError(f"pose_style must be in 0..{NUM_CLASSES - 1}, got {pose_style}")
-    mel = mel_windows if mel_windows.ndim == 4 else mel_windows.unsqueeze(1)
+    mel = torch.as_tensor(mel_windows)
+    mel = mel if mel.ndim == 4 else mel.unsqueeze(1)
     if mel.ndim != 4 or mel.shape[1:] != (1, AudioEncoder.mel_bins, AudioEncoder.mel_frames):
         raise ValueError(f"mel_windows must be (T, 80, 16) or (T, 1, 80, 16), got {tuple(mel_windows.shape)}")
     num_frames = mel.shape[0]
     device = next(model.parameters()).device
     gen = _as_generator(generator)
-    ref = ref_pose6.reshape(1, POSE_DIM).to(device=device, dtype=torch.float32)
+    ref = torch.as_tensor(ref_pose6).reshape(1, POSE_DIM).to(device=device, dtype=torch.float32)
     style = torch.tensor([int(pose_style)], device=device)
     motion = [torch.zeros(1, POSE_DIM, device=device)]
     chunks = pose_chunks(num_frames, model.seq_len)
@@ -304,8 +305,8 @@ def sadtalker_pose_motion(
 
 def sadtalker_pose(
     model: PoseVAE,
-    mel_windows: torch.Tensor,
-    ref_coeff70: torch.Tensor,
+    mel_windows: torch.Tensor | np.ndarray,
+    ref_coeff70: torch.Tensor | np.ndarray,
     pose_style: int = 0,
     generator: torch.Generator | int | None = None,
     ref_pose_seq: np.ndarray | torch.Tensor | None = None,
@@ -337,6 +338,8 @@ def sadtalker_pose(
     motion = sadtalker_pose_motion(model, mel_windows, ref, pose_style, generator)
     pose = smooth_pose((ref.to(motion.device) + motion).cpu().numpy())
     if ref_pose_seq is not None:
+        if isinstance(ref_pose_seq, torch.Tensor):
+            ref_pose_seq = ref_pose_seq.detach().cpu().numpy()
         seq = np.asarray(ref_pose_seq, dtype=np.float32).reshape(-1, POSE_DIM)
         if seq.shape[0] == 0:
             raise ValueError("ref_pose_seq is empty")

@@ -7,6 +7,7 @@ The parity reference below is written functionally from the state dict, followin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_strict_load_from_old_pth(tmp_path: Path) -> None:
         assert torch.equal(model.state_dict()[k], v), k
 
 
-def _one_line_error(exc_type: type[Exception], fn, match: str) -> None:  # noqa: ANN001
+def _one_line_error(exc_type: type[Exception], fn: Callable[[], object], match: str) -> None:
     with pytest.raises(exc_type, match=match) as info:
         fn()
     assert "\n" not in str(info.value)
@@ -185,6 +186,8 @@ def test_savgol_window_for_short_clips() -> None:
 
 # ---------------------------------------------------------------- independent upstream reference
 
+Stride = int | tuple[int, int]
+
 _AE = [  # Wav2Lip audio encoder: (stride, padding, residual) per Conv2d block
     (1, 1, False), (1, 1, True), (1, 1, True),
     ((3, 1), 1, False), (1, 1, True), (1, 1, True),
@@ -199,7 +202,7 @@ def _bn(x: torch.Tensor, sd: dict, p: str) -> torch.Tensor:
     return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], w, b, False, 0.0, 1e-5)
 
 
-def _conv(x: torch.Tensor, sd: dict, p: str, stride=1, padding=0) -> torch.Tensor:  # noqa: ANN001
+def _conv(x: torch.Tensor, sd: dict, p: str, stride: Stride = 1, padding: int = 0) -> torch.Tensor:
     return F.conv2d(x, sd[f"{p}.weight"], sd[f"{p}.bias"], stride, padding)
 
 
@@ -213,7 +216,7 @@ def _ref_audio_encoder(sd: dict, audio_sequences: torch.Tensor) -> torch.Tensor:
     return x.reshape((b, -1, x.shape[1], 1, 1)).squeeze(-1).squeeze(-1)
 
 
-def _ref_residual_conv(x: torch.Tensor, sd: dict, p: str, stride) -> torch.Tensor:  # noqa: ANN001
+def _ref_residual_conv(x: torch.Tensor, sd: dict, p: str, stride: Stride) -> torch.Tensor:
     h = _conv(F.relu(_bn(x, sd, f"{p}.conv_block.0")), sd, f"{p}.conv_block.2", stride, 1)
     h = _conv(F.relu(_bn(h, sd, f"{p}.conv_block.3")), sd, f"{p}.conv_block.5", 1, 1)
     return h + _bn(_conv(x, sd, f"{p}.conv_skip.0", stride, 1), sd, f"{p}.conv_skip.1")
@@ -281,8 +284,8 @@ def _ref_audio2pose_test(sd: dict, x: dict) -> dict:
 
 
 def _ref_generate(
-    sd: dict, mels: torch.Tensor, coeff70: torch.Tensor, style: int, refpose=None
-) -> np.ndarray:  # noqa: ANN001
+    sd: dict, mels: torch.Tensor, coeff70: torch.Tensor, style: int, refpose: np.ndarray | None = None
+) -> np.ndarray:
     t = mels.shape[0]
     x = {
         "indiv_mels": mels.unsqueeze(1).unsqueeze(0),  # bs T 1 80 16
@@ -331,6 +334,7 @@ def test_frame0_motion_is_zero_and_seed_decides_the_pose() -> None:
     motion = sadtalker_pose_motion(model, mels, ref, 3, generator=7)
     assert motion.shape == (40, 6) and torch.equal(motion[0], torch.zeros(6))
     assert torch.equal(motion, sadtalker_pose_motion(model, mels, ref, 3, generator=7))
+    assert torch.equal(motion, sadtalker_pose_motion(model, mels.numpy()[:, 0], ref.numpy(), 3, generator=7))
     assert not torch.allclose(motion[1:], sadtalker_pose_motion(model, mels, ref, 3, generator=8)[1:])
     # the same generator state gives the same poses; the reference pose adds ref[64:70] to every frame
     coeff = torch.randn(70)
