@@ -21,8 +21,13 @@ import torch
 from torch import nn
 
 from emotalker.configs.constants import MOTION_DIM, POSE_DIM
-from emotalker.models.lip import AudioEncoder, _sadtalker_section
-from emotalker.models.weights import CheckpointError, check_state_dict
+from emotalker.models.lip import AudioEncoder
+from emotalker.models.weights import (
+    CheckpointError,
+    load_strict,
+    read_safetensors_section,
+    torch_load_weights,
+)
 
 # src/config/audio2pose.yaml (MODEL.CVAE.*, DATASET.NUM_CLASSES, MODEL.DISCRIMINATOR.*)
 AUDIO_EMB_IN_SIZE = 512
@@ -349,10 +354,7 @@ def sadtalker_pose(
 
 
 def _pth_state(path: Path) -> Mapping[str, torch.Tensor]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors: name the file
-        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc})") from exc
+    ckpt = torch_load_weights(path)
     state = ckpt.get("model") if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
@@ -367,11 +369,11 @@ def load_sadtalker_audio2pose(model: PoseVAE, path: str | Path) -> str:
     if not p.is_file():
         raise FileNotFoundError(f"SadTalker audio2pose checkpoint not found: {p}; {CHECKPOINT_HELP}")
     if p.suffix == ".safetensors":
-        state, layout, where = _sadtalker_section(p, SAFETENSORS_PREFIX), "safetensors", f"{p} [audio2pose.]"
+        state = read_safetensors_section(p, SAFETENSORS_PREFIX)
+        layout, where = "safetensors", f"{p} [audio2pose.]"
     else:
         state, layout, where = _pth_state(p), "pth", f"{p} [model]"
-    check_state_dict(model, state, where, "expected SadTalker's audio2pose (PoseVAE) weights")
-    model.load_state_dict(dict(state), strict=True)
+    load_strict(model, state, where, "expected SadTalker's audio2pose (PoseVAE) weights")
     return layout
 
 

@@ -96,9 +96,7 @@ def identity_coefficients(image: np.ndarray, cfg: PipelineConfig, device: str) -
     """Deep3DFace coefficients of the reference image (the real extractor, weights from config paths)."""
     from emotalker.tasks.features.families.face import face_extractor
 
-    out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(
-        image[None], name="identity image"
-    )
+    out = face_extractor(cfg.face.model_dump(mode="json"), device).extract(image[None], name="identity image")
     if not bool(out["valid"][0]):
         raise InputError("no face found in the identity image")
     return {k: v[0] for k, v in out.items()}
