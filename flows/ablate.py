@@ -35,7 +35,7 @@ from emotalker.tasks.evaluation.ablation import (
     variant_overrides,
     variants,
 )
-from emotalker.tasks.training.tracking import config_params, set_alias, setup_mlflow
+from emotalker.tasks.tracking import config_params, set_alias, setup_mlflow
 
 STAGE_FLOWS = {"vqvae": train_vqvae, "lip": train_lip, "transformer": train_transformer}
 

@@ -42,14 +42,14 @@ from emotalker.tasks.generation.inference import (
     load_emotalker,
 )
 from emotalker.tasks.progress import progress
-from emotalker.tasks.training.registry import registered_name
-from emotalker.tasks.training.tracking import (
+from emotalker.tasks.tracking import (
     config_params,
     describe_run,
     download_stage_plots,
     log_data_inputs,
     setup_mlflow,
 )
+from emotalker.tasks.training.registry import registered_name
 
 # per-clip result key -> summary / Table 1 name
 PER_CLIP_METRICS: dict[str, str] = {

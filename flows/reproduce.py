@@ -18,7 +18,7 @@ from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
 from emotalker.flows.train import train_lip, train_transformer, train_vqvae
-from emotalker.tasks.training.tracking import config_params, describe_run, log_data_inputs, setup_mlflow
+from emotalker.tasks.tracking import config_params, describe_run, log_data_inputs, setup_mlflow
 
 TABLE1_ARTIFACT = "evaluation/table1.json"
 

@@ -209,7 +209,7 @@ def test_config_values_with_credentials_are_refused_without_echoing_them(overrid
 
 
 def test_config_params_for_mlflow_track_every_value():
-    from emotalker.tasks.training.tracking import config_params
+    from emotalker.tasks.tracking import config_params
 
     params = config_params(
         load_config("configs/demo.yaml", ["mlflow.tracking_uri=https://mlflow.example.com"])

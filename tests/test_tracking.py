@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import load_config
-from emotalker.tasks.training.tracking import artifact_location, setup_mlflow
+from emotalker.tasks.tracking import artifact_location, setup_mlflow
 
 
 def _cfg(*overrides: str):  # type: ignore[no-untyped-def]
@@ -52,7 +52,7 @@ def test_experiments_are_model_training_experiments_with_described_runs_and_data
     import json
 
     from emotalker.storage.manifest import Manifest
-    from emotalker.tasks.training.tracking import (
+    from emotalker.tasks.tracking import (
         EXPERIMENT_KIND,
         EXPERIMENT_KIND_TAG,
         RUN_DESCRIPTIONS,
