@@ -35,7 +35,8 @@ from emotalker.tasks.evaluation.ablation import (
     variant_overrides,
     variants,
 )
-from emotalker.tasks.tracking import config_params, set_alias, setup_mlflow
+from emotalker.tasks.tracking import config_params, setup_mlflow
+from emotalker.tasks.training.registry import set_alias
 
 STAGE_FLOWS = {"vqvae": train_vqvae, "lip": train_lip, "transformer": train_transformer}
 

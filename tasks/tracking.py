@@ -19,7 +19,6 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from torch import nn
 
 from emotalker.configs.schema import PipelineConfig, dump_config
 from emotalker.configs.secrets import redact_secrets
@@ -208,58 +207,6 @@ def metric_sink(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
-def log_and_register(
-    model: nn.Module,
-    model_config: dict[str, Any],
-    *,
-    registered_name: str,
-    metric: float,
-    alias: str = "best",
-    lower_is_better: bool = True,
-    data: dict[str, str] | None = None,
-    tags: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Log the model to the active run, register a version tagged with the fingerprints of its ``data``,
-    and move ``alias`` to it if it beats the alias holder trained on the same data (or there is none)."""
-    from safetensors.torch import save_file
-
-    from emotalker.tasks.training.registry import data_tags, version_data
-
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "weights.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
-        (Path(tmp) / "model_config.json").write_text(json.dumps(model_config, indent=2, default=str))
-        mlflow.log_artifacts(tmp, "checkpoint")
-    model_cpu = model.to("cpu").eval()
-    info = mlflow.pytorch.log_model(
-        model_cpu, name="model", serialization_format="pickle", registered_model_name=registered_name
-    )
-    client = MlflowClient()
-    version = str(info.registered_model_version)
-    all_tags = {"val_metric": str(metric), "run_id": mlflow.active_run().info.run_id}
-    all_tags |= data_tags(data or {}) | (tags or {})
-    for key, value in all_tags.items():
-        client.set_model_version_tag(registered_name, version, key, value)
-    promoted, reason = True, "no version held the alias"
-    try:
-        current = client.get_model_version_by_alias(registered_name, alias)
-    except MlflowException:
-        current = None
-    if current is not None and version_data(current) != (data or {}):
-        promoted = False  # losses on other data, features or split are not comparable
-        reason = f"version {current.version} holds it and was trained on other data, features or split"
-    elif current is not None:
-        old = float(current.tags.get("val_metric", "nan"))
-        if math.isfinite(old) and math.isfinite(metric):
-            promoted = metric < old if lower_is_better else metric > old
-        elif math.isfinite(old):
-            promoted = False
-        reason = f"val metric {metric:.6g} vs version {current.version}'s {old:.6g}"
-    if promoted:
-        client.set_registered_model_alias(registered_name, alias, version)
-    return {"name": registered_name, "version": version, "alias_moved": promoted, "alias_reason": reason}
-
-
 def download_stage_plots(
     tracking_uri: str, registered_names: dict[str, str], versions: dict[str, str], dest: Path
 ) -> dict[str, Path]:
@@ -281,8 +228,3 @@ def download_stage_plots(
         except (MlflowException, KeyError):
             continue
     return out
-
-
-def set_alias(tracking_uri: str, registered_name: str, version: str, alias: str) -> None:
-    """Point ``registered_name@alias`` at ``version`` (e.g. a reused stage joining an ablation row)."""
-    MlflowClient(tracking_uri).set_registered_model_alias(registered_name, alias, str(version))

@@ -22,12 +22,12 @@ from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.storage.shared import shared_file
-from emotalker.tasks.tracking import log_and_register, metric_sink, stage_run
+from emotalker.tasks.tracking import metric_sink, stage_run
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, model_summary
 from emotalker.tasks.training.loop import LossFn, TrainResult, ValFn, run_training
 from emotalker.tasks.training.plots import loss_curves
-from emotalker.tasks.training.registry import data_fingerprints, registered_name
+from emotalker.tasks.training.registry import data_fingerprints, log_and_register, registered_name
 
 GPU_LIMIT = "gpu"
 

@@ -13,20 +13,19 @@ from scipy.ndimage import gaussian_filter1d
 
 from emotalker.configs.constants import FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
 from emotalker.tasks.demo.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
-from emotalker.tasks.demo.synthetic.mead import (
-    FIXED_MTIME,
-    GroundTruthError,
-    generate_mead,
-    ground_truth_path,
-    load_ground_truth,
-    read_ground_truth,
-)
+from emotalker.tasks.demo.synthetic.mead import FIXED_MTIME, generate_mead
 from emotalker.tasks.demo.synthetic.speech import (
     SENTENCES,
     prosody_for,
     speech_envelope,
     synthesize,
     voice_for_actor,
+)
+from emotalker.tasks.features.ground_truth import (
+    GroundTruthError,
+    ground_truth_path,
+    load_ground_truth,
+    read_ground_truth,
 )
 
 SIZE = 256

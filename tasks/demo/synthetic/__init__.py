@@ -1,19 +1,8 @@
-"""Built-in MEAD-shaped demo data: espeak-ng speech, a cartoon face rendered from ground-truth motion."""
+"""Built-in MEAD-shaped demo data: espeak-ng speech, a cartoon face rendered from ground-truth motion.
 
-from emotalker.tasks.demo.synthetic.mead import (
-    GroundTruthError,
-    clip_key,
-    generate_mead,
-    ground_truth_path,
-    load_ground_truth,
-    read_ground_truth,
-)
+Its motion sidecars are read back through ``tasks/features/ground_truth.py``.
+"""
 
-__all__ = [
-    "GroundTruthError",
-    "clip_key",
-    "generate_mead",
-    "ground_truth_path",
-    "load_ground_truth",
-    "read_ground_truth",
-]
+from emotalker.tasks.demo.synthetic.mead import generate_mead
+
+__all__ = ["generate_mead"]

@@ -27,6 +27,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from emotalker.configs.constants import EMOTIONS, EXP_DIM, LIP_INDICES, MOTION_DIM, NON_LIP_EXP_INDICES, VIEWS
+from emotalker.tasks.features.ground_truth import VIEW_ANGLES
 
 # Motion indices the renderer reads.
 JAW = 0
@@ -74,16 +75,6 @@ EMOTION_POSE: dict[str, tuple[tuple[float, float, float, float, float, float], f
     "happy": ((-0.04, 0.0, -0.07, 0.0, 0.0, 0.03), 1.4),
     "sad": ((0.16, 0.0, 0.03, 0.0, 0.02, -0.04), 0.5),
     "surprised": ((-0.09, 0.0, 0.0, 0.0, -0.01, -0.08), 1.2),
-}
-# Camera offsets (pitch, yaw) of the MEAD views; ground-truth motion is stored for the front view.
-VIEW_ANGLES: dict[str, tuple[float, float]] = {
-    "front": (0.0, 0.0),
-    "down": (0.35, 0.0),
-    "top": (-0.35, 0.0),
-    "left_30": (0.0, -np.pi / 6),
-    "left_60": (0.0, -np.pi / 3),
-    "right_30": (0.0, np.pi / 6),
-    "right_60": (0.0, np.pi / 3),
 }
 assert set(VIEW_ANGLES) == set(VIEWS) and set(EMOTION_FACE) == set(EMOTIONS)
 

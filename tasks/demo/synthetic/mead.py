@@ -27,7 +27,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,6 @@ from emotalker.configs.constants import (
 )
 from emotalker.storage.files import atomic_path
 from emotalker.tasks.demo.synthetic.face import (
-    ANGLE,
-    VIEW_ANGLES,
     Identity,
     build_motion,
     identity_for_actor,
@@ -61,16 +59,13 @@ from emotalker.tasks.demo.synthetic.speech import (
     synthesize,
     voice_for_actor,
 )
+from emotalker.tasks.features.ground_truth import VIEW_ANGLES, clip_key, ground_truth_path
 from emotalker.tasks.media import encode_mp4, write_m4a
 
 FIXED_MTIME = 1_577_836_800  # 2020-01-01T00:00:00Z, for reproducible archives
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 ACTOR_RE = re.compile(r"^[MW]\d{3}$")
 GENERATOR_VERSION = 1
-
-
-class GroundTruthError(ValueError):
-    """A ground-truth sidecar without the requested clip (names the file and the key)."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +80,6 @@ class _ClipJob:
     views: tuple[str, ...]
     identity: Identity
     stage: str  # staging root (str so the job pickles cheaply)
-
-
-def clip_key(emotion: str, level: int, sentence: str | int) -> str:
-    """Sidecar key of a clip: ``<emotion>/level_<n>/<NNN>``."""
-    number = f"{sentence:03d}" if isinstance(sentence, int) else str(sentence)
-    return f"{emotion}/level_{int(level)}/{number}"
-
-
-def ground_truth_path(out_dir: str | Path, actor: str) -> Path:
-    """Where :func:`generate_mead` writes an actor's motion sidecar."""
-    return Path(out_dir) / "ground_truth" / f"{actor}.npz"
 
 
 def clip_levels(emotion: str, levels: list[int] | tuple[int, ...]) -> list[int]:
@@ -408,63 +392,6 @@ def generate_mead(
     finally:
         if pool is not None:
             pool.shutdown()
-
-
-# ------------------------------------------------------------------------------------------ reading back
-
-
-def _find_sidecar(gt_dir: Path, actor: str) -> Path:
-    candidates = [ground_truth_path(gt_dir, actor), Path(gt_dir) / f"{actor}.npz"]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise FileNotFoundError(
-            f"no ground-truth sidecar for actor {actor!r}: looked at {[str(c) for c in candidates]}"
-        )
-    return found
-
-
-def read_ground_truth(
-    gt_dir: str | Path, actor: str
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """All clips of an actor's sidecar: ``({clip_key: {"motion", "envelope", "brightness"}}, meta)``.
-
-    ``gt_dir`` may be the generator's ``out_dir`` or its ``ground_truth/`` folder.
-    """
-    path = _find_sidecar(Path(gt_dir), actor)
-    clips: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["__meta__"]))
-        for name in npz.files:
-            if name == "__meta__":
-                continue
-            key, _, field = name.rpartition("/")
-            clips.setdefault(key, {})[field] = npz[name]
-    return clips, meta
-
-
-def load_ground_truth(gt_dir: str | Path, clip: Mapping[str, Any]) -> np.ndarray:
-    """(T30, 70) float32 motion of a clip record (``actor``, ``emotion``, ``level``, ``sentence``, ``view``).
-
-    For a non-front view the camera's pitch/yaw offset is added to the head angles, as a 3DMM fit of that
-    view would see it. ``gt_dir`` may be the generator's ``out_dir`` or its ``ground_truth/`` folder.
-    """
-    missing = [k for k in ("actor", "emotion", "level", "sentence") if k not in clip]
-    if missing:
-        raise ValueError(f"clip record lacks {missing} (has {sorted(clip)})")
-    path = _find_sidecar(Path(gt_dir), str(clip["actor"]))
-    key = clip_key(str(clip["emotion"]), int(clip["level"]), clip["sentence"])
-    with np.load(path, allow_pickle=False) as npz:
-        name = f"{key}/motion"
-        if name not in npz.files:
-            raise GroundTruthError(f"{path}: no ground truth for clip {key!r} of actor {clip['actor']!r}")
-        motion = np.array(npz[name], dtype=np.float32)
-    view = str(clip.get("view", "front"))
-    if view not in VIEW_ANGLES:
-        raise ValueError(f"unknown view {view!r}; MEAD has {list(VIEWS)}")
-    pitch, yaw = VIEW_ANGLES[view]
-    motion[:, ANGLE.start] += pitch
-    motion[:, ANGLE.start + 1] += yaw
-    return motion
 
 
 def timed_demo(out_dir: Path, workers: int = 1) -> float:

@@ -131,7 +131,7 @@ def face_arrays(clip: dict[str, Any], face_cfg: dict[str, Any], device: str) -> 
             raise FileNotFoundError(f"no imported coefficients for {clip['clip_id']}: looked at {candidates}")
         coeffs = import_deep3dface_mat(found)[:n].astype(np.float32)
     elif source == "synthetic_ground_truth":
-        from emotalker.tasks.demo.synthetic.mead import load_ground_truth
+        from emotalker.tasks.features.ground_truth import load_ground_truth
 
         motion30 = load_ground_truth(Path(face_cfg["ground_truth_dir"]), clip)
         coeffs = motion_to_coeffs(resample_frames(motion30, 30.0, n))
