@@ -64,7 +64,7 @@ MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
 RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvaluationRun:
     """What one evaluation produced: the rows the evaluate flow logs and the summary it returns."""
 
@@ -78,7 +78,7 @@ class EvaluationRun:
     logged_videos: list[Path] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Generation:
     """What every clip of one evaluation shares: the models, the video sources and where outputs go."""
 
@@ -298,7 +298,17 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     video_dir = cfg.paths.resolve("outputs") / "eval_videos"  # beside, not inside, the logged eval folder
-    g = _Generation(generator, bfm, rendered, image_models, renderer, ref_clips, refs, out_dir, video_dir)
+    g = _Generation(
+        generator=generator,
+        bfm=bfm,
+        rendered=rendered,
+        image_models=image_models,
+        renderer=renderer,
+        ref_clips=ref_clips,
+        refs=refs,
+        out_dir=out_dir,
+        video_dir=video_dir,
+    )
     per_clip: list[dict[str, Any]] = []
     logged: list[Path] = []
     runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
@@ -313,7 +323,16 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
     summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
     skipped = settings_skipped(cfg, videos)
     table = evaluation_table(summaries, skipped)
-    return EvaluationRun(per_clip, summary, skipped, table, versions, videos, out_dir, logged)
+    return EvaluationRun(
+        per_clip=per_clip,
+        summary=summary,
+        skipped=skipped,
+        table=table,
+        versions=versions,
+        videos=videos,
+        out_dir=out_dir,
+        logged_videos=logged,
+    )
 
 
 def log_evaluation_run(
