@@ -29,8 +29,10 @@ from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.train import train_lip, train_transformer, train_vqvae
 from emotalker.tasks.evaluation.ablation import (
     TABLE_TITLES,
+    AblationRow,
     Variant,
     ablation_rows,
+    row_versions,
     table_rows,
     variant_overrides,
     variants,
@@ -82,6 +84,20 @@ def _run_variant(
     return out
 
 
+def _row_run(
+    cfg: PipelineConfig, config: str, overrides: list[str], v: Variant, rows: list[AblationRow]
+) -> dict[str, Any]:
+    """One trained configuration as a nested MLflow run under the ablation's parent run."""
+    with mlflow.start_run(run_name=f"{cfg.name}-ablate-{v.key}", nested=True) as row_run:
+        mlflow.set_tags({"stage": "ablation-row", "ablation.row": v.key, "pipeline": cfg.name})
+        mlflow.log_params({"ablation.overrides": " ".join(v.overrides) or "(default)"})
+        names = [r.name for r in rows if r.variant is not None and r.variant.overrides == v.overrides]
+        mlflow.set_tag("ablation.rows", "; ".join(names))
+        get_run_logger().info("ablation row %s (%s)", v.key, ", ".join(names))
+        res = _run_variant(cfg, config, overrides, v, row_run.info.run_id)
+        return {**res, "run_id": row_run.info.run_id}
+
+
 @pipeline_flow("ablate")
 def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Train every row of the configured ablation tables and log Tables 2-4 beside the paper's.
@@ -90,10 +106,9 @@ def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overri
         overrides: ``key=value`` config overrides, e.g. ``["ablation.tables=[3]"]``.
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
     rows = ablation_rows(cfg)
     todo = variants(rows)
-    logger.info("ablation: %d rows, %d distinct trained configurations", len(rows), len(todo))
+    get_run_logger().info("ablation: %d rows, %d distinct trained configurations", len(rows), len(todo))
     setup_mlflow(cfg)
     results: dict[tuple[str, ...], dict[str, Any]] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
@@ -101,29 +116,11 @@ def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overri
         mlflow.set_tags({"stage": "ablate", "pipeline": cfg.name})
         mlflow.log_params(config_params(cfg))
         for v in todo:
-            with mlflow.start_run(run_name=f"{cfg.name}-ablate-{v.key}", nested=True) as row_run:
-                mlflow.set_tags({"stage": "ablation-row", "ablation.row": v.key, "pipeline": cfg.name})
-                mlflow.log_params({"ablation.overrides": " ".join(v.overrides) or "(default)"})
-                names = [r.name for r in rows if r.variant is not None and r.variant.overrides == v.overrides]
-                mlflow.set_tag("ablation.rows", "; ".join(names))
-                logger.info("ablation row %s (%s)", v.key, ", ".join(names))
-                res = _run_variant(cfg, config, list(overrides or []), v, row_run.info.run_id)
-                results[v.overrides] = {**res, "run_id": row_run.info.run_id}
+            results[v.overrides] = _row_run(cfg, config, list(overrides or []), v, rows)
         for t in sorted(cfg.ablation.tables):
             lines = table_rows(t, rows, results)
             tables[f"table{t}"] = lines
             table_artifact(f"ablation-table{t}", lines, f"{TABLE_TITLES[t]}: this run beside the paper")
             mlflow.log_table(pd.DataFrame(lines), artifact_file=f"ablation/table{t}.json")
-        out = {
-            "run_id": parent.info.run_id,
-            "tables": tables,
-            "rows": {
-                "_".join(k) or "default": {
-                    "run_id": r["run_id"],
-                    "alias": r["alias"],
-                    **{s: r[s]["registered"]["version"] for s in ("vqvae", "lip", "transformer") if s in r},
-                }
-                for k, r in results.items()
-            },
-        }
+        out = {"run_id": parent.info.run_id, "tables": tables, "rows": row_versions(results)}
     return out

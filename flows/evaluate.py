@@ -3,14 +3,7 @@ videos (SadTalker's renderer run here, or ``eval.rendered_dir``) when the assets
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
-
-import mlflow
-import numpy as np
-from prefect import get_run_logger
 
 from emotalker.flows.common import (
     CredentialFree,
@@ -20,126 +13,7 @@ from emotalker.flows.common import (
     resolve_config,
     table_artifact,
 )
-from emotalker.models.bfm import load_bfm
-from emotalker.models.syncnet import load_syncnet
-from emotalker.storage.manifest import Manifest
-from emotalker.storage.shared import shared_file
-from emotalker.storage.split import load_split
-from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
-from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
-from emotalker.tasks.evaluation.rendered import (
-    ClipRenderer,
-    ImageMetricModels,
-    compare_videos,
-    missing_renderer_files,
-    video_source,
-)
-from emotalker.tasks.evaluation.report import write_report
-from emotalker.tasks.generation.inference import (
-    clip_features,
-    evaluate_clip,
-    landmark_metrics,
-    load_emotalker,
-)
-from emotalker.tasks.progress import progress
-from emotalker.tasks.tracking import (
-    config_params,
-    describe_run,
-    download_stage_plots,
-    log_data_inputs,
-    setup_mlflow,
-)
-from emotalker.tasks.training.registry import registered_name
-
-# per-clip result key -> summary / Table 1 name
-PER_CLIP_METRICS: dict[str, str] = {
-    "ssim": "SSIM",
-    "cpbd": "CPBD",
-    "f_lmd": "F-LMD",
-    "m_lmd": "M-LMD",
-    "sync": "Sync",
-    "emo_acc": "EmoAcc",
-    "f_lmd_motion": "F-LMD_motion",
-    "m_lmd_motion": "M-LMD_motion",
-}
-MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
-
-
-def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
-    """Per actor, a neutral clip (the paper's neutral reference), else any clip with face features."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
-    refs: dict[str, str] = {}
-    for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
-        if r["actor"] not in refs and face.has_clip(r["clip_id"]):
-            refs[r["actor"]] = r["clip_id"]
-    return refs
-
-
-def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
-    """Per actor, the first motion frame of its reference clip."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
-    return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, cfg).items()}
-
-
-def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
-    """Metrics this run cannot compute, each with exactly what it needs."""
-    e = cfg.eval
-    notes = {}
-    if cfg.face.bfm_path is None:
-        for m in MOTION_LMD.values():
-            notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
-    missing = ", ".join(f"render.{k}" for k in missing_renderer_files(cfg))
-    needs_videos = (
-        f"skipped: needs rendered test videos: SadTalker's renderer checkpoints ({missing} not found) or "
-        "eval.rendered_dir/<clip_id>.mp4"
-    )
-    if videos is None:
-        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
-            notes[m] = needs_videos
-    if e.syncnet_checkpoint is None:
-        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)"
-    elif videos is None:
-        notes["Sync"] = needs_videos
-    if e.emotion_classifier_checkpoint is None:
-        notes["EmoAcc"] = (
-            "skipped: needs a facial-expression classifier (eval.emotion_classifier_checkpoint); "
-            "see EmoAcc_stage1_head for the motion-space accuracy"
-        )
-    elif videos is None:
-        notes["EmoAcc"] = needs_videos
-    return notes
-
-
-RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
-
-
-def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
-    """face-alignment (the project's loading), and SyncNet / the classifier when configured; a bad file
-    fails here, before any clip."""
-    from emotalker.tasks.features.face_coeffs import LandmarkDetector
-
-    f = cfg.face
-    detector = LandmarkDetector(
-        device=device,
-        face_detector=f.face_detector,
-        batch_size=f.batch_size,
-        model_dir=f.face_alignment_dir,
-        flip_input=f.flip_input,
-        detect_max_side=f.detect_max_side,
-    )
-    syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
-    classifier = None
-    if cfg.eval.emotion_classifier_checkpoint is not None:
-        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
-        if classifier.missing:
-            get_run_logger().warning(
-                "the emotion classifier cannot predict %s", ", ".join(classifier.missing)
-            )
-    return ImageMetricModels(detector, syncnet, classifier, device)
+from emotalker.tasks.evaluation.run import log_evaluation_run, run_evaluation
 
 
 @pipeline_flow("evaluate")
@@ -159,192 +33,24 @@ def evaluate_flow(
             registry alias such as ``best``.
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
-    split_path = shared_file(cfg.paths, "split")
-    split = load_split(split_path)
-    rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
-    test_ids = [c for c in split["test"] if c in rows]
-    if cfg.eval.max_clips is not None:
-        test_ids = test_ids[: cfg.eval.max_clips]
-    if not test_ids:
-        raise ValueError(f"the test split in {split_path} is empty")
-    device = cfg.torch_device()
-    generator, versions = load_emotalker(cfg, model, device)
-    logger.info("evaluating registered versions %s on %s", versions, device)
-    bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
-    rendered = cfg.eval.rendered_dir
-    if rendered is not None and not rendered.is_dir():
-        raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
-    videos = video_source(cfg)
-    image_models = image_metric_models(cfg, device) if videos is not None else None
-    renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
-    ref_clips = reference_clips([rows[c] for c in split["test"] if c in rows], cfg)
-    refs = reference_frames([rows[c] for c in split["test"] if c in rows], cfg)
-    out_dir = cfg.paths.resolve("outputs") / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    video_dir = cfg.paths.resolve("outputs") / "eval_videos"  # beside, not inside, the logged eval folder
-    max_frames = cfg.eval.render_max_frames
-    per_clip, logged_videos = [], []
-    runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
-    for cid, setting in progress(runs, desc="evaluate", unit="clip"):
-        r = rows[cid]
-        try:
-            feats = clip_features(cfg, cid)
-            # neutral: the actor's neutral reference frame (Table 1); driving: the clip's own frames as
-            # emotional driving frames (Table 5, upper rows)
-            reference = refs[r["actor"]] if setting == "neutral" else feats["motion"]
-            res = evaluate_clip(generator, feats, reference, r["emotion"])
-        except KeyError as exc:
-            logger.warning("skipping %s: %s", cid, exc)
-            continue
-        if bfm is not None:
-            res.update(landmark_metrics(bfm, res["motion"], feats["motion"], feats["coeffs"]))
-        video, box = None, None
-        if renderer is not None and setting == "neutral":  # renders show the neutral setting's motion
-            source = renderer.source(r["actor"], rows[ref_clips[r["actor"]]])
-            video, box = renderer.render(
-                source, res["motion"][:max_frames], Path(r["prepared_audio"]), video_dir / f"{cid}.mp4"
-            )
-        elif rendered is not None and setting == "neutral":
-            video = rendered / f"{cid}.mp4"
-            if not video.is_file():
-                logger.warning("%s: no rendered video %s", cid, video)
-                video = None
-        if video is not None and image_models is not None:
-            res.update(
-                compare_videos(
-                    video,
-                    Path(r["prepared_video"]),
-                    Path(r["prepared_audio"]),
-                    image_models,
-                    box=box,
-                    max_frames=max_frames,
-                )
-            )
-            if renderer is not None and len(logged_videos) < cfg.eval.log_videos:
-                logged_videos.append(video)
-        np.save(
-            out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion")
-        )
-        per_clip.append(
-            {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
-        )
-    if not per_clip:
-        raise RuntimeError("no test clip could be evaluated (missing features?)")
-    summaries = {s: setting_summary([p for p in per_clip if p["setting"] == s]) for s in cfg.eval.settings}
-    # neutral (Table 1) metrics keep their plain names; the driving setting's are prefixed "driving/"
-    summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
-    skipped = skipped_metrics(cfg, videos)
-    if "driving" in cfg.eval.settings:
-        skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
-        skipped |= {
-            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only" for m in RENDERED
-        }
-    label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
-    table = []
-    for s, sm in summaries.items():
-        prefix = "" if s == "neutral" else f"{s}/"
-        missing = [m[len(prefix) :] for m in skipped if m.startswith(prefix) and "/" not in m[len(prefix) :]]
-        table.append(
-            {
-                "method": label[s],
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in sm.items()},
-                **{m: "skipped" for m in missing},
-            }
-        )
-    for name, vals in {**PAPER_TABLE1, **PAPER_TABLE5}.items():
-        table.append({"method": name, **vals})
+    ev = run_evaluation(cfg, model)
     table_artifact(
         "evaluation-vs-table1",
-        table,
+        ev.table,
         "metrics of this run beside the paper's Table 1 (neutral reference) and Table 5 (driving frames)",
     )
     markdown_artifact(
         "evaluation-skipped",
-        "\n".join(f"- **{k}**: {v}" for k, v in skipped.items()) or "none",
+        "\n".join(f"- **{k}**: {v}" for k, v in ev.skipped.items()) or "none",
         "metrics that could not be computed and what they need",
     )
-    setup_mlflow(cfg)
-    kwargs: dict[str, Any] = {"run_name": f"{cfg.name}-evaluate"}
-    if parent_run_id:
-        kwargs["parent_run_id"] = parent_run_id
-        active = mlflow.active_run()
-        kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
-    with mlflow.start_run(**kwargs) as run:
-        mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name, "videos": videos or "none"})
-        describe_run("evaluate")
-        mlflow.log_params(config_params(cfg))
-        log_data_inputs(cfg, context="evaluation")
-        mlflow.log_params({f"model.{stage}_version": v for stage, v in versions.items()})
-        mlflow.log_metrics({f"test/{k}": float(v) for k, v in summary.items()})
-        (out_dir / "per_clip.json").write_text(json.dumps(per_clip, indent=1))
-        (out_dir / "table.json").write_text(json.dumps({"table": table, "skipped": skipped}, indent=1))
-        # the report's per-emotion / per-level tables are of the first setting (Table 1's when evaluated)
-        first = [p for p in per_clip if p["setting"] == cfg.eval.settings[0]]
-        report = _report(cfg, out_dir, table, skipped, first, versions)
-        mlflow.log_artifacts(str(out_dir), "evaluation")
-        for v in logged_videos:
-            mlflow.log_artifact(str(v), "rendered_videos")
-        report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
-        summary["run_id"] = run.info.run_id
+    logged = log_evaluation_run(cfg, ev, parent_run_id)
+    report = logged["report"]
     markdown_artifact(
         "evaluation-report",
         f"Evaluation report (open in a browser): [{report}]({report.resolve().as_uri()})\n\n"
-        f"Logged to MLflow run `{run.info.run_id}` as `{report_uri}`",
+        f"Logged to MLflow run `{logged['run_id']}` as `{logged['report_uri']}`",
         "the self-contained HTML evaluation report",
     )
-    summary["skipped"] = skipped
-    summary["table"] = table
-    summary["report"] = str(report)
-    summary["models"] = versions
-    return summary
-
-
-def _report(
-    cfg: Any,
-    out_dir: Path,
-    table: list[dict[str, Any]],
-    skipped: dict[str, str],
-    per_clip: list[dict[str, Any]],
-    versions: dict[str, str],
-) -> Path:
-    """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
-    names = {stage: registered_name(cfg, stage) for stage in ("vqvae", "lip", "transformer")}
-    # renders made by this pipeline (outputs/eval_videos) or supplied in eval.rendered_dir, if any
-    dirs = [cfg.paths.resolve("outputs") / "eval_videos", cfg.eval.rendered_dir]
-    candidates = [d / f"{p['clip_id']}.mp4" for d in dirs if d is not None for p in per_clip]
-    videos = list(dict.fromkeys(v for v in candidates if v.is_file()))
-    with tempfile.TemporaryDirectory() as tmp:
-        plots = download_stage_plots(cfg.mlflow.tracking_uri, names, versions, Path(tmp))
-        return write_report(
-            out_dir / "report.html",
-            title=f"EmoTalker evaluation: {cfg.name}",
-            table=table,
-            skipped=skipped,
-            per_clip=per_clip,
-            tsne=plots["vqvae"] / "codebook_tsne.png" if "vqvae" in plots else None,
-            loss_curves={stage: d / "loss_curves.png" for stage, d in plots.items()},
-            videos=videos,
-        )
-
-
-def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean metrics over the clips of one setting."""
-    summary: dict[str, Any] = {
-        "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
-        "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
-        # not the paper's EmoAcc: the model's own stage-1 emotion head scores its generated motion
-        "EmoAcc_stage1_head": accuracy(
-            np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
-        ),
-        "EmoAcc_stage1_head_gt_motion": accuracy(
-            np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
-            np.array([p["emotion_label"] for p in per_clip]),
-        ),
-        "clips": len(per_clip),
-    }
-    for key, name in PER_CLIP_METRICS.items():
-        values = [p[key] for p in per_clip if key in p]
-        if values and np.isfinite(values).any():
-            summary[name] = float(np.nanmean(values))
-    return summary
+    out = {**ev.summary, "run_id": logged["run_id"], "skipped": ev.skipped, "table": ev.table}
+    return out | {"report": str(report), "models": ev.versions}

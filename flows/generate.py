@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from prefect import get_run_logger
 
 from emotalker.flows.common import (
     CredentialFree,
@@ -13,22 +10,7 @@ from emotalker.flows.common import (
     pipeline_flow,
     resolve_config,
 )
-from emotalker.storage.zarr_store import StoreRoot
-from emotalker.tasks.features.kmeans import recorded_kmeans
-from emotalker.tasks.generation.animate import (
-    InputError,
-    audio_features,
-    driving_motion,
-    generation_inputs_summary,
-    identity_coefficients,
-    load_preview_bfm,
-    load_speech,
-    read_image,
-    save_outputs,
-    save_video_outputs,
-)
-from emotalker.tasks.generation.inference import load_emotalker
-from emotalker.tasks.generation.render import load_renderer, prepare_source
+from emotalker.tasks.generation.run import generate_from_image
 
 
 @pipeline_flow("generate")
@@ -36,6 +18,7 @@ def generate_flow(
     image: str,
     audio: str,
     out_dir: str,
+    *,
     config: CredentialFree = "configs/paper.yaml",
     overrides: Overrides = None,
     mode: str | None = None,
@@ -59,43 +42,6 @@ def generate_flow(
             frames setting, Table 5); None: the image is the neutral reference.
     """
     cfg = resolve_config(config, overrides)
-    device = cfg.torch_device()
-    img = read_image(Path(image))  # validate inputs before loading any model
-    wave, note = load_speech(Path(audio))
-    bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
-    root = StoreRoot.from_paths(cfg.paths)
-    tokens = root.store("tokens")
-    if not tokens.exists():  # a read-only command: never create the store it reads
-        raise InputError(
-            f"no tokens store at {root.display()}: run `emotalker run audio-features` with this "
-            "config first (generate reads its k-means model)"
-        )
-    meta = tokens.get_meta()
-    if "kmeans_path" not in meta:
-        raise InputError(
-            f"no k-means model recorded in {tokens.display_url}: run `emotalker run audio-features` with "
-            "this config"
-        )
-    km = recorded_kmeans(root, meta)  # kept beside the stores: found from any machine
-    mode = mode or cfg.render.mode
-    renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
-    identity = identity_coefficients(img, cfg, device)
-    reference = identity["motion"]
-    if emotion_reference is not None:  # before any stage-2 model is loaded: a bad file fails fast
-        reference = driving_motion(Path(emotion_reference), cfg, device)
-    feats = audio_features(wave, cfg, device, km)
-    generator, versions = load_emotalker(cfg, model, device)
-    motion = generator.generate(reference, feats["audio"], feats["tokens"], feats["mel"])
-    outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
-    source = prepare_source(img, cfg, mode)
-    outputs |= save_video_outputs(
-        Path(out_dir), renderer, source, motion, Path(audio), mode, cfg.render.batch_size
+    return generate_from_image(
+        cfg, image, audio, out_dir, mode=mode, model=model, emotion_reference=emotion_reference
     )
-    summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
-    summary["reference"] = (
-        f"driving frames: {emotion_reference} ({len(reference)} frames)"
-        if emotion_reference is not None
-        else "the image (neutral reference)"
-    )
-    get_run_logger().info("generated %d frames (%s video) on %s -> %s", len(motion), mode, device, out_dir)
-    return summary

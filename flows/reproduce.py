@@ -19,8 +19,28 @@ from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
 from emotalker.flows.train import train_lip, train_transformer, train_vqvae
 from emotalker.tasks.tracking import config_params, describe_run, log_data_inputs, setup_mlflow
+from emotalker.tasks.training.stages import STAGES
 
 TABLE1_ARTIFACT = "evaluation/table1.json"
+
+
+def _train(config: str, overrides: list[str] | None, parent_run_id: str) -> dict[str, Any]:
+    """Stage 1, the lip branch, then stage 2 on the stage-1 version just trained (or reused)."""
+    results = {"train_vqvae": train_vqvae(config, overrides, parent_run_id=parent_run_id)}
+    results["train_lip"] = train_lip(config, overrides, parent_run_id=parent_run_id)
+    vq = results["train_vqvae"].get("registered", {}).get("version")
+    results["train_transformer"] = train_transformer(
+        config, overrides, parent_run_id=parent_run_id, vqvae_version=vq
+    )
+    return results
+
+
+def _registered_version(result: dict[str, Any], stage: str) -> Any:
+    """The registered version a training flow returned; a stage that did not finish fails the run."""
+    reg = result.get("registered")
+    if not reg:
+        raise RuntimeError(f"train-{stage} did not finish ({result}); rerun reproduce")
+    return reg["version"]
 
 
 @pipeline_flow("reproduce")
@@ -35,12 +55,11 @@ def reproduce(
         skip_download: use the archives already under ``paths.root`` instead of downloading.
     """
     cfg = resolve_config(config, overrides)
-    logger = get_run_logger()
     results: dict[str, Any] = {}
     if not skip_download and cfg.download.urls_file is not None:
         results["download"] = download_flow(config, overrides)
     else:
-        logger.info("download skipped (no download.urls_file or skip_download)")
+        get_run_logger().info("download skipped (no download.urls_file or skip_download)")
     results["prepare"] = prepare_flow(config, overrides)
     results["features"] = features_flow(config, overrides)
     setup_mlflow(cfg)
@@ -50,20 +69,8 @@ def reproduce(
         mlflow.log_params(config_params(cfg))
         log_data_inputs(cfg, context="training")
         pid = parent.info.run_id
-        results["train_vqvae"] = train_vqvae(config, overrides, parent_run_id=pid)
-        results["train_lip"] = train_lip(config, overrides, parent_run_id=pid)
-        vq = results["train_vqvae"].get("registered", {}).get("version")
-        results["train_transformer"] = train_transformer(
-            config, overrides, parent_run_id=pid, vqvae_version=vq
-        )
-        trained = {}
-        for stage in ("vqvae", "lip", "transformer"):
-            reg = results[f"train_{stage}"].get("registered")
-            if not reg:
-                raise RuntimeError(
-                    f"train-{stage} did not finish ({results[f'train_{stage}']}); rerun reproduce"
-                )
-            trained[stage] = reg["version"]
+        results |= _train(config, overrides, pid)
+        trained = {stage: _registered_version(results[f"train_{stage}"], stage) for stage in STAGES}
         results["evaluate"] = evaluate_flow(config, overrides, parent_run_id=pid, model=trained)
         ev = results["evaluate"]
         mlflow.log_metrics({f"test/{k}": v for k, v in ev.items() if isinstance(v, int | float)})

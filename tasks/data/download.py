@@ -72,6 +72,10 @@ class ChecksumError(DownloadError):
         self.path, self.what, self.expected, self.got = path, what, expected, got
 
 
+class ArchivesFailed(ValueError):
+    """Some archives could not be downloaded or extracted; the good ones were. Names each bad one."""
+
+
 class _Transient(Exception):
     """Internal: a failure worth retrying (dropped connection, truncated body, 5xx)."""
 
@@ -370,6 +374,7 @@ def _fetch_http(
 def download_archive(
     spec: ArchiveSpec,
     dest_dir: str | Path,
+    *,
     retries: int = 5,
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
@@ -436,3 +441,52 @@ def download_archive(
     os.replace(part, final)
     _write_marker(final, sha, size)
     return final
+
+
+def archive_specs(urls_file: str | None, configured: Path | None) -> list[ArchiveSpec]:
+    """The archives to fetch: ``urls_file`` (a flow parameter) or else ``download.urls_file``."""
+    source = urls_file or (str(configured) if configured else None)
+    if source is None:
+        raise ValueError(
+            "no archive list: set download.urls_file (a URL manifest or a local mirror directory)"
+        )
+    return load_url_manifest(Path(source))
+
+
+def _failure(name: str, exc: BaseException) -> str:
+    msg = redact_secrets(str(exc))
+    return msg if msg.startswith(name) else f"{name}: {msg}"
+
+
+def fetch_and_extract(
+    specs: list[ArchiveSpec], fetch: Callable[[ArchiveSpec], Path], extract: Callable[[Path], Path]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each archive on its own: ``fetch`` then ``extract`` it (the download flow passes its Prefect tasks).
+
+    Returns a row per good archive (``archive``, ``actor_dir``, ``path``) and a ``<name>: <reason>`` line
+    per bad one (a download or archive error of one archive never stops the others).
+    """
+    rows, failed = [], []
+    for spec in specs:
+        try:
+            path = fetch(spec)
+            actor = extract(path)
+        except (OSError, ValueError) as exc:  # DownloadError, ArchiveError, ...: this archive only
+            failed.append(_failure(spec.name, exc))
+            log.error("%s", failed[-1])
+            continue
+        rows.append({"archive": spec.name, "actor_dir": str(actor), "path": path})
+    return rows, failed
+
+
+def check_archives(rows: list[dict[str, Any]], failed: list[str]) -> dict[str, Any]:
+    """The download flow's result, or :class:`ArchivesFailed` listing every bad archive with its reason."""
+    if failed:
+        raise ArchivesFailed(
+            f"{len(failed)} of {len(rows) + len(failed)} archives failed (the other {len(rows)} are "
+            "extracted): " + "; ".join(failed)
+        )
+    return {
+        "archives": [str(r["path"]) for r in rows],
+        "actors": sorted({Path(r["actor_dir"]).name for r in rows}),
+    }

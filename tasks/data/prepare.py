@@ -1,7 +1,10 @@
-"""Clip-level preparation as a Prefect task: resample a chunk of clips and report manifest updates."""
+"""Clip preparation: MEAD clips found and recorded in the manifest, then resampled chunk by chunk (a Prefect
+task per chunk) with the manifest updated after each."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -9,8 +12,19 @@ from typing import Any
 from prefect import task
 
 from emotalker.configs.fingerprint import digest
+from emotalker.storage.manifest import Manifest, clip_id_for
+from emotalker.tasks.data.extract import scan_mead_tree
 from emotalker.tasks.data.resample import prepare_clip
 from emotalker.tasks.media import MediaError
+from emotalker.tasks.progress import progress_bar
+
+SPLITS = ("train", "val", "test")
+CHUNK = 32  # clips per prepare task: the manifest is updated after each, so a kill loses at most one chunk
+log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
+
+
+class NothingPrepared(ValueError):
+    """Not one clip could be prepared; the message sums up the failures by reason."""
 
 
 def prepare_fingerprint(clip: dict[str, Any], fps: int, sample_rate: int, tolerance: int) -> str:
@@ -98,6 +112,7 @@ def prepare_one(
 def prepare_chunk(
     clips: list[dict[str, Any]],
     prepared_root: Path,
+    *,
     fps: int,
     sample_rate: int,
     tolerance: int,
@@ -107,3 +122,91 @@ def prepare_chunk(
     """Prepare clips in parallel threads (ffmpeg runs as subprocesses, so threads suffice)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda c: prepare_one(c, prepared_root, fps, sample_rate, tolerance), clips))
+
+
+def mead_clips(raw_root: Path, views: Sequence[str], max_clips: int | None = None) -> list[dict[str, Any]]:
+    """Every MEAD clip under ``raw_root`` as a clip record (``clip_id``, paths as strings), by clip id,
+    the first ``max_clips`` only when set."""
+    found = scan_mead_tree(raw_root, views=tuple(views))
+    if not found:
+        raise FileNotFoundError(f"no MEAD clips under {raw_root} for views {views}")
+    clips = []
+    for c in found:
+        clip = dict(c, clip_id=clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], c["sentence"]))
+        clip["video_path"] = str(clip["video_path"])
+        clip["audio_path"] = str(clip["audio_path"]) if clip.get("audio_path") else None
+        clips.append(clip)
+    clips.sort(key=lambda c: c["clip_id"])
+    return clips[:max_clips] if max_clips is not None else clips
+
+
+def register_clips(
+    manifest: Manifest, clips: list[dict[str, Any]], fps: int, sample_rate: int, tolerance: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Record clips new to the manifest as ``raw``; returns them and the clips whose inputs or settings
+    changed since they were prepared (or that never were)."""
+    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest]
+    if new:
+        manifest.upsert(new)
+    todo = [
+        c
+        for c in clips
+        if needs_prepare(manifest.get(c["clip_id"]), prepare_fingerprint(c, fps, sample_rate, tolerance))
+    ]
+    return new, todo
+
+
+def prepare_clips(
+    manifest: Manifest,
+    todo: list[dict[str, Any]],
+    prepared_root: Path,
+    *,
+    fps: int,
+    sample_rate: int,
+    tolerance: int,
+    workers: int,
+) -> None:
+    """Prepare ``todo`` in chunks of :data:`CHUNK` (one ``prepare_chunk`` task each), the manifest updated
+    after each chunk; a failed clip is logged and recorded, never raised."""
+    bar = progress_bar(len(todo), "prepare", unit="clip")
+    for i in range(0, len(todo), CHUNK):
+        chunk = todo[i : i + CHUNK]
+        updates = prepare_chunk(
+            chunk,
+            prepared_root,
+            fps=fps,
+            sample_rate=sample_rate,
+            tolerance=tolerance,
+            workers=workers,
+            chunk_name=f"{i // CHUNK:04d}",
+        )
+        manifest.upsert(updates)
+        bar.update(len(chunk))
+        for u in updates:
+            if u["status"] == "failed":
+                log.warning("clip %s failed: %s", u["clip_id"], u["error"])
+    bar.close()
+
+
+def clip_rows(manifest: Manifest, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest rows of ``clips`` (prepared, failed with their error, or still raw)."""
+    ids = {c["clip_id"] for c in clips}
+    return [r for r in manifest.records() if r["clip_id"] in ids]
+
+
+def failure_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``clip_id`` and ``error`` of each failed row (the prepare flow's failures table)."""
+    return [{"clip_id": r["clip_id"], "error": r["error"]} for r in rows if r["status"] == "failed"]
+
+
+def nothing_prepared(rows: list[dict[str, Any]], manifest: Path) -> NothingPrepared:
+    """The error when none of ``rows`` is prepared: one line, the failures grouped by reason."""
+    failed = [r for r in rows if r["status"] == "failed"]
+    return NothingPrepared(
+        f"prepare: none of the {len(rows)} clips could be prepared; " + failure_summary(failed, manifest)
+    )
+
+
+def split_table(split: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per split: its actors and how many clips (the prepare flow's split table)."""
+    return [{"split": k, "actors": ", ".join(split["actors"][k]), "clips": len(split[k])} for k in SPLITS]

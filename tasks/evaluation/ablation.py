@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emotalker.configs.schema import PipelineConfig, apply_overrides
-
-TRAIN_STAGES = ("vqvae", "lip", "transformer")
+from emotalker.tasks.training.stages import STAGES
 
 # the paper's numbers (EmoTalker, Tables 2-4): Table 2 F-LMD/M-LMD/Sync, Table 3 VQ MSE, Table 4 F-LMD/EmoAcc
 PAPER_TABLE2: dict[str, dict[str, float]] = {
@@ -78,7 +77,7 @@ class AblationRow:
 
 
 def _full(*overrides: str) -> Variant:
-    return Variant(tuple(overrides), TRAIN_STAGES, True)
+    return Variant(tuple(overrides), STAGES, True)
 
 
 def _stage1(*overrides: str) -> Variant:
@@ -193,3 +192,16 @@ def table_rows(
         line["note"] = r.note
         out.append(line)
     return out
+
+
+def row_versions(results: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per trained configuration (``default``: the config itself): its row run, alias and the registered
+    version of every stage it trained or reused, as the ablate flow returns them."""
+    return {
+        "_".join(k) or "default": {
+            "run_id": r["run_id"],
+            "alias": r["alias"],
+            **{s: r[s]["registered"]["version"] for s in STAGES if s in r},
+        }
+        for k, r in results.items()
+    }

@@ -91,6 +91,7 @@ def compare_videos(
     real: Path,
     audio: Path,
     models: ImageMetricModels,
+    *,
     box: Box | None = None,
     max_frames: int | None = None,
     batch_size: int = 16,
@@ -132,7 +133,11 @@ def compare_videos(
         out["emotion_image"] = max(set(emo_pred), key=emo_pred.count)
         out["emotion_real_video"] = max(set(emo_real), key=emo_real.count)
     if models.syncnet is not None:
-        out.update(rendered_sync(rendered, real, audio, np.concatenate(boxes), models, box, batch_size))
+        out.update(
+            rendered_sync(
+                rendered, real, audio, np.concatenate(boxes), models, box=box, batch_size=batch_size
+            )
+        )
     return out
 
 
@@ -142,6 +147,7 @@ def rendered_sync(
     audio: Path,
     boxes: np.ndarray,
     models: ImageMetricModels,
+    *,
     box: Box | None = None,
     batch_size: int = 16,
 ) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 It holds this run's Table 1 row beside the paper's, per-emotion and per-intensity breakdowns, the
 t-SNE of the stage-1 codes, a grid of frames from whatever rendered test videos exist, and the training
-loss curves. The evaluate flow only gathers the inputs and calls :func:`write_report`.
+loss curves. The evaluation run (``run.py``) gathers the inputs and calls :func:`write_report`.
 """
 
 from __future__ import annotations

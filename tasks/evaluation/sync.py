@@ -157,6 +157,7 @@ def sync_confidence(
     model: SyncNet,
     frames: np.ndarray,
     wave: np.ndarray,
+    *,
     sr: int = 16000,
     batch_size: int = 20,
     vshift: int = VSHIFT,

@@ -284,6 +284,7 @@ def save_video_outputs(
     source: Any,
     motion: np.ndarray,
     audio_path: Path,
+    *,
     mode: str,
     batch_size: int,
 ) -> dict[str, str]:

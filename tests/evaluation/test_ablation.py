@@ -6,12 +6,12 @@ import pytest
 
 from emotalker.configs.schema import ConfigError, load_config
 from emotalker.tasks.evaluation.ablation import (
-    TRAIN_STAGES,
     ablation_rows,
     table_rows,
     variant_overrides,
     variants,
 )
+from emotalker.tasks.training.stages import STAGES
 
 
 def test_paper_rows_share_the_default_run_and_change_one_switch_each() -> None:
@@ -28,7 +28,7 @@ def test_paper_rows_share_the_default_run_and_change_one_switch_each() -> None:
     assert by[(2, "SadTalker ExpNet + PoseVAE")].variant is None  # paper-only
     vs = variants(rows)
     # default + ExpNet lip + 3 masks/loss (full) + l=2, w/o L_cls, 512, 2048 (stage 1 only)
-    assert len(vs) == 9 and vs[0].overrides == () and vs[0].stages == TRAIN_STAGES
+    assert len(vs) == 9 and vs[0].overrides == () and vs[0].stages == STAGES
     assert [v.stages for v in vs[-4:]] == [("vqvae",)] * 4 and not any(v.evaluate for v in vs[-4:])
     # every override is a valid config change
     for v in vs:

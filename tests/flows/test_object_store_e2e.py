@@ -87,7 +87,7 @@ def test_features_in_a_bucket_train_and_generate_on_a_second_machine(
         16_000,
     )
     out = tmp_path / "gen"
-    result = generate_flow(str(face), str(speech), str(out), CONFIG, ov2)
+    result = generate_flow(str(face), str(speech), str(out), config=CONFIG, overrides=ov2)
     assert result["frames"] == 25 and np.load(out / "motion.npy").shape == (25, 70)
     assert not list(second.rglob("*.joblib")) and not list(second.rglob("*.zarr"))
     assert not (second / "manifest.parquet").exists() and not (second / "split.json").exists()

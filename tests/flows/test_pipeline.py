@@ -141,11 +141,47 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
     assert len(logged) == 2 and all(a.path.endswith(".mp4") for a in logged)
 
 
+def _same(a, b) -> bool:
+    """Equal, floats to 1e-6 relative (NaN equals NaN), through nested dicts and lists."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return (np.isnan(a) and np.isnan(b)) or bool(np.isclose(a, b, rtol=1e-6, atol=0.0))
+    return a == b
+
+
+def test_evaluation_runs_without_prefect_and_returns_the_rows_the_flow_logged(pipeline):
+    """``run_evaluation`` called outside any flow (no Prefect run context) with the fixture's config and
+    models gives the per-clip rows, summary, table and skipped notes the evaluate flow logged and returned."""
+    from prefect.context import FlowRunContext
+
+    from emotalker.configs.schema import load_config
+    from emotalker.tasks.evaluation.run import run_evaluation
+
+    cfg, ev = pipeline["cfg"], pipeline["evaluate"]
+    out = cfg.paths.resolve("outputs") / "eval"
+    logged = json.loads((out / "per_clip.json").read_text())
+    table = json.loads((out / "table.json").read_text())
+    assert FlowRunContext.get() is None
+    run = run_evaluation(
+        load_config(CONFIG, [*pipeline["overrides"], "eval.max_clips=3", "eval.log_videos=2"]), ev["models"]
+    )
+    assert _same(json.loads(json.dumps(run.per_clip)), logged)
+    assert _same({"table": run.table, "skipped": run.skipped}, table)
+    assert _same(run.table, ev["table"]) and run.skipped == ev["skipped"] and run.versions == ev["models"]
+    returned = {k: v for k, v in ev.items() if k not in ("run_id", "skipped", "table", "report", "models")}
+    assert _same(run.summary, returned)
+    assert len(run.logged_videos) == 2 and run.videos == "renderer"
+
+
 def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, tmp_path):
     """eval.settings [neutral, driving]: the driving setting generates each clip from its own frames."""
     from emotalker.flows.evaluate import evaluate_flow
     from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
-    from emotalker.tasks.generation.inference import clip_features, load_emotalker
+    from emotalker.tasks.evaluation.motion import clip_features
+    from emotalker.tasks.generation.inference import load_emotalker
 
     cfg = pipeline["cfg"]
     bfm = write_fake_bfm(tmp_path / "BFM_model_front.mat")

@@ -202,6 +202,7 @@ def test_generate_flow_fails_on_a_missing_bfm_before_loading_models(tmp_path, mo
     import soundfile as sf
 
     import emotalker.flows.generate as gen
+    import emotalker.tasks.generation.run as run
     from emotalker.configs.schema import load_config
     from emotalker.tasks.generation.animate import load_preview_bfm
 
@@ -214,7 +215,7 @@ def test_generate_flow_fails_on_a_missing_bfm_before_loading_models(tmp_path, mo
         raise AssertionError("a model or store was opened before the BFM check")
 
     for name in ("StoreRoot", "recorded_kmeans", "identity_coefficients", "audio_features", "load_emotalker"):
-        monkeypatch.setattr(gen, name, no_models)
+        monkeypatch.setattr(run, name, no_models)
     monkeypatch.setattr(gen, "resolve_config", lambda config, overrides: load_config(config, overrides))
     missing = tmp_path / "BFM" / "BFM_model_front.mat"
     overrides = [f"face.bfm_path={missing}", "device=cpu"]

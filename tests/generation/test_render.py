@@ -180,7 +180,7 @@ def test_source_mat_in_sadtalker_preprocess_layout(renderer, source, tmp_path):
 
     audio = tmp_path / "a.wav"
     sf.write(audio, np.zeros(16000, np.float32), 16000)
-    out = save_video_outputs(tmp_path / "gen", renderer, source, _motion(3), audio, "crop", 2)
+    out = save_video_outputs(tmp_path / "gen", renderer, source, _motion(3), audio, mode="crop", batch_size=2)
     mat = scipy.io.loadmat(out["source_mat"])
     assert mat["coeff_3dmm"].shape == (1, 73) and mat["full_3dmm"].shape == (1, 257)
     c = source.coeffs

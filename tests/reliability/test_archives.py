@@ -32,7 +32,8 @@ def _flow_overrides(root: Path, mirror: Path, *extra: str) -> list[str]:
 def test_bad_archives_fail_after_every_good_one_is_extracted(prefect_server, tmp_path):
     """Case 1, 2, 6: good archives on both sides of the bad ones are extracted, then one error lists each
     bad archive with the user's names (archive, nested tar, member), never a temp path."""
-    from emotalker.flows.ingest import ArchivesFailed, download_flow
+    from emotalker.flows.ingest import download_flow
+    from emotalker.tasks.data.download import ArchivesFailed
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -93,7 +94,8 @@ def test_transient_download_failures_are_prefect_task_retries(prefect_server, tm
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from emotalker.flows.ingest import ArchivesFailed, download_flow
+    from emotalker.flows.ingest import download_flow
+    from emotalker.tasks.data.download import ArchivesFailed
 
     data = _tar({GOOD_MEMBER: bytes(range(256)) * 400})
     files = {"M003.tar": data, "W009.tar": data}

@@ -244,7 +244,12 @@ def test_mismatched_audio_video_lengths_fail_that_clip_only(tmp_path):
             "audio_path": str(short),
         },
     ]
-    out = {u["clip_id"]: u for u in prepare_chunk.fn(clips, tmp_path / "prepared", 25, 16_000, 1, 1)}
+    out = {
+        u["clip_id"]: u
+        for u in prepare_chunk.fn(
+            clips, tmp_path / "prepared", fps=25, sample_rate=16_000, tolerance=1, workers=1
+        )
+    }
     ok, bad = out["M003_front_angry_level_1_001"], out["M003_front_angry_level_1_002"]
     assert ok["status"] == "prepared" and ok["n_frames"] == 25 and Path(ok["prepared_audio"]).is_file()
     assert bad["status"] == "failed" and "disagree" in bad["error"] and "002" in bad["error"]

@@ -48,7 +48,10 @@ def test_failed_clip_leaves_no_outputs_and_keeps_its_reason(tmp_path):
         | {"audio_path": str(c["audio_path"])}
         for c in scan_mead_tree(raw)
     ]
-    out = {u["clip_id"]: u for u in prepare_chunk.fn(clips, prepared, 25, 16_000, 1, 1)}
+    out = {
+        u["clip_id"]: u
+        for u in prepare_chunk.fn(clips, prepared, fps=25, sample_rate=16_000, tolerance=1, workers=1)
+    }
     good, bad = out["M003_front_angry_level_1_001"], out["M003_front_angry_level_1_002"]
     assert good["status"] == "prepared" and Path(good["prepared_video"]).is_file()
     assert bad["status"] == "failed" and "002.m4a: audio is silent" in bad["error"]
@@ -64,7 +67,7 @@ def test_failed_clip_leaves_no_outputs_and_keeps_its_reason(tmp_path):
 
     _silence(raw, "M003", "angry", "001")  # the good clip's audio is replaced by silence: rerun
     clips[0]["audio_path"] = str(raw / "M003/audio/angry/level_1/001.m4a")
-    [again] = prepare_chunk.fn(clips[:1], prepared, 25, 16_000, 1, 1)
+    [again] = prepare_chunk.fn(clips[:1], prepared, fps=25, sample_rate=16_000, tolerance=1, workers=1)
     assert again["status"] == "failed" and "audio is silent" in again["error"]
     assert not list(prepared.rglob("*.mp4")) and not list(prepared.rglob("*.wav"))
 

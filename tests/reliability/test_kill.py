@@ -276,7 +276,7 @@ def test_killed_generation_reruns_to_the_same_outputs(reference, cli, tmp_path):
     cv2.imwrite(str(image), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     audio = next(iter(sorted((a / "prepared").rglob("*.wav"))))
     ref_out, out = tmp_path / "ref", tmp_path / "out"
-    generate_flow(str(image), str(audio), str(ref_out), CONFIG, ov)
+    generate_flow(str(image), str(audio), str(ref_out), config=CONFIG, overrides=ov)
 
     run = cli(
         "generate",
@@ -292,7 +292,7 @@ def test_killed_generation_reruns_to_the_same_outputs(reference, cli, tmp_path):
     )
     kill_when(run, lambda: out.exists(), _delay(0.0, 0.3))
     _check_whole_outputs(out)  # nothing half-written under a final name
-    generate_flow(str(image), str(audio), str(out), CONFIG, ov)
+    generate_flow(str(image), str(audio), str(out), config=CONFIG, overrides=ov)
     np.testing.assert_array_equal(np.load(ref_out / "motion.npy"), np.load(out / "motion.npy"))
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref_out.iterdir())
     _check_whole_outputs(out)

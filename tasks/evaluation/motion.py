@@ -1,0 +1,82 @@
+"""Coefficient-space evaluation of generated motion: a stored clip's inputs, the generator run on them
+from a reference frame, and the metrics that need no rendered video (LipL2, FaceL2, the stage-1 emotion
+head, motion-space F-LMD / M-LMD through the BFM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from emotalker.configs.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FACE_INDICES
+from emotalker.configs.schema import PipelineConfig
+from emotalker.models.bfm import BFMLandmarks, project_landmarks
+from emotalker.models.emotalker import EmoTalker
+from emotalker.storage.zarr_store import StoreRoot
+from emotalker.tasks.evaluation.metrics import f_lmd, face_l2, lip_l2, m_lmd
+from emotalker.tasks.training.data import check_stored_rate
+
+
+def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
+    """A stored clip's inputs: face and mel per video frame, HuBERT features and tokens at their rate."""
+    root = StoreRoot.from_paths(cfg.paths)
+    video = {
+        **root.store("face").read_clip(clip_id, ["motion", "coeffs"]),
+        "mel": root.store("mel").read_clip(clip_id, ["windows"])["windows"],
+    }
+    rate = check_stored_rate(root.store("hubert_emotion"), clip_id)
+    check_stored_rate(root.store("tokens"), clip_id)
+    audio = {
+        "audio": root.store("hubert_emotion").read_clip(clip_id, ["feats"])["feats"],
+        "tokens": root.store("tokens").read_clip(clip_id, ["tokens"])["tokens"],
+    }
+    n = min(min(len(v) for v in video.values()), -(-min(len(v) for v in audio.values()) // rate))
+    return {**{k: v[:n] for k, v in video.items()}, **{k: v[: rate * n] for k, v in audio.items()}}
+
+
+def emotion_of_motion(model: EmoTalker, motion: np.ndarray) -> int:
+    """The model's own stage-1 emotion head on a motion sequence (``EmoAcc_stage1_head``, not the paper's
+    image-classifier EmoAcc)."""
+    head = model.vqvae.emotion_classifier
+    if head is None:
+        return -1
+    dev = model.face_mean.device
+    face = (torch.as_tensor(motion[:, list(FACE_INDICES)], device=dev) - model.face_mean) / model.face_std
+    with torch.inference_mode():
+        z = model.vqvae.encode_latent(face[None].float())
+        return int(head(z.mean(1)).argmax(1))
+
+
+def evaluate_clip(
+    model: EmoTalker, feats: dict[str, np.ndarray], reference: np.ndarray, emotion: str
+) -> dict:
+    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics."""
+    gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    gt = feats["motion"]
+    label = EMOTION_TO_ID[emotion]
+    return {
+        "lip_l2": lip_l2(gen, gt),
+        "face_l2": face_l2(gen, gt),
+        "emotion_pred": emotion_of_motion(model, gen),
+        "emotion_pred_gt_motion": emotion_of_motion(model, gt),
+        "emotion_label": label,
+        "frames": len(gen),
+        "motion": gen,
+    }
+
+
+def landmark_metrics(
+    bfm: BFMLandmarks, gen: np.ndarray, gt: np.ndarray, coeffs: np.ndarray
+) -> dict[str, float]:
+    """Motion-space F-LMD / M-LMD (not Table 1's, which are measured on rendered video): generated and
+    ground-truth motion both projected through the BFM with the clip's identity (mean of its per-frame
+    ``id`` coefficients), in pixels of Deep3DFace's 224 crop."""
+    n = min(len(gen), len(gt))
+    identity = coeffs[:, COEFF_SLICES["id"]].mean(axis=0)
+
+    def landmarks(m: np.ndarray) -> np.ndarray:
+        return project_landmarks(
+            bfm, identity, m[:n, :EXP_DIM], m[:n, EXP_DIM : EXP_DIM + 3], m[:n, EXP_DIM + 3 :]
+        )
+
+    pred, ref = landmarks(gen), landmarks(gt)
+    return {"f_lmd_motion": f_lmd(pred, ref), "m_lmd_motion": m_lmd(pred, ref)}

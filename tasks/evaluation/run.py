@@ -1,0 +1,396 @@
+"""One evaluation of the test split as a plain function (no Prefect): every test clip generated per
+setting, its coefficient-space metrics, Table 1's image metrics on rendered videos when the assets allow,
+the per-setting summaries, the table beside the paper's and the notes on what was skipped.
+
+The evaluate flow resolves the config, calls :func:`run_evaluation`, shows the table and notes as Prefect
+artifacts and logs everything with :func:`log_evaluation_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from emotalker.configs.schema import PipelineConfig
+from emotalker.models.bfm import BFMLandmarks, load_bfm
+from emotalker.models.emotalker import EmoTalker
+from emotalker.models.syncnet import load_syncnet
+from emotalker.storage.manifest import Manifest
+from emotalker.storage.shared import shared_file
+from emotalker.storage.split import load_split
+from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
+from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
+from emotalker.tasks.evaluation.motion import clip_features, evaluate_clip, landmark_metrics
+from emotalker.tasks.evaluation.rendered import (
+    ClipRenderer,
+    ImageMetricModels,
+    compare_videos,
+    missing_renderer_files,
+    video_source,
+)
+from emotalker.tasks.evaluation.report import write_report
+from emotalker.tasks.generation.inference import load_emotalker
+from emotalker.tasks.progress import progress
+from emotalker.tasks.tracking import (
+    config_params,
+    describe_run,
+    download_stage_plots,
+    log_data_inputs,
+    setup_mlflow,
+)
+from emotalker.tasks.training.registry import registered_name
+from emotalker.tasks.training.stages import STAGES
+
+log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
+
+# per-clip result key -> summary / Table 1 name
+PER_CLIP_METRICS: dict[str, str] = {
+    "ssim": "SSIM",
+    "cpbd": "CPBD",
+    "f_lmd": "F-LMD",
+    "m_lmd": "M-LMD",
+    "sync": "Sync",
+    "emo_acc": "EmoAcc",
+    "f_lmd_motion": "F-LMD_motion",
+    "m_lmd_motion": "M-LMD_motion",
+}
+MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
+RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
+
+
+@dataclass(kw_only=True)
+class EvaluationRun:
+    """What one evaluation produced: the rows the evaluate flow logs and the summary it returns."""
+
+    per_clip: list[dict[str, Any]]
+    summary: dict[str, Any]  # the neutral setting's plain names, other settings' prefixed "<setting>/"
+    skipped: dict[str, str]
+    table: list[dict[str, Any]]
+    versions: dict[str, str]
+    videos: str | None  # where the test videos came from (``video_source``), None: no image metrics
+    out_dir: Path
+    logged_videos: list[Path] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class _Generation:
+    """What every clip of one evaluation shares: the models, the video sources and where outputs go."""
+
+    generator: EmoTalker
+    bfm: BFMLandmarks | None
+    rendered: Path | None
+    image_models: ImageMetricModels | None
+    renderer: ClipRenderer | None
+    ref_clips: dict[str, str]
+    refs: dict[str, np.ndarray]
+    out_dir: Path
+    video_dir: Path
+
+
+def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
+    """Per actor, a neutral clip (the paper's neutral reference), else any clip with face features."""
+    from emotalker.storage.zarr_store import feature_store
+
+    face = feature_store(cfg.paths, "face")
+    refs: dict[str, str] = {}
+    for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
+        if r["actor"] not in refs and face.has_clip(r["clip_id"]):
+            refs[r["actor"]] = r["clip_id"]
+    return refs
+
+
+def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
+    """Per actor, the first motion frame of its reference clip."""
+    from emotalker.storage.zarr_store import feature_store
+
+    face = feature_store(cfg.paths, "face")
+    return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, cfg).items()}
+
+
+def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
+    """Metrics this run cannot compute, each with exactly what it needs."""
+    e = cfg.eval
+    notes = {}
+    if cfg.face.bfm_path is None:
+        for m in MOTION_LMD.values():
+            notes[m] = "skipped: needs the BFM (face.bfm_path) to project motion to landmarks"
+    missing = ", ".join(f"render.{k}" for k in missing_renderer_files(cfg))
+    needs_videos = (
+        f"skipped: needs rendered test videos: SadTalker's renderer checkpoints ({missing} not found) or "
+        "eval.rendered_dir/<clip_id>.mp4"
+    )
+    if videos is None:
+        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
+            notes[m] = needs_videos
+    if e.syncnet_checkpoint is None:
+        notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)"
+    elif videos is None:
+        notes["Sync"] = needs_videos
+    if e.emotion_classifier_checkpoint is None:
+        notes["EmoAcc"] = (
+            "skipped: needs a facial-expression classifier (eval.emotion_classifier_checkpoint); "
+            "see EmoAcc_stage1_head for the motion-space accuracy"
+        )
+    elif videos is None:
+        notes["EmoAcc"] = needs_videos
+    return notes
+
+
+def settings_skipped(cfg: Any, videos: str | None) -> dict[str, str]:
+    """:func:`skipped_metrics`, plus the driving setting's (``driving/<metric>``) when it is evaluated."""
+    skipped = skipped_metrics(cfg, videos)
+    if "driving" in cfg.eval.settings:
+        skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
+        skipped |= {
+            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only" for m in RENDERED
+        }
+    return skipped
+
+
+def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
+    """face-alignment (the project's loading), and SyncNet / the classifier when configured; a bad file
+    fails here, before any clip."""
+    from emotalker.tasks.features.face_coeffs import LandmarkDetector
+
+    f = cfg.face
+    detector = LandmarkDetector(
+        device=device,
+        face_detector=f.face_detector,
+        batch_size=f.batch_size,
+        model_dir=f.face_alignment_dir,
+        flip_input=f.flip_input,
+        detect_max_side=f.detect_max_side,
+    )
+    syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
+    classifier = None
+    if cfg.eval.emotion_classifier_checkpoint is not None:
+        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+        if classifier.missing:
+            log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
+    return ImageMetricModels(detector, syncnet, classifier, device)
+
+
+def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean metrics over the clips of one setting."""
+    summary: dict[str, Any] = {
+        "LipL2": float(np.mean([p["lip_l2"] for p in per_clip])),
+        "FaceL2": float(np.mean([p["face_l2"] for p in per_clip])),
+        # not the paper's EmoAcc: the model's own stage-1 emotion head scores its generated motion
+        "EmoAcc_stage1_head": accuracy(
+            np.array([p["emotion_pred"] for p in per_clip]), np.array([p["emotion_label"] for p in per_clip])
+        ),
+        "EmoAcc_stage1_head_gt_motion": accuracy(
+            np.array([p["emotion_pred_gt_motion"] for p in per_clip]),
+            np.array([p["emotion_label"] for p in per_clip]),
+        ),
+        "clips": len(per_clip),
+    }
+    for key, name in PER_CLIP_METRICS.items():
+        values = [p[key] for p in per_clip if key in p]
+        if values and np.isfinite(values).any():
+            summary[name] = float(np.nanmean(values))
+    return summary
+
+
+def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:
+    """This run's row per setting (rounded, its skipped metrics marked) above the paper's Tables 1 and 5."""
+    label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
+    table = []
+    for s, sm in summaries.items():
+        prefix = "" if s == "neutral" else f"{s}/"
+        missing = [m[len(prefix) :] for m in skipped if m.startswith(prefix) and "/" not in m[len(prefix) :]]
+        table.append(
+            {
+                "method": label[s],
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in sm.items()},
+                **{m: "skipped" for m in missing},
+            }
+        )
+    for name, vals in {**PAPER_TABLE1, **PAPER_TABLE5}.items():
+        table.append({"method": name, **vals})
+    return table
+
+
+def _test_split(cfg: PipelineConfig) -> tuple[dict[str, dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """The manifest rows by clip id, the test clips to evaluate (``eval.max_clips``) and every test row."""
+    split_path = shared_file(cfg.paths, "split")
+    split = load_split(split_path)
+    rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
+    test_ids = [c for c in split["test"] if c in rows]
+    if cfg.eval.max_clips is not None:
+        test_ids = test_ids[: cfg.eval.max_clips]
+    if not test_ids:
+        raise ValueError(f"the test split in {split_path} is empty")
+    return rows, test_ids, [rows[c] for c in split["test"] if c in rows]
+
+
+def _evaluate_one(
+    cfg: PipelineConfig, g: _Generation, r: dict[str, Any], setting: str, logged: list[Path]
+) -> dict[str, Any] | None:
+    """One clip in one setting: its per-clip row (its motion saved under ``out_dir``); None: skipped."""
+    cid = r["clip_id"]
+    max_frames = cfg.eval.render_max_frames
+    try:
+        feats = clip_features(cfg, cid)
+        # neutral: the actor's neutral reference frame (Table 1); driving: the clip's own frames as
+        # emotional driving frames (Table 5, upper rows)
+        reference = g.refs[r["actor"]] if setting == "neutral" else feats["motion"]
+        res = evaluate_clip(g.generator, feats, reference, r["emotion"])
+    except KeyError as exc:
+        log.warning("skipping %s: %s", cid, exc)
+        return None
+    if g.bfm is not None:
+        res.update(landmark_metrics(g.bfm, res["motion"], feats["motion"], feats["coeffs"]))
+    video, box = None, None
+    if g.renderer is not None and setting == "neutral":  # renders show the neutral setting's motion
+        source = g.renderer.source(r["actor"], g.ref_clips[r["actor"]])
+        video, box = g.renderer.render(
+            source, res["motion"][:max_frames], Path(r["prepared_audio"]), g.video_dir / f"{cid}.mp4"
+        )
+    elif g.rendered is not None and setting == "neutral":
+        video = g.rendered / f"{cid}.mp4"
+        if not video.is_file():
+            log.warning("%s: no rendered video %s", cid, video)
+            video = None
+    if video is not None and g.image_models is not None:
+        res.update(
+            compare_videos(
+                video,
+                Path(r["prepared_video"]),
+                Path(r["prepared_audio"]),
+                g.image_models,
+                box=box,
+                max_frames=max_frames,
+            )
+        )
+        if g.renderer is not None and len(logged) < cfg.eval.log_videos:
+            logged.append(video)
+    np.save(g.out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion"))
+    return {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
+
+
+def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current") -> EvaluationRun:
+    """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
+    ``driving``, from audio + the clip's own frames) and compare with its ground truth.
+
+    Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
+    skipped with a warning, and the run fails only when no clip could be evaluated.
+    """
+    rows, test_ids, test_rows = _test_split(cfg)
+    device = cfg.torch_device()
+    generator, versions = load_emotalker(cfg, model, device)
+    log.info("evaluating registered versions %s on %s", versions, device)
+    bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
+    rendered = cfg.eval.rendered_dir
+    if rendered is not None and not rendered.is_dir():
+        raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
+    videos = video_source(cfg)
+    image_models = image_metric_models(cfg, device) if videos is not None else None
+    renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
+    ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, cfg).items()}
+    refs = reference_frames(test_rows, cfg)
+    out_dir = cfg.paths.resolve("outputs") / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_dir = cfg.paths.resolve("outputs") / "eval_videos"  # beside, not inside, the logged eval folder
+    g = _Generation(
+        generator=generator,
+        bfm=bfm,
+        rendered=rendered,
+        image_models=image_models,
+        renderer=renderer,
+        ref_clips=ref_clips,
+        refs=refs,
+        out_dir=out_dir,
+        video_dir=video_dir,
+    )
+    per_clip: list[dict[str, Any]] = []
+    logged: list[Path] = []
+    runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
+    for cid, setting in progress(runs, desc="evaluate", unit="clip"):
+        row = _evaluate_one(cfg, g, rows[cid], setting, logged)
+        if row is not None:
+            per_clip.append(row)
+    if not per_clip:
+        raise RuntimeError("no test clip could be evaluated (missing features?)")
+    summaries = {s: setting_summary([p for p in per_clip if p["setting"] == s]) for s in cfg.eval.settings}
+    # neutral (Table 1) metrics keep their plain names; the driving setting's are prefixed "driving/"
+    summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
+    skipped = settings_skipped(cfg, videos)
+    table = evaluation_table(summaries, skipped)
+    return EvaluationRun(
+        per_clip=per_clip,
+        summary=summary,
+        skipped=skipped,
+        table=table,
+        versions=versions,
+        videos=videos,
+        out_dir=out_dir,
+        logged_videos=logged,
+    )
+
+
+def log_evaluation_run(
+    cfg: PipelineConfig, ev: EvaluationRun, parent_run_id: str | None = None
+) -> dict[str, Any]:
+    """The evaluation as an MLflow run (nested under ``parent_run_id`` when given): params, ``test/``
+    metrics, per-clip rows, table, HTML report and the logged renders. Returns the run id, the report and
+    its artifact URI."""
+    setup_mlflow(cfg)
+    kwargs: dict[str, Any] = {"run_name": f"{cfg.name}-evaluate"}
+    if parent_run_id:
+        kwargs["parent_run_id"] = parent_run_id
+        active = mlflow.active_run()
+        kwargs["nested"] = active is not None and active.info.run_id == parent_run_id
+    out_dir = ev.out_dir
+    with mlflow.start_run(**kwargs) as run:
+        mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name, "videos": ev.videos or "none"})
+        describe_run("evaluate")
+        mlflow.log_params(config_params(cfg))
+        log_data_inputs(cfg, context="evaluation")
+        mlflow.log_params({f"model.{stage}_version": v for stage, v in ev.versions.items()})
+        mlflow.log_metrics({f"test/{k}": float(v) for k, v in ev.summary.items()})
+        (out_dir / "per_clip.json").write_text(json.dumps(ev.per_clip, indent=1))
+        (out_dir / "table.json").write_text(json.dumps({"table": ev.table, "skipped": ev.skipped}, indent=1))
+        # the report's per-emotion / per-level tables are of the first setting (Table 1's when evaluated)
+        first = [p for p in ev.per_clip if p["setting"] == cfg.eval.settings[0]]
+        report = evaluation_report(cfg, out_dir, ev.table, ev.skipped, first, ev.versions)
+        mlflow.log_artifacts(str(out_dir), "evaluation")
+        for v in ev.logged_videos:
+            mlflow.log_artifact(str(v), "rendered_videos")
+        report_uri = f"{mlflow.get_artifact_uri('evaluation')}/{report.name}"
+    return {"run_id": run.info.run_id, "report": report, "report_uri": report_uri}
+
+
+def evaluation_report(
+    cfg: Any,
+    out_dir: Path,
+    table: list[dict[str, Any]],
+    skipped: dict[str, str],
+    per_clip: list[dict[str, Any]],
+    versions: dict[str, str],
+) -> Path:
+    """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
+    names = {stage: registered_name(cfg, stage) for stage in STAGES}
+    # renders made by this pipeline (outputs/eval_videos) or supplied in eval.rendered_dir, if any
+    dirs = [cfg.paths.resolve("outputs") / "eval_videos", cfg.eval.rendered_dir]
+    candidates = [d / f"{p['clip_id']}.mp4" for d in dirs if d is not None for p in per_clip]
+    videos = list(dict.fromkeys(v for v in candidates if v.is_file()))
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = download_stage_plots(cfg.mlflow.tracking_uri, names, versions, Path(tmp))
+        return write_report(
+            out_dir / "report.html",
+            title=f"EmoTalker evaluation: {cfg.name}",
+            table=table,
+            skipped=skipped,
+            per_clip=per_clip,
+            tsne=plots["vqvae"] / "codebook_tsne.png" if "vqvae" in plots else None,
+            loss_curves={stage: d / "loss_curves.png" for stage, d in plots.items()},
+            videos=videos,
+        )

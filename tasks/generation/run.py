@@ -1,0 +1,90 @@
+"""One generation as a plain function (no Prefect): a face image and speech -> motion with the registered
+models -> ``video.mp4`` and the other outputs. The generate flow resolves the config and calls
+:func:`generate_from_image`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.zarr_store import StoreRoot
+from emotalker.tasks.features.kmeans import recorded_kmeans
+from emotalker.tasks.generation.animate import (
+    InputError,
+    audio_features,
+    driving_motion,
+    generation_inputs_summary,
+    identity_coefficients,
+    load_preview_bfm,
+    load_speech,
+    read_image,
+    save_outputs,
+    save_video_outputs,
+)
+from emotalker.tasks.generation.inference import load_emotalker
+from emotalker.tasks.generation.render import load_renderer, prepare_source
+
+log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
+
+
+def stored_kmeans(cfg: PipelineConfig) -> Any:
+    """The k-means model the tokens store records (kept beside the stores: found from any machine).
+
+    Read-only: a missing tokens store is never created."""
+    root = StoreRoot.from_paths(cfg.paths)
+    tokens = root.store("tokens")
+    if not tokens.exists():  # a read-only command: never create the store it reads
+        raise InputError(
+            f"no tokens store at {root.display()}: run `emotalker run audio-features` with this "
+            "config first (generate reads its k-means model)"
+        )
+    meta = tokens.get_meta()
+    if "kmeans_path" not in meta:
+        raise InputError(
+            f"no k-means model recorded in {tokens.display_url}: run `emotalker run audio-features` with "
+            "this config"
+        )
+    return recorded_kmeans(root, meta)
+
+
+def generate_from_image(
+    cfg: PipelineConfig,
+    image: str | Path,
+    audio: str | Path,
+    out_dir: str | Path,
+    *,
+    mode: str | None = None,
+    model: str = "current",
+    emotion_reference: str | Path | None = None,
+) -> dict[str, Any]:
+    """Animate ``image`` with ``audio`` into ``out_dir`` (see the generate flow); every input, the
+    preview BFM, the k-means model and the renderer are checked before the slow steps."""
+    device = cfg.torch_device()
+    img = read_image(Path(image))  # validate inputs before loading any model
+    wave, note = load_speech(Path(audio))
+    bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
+    km = stored_kmeans(cfg)
+    mode = mode or cfg.render.mode
+    renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
+    identity = identity_coefficients(img, cfg, device)
+    reference = identity["motion"]
+    if emotion_reference is not None:  # before any stage-2 model is loaded: a bad file fails fast
+        reference = driving_motion(Path(emotion_reference), cfg, device)
+    feats = audio_features(wave, cfg, device, km)
+    generator, versions = load_emotalker(cfg, model, device)
+    motion = generator.generate(reference, feats["audio"], feats["tokens"], feats["mel"])
+    outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
+    source = prepare_source(img, cfg, mode)
+    outputs |= save_video_outputs(
+        Path(out_dir), renderer, source, motion, Path(audio), mode=mode, batch_size=cfg.render.batch_size
+    )
+    summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
+    summary["reference"] = (
+        f"driving frames: {emotion_reference} ({len(reference)} frames)"
+        if emotion_reference is not None
+        else "the image (neutral reference)"
+    )
+    log.info("generated %d frames (%s video) on %s -> %s", len(motion), mode, device, out_dir)
+    return summary
