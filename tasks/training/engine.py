@@ -8,6 +8,7 @@ GPU, train or resume in the stage's MLflow run, register the best checkpoint and
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,6 @@ from typing import Any
 
 import mlflow
 import torch
-from prefect import get_run_logger
 from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
@@ -30,6 +30,8 @@ from emotalker.tasks.training.plots import loss_curves
 from emotalker.tasks.training.registry import data_fingerprints, log_and_register, registered_name
 
 GPU_LIMIT = "gpu"
+
+log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
 
 
 @dataclass
@@ -162,7 +164,7 @@ def run_stage(
     (``done.json``), or ``status: interrupted`` when ``stop_after`` ended it early.
     """
     spec = stage.plan(cfg, **inputs)  # fails fast on missing stores, empty split, bad widths
-    logger = get_run_logger()
+    logger = log
     device = cfg.torch_device()
     d = ckpt_dir(cfg, stage.name, spec.fingerprint)
     if (done := already_done(d)) is not None:
