@@ -126,31 +126,24 @@ def test_thread_count_is_fixed_recorded_and_a_different_one_on_resume_is_reporte
         assert torch.get_num_threads() == 1
         assert load_checkpoint(tmp_path / "last.pt")["threads"] == 1
         torch.set_num_threads(2)  # something else in a long-lived process changed it
-        with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
-            run_training(
-                _model(),
-                _loss,
-                Linear(),
-                stage=STAGE,
-                ckpt_dir=tmp_path,
-                device="cpu",
-                stop_after=1,
-                threads=None,
-            )
-        assert "resuming with 2 CPU threads, checkpoint written with 1" in caplog.text
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
-            run_training(
-                _model(),
-                _loss,
-                Linear(),
-                stage=STAGE,
-                ckpt_dir=tmp_path,
-                device="cpu",
-                stop_after=1,
-                threads=1,
-            )
-        assert "CPU threads" not in caplog.text
+
+        def resume(threads: int | None) -> str:
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="emotalker.tasks.training.loop"):
+                run_training(
+                    _model(),
+                    _loss,
+                    Linear(),
+                    stage=STAGE,
+                    ckpt_dir=tmp_path,
+                    device="cpu",
+                    stop_after=1,
+                    threads=threads,
+                )
+            return caplog.text
+
+        assert "resuming with 2 CPU threads, checkpoint written with 1" in resume(None)
+        assert "CPU threads" not in resume(1)
     finally:
         torch.set_num_threads(before)
 
