@@ -262,6 +262,8 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    # score at most this many test clips: the emotions take turns, each with its least-used level and the
+    # least-used test actor (tasks/evaluation/subset.py); null: the whole test split
     max_clips: int | None = Field(None, ge=1)
     # "neutral": audio + the actor's neutral reference frame (Table 1); "driving": audio + emotional driving
     # frames, the clip's own frames standing in for the reference (Table 5); metrics of the latter are

@@ -36,6 +36,7 @@ from emotalker.tasks.evaluation.rendered import (
     video_source,
 )
 from emotalker.tasks.evaluation.report import write_report
+from emotalker.tasks.evaluation.subset import balanced_subset
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.progress import progress
 from emotalker.tasks.tracking import (
@@ -219,13 +220,12 @@ def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, st
 
 
 def _test_split(cfg: PipelineConfig) -> tuple[dict[str, dict[str, Any]], list[str], list[dict[str, Any]]]:
-    """The manifest rows by clip id, the test clips to evaluate (``eval.max_clips``) and every test row."""
+    """The manifest rows by clip id, the test clips to evaluate (``eval.max_clips`` of them, every emotion,
+    level and actor in turn) and every test row."""
     split_path = shared_file(cfg.paths, "split")
     split = load_split(split_path)
     rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
-    test_ids = [c for c in split["test"] if c in rows]
-    if cfg.eval.max_clips is not None:
-        test_ids = test_ids[: cfg.eval.max_clips]
+    test_ids = balanced_subset([rows[c] for c in split["test"] if c in rows], cfg.eval.max_clips)
     if not test_ids:
         raise ValueError(f"the test split in {split_path} is empty")
     return rows, test_ids, [rows[c] for c in split["test"] if c in rows]
