@@ -62,6 +62,7 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs, Deep3DFace/face-alignment and evaluation stand-ins in the real formats (skipped when
     present)."""
+    from emotalker.tasks.demo.standins.emotion_hubert import PROBE_FILE, finetune_emotion_hubert
     from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
     # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
@@ -76,6 +77,19 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         )
     if not (emotion / "config.json").exists():
         write_er_from_base(content, emotion, seed=cfg.seed + 1)
+    if not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER checkpoint was
+        held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
+        train = [a for a in cfg.synthetic.actors if a not in held_out]
+        probe = finetune_emotion_hubert(emotion, train_actors=train, held_out_actors=held_out, seed=cfg.seed)
+        acc = probe["probe_accuracy_held_out"]
+        get_run_logger().info(
+            "emotion HuBERT stand-in fine-tuned in %.0f s: emotion probe on held-out actors %.2f "
+            "(before %.2f, chance %.3f)",
+            probe["seconds"],
+            acc["after_finetuning"],
+            acc["before_finetuning"],
+            probe["chance"],
+        )
     out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
     if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
         from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets

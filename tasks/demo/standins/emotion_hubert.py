@@ -1,0 +1,140 @@
+"""The demo's emotion HuBERT, fine-tuned for emotion the way ``superb/hubert-base-superb-er`` was.
+
+A randomly initialised HuBERT passes none of the synthetic speech's emotion cue (pitch, rate, pauses and
+loudness per emotion) to its features, so stage 2 could not learn emotion from audio in the demo (a linear
+probe on its features scores chance). The real checkpoint is HuBERT fine-tuned for emotion recognition
+(on IEMOCAP); the stand-in is fine-tuned likewise, on speech of the demo's training actors only, and saved
+in the same Hugging Face layout (``HubertForSequenceClassification``, labels = MEAD's emotions). A linear
+probe from per-utterance mean features to the emotion, fitted on the training actors and scored on the
+held-out (validation and test) actors, is recorded beside the weights for the stand-in before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotalker.configs.constants import EMOTION_TO_ID, EMOTIONS, LEVELS
+from emotalker.tasks.demo.synthetic.speech import SENTENCES, prosody_for, synthesize, voice_for_actor
+
+PROBE_FILE = "emotion_probe.json"  # written beside the stand-in's weights
+CROP_SAMPLES = 32_000  # 2 s windows at 16 kHz
+
+
+@dataclass(frozen=True)
+class Utterance:
+    actor: str
+    emotion: str
+    wave: np.ndarray  # float32, 16 kHz
+
+
+def speak(actors: list[str], seed: int) -> list[Utterance]:
+    """Every emotion and level of each actor, spoken as the demo's generator speaks its clips."""
+    out = []
+    for actor in actors:
+        voice = voice_for_actor(actor, seed)
+        for e_index, emotion in enumerate(EMOTIONS):
+            for level in [1] if emotion == "neutral" else LEVELS:
+                text = SENTENCES[(e_index * 3 + level) % len(SENTENCES)]
+                out.append(Utterance(actor, emotion, synthesize(text, voice, prosody_for(emotion, level))))
+    return out
+
+
+def _crop(wave: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """A ``CROP_SAMPLES`` window (random when ``rng`` is given, else centred), zero-padded if shorter."""
+    if len(wave) < CROP_SAMPLES:
+        return np.pad(wave, (0, CROP_SAMPLES - len(wave)))
+    start = (
+        (len(wave) - CROP_SAMPLES) // 2 if rng is None else int(rng.integers(0, len(wave) - CROP_SAMPLES + 1))
+    )
+    return wave[start : start + CROP_SAMPLES]
+
+
+def mean_features(model: Any, utterances: list[Utterance]) -> np.ndarray:
+    """(N, hidden) per-utterance mean of the encoder's last hidden state (what the pipeline stores)."""
+    feats = []
+    with torch.inference_mode():
+        for u in utterances:
+            h = model.hubert(torch.from_numpy(u.wave)[None]).last_hidden_state[0]
+            feats.append(h.mean(dim=0).numpy())
+    return np.stack(feats)
+
+
+def probe_accuracy(model: Any, train: list[Utterance], held_out: list[Utterance]) -> float:
+    """Held-out accuracy of a linear probe from mean features to the emotion (chance: 1/8)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x_tr, x_te = mean_features(model, train), mean_features(model, held_out)
+    scaler = StandardScaler().fit(x_tr)
+    probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x_tr), [u.emotion for u in train])
+    return float(np.mean(probe.predict(scaler.transform(x_te)) == np.array([u.emotion for u in held_out])))
+
+
+def finetune_emotion_hubert(
+    directory: str | Path,
+    *,
+    train_actors: list[str],
+    held_out_actors: list[str],
+    seed: int = 0,
+    steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    shuffle_labels: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune the ``HubertForSequenceClassification`` saved in ``directory`` on the training actors'
+    speech (8 MEAD emotions) and save it back; returns (and writes to ``PROBE_FILE``) the probe accuracy
+    on the held-out actors before and after, and the time taken. ``shuffle_labels`` trains on labels
+    permuted across utterances: the negative control, which must not learn what the real labels teach."""
+    from transformers import HubertForSequenceClassification
+
+    t0 = time.perf_counter()
+    out = Path(directory)
+    train, held_out = speak(train_actors, seed), speak(held_out_actors, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        base = HubertForSequenceClassification.from_pretrained(str(out), local_files_only=True)
+        model = HubertForSequenceClassification.from_pretrained(
+            str(out),
+            local_files_only=True,
+            num_labels=len(EMOTIONS),
+            id2label=dict(enumerate(EMOTIONS)),
+            label2id=dict(EMOTION_TO_ID),
+            ignore_mismatched_sizes=True,  # the head is new: MEAD's 8 emotions
+        )
+        before = probe_accuracy(base.eval(), train, held_out)
+        model.freeze_feature_encoder()  # as speech fine-tuning does: the CNN front end stays fixed
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        rng = np.random.default_rng(seed)
+        labels = np.array([EMOTION_TO_ID[u.emotion] for u in train])
+        if shuffle_labels:
+            labels = rng.permutation(labels)
+        for _ in range(steps):
+            idx = rng.choice(len(train), size=min(batch_size, len(train)), replace=False)
+            x = torch.from_numpy(np.stack([_crop(train[i].wave, rng) for i in idx]))
+            loss = model(input_values=x, labels=torch.from_numpy(labels[idx])).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        after = probe_accuracy(model, train, held_out)
+    model.save_pretrained(out)
+    record = {
+        "probe_accuracy_held_out": {"before_finetuning": before, "after_finetuning": after},
+        "chance": 1 / len(EMOTIONS),
+        "train_actors": train_actors,
+        "held_out_actors": held_out_actors,
+        "utterances": {"train": len(train), "held_out": len(held_out)},
+        "steps": steps,
+        "shuffled_labels": shuffle_labels,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / PROBE_FILE).write_text(json.dumps(record, indent=2))
+    return record
