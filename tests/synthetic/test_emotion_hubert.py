@@ -27,4 +27,5 @@ def test_finetuning_carries_emotion_to_held_out_actors_and_shuffled_labels_do_no
     assert acc["after_finetuning"] > acc["before_finetuning"] + 0.05  # baseline: the random stand-in
     assert acc["after_finetuning"] > ctl["after_finetuning"] + 0.05  # negative control: shuffled labels
     recorded = json.loads((tmp_path / "real" / "emotion" / PROBE_FILE).read_text())
-    assert recorded["probe_accuracy_held_out"] == acc and recorded["utterances"] == {"train": 44, "held_out": 44}
+    assert recorded["probe_accuracy_held_out"] == acc
+    assert recorded["utterances"] == {"train": 44, "held_out": 44}
