@@ -124,17 +124,43 @@ def prepare_chunk(
         return list(pool.map(lambda c: prepare_one(c, prepared_root, fps, sample_rate, tolerance), clips))
 
 
+def escaped(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name written as ``\\xff`` (storable, printable)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _bad_name(clip: dict[str, Any]) -> str | None:
+    """The escaped path of the clip's first file whose name is not UTF-8 (the manifest cannot hold it)."""
+    for key in ("video_path", "audio_path"):
+        path = clip.get(key)
+        if path is None:
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            return escaped(str(path))
+    return None
+
+
 def mead_clips(raw_root: Path, views: Sequence[str], max_clips: int | None = None) -> list[dict[str, Any]]:
     """Every MEAD clip under ``raw_root`` as a clip record (``clip_id``, paths as strings), by clip id,
-    the first ``max_clips`` only when set."""
+    the first ``max_clips`` only when set.
+
+    A clip whose file name is not UTF-8 comes back with its names escaped, ``status: failed`` and the
+    reason in ``error``: it cannot be stored or passed on as it is, and it must not stop the other clips.
+    """
     found = scan_mead_tree(raw_root, views=tuple(views))
     if not found:
         raise FileNotFoundError(f"no MEAD clips under {raw_root} for views {views}")
     clips = []
     for c in found:
-        clip = dict(c, clip_id=clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], c["sentence"]))
-        clip["video_path"] = str(clip["video_path"])
-        clip["audio_path"] = str(clip["audio_path"]) if clip.get("audio_path") else None
+        bad = _bad_name(c)
+        clip = dict(c, sentence=escaped(c["sentence"]))
+        clip["clip_id"] = clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], clip["sentence"])
+        clip["video_path"] = escaped(str(clip["video_path"]))
+        clip["audio_path"] = escaped(str(clip["audio_path"])) if clip.get("audio_path") else None
+        if bad is not None:
+            clip.update(status="failed", error=f"{bad}: file name is not valid UTF-8; rename the file")
         clips.append(clip)
     clips.sort(key=lambda c: c["clip_id"])
     return clips[:max_clips] if max_clips is not None else clips
@@ -144,14 +170,19 @@ def register_clips(
     manifest: Manifest, clips: list[dict[str, Any]], fps: int, sample_rate: int, tolerance: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Record clips new to the manifest as ``raw``; returns them and the clips whose inputs or settings
-    changed since they were prepared (or that never were)."""
-    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest]
-    if new:
-        manifest.upsert(new)
+    changed since they were prepared (or that never were). Clips failed already (a non-UTF-8 file name)
+    are recorded failed with their reason and never prepared."""
+    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest and "error" not in c]
+    refused = [c for c in clips if "error" in c]
+    if new or refused:
+        manifest.upsert(new + [dict(c, prepared_video=None, prepared_audio=None) for c in refused])
+    for c in refused:
+        log.warning("clip %s failed: %s", c["clip_id"], c["error"])
     todo = [
         c
         for c in clips
-        if needs_prepare(manifest.get(c["clip_id"]), prepare_fingerprint(c, fps, sample_rate, tolerance))
+        if "error" not in c
+        and needs_prepare(manifest.get(c["clip_id"]), prepare_fingerprint(c, fps, sample_rate, tolerance))
     ]
     return new, todo
 
