@@ -14,7 +14,7 @@ from prefect import task
 from emotalker.configs.fingerprint import digest
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.tasks.data.extract import scan_mead_tree
-from emotalker.tasks.data.resample import prepare_clip
+from emotalker.tasks.data.resample import NoSpaceLeft, out_of_space, prepare_clip
 from emotalker.tasks.media import MediaError
 from emotalker.tasks.progress import progress_bar
 
@@ -91,8 +91,11 @@ def prepare_one(
             max_mismatch_frames=tolerance,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of one clip is that clip's record, not the run's
+        full = out_of_space(exc, base)
         for partial in (video, audio):  # the actor's folder stays: other clips may be writing into it
             partial.unlink(missing_ok=True)
+        if full:  # the disk's failure, not the clip's: the row stays as it was, a rerun prepares it
+            return {"clip_id": clip["clip_id"], "no_space": str(getattr(exc, "where", base))}
         error = str(exc) if isinstance(exc, MediaError | OSError) else f"{clip['video_path']}: {exc!r}"
         update.update(status="failed", error=error, prepared_video=None, prepared_audio=None)
         return update
@@ -198,7 +201,12 @@ def prepare_clips(
     workers: int,
 ) -> None:
     """Prepare ``todo`` in chunks of :data:`CHUNK` (one ``prepare_chunk`` task each), the manifest updated
-    after each chunk; a failed clip is logged and recorded, never raised."""
+    after each chunk; a failed clip is logged and recorded, never raised.
+
+    A full disk stops the run with one :class:`NoSpaceLeft` naming the file system, after recording the
+    clips prepared so far; the clips it hit keep their rows unchanged (a rerun after freeing space
+    prepares them), none is marked failed for it.
+    """
     bar = progress_bar(len(todo), "prepare", unit="clip")
     for i in range(0, len(todo), CHUNK):
         chunk = todo[i : i + CHUNK]
@@ -211,8 +219,18 @@ def prepare_clips(
             workers=workers,
             chunk_name=f"{i // CHUNK:04d}",
         )
-        manifest.upsert(updates)
+        full = [u for u in updates if "no_space" in u]
+        updates = [u for u in updates if "no_space" not in u]
+        if updates:
+            manifest.upsert(updates)
         bar.update(len(chunk))
+        if full:
+            bar.close()
+            left = len(todo) - i - len(updates)
+            raise NoSpaceLeft(
+                Path(full[0]["no_space"]),
+                f"; {left} clip(s) not prepared (none marked failed): free space and rerun prepare",
+            )
         for u in updates:
             if u["status"] == "failed":
                 log.warning("clip %s failed: %s", u["clip_id"], u["error"])

@@ -16,7 +16,8 @@ def _ffmpeg(*args: str) -> None:
 
 def _clip(raw: Path, sentence: str | bytes, actor: str = "M003", emotion: str = "angry") -> None:
     """A MEAD-layout clip (0.4 s of 30 fps video, 48 kHz sine audio); ``sentence`` may be raw bytes."""
-    vdir, adir = (raw / actor / "video" / "front" / emotion / "level_1", raw / actor / "audio" / emotion / "level_1")
+    vdir = raw / actor / "video" / "front" / emotion / "level_1"
+    adir = raw / actor / "audio" / emotion / "level_1"
     vdir.mkdir(parents=True, exist_ok=True)
     adir.mkdir(parents=True, exist_ok=True)
     tmp_v, tmp_a = raw / "v.mp4", raw / "a.m4a"
@@ -50,3 +51,67 @@ def test_non_utf8_file_name_fails_that_clip_only(tmp_path):
     _, todo2 = register_clips(manifest, mead_clips(raw, ["front"]), 25, 16_000, 1)
     assert todo2 == []
     assert Manifest(manifest.path).get("M003_front_angry_level_1_016\\xff")["status"] == "failed"
+
+
+def _full_disk_ffmpeg(tmp_path: Path, monkeypatch, marker: str) -> None:
+    """An ``ffmpeg`` on PATH that behaves as ffmpeg does on a full disk for outputs of sources named
+    ``marker``: the output is cut short, stderr says "No space left on device", the exit code is 0."""
+    import shutil
+
+    real = shutil.which("ffmpeg")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "ffmpeg"
+    fake.write_text(
+        "#!/bin/bash\n"
+        f'"{real}" "$@"; rc=$?\n'
+        'for a; do out="$a"; done\n'
+        f'case "$*" in *{marker}*) truncate -s 100 "$out"; '
+        'echo "Error writing trailer of $out: No space left on device" >&2;; esac\n'
+        "exit $rc\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+def test_disk_full_is_said_once_and_marks_no_clip_failed(tmp_path, monkeypatch):
+    """Case 1: ffmpeg exits 0 on ENOSPC; prepare stops with one "no space left on <mount>" error, the clip
+    it hit keeps its ``raw`` row (no wrong reason), and a rerun with space prepares it."""
+    import pytest
+
+    from emotalker.storage.manifest import Manifest
+    from emotalker.tasks.data import prepare
+    from emotalker.tasks.data.resample import NoSpaceLeft
+
+    monkeypatch.setattr(prepare, "prepare_chunk", prepare.prepare_chunk.fn)
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    for s in ("015", "016", "017"):
+        _clip(raw, s)
+    manifest = Manifest(tmp_path / "manifest.parquet")
+    _, todo = prepare.register_clips(manifest, prepare.mead_clips(raw, ["front"]), 25, 16_000, 1)
+    with monkeypatch.context() as m:
+        _full_disk_ffmpeg(tmp_path, m, "016")
+        with pytest.raises(NoSpaceLeft) as err:
+            prepare.prepare_clips(manifest, todo, out, fps=25, sample_rate=16_000, tolerance=1, workers=1)
+    msg = str(err.value)
+    assert msg.startswith("no space left on /") and "M003_front_angry_level_1_016.mp4" in msg
+    assert "\n" not in msg and msg.count("no space left") == 1
+    rows = {r["clip_id"][-3:]: r for r in Manifest(manifest.path).records()}
+    assert {k: r["status"] for k, r in rows.items()} == {"015": "prepared", "016": "raw", "017": "prepared"}
+    assert rows["016"]["error"] is None
+    assert not list(out.rglob("*016*"))
+    _, todo = prepare.register_clips(manifest, prepare.mead_clips(raw, ["front"]), 25, 16_000, 1)
+    assert [c["clip_id"][-3:] for c in todo] == ["016"]
+    prepare.prepare_clips(manifest, todo, out, fps=25, sample_rate=16_000, tolerance=1, workers=1)
+    assert Manifest(manifest.path).get("M003_front_angry_level_1_016")["status"] == "prepared"
+
+
+def test_no_space_error_survives_pickling(tmp_path):
+    """Prefect keeps a failed flow's exception: the one-line message must come back the same."""
+    import pickle
+
+    from emotalker.tasks.data.resample import NoSpaceLeft
+
+    err = NoSpaceLeft(tmp_path / "x.mp4", "; 2 clip(s) not prepared")
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == str(err) and back.errno == 28
