@@ -115,3 +115,43 @@ def test_no_space_error_survives_pickling(tmp_path):
     err = NoSpaceLeft(tmp_path / "x.mp4", "; 2 clip(s) not prepared")
     back = pickle.loads(pickle.dumps(err))
     assert str(back) == str(err) and back.errno == 28
+
+
+def _actor_tar(path: Path, tag: bytes) -> None:
+    """``M020.tar``: one clip whose video and audio bytes end with ``tag`` (same size for any 1-byte tag)."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for name in ("video/front/angry/level_1/001.mp4", "audio/angry/level_1/001.m4a"):
+            info = tarfile.TarInfo(name)
+            info.size = 8
+            tf.addfile(info, io.BytesIO(b"content" + tag))
+
+
+def test_changed_archive_in_the_mirror_is_fetched_and_extracted_again(tmp_path):
+    """Case 2: replacing ``M020.tar`` by different bytes of the same size (a newer mtime) refetches and
+    re-extracts it; an unchanged mirror stays a no-op."""
+    from emotalker.tasks.data.download import archive_specs, download_archive
+    from emotalker.tasks.data.extract import extract_mead_actor
+
+    mirror, archives, raw = tmp_path / "mirror", tmp_path / "archives", tmp_path / "raw"
+    _actor_tar(mirror / "M020.tar", b"1")
+
+    def run() -> Path:
+        (spec,) = archive_specs(str(mirror), None)
+        return extract_mead_actor(download_archive(spec, archives), raw)
+
+    clip = run() / "video" / "front" / "angry" / "level_1" / "001.mp4"
+    assert clip.read_bytes() == b"content1"
+    before = (archives / "M020.tar").stat().st_mtime_ns
+    run()
+    assert (archives / "M020.tar").stat().st_mtime_ns == before  # unchanged source: not fetched again
+    size = (mirror / "M020.tar").stat().st_size
+    _actor_tar(mirror / "M020.tar", b"2")
+    os.utime(mirror / "M020.tar", ns=(before + 10**9, before + 10**9))
+    assert (mirror / "M020.tar").stat().st_size == size
+    run()
+    assert clip.read_bytes() == b"content2"
+    assert (archives / "M020.tar").read_bytes() == (mirror / "M020.tar").read_bytes()
