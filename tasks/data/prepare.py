@@ -221,19 +221,25 @@ def prepare_clips(
         )
         full = [u for u in updates if "no_space" in u]
         updates = [u for u in updates if "no_space" not in u]
-        if updates:
-            manifest.upsert(updates)
+        note = "free space and rerun prepare"
+        try:
+            if updates:
+                manifest.upsert(updates)
+        except Exception as exc:  # pyarrow's "[Errno 28] Error writing bytes to file" names no file
+            if out_of_space(exc, manifest.path):
+                bar.close()
+                raise NoSpaceLeft(manifest.path, f"; the manifest was not updated: {note}") from exc
+            raise
         bar.update(len(chunk))
+        for u in updates:
+            if u["status"] == "failed":
+                log.warning("clip %s failed: %s", u["clip_id"], u["error"])
         if full:
             bar.close()
             left = len(todo) - i - len(updates)
             raise NoSpaceLeft(
-                Path(full[0]["no_space"]),
-                f"; {left} clip(s) not prepared (none marked failed): free space and rerun prepare",
+                Path(full[0]["no_space"]), f"; {left} clip(s) not prepared (none marked failed): {note}"
             )
-        for u in updates:
-            if u["status"] == "failed":
-                log.warning("clip %s failed: %s", u["clip_id"], u["error"])
     bar.close()
 
 

@@ -54,7 +54,7 @@ def out_of_space(exc: BaseException, where: Path) -> bool:
     """
     if isinstance(exc, NoSpaceLeft) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
         return True
-    if "No space left on device" in str(exc):
+    if "No space left on device" in str(exc) or "[Errno 28]" in str(exc):
         return True
     try:
         return shutil.disk_usage(mount_point(where)).free < LOW_SPACE_BYTES

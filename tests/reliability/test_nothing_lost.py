@@ -155,3 +155,30 @@ def test_changed_archive_in_the_mirror_is_fetched_and_extracted_again(tmp_path):
     run()
     assert clip.read_bytes() == b"content2"
     assert (archives / "M020.tar").read_bytes() == (mirror / "M020.tar").read_bytes()
+
+
+def test_a_manifest_that_cannot_be_written_for_lack_of_space_names_it(tmp_path, monkeypatch):
+    """Case 1, no space at all: pyarrow's "[Errno 28] Error writing bytes to file" names no file; prepare
+    says which file system and which file, once."""
+    import pytest
+
+    from emotalker.storage.manifest import Manifest
+    from emotalker.tasks.data import prepare
+    from emotalker.tasks.data.resample import NoSpaceLeft
+
+    monkeypatch.setattr(prepare, "prepare_chunk", prepare.prepare_chunk.fn)
+    raw = tmp_path / "raw"
+    _clip(raw, "015")
+    manifest = Manifest(tmp_path / "manifest.parquet")
+    _, todo = prepare.register_clips(manifest, prepare.mead_clips(raw, ["front"]), 25, 16_000, 1)
+
+    def full(rows):
+        raise OSError("[Errno 28] Error writing bytes to file")
+
+    monkeypatch.setattr(manifest, "upsert", full)
+    with pytest.raises(NoSpaceLeft) as err:
+        prepare.prepare_clips(
+            manifest, todo, tmp_path / "out", fps=25, sample_rate=16_000, tolerance=1, workers=1
+        )
+    assert str(err.value).startswith("no space left on /") and str(manifest.path) in str(err.value)
+    assert "the manifest was not updated" in str(err.value)
