@@ -182,3 +182,37 @@ def test_a_manifest_that_cannot_be_written_for_lack_of_space_names_it(tmp_path, 
         )
     assert str(err.value).startswith("no space left on /") and str(manifest.path) in str(err.value)
     assert "the manifest was not updated" in str(err.value)
+
+
+def test_a_real_full_file_system_under_ffmpeg(tmp_path, monkeypatch):
+    """Case 1 with the real ffmpeg on a real full file system (a 16 KiB tmpfs; skipped where this process
+    may not mount one): the first clip fills it, prepare says "no space left on <the tmpfs>" once and
+    marks nothing failed."""
+    import pytest
+
+    from emotalker.storage.manifest import Manifest
+    from emotalker.tasks.data import prepare
+    from emotalker.tasks.data.resample import NoSpaceLeft
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(tiny)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        monkeypatch.setattr(prepare, "prepare_chunk", prepare.prepare_chunk.fn)
+        raw = tmp_path / "raw"
+        for s in ("015", "016"):
+            _clip(raw, s)
+        manifest = Manifest(tmp_path / "manifest.parquet")
+        _, todo = prepare.register_clips(manifest, prepare.mead_clips(raw, ["front"]), 25, 16_000, 1)
+        (tiny / "filler").write_bytes(b"\0" * 8192)
+        with pytest.raises(NoSpaceLeft) as err:
+            prepare.prepare_clips(manifest, todo, tiny, fps=25, sample_rate=16_000, tolerance=1, workers=1)
+        assert str(err.value).startswith(f"no space left on {tiny} (writing {tiny}/")
+        assert {r["status"] for r in Manifest(manifest.path).records()} <= {"raw", "prepared"}
+        assert all(r["error"] is None for r in Manifest(manifest.path).records())
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
