@@ -108,8 +108,8 @@ def already_done(d: Path, tracking_uri: str | None = None) -> dict[str, Any] | N
     """The summary of a finished run in ``d`` (marked ``skipped``), None while it is not finished.
 
     With ``tracking_uri``, a run is finished only if the model version its ``done.json`` names is still
-    in that registry (from the same MLflow run); when it is not (a lost or replaced MLflow database) the
-    marker is dropped with a warning and the stage re-registers from its checkpoint.
+    in that registry (from the same MLflow run); when it is not (a lost or replaced MLflow database) it
+    warns and the stage re-registers from its checkpoint (``finish`` rewrites ``done.json``).
     """
     done = d / "done.json"
     if not done.exists():
@@ -127,8 +127,7 @@ def already_done(d: Path, tracking_uri: str | None = None) -> dict[str, Any] | N
             summary.get("run_id"),
             tracking_uri,
         )
-        done.unlink()
-        return None
+        return None  # done.json stays until the new registration rewrites it
     return dict(summary, skipped=True)
 
 
