@@ -56,6 +56,8 @@ FLOWS: dict[str, tuple[str, str]] = {
 }
 
 
+VERIFY_FLOWS = ("features", "face-features", "audio-features")  # flows with a ``verify`` parameter
+
 MODEL_HELP = (
     "registered models to use: current (the newest trained on these data, features and split; default), "
     "a registry alias such as best, or a version number"
@@ -120,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("flow", choices=list(FLOWS), metavar="FLOW", help="the flow to run (listed below)")
     _add_config_args(run)
     run.add_argument("--model", default=None, help=f"evaluate only: {MODEL_HELP}")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="features, face-features, audio-features only: read every stored clip back and recompute "
+        "those whose arrays do not match their checksums",
+    )
 
     show = sub.add_parser(
         "config",
@@ -310,6 +318,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             if name != "evaluate":
                 raise ValueError(f"--model applies to evaluate and generate, not to {name}")
             kwargs["model"] = args.model
+        if getattr(args, "verify", False):
+            if name not in VERIFY_FLOWS:
+                raise ValueError(f"--verify applies to {', '.join(VERIFY_FLOWS)}, not to {name}")
+            kwargs["verify"] = True
     _console_tracebacks(show=args.debug)
     with api_for_cli():
         result = flow(config=args.config, overrides=args.overrides, **kwargs)

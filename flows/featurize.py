@@ -95,8 +95,9 @@ def prepare_family(cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[
     family.prepare(cfg, clips)
 
 
-def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]:
+def compute_families(cfg: PipelineConfig, flow_name: FlowName, verify: bool = False) -> dict[str, Any]:
     """Every registered family of one subflow, in order: stale clips computed on Dask, failures reported.
+    With ``verify``, clips whose stored arrays do not match their checksums are recomputed too.
 
     The result counts clips per family (0 when it was fresh) and the computed and failed ones overall.
     """
@@ -108,7 +109,7 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
     for fam in group:
         if fam.prepare is not None:
             prepare_family(cfg, fam, clips)
-        fp, stale = todo(cfg, fam, clips)
+        fp, stale = todo(cfg, fam, clips, verify)
         logger.info("%s: %d clips, %d to compute (fingerprint %s)", fam.name, len(clips), len(stale), fp)
         # before its Dask work, a missing model would fail every clip alike; fresh clips need no model
         # (and checking the face models imports torch). A missing or replaced model changes the fingerprint.
@@ -127,18 +128,26 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName) -> dict[str, Any]
 
 @pipeline_flow("face-features")
 def face_features_flow(
-    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, verify: bool = False
 ) -> dict[str, Any]:
-    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip."""
-    return compute_families(resolve_config(config, overrides), "face")
+    """3DMM coefficients, 70-dim motion, landmarks and crop parameters for every prepared clip.
+
+    Args:
+        verify: read every stored clip back and recompute those that do not match their checksums.
+    """
+    return compute_families(resolve_config(config, overrides), "face", verify)
 
 
 @pipeline_flow("audio-features")
 def audio_features_flow(
-    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, verify: bool = False
 ) -> dict[str, Any]:
-    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip."""
-    return compute_families(resolve_config(config, overrides), "audio")
+    """HuBERT emotion + content features, k-means content tokens and mel windows for every clip.
+
+    Args:
+        verify: read every stored clip back and recompute those that do not match their checksums.
+    """
+    return compute_families(resolve_config(config, overrides), "audio", verify)
 
 
 def _report(cfg: PipelineConfig, family: str) -> None:
@@ -152,12 +161,15 @@ def _report(cfg: PipelineConfig, family: str) -> None:
 
 @pipeline_flow("features")
 def features_flow(
-    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None
+    config: CredentialFree = "configs/paper.yaml", overrides: Overrides = None, verify: bool = False
 ) -> dict[str, Any]:
     """Both feature families; each subflow can also be rerun on its own to refresh it.
 
     A family whose stores are already fresh is reported here without starting its subflow run, so a
-    rerun with nothing changed costs one flow run and the freshness checks.
+    rerun with nothing changed costs one flow run and the freshness checks (no array is read).
+
+    Args:
+        verify: read every stored clip back (``FeatureStore.verify_clip``) and recompute corrupt ones.
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
@@ -165,8 +177,8 @@ def features_flow(
     out: dict[str, Any] = {}
     for name, subflow in (("face", face_features_flow), ("audio", audio_features_flow)):
         group = families(name)
-        if not all(up_to_date(cfg, fam, clips) for fam in group):
-            out[name] = subflow(config, overrides)
+        if not all(up_to_date(cfg, fam, clips, verify) for fam in group):
+            out[name] = subflow(config, overrides, verify)
         else:
             out[name] = {"clips": len(clips), "computed": 0, "failed": 0, **{f.name: 0 for f in group}}
             _log_fresh(cfg, logger, name, tuple(f.store_names[0] for f in group), len(clips))

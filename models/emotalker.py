@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,7 @@ class EmoTalker(nn.Module):
         mel_windows: np.ndarray | torch.Tensor,
         ratio: np.ndarray | torch.Tensor | None = None,
         lip_batch: int = 256,
+        on_token: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Generate (T, 70) motion for the T video frames (25 fps) of ``mel_windows``, any T.
 
@@ -94,6 +96,7 @@ class EmoTalker(nn.Module):
         (T,) or (T, 1) blink ratio. The lip branch's mapping network takes the face branch's generated
         expression frame by frame. ``self.max_context`` tokens of sliding context
         (``generation.max_context``) keep autoregressive decoding linear in T (None = full context).
+        ``on_token(done, total)`` is called after each decoded token (a caller's progress bar).
         """
         self.eval()
         dev = self.face_mean.device
@@ -143,6 +146,7 @@ class EmoTalker(nn.Module):
             start=start,
             codebook=self.vqvae.quantizer.codebook,
             max_context=self.max_context,
+            on_token=on_token,
         )
         assert idx is not None
         face = self.vqvae.decode_indices(idx, t)[0] * self.face_std + self.face_mean  # (T, 57)

@@ -15,6 +15,7 @@ lengths of each call (8 for 50 Hz audio and l = 4 frames per token).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -342,6 +343,7 @@ class CrossModalTransformer(nn.Module):
         codebook: torch.Tensor | None = None,
         emotion: torch.Tensor | None = None,
         max_context: int | None = None,
+        on_token: Callable[[int, int], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Greedy autoregressive decoding of ``n_tokens`` embeddings.
 
@@ -350,7 +352,7 @@ class CrossModalTransformer(nn.Module):
         own frames). With ``codebook`` (K, D) each prediction is snapped to its nearest code before being
         fed back (what teacher forcing trained on) and the indices are returned too. ``max_context``
         limits the decoder to the last that many inputs (and their audio window): time and memory linear
-        in length.
+        in length. ``on_token(done, n_tokens)`` is called after each token (long audio: a progress bar).
         """
         if n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
@@ -385,6 +387,8 @@ class CrossModalTransformer(nn.Module):
                 out = codebook.to(out.dtype)[idx]
                 indices.append(idx)
             preds.append(out)
+            if on_token is not None:
+                on_token(i + 1, n_tokens)
             if i + 1 < n_tokens:
                 inputs.append((self.token_proj(out) + style_of(i + 1))[:, None])
         pred = torch.stack(preds, dim=1)

@@ -143,3 +143,13 @@ def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path
     result, heavy = run_fresh(code, [json.dumps(ov)], cwd=tmp_path)
     assert result == {"fresh": False, "clips": 1}
     assert heavy == []
+
+
+def test_verify_is_refused_where_it_does_nothing(capsys) -> None:
+    """``--verify`` is a parameter of the feature flows only (issue 30 case 8): elsewhere it is an error."""
+    from emotalker.flows.cli import main
+
+    assert main(["run", "prepare", "--config", "configs/demo.yaml", "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert "--verify applies to features, face-features, audio-features, not to prepare" in err
+    assert err.count("\n") == 1

@@ -247,15 +247,47 @@ def read_done_marker(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_marker(final: Path, sha: str, size: int) -> None:
+def _write_marker(final: Path, sha: str, size: int, source: dict[str, Any] | None) -> None:
     marker = final.with_name(final.name + ".done")
-    write_json_atomic(marker, {"sha256": sha, "size": size, "mtime_ns": final.stat().st_mtime_ns})
+    rec = {"sha256": sha, "size": size, "mtime_ns": final.stat().st_mtime_ns, "source": source}
+    write_json_atomic(marker, rec)
 
 
-def _is_done(spec: ArchiveSpec, final: Path) -> bool:
-    """True when the marker, the file on disk and the spec agree (re-hash only if the mtime moved)."""
+def source_identity(
+    spec: ArchiveSpec, timeout_s: float = 30.0, session: requests.Session | None = None
+) -> dict[str, Any] | None:
+    """What identifies the archive at its source now: size and mtime of a local file, ETag /
+    Last-Modified / Content-Length of a HEAD request; None when the source does not say (or is down).
+
+    A download is complete only for the source it came from: when this changes, it is fetched again.
+    """
+    local = _local_source(spec.url)
+    if local is not None:
+        try:
+            st = local.stat()
+        except OSError:
+            return None
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        resp = (session or requests).head(spec.url, timeout=timeout_s, allow_redirects=True)
+    except Exception:  # noqa: BLE001 - an unreachable source cannot tell us it changed
+        return None
+    if not resp.ok:
+        return None
+    heads = {"etag": "ETag", "last_modified": "Last-Modified", "size": "Content-Length"}
+    ident = {k: resp.headers.get(h) for k, h in heads.items() if resp.headers.get(h)}
+    return ident or None
+
+
+def _is_done(spec: ArchiveSpec, final: Path, source: dict[str, Any] | None = None) -> bool:
+    """True when the marker, the file on disk, the spec and the source agree (re-hash only if the mtime
+    moved); a marker and a ``source`` that both know the source must name the same one."""
     rec = read_done_marker(final)
     if rec is None or not final.is_file():
+        return False
+    if source is not None and rec.get("source") is not None and rec["source"] != source:
+        was = rec["source"]
+        log.warning("%s: its source changed since it was downloaded (%s, was %s)", final, source, was)
         return False
     st = final.stat()
     if rec.get("size") != st.st_size or (spec.size is not None and spec.size != st.st_size):
@@ -266,7 +298,7 @@ def _is_done(spec: ArchiveSpec, final: Path) -> bool:
         return True
     if file_sha256(final) != rec.get("sha256"):
         return False
-    _write_marker(final, rec["sha256"], st.st_size)  # refresh the mtime so the next check is cheap
+    _write_marker(final, rec["sha256"], st.st_size, rec.get("source"))  # the next check is cheap again
     return True
 
 
@@ -390,15 +422,17 @@ def download_archive(
     dest_dir = Path(dest_dir)
     final = dest_dir / spec.name
     part = final.with_name(final.name + ".part")
-    if _is_done(spec, final):
+    source = source_identity(spec, timeout_s, session)
+    if _is_done(spec, final, source):
         log.info("%s: already downloaded", final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     marker = final.with_name(final.name + ".done")
     if marker.exists():
         # Finished once but no longer matches (changed on disk, or the spec's checksum changed): refetch.
-        log.warning("%s: existing file does not match its .done marker or the spec; fetching again", final)
+        log.warning("%s: does not match its .done marker, the spec or its source; fetching again", final)
         final.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)  # bytes of the old source must not be resumed from
         marker.unlink()
     elif final.exists():
         # Renamed into place but killed before the marker was written: verify by resuming from it.
@@ -439,7 +473,7 @@ def download_archive(
         part.unlink()
         raise ChecksumError(final, "sha256", spec.sha256, sha)
     os.replace(part, final)
-    _write_marker(final, sha, size)
+    _write_marker(final, sha, size, source)
     return final
 
 

@@ -14,7 +14,7 @@ from prefect import task
 from emotalker.configs.fingerprint import digest
 from emotalker.storage.manifest import Manifest, clip_id_for
 from emotalker.tasks.data.extract import scan_mead_tree
-from emotalker.tasks.data.resample import prepare_clip
+from emotalker.tasks.data.resample import NoSpaceLeft, out_of_space, prepare_clip
 from emotalker.tasks.media import MediaError
 from emotalker.tasks.progress import progress_bar
 
@@ -91,8 +91,11 @@ def prepare_one(
             max_mismatch_frames=tolerance,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of one clip is that clip's record, not the run's
+        full = out_of_space(exc, base)
         for partial in (video, audio):  # the actor's folder stays: other clips may be writing into it
             partial.unlink(missing_ok=True)
+        if full:  # the disk's failure, not the clip's: the row stays as it was, a rerun prepares it
+            return {"clip_id": clip["clip_id"], "no_space": str(getattr(exc, "where", base))}
         error = str(exc) if isinstance(exc, MediaError | OSError) else f"{clip['video_path']}: {exc!r}"
         update.update(status="failed", error=error, prepared_video=None, prepared_audio=None)
         return update
@@ -124,17 +127,43 @@ def prepare_chunk(
         return list(pool.map(lambda c: prepare_one(c, prepared_root, fps, sample_rate, tolerance), clips))
 
 
+def escaped(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name written as ``\\xff`` (storable, printable)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _bad_name(clip: dict[str, Any]) -> str | None:
+    """The escaped path of the clip's first file whose name is not UTF-8 (the manifest cannot hold it)."""
+    for key in ("video_path", "audio_path"):
+        path = clip.get(key)
+        if path is None:
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            return escaped(str(path))
+    return None
+
+
 def mead_clips(raw_root: Path, views: Sequence[str], max_clips: int | None = None) -> list[dict[str, Any]]:
     """Every MEAD clip under ``raw_root`` as a clip record (``clip_id``, paths as strings), by clip id,
-    the first ``max_clips`` only when set."""
+    the first ``max_clips`` only when set.
+
+    A clip whose file name is not UTF-8 comes back with its names escaped, ``status: failed`` and the
+    reason in ``error``: it cannot be stored or passed on as it is, and it must not stop the other clips.
+    """
     found = scan_mead_tree(raw_root, views=tuple(views))
     if not found:
         raise FileNotFoundError(f"no MEAD clips under {raw_root} for views {views}")
     clips = []
     for c in found:
-        clip = dict(c, clip_id=clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], c["sentence"]))
-        clip["video_path"] = str(clip["video_path"])
-        clip["audio_path"] = str(clip["audio_path"]) if clip.get("audio_path") else None
+        bad = _bad_name(c)
+        clip = dict(c, sentence=escaped(c["sentence"]))
+        clip["clip_id"] = clip_id_for(c["actor"], c["view"], c["emotion"], c["level"], clip["sentence"])
+        clip["video_path"] = escaped(str(clip["video_path"]))
+        clip["audio_path"] = escaped(str(clip["audio_path"])) if clip.get("audio_path") else None
+        if bad is not None:
+            clip.update(status="failed", error=f"{bad}: file name is not valid UTF-8; rename the file")
         clips.append(clip)
     clips.sort(key=lambda c: c["clip_id"])
     return clips[:max_clips] if max_clips is not None else clips
@@ -144,14 +173,19 @@ def register_clips(
     manifest: Manifest, clips: list[dict[str, Any]], fps: int, sample_rate: int, tolerance: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Record clips new to the manifest as ``raw``; returns them and the clips whose inputs or settings
-    changed since they were prepared (or that never were)."""
-    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest]
-    if new:
-        manifest.upsert(new)
+    changed since they were prepared (or that never were). Clips failed already (a non-UTF-8 file name)
+    are recorded failed with their reason and never prepared."""
+    new = [dict(c, status="raw") for c in clips if c["clip_id"] not in manifest and "error" not in c]
+    refused = [c for c in clips if "error" in c]
+    if new or refused:
+        manifest.upsert(new + [dict(c, prepared_video=None, prepared_audio=None) for c in refused])
+    for c in refused:
+        log.warning("clip %s failed: %s", c["clip_id"], c["error"])
     todo = [
         c
         for c in clips
-        if needs_prepare(manifest.get(c["clip_id"]), prepare_fingerprint(c, fps, sample_rate, tolerance))
+        if "error" not in c
+        and needs_prepare(manifest.get(c["clip_id"]), prepare_fingerprint(c, fps, sample_rate, tolerance))
     ]
     return new, todo
 
@@ -167,7 +201,12 @@ def prepare_clips(
     workers: int,
 ) -> None:
     """Prepare ``todo`` in chunks of :data:`CHUNK` (one ``prepare_chunk`` task each), the manifest updated
-    after each chunk; a failed clip is logged and recorded, never raised."""
+    after each chunk; a failed clip is logged and recorded, never raised.
+
+    A full disk stops the run with one :class:`NoSpaceLeft` naming the file system, after recording the
+    clips prepared so far; the clips it hit keep their rows unchanged (a rerun after freeing space
+    prepares them), none is marked failed for it.
+    """
     bar = progress_bar(len(todo), "prepare", unit="clip")
     for i in range(0, len(todo), CHUNK):
         chunk = todo[i : i + CHUNK]
@@ -180,11 +219,27 @@ def prepare_clips(
             workers=workers,
             chunk_name=f"{i // CHUNK:04d}",
         )
-        manifest.upsert(updates)
+        full = [u for u in updates if "no_space" in u]
+        updates = [u for u in updates if "no_space" not in u]
+        note = "free space and rerun prepare"
+        try:
+            if updates:
+                manifest.upsert(updates)
+        except Exception as exc:  # pyarrow's "[Errno 28] Error writing bytes to file" names no file
+            if out_of_space(exc, manifest.path):
+                bar.close()
+                raise NoSpaceLeft(manifest.path, f"; the manifest was not updated: {note}") from exc
+            raise
         bar.update(len(chunk))
         for u in updates:
             if u["status"] == "failed":
                 log.warning("clip %s failed: %s", u["clip_id"], u["error"])
+        if full:
+            bar.close()
+            left = len(todo) - i - len(updates)
+            raise NoSpaceLeft(
+                Path(full[0]["no_space"]), f"; {left} clip(s) not prepared (none marked failed): {note}"
+            )
     bar.close()
 
 

@@ -6,6 +6,8 @@ written to a temporary name and renamed, so a killed job never leaves a file tha
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -15,6 +17,49 @@ import numpy as np
 
 from emotalker.storage.files import atomic_path
 from emotalker.tasks.media import MediaError, count_video_frames
+
+LOW_SPACE_BYTES = 1 << 20  # a failure with less than this free beside the outputs is the disk's fault
+
+
+class NoSpaceLeft(OSError):
+    """The file system of an output is full: no clip's fault, so no clip is marked failed for it."""
+
+    def __init__(self, where: Path, note: str = "") -> None:
+        self.message = f"no space left on {mount_point(where)} (writing {where}){note}"
+        super().__init__(errno.ENOSPC, self.message)
+        self.where, self.note = where, note
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # pickled by Prefect's results
+        return (NoSpaceLeft, (self.where, self.note))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point holding ``path`` (its closest existing ancestor's file system)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def out_of_space(exc: BaseException, where: Path) -> bool:
+    """True when ``exc`` (or the state of the disk after it) says the output's file system is full.
+
+    ffmpeg exits 0 on ENOSPC and a truncated file then fails later as "Invalid data" or a libsndfile
+    error, so besides errno 28 the free space left beside the output decides.
+    """
+    if isinstance(exc, NoSpaceLeft) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return True
+    if "No space left on device" in str(exc) or "[Errno 28]" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(mount_point(where)).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -34,8 +79,12 @@ def _ffmpeg() -> str:
 
 
 def _run_ffmpeg(args: list[str], what: Path) -> None:
+    """Run ffmpeg on ``what``; its last argument is the output, checked for ENOSPC even on exit 0."""
     cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, errors="replace")
+    out = Path(args[-1])
+    if "No space left on device" in proc.stderr or (proc.returncode == 0 and not out.is_file()):
+        raise NoSpaceLeft(out)  # ffmpeg exits 0 when the disk fills: its stderr says so
     if proc.returncode != 0:
         msg = proc.stderr.strip().splitlines()[-3:] if proc.stderr.strip() else ["(no message)"]
         raise MediaError(f"{what}: ffmpeg failed: {' | '.join(msg)}")

@@ -11,6 +11,7 @@ are kept across batches; SyncNet's crops are made in a second pass over the rend
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,17 @@ from emotalker.tasks.evaluation.sync import (
 )
 from emotalker.tasks.features.face_coeffs import LandmarkDetector
 from emotalker.tasks.media import iter_video_frames, probe_video
+
+log = logging.getLogger(__name__)
+
+
+def skip_metric(row: dict[str, Any], metric: str, exc: Exception) -> None:
+    """Record on one clip's row that ``metric`` could not be computed for it and why (``skipped``): the
+    clip's other metrics and the run go on, and the means leave the clip out of that metric."""
+    note = f"{metric}: {exc}"
+    row["skipped"] = f"{row['skipped']}; {note}" if row.get("skipped") else note
+    log.warning("%s skipped for this clip: %s", metric, exc)
+
 
 EVAL_SIZE = 256  # LMD on aligned 256 x 256 crops, as EAT
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the real video's pixels (may leave the frame)
@@ -133,11 +145,14 @@ def compare_videos(
         out["emotion_image"] = max(set(emo_pred), key=emo_pred.count)
         out["emotion_real_video"] = max(set(emo_real), key=emo_real.count)
     if models.syncnet is not None:
-        out.update(
-            rendered_sync(
-                rendered, real, audio, np.concatenate(boxes), models, box=box, batch_size=batch_size
+        try:
+            out.update(
+                rendered_sync(
+                    rendered, real, audio, np.concatenate(boxes), models, box=box, batch_size=batch_size
+                )
             )
-        )
+        except ValueError as exc:  # e.g. a face track too short for SyncNet's filter: this clip's Sync only
+            skip_metric(out, "Sync", exc)
     return out
 
 

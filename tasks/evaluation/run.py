@@ -33,6 +33,7 @@ from emotalker.tasks.evaluation.rendered import (
     ImageMetricModels,
     compare_videos,
     missing_renderer_files,
+    skip_metric,
     video_source,
 )
 from emotalker.tasks.evaluation.report import write_report
@@ -247,7 +248,10 @@ def _evaluate_one(
         log.warning("skipping %s: %s", cid, exc)
         return None
     if g.bfm is not None:
-        res.update(landmark_metrics(g.bfm, res["motion"], feats["motion"], feats["coeffs"]))
+        try:
+            res.update(landmark_metrics(g.bfm, res["motion"], feats["motion"], feats["coeffs"]))
+        except ValueError as exc:  # one clip's metric, not the run's
+            skip_metric(res, "landmark metrics", exc)
     video, box = None, None
     if g.renderer is not None and setting == "neutral":  # renders show the neutral setting's motion
         source = g.renderer.source(r["actor"], g.ref_clips[r["actor"]])
@@ -260,16 +264,19 @@ def _evaluate_one(
             log.warning("%s: no rendered video %s", cid, video)
             video = None
     if video is not None and g.image_models is not None:
-        res.update(
-            compare_videos(
-                video,
-                Path(r["prepared_video"]),
-                Path(r["prepared_audio"]),
-                g.image_models,
-                box=box,
-                max_frames=max_frames,
+        try:
+            res.update(
+                compare_videos(
+                    video,
+                    Path(r["prepared_video"]),
+                    Path(r["prepared_audio"]),
+                    g.image_models,
+                    box=box,
+                    max_frames=max_frames,
+                )
             )
-        )
+        except ValueError as exc:  # an unreadable or empty video: this clip's image metrics only
+            skip_metric(res, "image metrics", exc)
         if g.renderer is not None and len(logged) < cfg.eval.log_videos:
             logged.append(video)
     np.save(g.out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion"))

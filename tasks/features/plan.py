@@ -7,6 +7,7 @@ The flows only ask this module what to compute; the fingerprints themselves are 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from emotalker.configs.schema import PipelineConfig
@@ -14,6 +15,8 @@ from emotalker.storage.failures import load_failures
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.spec import FeatureFamily
+
+log = logging.getLogger(__name__)
 
 
 def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
@@ -31,12 +34,16 @@ def store_root(cfg: PipelineConfig) -> StoreRoot:
     return StoreRoot.from_paths(cfg.paths)
 
 
-def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str) -> list[dict[str, Any]]:
+def pending(
+    cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str, verify: bool = False
+) -> list[dict[str, Any]]:
     """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped.
 
     Each comes back with ``in_store``: False when the store holds no object of it (one listing tells),
     so its writer skips clearing an earlier version (``write_clip(replace=False)``) and this check skips
-    reading its metadata.
+    reading its metadata. With ``verify`` every fresh clip is read back whole and checked against its
+    arrays' checksums (``FeatureStore.verify_clip``): a corrupt one is stale too. Without it a no-op rerun
+    reads no array.
     """
     store = store_root(cfg).store(family)
     failed = load_failures(store_root(cfg), family)
@@ -50,18 +57,22 @@ def pending(cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: s
             out.append(dict(c, in_store=False))
         elif not store.has_clip(cid, fp):
             out.append(dict(c, in_store=True))
+        elif verify and (bad := store.verify_clip(cid)):
+            log.warning("%s store: clip %s has corrupt arrays %s: recomputing it", family, cid, bad)
+            out.append(dict(c, in_store=True))
     return out
 
 
 def todo(
-    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]]
+    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], verify: bool = False
 ) -> tuple[str, list[dict[str, Any]]]:
     """The family's fingerprint and the clips missing or stale in any of its stores (one run writes them
     all), less those whose inputs (``family.needs``) are not fresh yet. A clip is marked ``in_store``
-    False only when none of the stores holds anything of it (a store that holds it fresh does)."""
+    False only when none of the stores holds anything of it (a store that holds it fresh does).
+    ``verify``: corrupt clips count as stale (see :func:`pending`)."""
     fp = family.fingerprint(cfg)
     stale = {
-        name: {c["clip_id"]: c["in_store"] for c in pending(cfg, name, clips, fp)}
+        name: {c["clip_id"]: c["in_store"] for c in pending(cfg, name, clips, fp, verify)}
         for name in family.store_names
     }
     ids = {cid for per_store in stale.values() for cid in per_store}
@@ -75,8 +86,10 @@ def todo(
     ]
 
 
-def up_to_date(cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]]) -> bool:
+def up_to_date(
+    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], verify: bool = False
+) -> bool:
     """True when running the family would compute nothing (its ``prepare`` output included)."""
     if family.prepared is not None and not family.prepared(cfg):
         return False
-    return not todo(cfg, family, clips)[1]
+    return not todo(cfg, family, clips, verify)[1]

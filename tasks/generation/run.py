@@ -25,8 +25,30 @@ from emotalker.tasks.generation.animate import (
 )
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.generation.render import load_renderer, prepare_source
+from emotalker.tasks.progress import progress_bar
 
 log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
+
+SILENT_DBFS = -60.0  # a 40 ms frame quieter than this (RMS) is silence: room noise, hiss, hum
+SILENT_SHARE = 0.02  # speech with at most this share of sounding frames is silent "or nearly"
+
+
+def silence_warning(wave: Any, audio: str | Path) -> str | None:
+    """The warning for speech that is silent or nearly (at most 2 % of its 40 ms frames reach -60 dBFS
+    RMS), else None: a long silent file still costs the whole generation, and the face will not talk."""
+    import numpy as np
+
+    w = np.asarray(wave, dtype=np.float64)
+    n = max(1, len(w) // 640)
+    frames = np.resize(w, n * 640).reshape(n, 640) if len(w) >= 640 else w[None]
+    level = 20 * np.log10(np.sqrt(np.mean(frames * frames, axis=1)) + 1e-12)
+    sounding = float(np.mean(level >= SILENT_DBFS))
+    if sounding > SILENT_SHARE:
+        return None
+    return (
+        f"{audio}: the speech is silent or nearly ({100 * sounding:.1f}% of {len(w) / 16_000:.0f} s above "
+        f"{SILENT_DBFS:.0f} dBFS): the face will barely move; generating anyway"
+    )
 
 
 def stored_kmeans(cfg: PipelineConfig) -> Any:
@@ -64,6 +86,12 @@ def generate_from_image(
     device = cfg.torch_device()
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
+    seconds = len(wave) / 16_000
+    log.info(
+        "generate: %.1f s of speech -> %d frames; checking the inputs and models", seconds, len(wave) // 640
+    )
+    if (silent := silence_warning(wave, audio)) is not None:
+        log.warning(silent)
     bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
     km = stored_kmeans(cfg)
     mode = mode or cfg.render.mode
@@ -72,15 +100,31 @@ def generate_from_image(
     reference = identity["motion"]
     if emotion_reference is not None:  # before any stage-2 model is loaded: a bad file fails fast
         reference = driving_motion(Path(emotion_reference), cfg, device)
+    log.info("generate: HuBERT features and tokens of %.1f s of speech", seconds)
     feats = audio_features(wave, cfg, device, km)
     generator, versions = load_emotalker(cfg, model, device)
-    motion = generator.generate(reference, feats["audio"], feats["tokens"], feats["mel"])
+    log.info("generate: decoding motion (autoregressive, one token at a time)")
+    bar = progress_bar(None, "generate motion", unit="token", every_s=5.0)
+
+    def on_token(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(1)
+
+    try:
+        motion = generator.generate(
+            reference, feats["audio"], feats["tokens"], feats["mel"], on_token=on_token
+        )
+    finally:
+        bar.close()
+    log.info("generate: rendering %d frames (%s)", len(motion), mode)
     outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
     source = prepare_source(img, cfg, mode)
     outputs |= save_video_outputs(
         Path(out_dir), renderer, source, motion, Path(audio), mode=mode, batch_size=cfg.render.batch_size
     )
     summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
+    if silent is not None:
+        summary["audio_warning"] = silent
     summary["reference"] = (
         f"driving frames: {emotion_reference} ({len(reference)} frames)"
         if emotion_reference is not None

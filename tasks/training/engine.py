@@ -27,7 +27,12 @@ from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, model_summary
 from emotalker.tasks.training.loop import LossFn, TrainResult, ValFn, run_training
 from emotalker.tasks.training.plots import loss_curves
-from emotalker.tasks.training.registry import data_fingerprints, log_and_register, registered_name
+from emotalker.tasks.training.registry import (
+    data_fingerprints,
+    is_registered,
+    log_and_register,
+    registered_name,
+)
 
 GPU_LIMIT = "gpu"
 
@@ -101,12 +106,31 @@ def cpu_threads(cfg: PipelineConfig) -> int:
     return cfg.train.cpu_threads or len(os.sched_getaffinity(0))
 
 
-def already_done(d: Path) -> dict[str, Any] | None:
-    """The summary of a finished run in ``d`` (marked ``skipped``), None while it is not finished."""
+def already_done(d: Path, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """The summary of a finished run in ``d`` (marked ``skipped``), None while it is not finished.
+
+    With ``tracking_uri``, a run is finished only if the model version its ``done.json`` names is still
+    in that registry (from the same MLflow run); when it is not (a lost or replaced MLflow database) it
+    warns and the stage re-registers from its checkpoint (``finish`` rewrites ``done.json``).
+    """
     done = d / "done.json"
-    if done.exists():
-        return dict(json.loads(done.read_text()), skipped=True)
-    return None
+    if not done.exists():
+        return None
+    summary = json.loads(done.read_text())
+    reg = summary.get("registered") or {}
+    if tracking_uri is not None and not is_registered(
+        tracking_uri, reg.get("name", "?"), reg.get("version", "?"), summary.get("run_id")
+    ):
+        get_run_logger().warning(
+            "%s: %s version %s (run %s) is not in the registry at %s: re-registering it from its checkpoint",
+            d,
+            reg.get("name"),
+            reg.get("version"),
+            summary.get("run_id"),
+            tracking_uri,
+        )
+        return None  # done.json stays until the new registration rewrites it
+    return dict(summary, skipped=True)
 
 
 def finish(
@@ -167,7 +191,7 @@ def run_stage(
     logger = log
     device = cfg.torch_device()
     d = ckpt_dir(cfg, stage.name, spec.fingerprint)
-    if (done := already_done(d)) is not None:
+    if (done := already_done(d, cfg.mlflow.tracking_uri)) is not None:
         logger.info("%s %s already trained: %s", stage.name, spec.fingerprint, d)
         return done
     torch.manual_seed(spec.hparams.seed)

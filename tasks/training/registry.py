@@ -202,6 +202,22 @@ def log_and_register(
     return {"name": registered_name, "version": version, "alias_moved": promoted, "alias_reason": reason}
 
 
+def is_registered(tracking_uri: str, registered_name: str, version: str, run_id: str | None = None) -> bool:
+    """True when ``registered_name`` version ``version`` is in the registry (and came from ``run_id``).
+
+    A stage's ``done.json`` only says what was registered once; a lost or replaced MLflow database makes
+    that claim false, and a stage is done only when its registered model exists.
+    """
+    if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
+        if not Path(tracking_uri[len("sqlite:///") :]).expanduser().is_file():
+            return False  # a lost database: asking MLflow would create an empty one here
+    try:
+        v = MlflowClient(tracking_uri).get_model_version(registered_name, str(version))
+    except MlflowException:
+        return False
+    return run_id is None or v.run_id == run_id
+
+
 def set_alias(tracking_uri: str, registered_name: str, version: str, alias: str) -> None:
     """Point ``registered_name@alias`` at ``version`` (e.g. a reused stage joining an ablation row)."""
     MlflowClient(tracking_uri).set_registered_model_alias(registered_name, alias, str(version))

@@ -109,3 +109,14 @@ def test_crop_resize_pads_outside_the_frame():
     out = crop_resize(frame, (-10, 0, 10, 20), size=20)
     assert out.shape == (1, 20, 20, 3)
     assert (out[0, :10, :10] == 0).all() and (out[0, :10, 10:] == 200).all() and (out[0, 10:] == 0).all()
+
+
+def test_a_metric_that_cannot_be_computed_is_skipped_for_that_clip_only(tmp_path, real_clip):
+    """Issue 30 case 7: a face track too short for SyncNet (5 < 7 frames) skips Sync for this clip, with
+    the reason on its row; its other image metrics are kept and nothing is raised."""
+    models = ImageMetricModels(SquareDetector(), syncnet=object())  # SyncNet never reached
+    crop = tmp_path / "crop.mp4"
+    write_mp4(square_frames(12, (256, 256), (128, 128), 25.6), crop, fps=25)
+    res = compare_videos(crop, real_clip, tmp_path / "unused.wav", models, box=BOX, max_frames=5)
+    assert res["image_frames"] == 5 and res["f_lmd"] < 1.0 and "sync" not in res
+    assert res["skipped"].startswith("Sync: face track of 5 frames")

@@ -124,3 +124,36 @@ def test_arrays_that_break_the_declaration_are_refused_before_writing(tmp_path: 
     assert not bad["ok"] and "toy_energy/bad/energy has shape (8, 1), expected (T, 2)" in bad["error"]
     assert good["ok"]
     assert root.store("toy_energy").clip_ids(complete_only=False) == ["good"]
+
+
+def test_a_corrupt_clip_is_found_by_verify_and_recomputed(tmp_path: Path, toy_family) -> None:
+    """Issue 30 case 8: a lost chunk of one clip is not seen by a plain rerun (which reads no array), is
+    found by ``verify`` and recomputed; reading it before fails in one line naming the clip and array."""
+    from emotalker.flows.cli import _one_line
+    from emotalker.storage.zarr_store import CorruptClipError
+
+    cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
+    clips = [{"clip_id": f"c{i}", "n_frames": 6 + i} for i in range(3)]
+    fp, stale = todo(cfg, toy_family, clips)
+    root = store_root(cfg)
+    compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)
+    store = root.store("toy_energy")
+    chunks = [p for p in Path(tmp_path).rglob("*") if p.is_file() and "c1" in p.parts and "energy" in p.parts]
+    chunks = [p for p in chunks if not p.name.endswith(".json")]
+    assert chunks, "the toy store wrote no chunk file for c1"
+    for p in chunks:
+        p.write_bytes(b"\0" * p.stat().st_size)  # damaged on disk, same size
+
+    with pytest.raises(CorruptClipError) as err:
+        WindowDataset({"energy": (store, "energy", 2)}, ["c1"], window=4, hop=4)[0]
+    line = _one_line(err.value)
+    assert "'c1'" in line and "'energy'" in line and "--verify" in line and "\n" not in str(err.value)
+
+    assert todo(cfg, toy_family, clips)[1] == []  # a plain rerun reads no array: no-op
+    fp, stale = todo(cfg, toy_family, clips, verify=True)
+    assert stale == [dict(clips[1], in_store=True)]
+    assert [s["ok"] for s in compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)] == [
+        True
+    ]
+    assert root.store("toy_energy").verify_clip("c1") == []
+    assert todo(cfg, toy_family, clips, verify=True)[1] == []

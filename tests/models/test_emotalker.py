@@ -176,3 +176,15 @@ def test_driving_frames_stand_in_for_the_reference_frame_by_frame() -> None:
     )
     with pytest.raises(ValueError, match="driving frames"):
         model.generate(np.zeros((t, 57), np.float32), audio, tokens, mel)
+
+
+def test_generate_reports_each_decoded_token() -> None:
+    """Issue 30 case 10: long audio decodes for minutes, so each token is reported as it is decoded (the
+    generate command's progress bar); the callback changes nothing in the output."""
+    model = make()
+    seen: list[tuple[int, int]] = []
+    x = inputs(37)
+    with_bar = model.generate(**x, on_token=lambda done, total: seen.append((done, total)))
+    n_tok = model.vqvae.n_tokens(37)
+    assert seen == [(i, n_tok) for i in range(1, n_tok + 1)] and n_tok > 1
+    np.testing.assert_array_equal(with_bar, model.generate(**x))

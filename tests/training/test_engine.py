@@ -133,3 +133,44 @@ def test_a_registered_toy_stage_trains_registers_resumes_and_skips(
 
     again = train_toy(cfg)
     assert again["skipped"] is True and again["run_id"] == out["run_id"]
+
+
+def _lose_database(db: Path) -> None:
+    """Delete the MLflow database as a user would between commands: this process's pooled connections
+    (which keep the deleted file open) go too, as they would with a new process."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    db.unlink()
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    for store in (TrackingStore, RegistryStore):
+        with store._engine_map_lock:
+            for engine in store._engine_map.values():
+                engine.dispose()
+            store._engine_map.clear()
+
+
+def test_a_lost_mlflow_database_is_not_a_dead_end(
+    tmp_path: Path, prefect_server: None, toy_stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 30 case 9: with the MLflow database deleted, a finished stage's ``done.json`` no longer
+    counts: the rerun says so, registers the checkpoint again (same weights) and the model loads."""
+    cfg = _config(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        out = train_toy(cfg)
+        _lose_database(tmp_path / "mlflow.db")
+        with caplog.at_level("WARNING"):
+            again = train_toy(cfg)
+    finally:
+        torch.set_num_threads(before)
+    assert "skipped" not in again and again["registered"]["version"] == "1"
+    assert again["steps"] == out["steps"] == 12 and again["run_id"] != out["run_id"]
+    assert "is not in the registry" in caplog.text and "re-registering" in caplog.text
+    state, _, version, _ = load_registered(cfg, "toy")
+    best = load_checkpoint(Path(out["checkpoint_dir"]) / "best.pt")["model"]
+    assert all(torch.equal(state[k], best[k]) for k in best)
+    assert train_toy(cfg)["skipped"] is True  # registered again: a no-op rerun
