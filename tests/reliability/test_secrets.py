@@ -73,6 +73,15 @@ def test_every_deployed_flow_refuses_credentials_in_its_parameter_schema():
                 "overrides[1]",
             ),
             ({"config": f"s3://b/demo.yaml?token={secret}"}, "config"),
+            (  # issue 30 case 6: an authorization header deep in storage options
+                {
+                    "overrides": [
+                        "paths.storage_options={client_kwargs: {headers: "
+                        f"{{Authorization: 'Bearer {secret}'}}}}}}"
+                    ]
+                },
+                "overrides[0]",
+            ),
         ):
             with pytest.raises(ValidationError) as refused:
                 validate(params, schema, raise_on_error=True)
