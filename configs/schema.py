@@ -214,13 +214,21 @@ class TransformerConfig(_Strict):
 class LipConfig(_Strict):
     """Lip branch (Sec. 3.4): Wav2Lip-style audio encoder -> 64 exp -> 13 lip coefficients."""
 
-    audio_embed: int = Field(512, ge=1)
     lip_mix: float = Field(0.2, ge=0, le=1)  # Eq. 10
-    mel_frames: int = Field(16, ge=1)  # 0.2 s of mel per video frame
-    mel_bins: int = Field(80, ge=1)
-    # SadTalker's audio2exp checkpoint (auido2exp_00300-model.pth): Phi_A and Phi_M1 start from it;
-    # None: random initialisation. Phi_M2 (mapping2) is always new.
-    init_checkpoint: Path | None = None
+    # SadTalker's audio2exp: auido2exp_00300-model.pth or the audio2exp. part of SadTalker_V0.0.2_256.safetensors
+    # (both from SadTalker's releases). Phi_A and Phi_M1 start from it; Phi_M2 (mapping2) is always new.
+    # null: Phi_A and Phi_M1 train from random weights on MEAD alone (needs freeze_audio_encoder: false)
+    init_checkpoint: Path | None = Path("assets/sadtalker/SadTalker_V0.0.2_256.safetensors")
+    freeze_audio_encoder: bool = True  # Phi_A keeps SadTalker's weights (the authors' requires_grad = False)
+
+    @model_validator(mode="after")
+    def _frozen_needs_weights(self) -> LipConfig:
+        if self.freeze_audio_encoder and self.init_checkpoint is None:
+            raise ValueError(
+                "lip.freeze_audio_encoder=true needs lip.init_checkpoint (a frozen random encoder learns "
+                "nothing); set lip.freeze_audio_encoder=false to train the lip branch from scratch"
+            )
+        return self
 
 
 Beta = Annotated[float, Field(ge=0, lt=1)]  # an Adam beta
