@@ -103,8 +103,6 @@ class DataConfig(_Strict):
     test_actors: list[str] = list(DEFAULT_TEST_ACTORS)
     val_actors: list[str] = []
     val_fraction: float = Field(0.05, ge=0, lt=1)  # of train clips, when val_actors is empty
-    fps: int = Field(25, ge=1)
-    sample_rate: int = Field(16_000, ge=1)
     max_clips: int | None = Field(None, ge=1)  # cap for quick runs
     max_av_mismatch_frames: int = Field(1, ge=0)  # audio/video length disagreement tolerated (then trimmed)
     workers: int = Field(2, ge=1)  # parallel clip preparation
@@ -185,7 +183,6 @@ class VQVAEConfig(_Strict):
     ema_decay: float = Field(0.99, gt=0, lt=1)
     commitment_beta: float = Field(0.2, ge=0)
     emotion_weight: float = Field(0.2, ge=0)
-    num_emotions: int = Field(8, ge=1)
     emotion_head: bool = True  # ablation switch (Table 3)
     dead_threshold: float = Field(1.0, ge=0)  # EMA count under which a code is reset to a batch vector
 
