@@ -186,9 +186,7 @@ class CrossModalTransformer(nn.Module):
         return cls(**kwargs)
 
     # ---- embeddings ----------------------------------------------------------------------------------
-    def style(
-        self, reference: torch.Tensor | None, batch: int
-    ) -> torch.Tensor:
+    def style(self, reference: torch.Tensor | None, batch: int) -> torch.Tensor:
         """Start/style embedding (B, d_model) from the stage-1 encoding of the reference (B, code_dim), or
         one per token (B, N, d_model) from per-token encodings (B, N, code_dim): emotional driving frames."""
         if self.style_from_reference:

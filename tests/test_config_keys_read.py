@@ -52,7 +52,9 @@ def section_classes(section: str) -> list[str]:
     cls: type[BaseModel] = PipelineConfig
     for part in filter(None, section.split(".")):
         cls = cls.model_fields[part].annotation  # type: ignore[assignment]
-    return [c.__name__ for c in cls.__mro__ if issubclass(c, BaseModel) and not c.__name__.startswith("_")][:-1]
+    return [c.__name__ for c in cls.__mro__ if issubclass(c, BaseModel) and not c.__name__.startswith("_")][
+        :-1
+    ]
 
 
 def section_expr(section: str, source: str) -> str:
@@ -70,9 +72,7 @@ def section_names(section: str, source: str) -> set[str]:
         names |= set(re.findall(rf"\b(\w+)\s*=\s*[\w.]*{section_expr(section, source)}{END}", source))
     while True:
         more = {
-            m
-            for n in names
-            for m in re.findall(rf"\b(\w+)\s*=\s*[\w.]*\b{n}(?![\w.(\[])", source)
+            m for n in names for m in re.findall(rf"\b(\w+)\s*=\s*[\w.]*\b{n}(?![\w.(\[])", source)
         } - names
         if not more:
             return names
@@ -114,7 +114,8 @@ def test_the_check_reads_the_full_path_not_the_leaf_name() -> None:
     assert not is_read("audio.seed", source) and not is_read("transformer.lip_mix", source)
     hp = "x = Plan(hparams=cfg.train.lip)\ndef g(p):\n    return p.hparams.window\n"
     assert is_read("train.lip.window", hp) and not is_read("train.vqvae.window", hp)
-    dump = "net = LipBranch(**cfg.lip.model_dump())\nclass LipBranch:\n    def __init__(self, lip_mix=0.2): ...\n"
+    dump = "net = LipBranch(**cfg.lip.model_dump())\n"
+    dump += "class LipBranch:\n    def __init__(self, lip_mix=0.2): ...\n"
     assert is_read("lip.lip_mix", dump) and not is_read("vqvae.lip_mix", dump)
     assert not is_read(
         "data.workers", FIELD_DEFINITION.sub("", "class A:\n    workers: int = Field(0, ge=0)\n")

@@ -51,7 +51,9 @@ def test_paper_config_starts_the_lip_branch_from_sadtalker_with_phi_a_frozen() -
     from emotalker.configs.schema import resolve_config_path
 
     for lip in (load_config(resolve_config_path("paper"), []).lip, PipelineConfig().lip):
-        assert lip.init_checkpoint is not None and lip.init_checkpoint.name == "SadTalker_V0.0.2_256.safetensors"
+        assert (
+            lip.init_checkpoint is not None and lip.init_checkpoint.name == "SadTalker_V0.0.2_256.safetensors"
+        )
         assert lip.freeze_audio_encoder
     with pytest.raises(Exception, match="lip.freeze_audio_encoder=false"):  # frozen random weights: refused
         LipConfig(init_checkpoint=None)
