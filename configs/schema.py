@@ -213,7 +213,8 @@ class LipConfig(_Strict):
 
     lip_mix: float = Field(0.2, ge=0, le=1)  # Eq. 10
     # SadTalker's audio2exp: auido2exp_00300-model.pth or the audio2exp. part of
-    # SadTalker_V0.0.2_256.safetensors (both from SadTalker's releases). Phi_A and Phi_M1 start from it; Phi_M2 (mapping2) is always new.
+    # SadTalker_V0.0.2_256.safetensors (both from SadTalker's releases). Phi_A and Phi_M1 start from it;
+    # Phi_M2 (mapping2, 13 -> 13) is always new.
     # null: Phi_A and Phi_M1 train from random weights on MEAD alone (needs freeze_audio_encoder: false)
     init_checkpoint: Path | None = Path("assets/sadtalker/SadTalker_V0.0.2_256.safetensors")
     freeze_audio_encoder: bool = True  # Phi_A keeps SadTalker's weights (the authors' requires_grad = False)
