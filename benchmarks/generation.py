@@ -19,8 +19,7 @@ TARGET = "time and peak memory grow at most linearly with audio length (ratio <=
 
 def build(cfg: Any, dev: str) -> Any:
     """EmoTalker at the config's sizes with random weights."""
-    from emotalker.models import EmoTalker
-    from emotalker.tasks.training.lip import build_lip
+    from emotalker.models import EmoTalker, LipBranch
     from emotalker.tasks.training.transformer import build_transformer
     from emotalker.tasks.training.vqvae import build_vqvae
 
@@ -28,7 +27,7 @@ def build(cfg: Any, dev: str) -> Any:
     vq = build_vqvae(cfg)
     centres = np.random.default_rng(0).standard_normal((cfg.audio.kmeans_k, cfg.transformer.audio_dim))
     tr = build_transformer(cfg, vq, centres.astype(np.float32))
-    return EmoTalker(vq, tr, build_lip(cfg)).to(dev).eval()
+    return EmoTalker(vq, tr, LipBranch.from_config(cfg.lip)).to(dev).eval()  # no SadTalker file needed
 
 
 def _inputs(cfg: Any, t: int) -> dict[str, np.ndarray]:

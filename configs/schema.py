@@ -103,8 +103,6 @@ class DataConfig(_Strict):
     test_actors: list[str] = list(DEFAULT_TEST_ACTORS)
     val_actors: list[str] = []
     val_fraction: float = Field(0.05, ge=0, lt=1)  # of train clips, when val_actors is empty
-    fps: int = Field(25, ge=1)
-    sample_rate: int = Field(16_000, ge=1)
     max_clips: int | None = Field(None, ge=1)  # cap for quick runs
     max_av_mismatch_frames: int = Field(1, ge=0)  # audio/video length disagreement tolerated (then trimmed)
     workers: int = Field(2, ge=1)  # parallel clip preparation
@@ -185,7 +183,6 @@ class VQVAEConfig(_Strict):
     ema_decay: float = Field(0.99, gt=0, lt=1)
     commitment_beta: float = Field(0.2, ge=0)
     emotion_weight: float = Field(0.2, ge=0)
-    num_emotions: int = Field(8, ge=1)
     emotion_head: bool = True  # ablation switch (Table 3)
     dead_threshold: float = Field(1.0, ge=0)  # EMA count under which a code is reset to a batch vector
 
@@ -214,13 +211,22 @@ class TransformerConfig(_Strict):
 class LipConfig(_Strict):
     """Lip branch (Sec. 3.4): Wav2Lip-style audio encoder -> 64 exp -> 13 lip coefficients."""
 
-    audio_embed: int = Field(512, ge=1)
     lip_mix: float = Field(0.2, ge=0, le=1)  # Eq. 10
-    mel_frames: int = Field(16, ge=1)  # 0.2 s of mel per video frame
-    mel_bins: int = Field(80, ge=1)
-    # SadTalker's audio2exp checkpoint (auido2exp_00300-model.pth): Phi_A and Phi_M1 start from it;
-    # None: random initialisation. Phi_M2 (mapping2) is always new.
-    init_checkpoint: Path | None = None
+    # SadTalker's audio2exp: auido2exp_00300-model.pth or the audio2exp. part of
+    # SadTalker_V0.0.2_256.safetensors (both from SadTalker's releases). Phi_A and Phi_M1 start from it;
+    # Phi_M2 (mapping2, 13 -> 13) is always new.
+    # null: Phi_A and Phi_M1 train from random weights on MEAD alone (needs freeze_audio_encoder: false)
+    init_checkpoint: Path | None = Path("assets/sadtalker/SadTalker_V0.0.2_256.safetensors")
+    freeze_audio_encoder: bool = True  # Phi_A keeps SadTalker's weights (the authors' requires_grad = False)
+
+    @model_validator(mode="after")
+    def _frozen_needs_weights(self) -> LipConfig:
+        if self.freeze_audio_encoder and self.init_checkpoint is None:
+            raise ValueError(
+                "lip.freeze_audio_encoder=true needs lip.init_checkpoint (a frozen random encoder learns "
+                "nothing); set lip.freeze_audio_encoder=false to train the lip branch from scratch"
+            )
+        return self
 
 
 Beta = Annotated[float, Field(ge=0, lt=1)]  # an Adam beta

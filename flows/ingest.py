@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
+from emotalker.configs.constants import FPS, SAMPLE_RATE
 from emotalker.flows.common import (
     CredentialFree,
     Overrides,
@@ -138,14 +139,14 @@ def prepare_flow(
     d = cfg.data
     manifest = Manifest(cfg.paths.resolve("manifest"))
     clips = mead_clips(cfg.paths.resolve("raw"), d.views, d.max_clips)
-    new, todo = register_clips(manifest, clips, d.fps, d.sample_rate, d.max_av_mismatch_frames)
+    new, todo = register_clips(manifest, clips, FPS, SAMPLE_RATE, d.max_av_mismatch_frames)
     get_run_logger().info("%d clips found, %d new, %d to prepare", len(clips), len(new), len(todo))
     prepare_clips(
         manifest,
         todo,
         cfg.paths.resolve("prepared"),
-        fps=d.fps,
-        sample_rate=d.sample_rate,
+        fps=FPS,
+        sample_rate=SAMPLE_RATE,
         tolerance=d.max_av_mismatch_frames,
         workers=d.workers,
     )

@@ -2,7 +2,8 @@
 
 Parameter names follow SadTalker's ``audio2exp`` network (``audio_encoder.<i>.conv_block.{0,1}``,
 ``mapping1``) so its checkpoint (``netG.``-prefixed keys under ``model``) loads into :class:`ExpNet`.
-Output (Eq. 10): ``lip = lip_mix * mapping2(y) + (1 - lip_mix) * y[LIP_INDICES]``.
+Output (Eq. 10), as the authors' ``SimpleWrapperV2``: with ``y_lip = y[LIP_INDICES]``,
+``lip = lip_mix * mapping2(y_lip) + (1 - lip_mix) * y_lip`` and ``mapping2 = Linear(13, 13)``.
 """
 
 from __future__ import annotations
@@ -62,12 +63,12 @@ class AudioEncoder(nn.Sequential):
 class ExpNet(nn.Module):
     """SadTalker audio2exp: audio embedding + reference expression (64) + blink ratio (1) -> 64 exp."""
 
-    def __init__(self, audio_embed: int = 512) -> None:
+    audio_embed = 512  # the Wav2Lip encoder's output width
+
+    def __init__(self) -> None:
         super().__init__()
-        if audio_embed != 512:
-            raise ValueError(f"the Wav2Lip audio encoder outputs 512 features, got audio_embed={audio_embed}")
-        self.audio_encoder = AudioEncoder()
-        self.mapping1 = nn.Linear(audio_embed + EXP_DIM + 1, EXP_DIM)
+        self.audio_encoder = AudioEncoder()  # Phi_A
+        self.mapping1 = nn.Linear(self.audio_embed + EXP_DIM + 1, EXP_DIM)  # Phi_M1
         nn.init.zeros_(self.mapping1.bias)
 
     def forward(
@@ -148,38 +149,49 @@ def load_sadtalker_audio2exp(net: ExpNet, path: str | Path, strict: bool = False
 
 
 class LipBranch(nn.Module):
-    """ExpNet followed by mapping2 (64 -> 13) and the Eq. 10 mixture with the selected lip coefficients.
+    """ExpNet (Phi_A + Phi_M1) followed by mapping2 (Phi_M2, 13 -> 13) and the Eq. 10 mixture.
 
-    Hyper-parameters have one home, ``configs/schema.py:LipConfig``: build with :meth:`from_config`.
+    ``freeze_audio_encoder``: Phi_A keeps the pretrained weights and BatchNorm statistics (the authors set
+    ``requires_grad = False`` on it); only mapping1 and mapping2 train. Hyper-parameters have one home,
+    ``configs/schema.py:LipConfig``: build with :meth:`from_config`.
     """
 
-    def __init__(self, *, audio_embed: int, lip_mix: float, mel_frames: int, mel_bins: int) -> None:
+    def __init__(self, *, lip_mix: float, freeze_audio_encoder: bool = True) -> None:
         super().__init__()
-        if (mel_frames, mel_bins) != (AudioEncoder.mel_frames, AudioEncoder.mel_bins):
-            raise ValueError(f"the audio encoder needs 80 x 16 mel windows, got {mel_bins} x {mel_frames}")
         if not 0.0 <= lip_mix <= 1.0:
             raise ValueError(f"lip_mix must be in [0, 1], got {lip_mix}")
         self.lip_mix = lip_mix
-        self.expnet = ExpNet(audio_embed)
-        self.mapping2 = nn.Linear(EXP_DIM, LIP_DIM)
+        self.freeze_audio_encoder = freeze_audio_encoder
+        self.expnet = ExpNet()
+        self.mapping2 = nn.Linear(LIP_DIM, LIP_DIM)  # Phi_M2 on the 13 lip entries of Phi_M1's output
         self.register_buffer("lip_indices", torch.tensor(LIP_INDICES, dtype=torch.long), persistent=False)
-        with torch.no_grad():  # start as the plain selection y[LIP_INDICES], so a pretrained ExpNet is kept
-            self.mapping2.weight.zero_()
-            self.mapping2.weight[torch.arange(LIP_DIM), self.lip_indices] = 1.0
+        with torch.no_grad():  # start as the identity, so Eq. 10 starts as the pretrained ExpNet's lips
+            self.mapping2.weight.copy_(torch.eye(LIP_DIM))
             self.mapping2.bias.zero_()
+        if freeze_audio_encoder:
+            self.expnet.audio_encoder.requires_grad_(False)
+            self.expnet.audio_encoder.eval()
+
+    def train(self, mode: bool = True) -> LipBranch:
+        """A frozen Phi_A stays in eval mode: its BatchNorm running statistics are pretrained weights too."""
+        super().train(mode)
+        if self.freeze_audio_encoder:
+            self.expnet.audio_encoder.eval()
+        return self
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> LipBranch:
-        """Build from :class:`emotalker.configs.schema.LipConfig` (its ``init_checkpoint`` is for
-        :meth:`load_sadtalker_audio2exp`, which the training stage calls)."""
+        """Build from :class:`emotalker.configs.schema.LipConfig` (its ``init_checkpoint`` is for the
+        training stage, which calls :meth:`load_sadtalker_audio2exp`)."""
         kwargs = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
         kwargs.pop("init_checkpoint", None)
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    def mix(self, y_lip: torch.Tensor) -> torch.Tensor:
-        """Eq. 10 on ExpNet output y_lip (..., 64) -> (..., 13)."""
-        return self.lip_mix * self.mapping2(y_lip) + (1 - self.lip_mix) * y_lip[..., self.lip_indices]
+    def mix(self, y: torch.Tensor) -> torch.Tensor:
+        """Eq. 10 on ExpNet output y (..., 64) -> (..., 13)."""
+        y_lip = y[..., self.lip_indices]
+        return self.lip_mix * self.mapping2(y_lip) + (1 - self.lip_mix) * y_lip
 
     def forward(
         self, mel: torch.Tensor, ref_exp: torch.Tensor, ratio: torch.Tensor | None = None

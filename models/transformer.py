@@ -130,7 +130,6 @@ class CrossModalTransformer(nn.Module):
         contrastive_weight: float,
         contrastive_temperature: float,
         use_contrastive: bool,
-        num_emotions: int = 0,
     ) -> None:
         super().__init__()
         if contrastive_temperature <= 0:
@@ -162,7 +161,6 @@ class CrossModalTransformer(nn.Module):
         else:
             self.style_proj = nn.Identity()
             self.style_token = nn.Parameter(torch.zeros(d_model))
-        self.emotion_embed = nn.Embedding(num_emotions, d_model) if num_emotions > 0 else None
         self.layers = nn.ModuleList(
             [DecoderLayer(d_model, n_heads, ff_dim, dropout, use_content_tokens) for _ in range(n_layers)]
         )
@@ -189,9 +187,7 @@ class CrossModalTransformer(nn.Module):
         return cls(**kwargs)
 
     # ---- embeddings ----------------------------------------------------------------------------------
-    def style(
-        self, reference: torch.Tensor | None, batch: int, emotion: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def style(self, reference: torch.Tensor | None, batch: int) -> torch.Tensor:
         """Start/style embedding (B, d_model) from the stage-1 encoding of the reference (B, code_dim), or
         one per token (B, N, d_model) from per-token encodings (B, N, code_dim): emotional driving frames."""
         if self.style_from_reference:
@@ -210,9 +206,6 @@ class CrossModalTransformer(nn.Module):
             s = self.style_proj(reference)
         else:
             s = self.style_token[None].expand(batch, -1)
-        if self.emotion_embed is not None and emotion is not None:
-            e = self.emotion_embed(emotion.long().reshape(batch))
-            s = s + (e[:, None] if s.ndim == 3 else e)
         return s
 
     def _memory(
@@ -284,7 +277,6 @@ class CrossModalTransformer(nn.Module):
         content: torch.Tensor | None,
         targets_q: torch.Tensor,
         reference: torch.Tensor | None = None,
-        emotion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher forcing: inputs [start, e_1..e_{N-1}] -> predictions ê_1..ê_N (B, N, code_dim).
 
@@ -294,7 +286,7 @@ class CrossModalTransformer(nn.Module):
         if targets_q.ndim != 3 or targets_q.shape[-1] != self.code_dim:
             raise ValueError(f"targets must be (B, N, {self.code_dim}), got {tuple(targets_q.shape)}")
         b, n, _ = targets_q.shape
-        s = self.style(reference, b, emotion)
+        s = self.style(reference, b)
         prev = self.token_proj(targets_q[:, :-1]) + s[:, None]
         inputs = torch.cat([s[:, None], prev], dim=1)
         a, c = self._memory(audio_feats, content)
@@ -341,7 +333,6 @@ class CrossModalTransformer(nn.Module):
         *,
         start: torch.Tensor | None = None,
         codebook: torch.Tensor | None = None,
-        emotion: torch.Tensor | None = None,
         max_context: int | None = None,
         on_token: Callable[[int, int], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -359,7 +350,7 @@ class CrossModalTransformer(nn.Module):
         if max_context is not None and max_context < 1:
             raise ValueError(f"max_context must be >= 1, got {max_context}")
         b = audio_feats.shape[0]
-        s = self.style(start, b, emotion)
+        s = self.style(start, b)
         if s.ndim == 3 and s.shape[1] != n_tokens:
             raise ValueError(f"per-token references must number n_tokens={n_tokens}, got {s.shape[1]}")
 

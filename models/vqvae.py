@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emotalker.configs.constants import EMOTIONS
 from emotalker.models.quantizer import EMAQuantizer
 
 
@@ -113,8 +114,8 @@ class MotionVQVAE(nn.Module):
         ema_decay: float,
         commitment_beta: float,
         emotion_weight: float,
-        num_emotions: int,
         emotion_head: bool,
+        num_emotions: int = len(EMOTIONS),  # MEAD's 8: L_cls's labels index EMOTIONS
         dead_threshold: float,
     ) -> None:
         super().__init__()

@@ -1,9 +1,12 @@
-"""Every config key is read somewhere: walks the schema and looks for each key in the package source.
+"""Every config key is read somewhere, by its full dotted path.
 
-A key counts as read when the code outside its own definition uses it as an attribute (``.key``), a
-string (``"key"``, e.g. ``model_dump()["key"]`` or ``paths.resolve("key")``) or a parameter/keyword
-(``key=`` / ``key:``, e.g. a model constructor fed by ``model_dump()``). Keys that nothing reads are
-options that do nothing, which the project does not allow.
+A key ``a.b.c`` counts as read when the package code (outside the schema's field definitions) reads it
+through its section ``a.b``: the full chain (``cfg.a.b.c``), a name bound to the section (``lc = cfg.a.b``,
+``hparams=cfg.a.b``, a parameter annotated with the section's class) followed by ``name.c`` / ``name["c"]``,
+or the section dumped into a constructor (``cfg.a.b.model_dump()``, ``from_config(cfg.a.b)``) whose
+parameters include ``c``. A top-level key is read as ``<PipelineConfig name>.key``. Keys nothing reads
+are options that do nothing, which the project does not allow; a leaf name alone (``seed``, ``window``,
+``fps``) proves nothing, as every such name appears somewhere.
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ from emotalker.configs.schema import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("configs", "flows", "tasks", "models", "storage")
+END = r"(?![\w.(\[])"  # the expression ends here (no further attribute, call or index)
 FIELD_DEFINITION = re.compile(r"^\s{4}\w+\s*:\s*[^=]+=.*$|^\s{4}\w+\s*:\s*[\w\[\]|., ]+$", re.MULTILINE)
 
 
-def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Dotted names of every leaf field of a config model."""
-    out = []
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel]]:
+    """Dotted name of every leaf field -> the class of its section."""
+    out: dict[str, type[BaseModel]] = {}
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out += leaf_keys(ann, f"{prefix}{name}.")
+            out |= leaf_keys(ann, f"{prefix}{name}.")
         else:
-            out.append(prefix + name)
+            out[prefix + name] = model
     return out
 
 
@@ -43,23 +47,76 @@ def package_source() -> str:
     return "\n".join(parts)
 
 
+def section_classes(section: str) -> list[str]:
+    """The section's class and its config base classes (a parameter may be annotated with either)."""
+    cls: type[BaseModel] = PipelineConfig
+    for part in filter(None, section.split(".")):
+        cls = cls.model_fields[part].annotation  # type: ignore[assignment]
+    return [c.__name__ for c in cls.__mro__ if issubclass(c, BaseModel) and not c.__name__.startswith("_")][
+        :-1
+    ]
+
+
+def section_expr(section: str, source: str) -> str:
+    """Regex of an expression evaluating to the section: the full chain or an alias of its parent + name."""
+    parent, _, last = section.rpartition(".")
+    alts = [rf"\.{re.escape(section)}"]
+    alts += [rf"\b{n}\.{re.escape(last)}" for n in section_names(parent, source)]
+    return "(?:" + "|".join(alts) + ")"
+
+
+def section_names(section: str, source: str) -> set[str]:
+    """Names bound to a section (assignments, keyword arguments, annotated parameters), transitively."""
+    names = {n for c in section_classes(section) for n in re.findall(rf"\b(\w+)\s*:\s*{c}\b", source)}
+    if section:
+        names |= set(re.findall(rf"\b(\w+)\s*=\s*[\w.]*{section_expr(section, source)}{END}", source))
+    while True:
+        more = {
+            m for n in names for m in re.findall(rf"\b(\w+)\s*=\s*[\w.]*\b{n}(?![\w.(\[])", source)
+        } - names
+        if not more:
+            return names
+        names |= more
+
+
 def is_read(key: str, source: str) -> bool:
-    k = re.escape(key)
-    return bool(re.search(rf"\.{k}\b|[\"']{k}[\"']|\b{k}\s*[=:][^=]", source))
+    section, _, leaf = key.rpartition(".")
+    lf = re.escape(leaf)
+    if section and re.search(rf"\.{re.escape(key)}\b", source):
+        return True
+    names = section_names(section, source)
+    for name in names:
+        if re.search(rf"\b{name}\.{lf}\b|\b{name}\[[\"']{lf}[\"']\]|\b{name}\.\w+\([\"']{lf}[\"']", source):
+            return True
+    if section:
+        expr = section_expr(section, source)
+        if re.search(rf"{expr}\.\w+\([\"']{lf}[\"']", source):  # e.g. cfg.paths.resolve("manifest")
+            return True
+        dumped = re.search(rf"{expr}\.model_dump\(|from_config\([\w.]*{expr}{END}", source)
+        if dumped and re.search(rf"\b{lf}\s*[:=][^=]", source):
+            return True
+    return False
 
 
-def test_every_config_key_is_read_somewhere() -> None:
+def test_every_config_key_is_read_through_its_full_path() -> None:
     source = package_source()
     keys = leaf_keys(PipelineConfig)
     assert "train.vqvae.betas" in keys and "transformer.contrastive_temperature" in keys  # the walk is deep
-    unread = [k for k in keys if not is_read(k.rsplit(".", 1)[-1], source)]
+    unread = [k for k in keys if not is_read(k, source)]
     assert unread == [], f"config keys read nowhere: {unread}"
 
 
-def test_the_check_flags_a_key_nothing_reads() -> None:
-    source = "def f(cfg):\n    return cfg.train.vqvae.lr\n"
-    assert is_read("lr", source)
-    assert not is_read("num_workers", source)
+def test_the_check_reads_the_full_path_not_the_leaf_name() -> None:
+    source = "def f(cfg: PipelineConfig):\n    lc = cfg.lip\n    return cfg.train.vqvae.seed, lc.lip_mix\n"
+    assert is_read("train.vqvae.seed", source) and is_read("lip.lip_mix", source)
+    # the same leaf under another section, or at the top level, is not read by that line
+    assert not is_read("seed", source) and not is_read("train.lip.seed", source)
+    assert not is_read("audio.seed", source) and not is_read("transformer.lip_mix", source)
+    hp = "x = Plan(hparams=cfg.train.lip)\ndef g(p):\n    return p.hparams.window\n"
+    assert is_read("train.lip.window", hp) and not is_read("train.vqvae.window", hp)
+    dump = "net = LipBranch(**cfg.lip.model_dump())\n"
+    dump += "class LipBranch:\n    def __init__(self, lip_mix=0.2): ...\n"
+    assert is_read("lip.lip_mix", dump) and not is_read("vqvae.lip_mix", dump)
     assert not is_read(
-        "num_workers", FIELD_DEFINITION.sub("", "class A:\n    num_workers: int = Field(0, ge=0)\n")
+        "data.workers", FIELD_DEFINITION.sub("", "class A:\n    workers: int = Field(0, ge=0)\n")
     )

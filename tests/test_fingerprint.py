@@ -28,7 +28,7 @@ def test_digest_hashes_the_sorted_key_json_as_before() -> None:
 
 def test_stored_fingerprints_keep_their_values() -> None:
     """Values computed before the helper was shared: a change here would recompute every store."""
-    assert MEL_FINGERPRINT == "ad15c49e9e61a670"
+    assert MEL_FINGERPRINT == "9cf3db97f94d6471"  # v2 (issue 26): zero-padded STFT; v1 ad15c49e9e61a670
     assert prepare_fingerprint({"video_path": None}, 30, 16000, 0) == "57dc16db3c92c2de"
     cfg = load_config("demo")
     text = json.dumps({"audio": cfg.audio.model_dump(mode="json")}, sort_keys=True, default=str)

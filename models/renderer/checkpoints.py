@@ -34,6 +34,9 @@ WHERE_TO_GET = {
     "facevid2vid": f"{OLD_RELEASE_URL}/facevid2vid_00189-model.pth.tar",
     "mapping_70": f"{RELEASE_URL}/mapping_00229-model.pth.tar",
     "mapping_73": f"{RELEASE_URL}/mapping_00109-model.pth.tar",
+    "audio2exp": (
+        f"{RELEASE_URL}/SadTalker_V0.0.2_256.safetensors (or {OLD_RELEASE_URL}/auido2exp_00300-model.pth)"
+    ),
 }
 
 

@@ -1,7 +1,8 @@
 """Lip-branch mel spectrogram with the Wav2Lip/SadTalker settings, implemented with numpy only.
 
 Pipeline (Wav2Lip ``audio.melspectrogram``): pre-emphasis 0.97 -> centred STFT (n_fft 800, hop 200,
-periodic Hann window 800, reflect padding, as librosa ``center=True`` did in Wav2Lip's era) -> magnitude
+periodic Hann window 800, zero padding: SadTalker pins librosa 0.9.2, whose ``stft`` defaults to
+``pad_mode='constant'`` since 0.9.0; a reflect pad moves ExpNet's output by ~0.8) -> magnitude
 -> Slaney-scale mel filterbank (80 bins, 55-7600 Hz, Slaney area normalisation) -> 20 log10 with a
 -100 dB floor, minus ref_level_db 20 -> symmetric normalisation to [-4, 4] with clipping.
 At 16 kHz that is 80 mel frames per second; ``M = 1 + N // 200``.
@@ -93,15 +94,14 @@ def preemphasis(wave: np.ndarray, k: float = MEL_PREEMPHASIS) -> np.ndarray:
 def stft_magnitude(
     wave: np.ndarray, n_fft: int = MEL_N_FFT, hop: int = MEL_HOP, win: int = MEL_WIN
 ) -> np.ndarray:
-    """|STFT| ``(1 + n_fft//2, 1 + N//hop)`` with centred frames (reflect pad n_fft//2 each side)."""
+    """|STFT| ``(1 + n_fft//2, 1 + N//hop)`` with centred frames (zero pad n_fft//2 each side, as librosa
+    0.9.2's ``stft(center=True)``, the version SadTalker's pretrained audio encoder was fed by)."""
     x = np.asarray(wave, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"wave must be a non-empty 1-D array, got shape {x.shape}")
     if win > n_fft:
         raise ValueError(f"win ({win}) must not exceed n_fft ({n_fft})")
-    pad = n_fft // 2
-    mode = "reflect" if x.size > 1 else "edge"  # reflect needs at least 2 samples
-    padded = np.pad(x, pad, mode=mode)
+    padded = np.pad(x, n_fft // 2, mode="constant")
     n_frames = 1 + (padded.size - n_fft) // hop
     window = np.zeros(n_fft)
     start = (n_fft - win) // 2

@@ -15,6 +15,7 @@ from emotalker.configs.constants import EXP_DIM, LIP_INDICES, MOTION_DIM
 from emotalker.configs.fingerprint import file_signature, fingerprint
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.lip import LipBranch
+from emotalker.models.renderer.checkpoints import require_file
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
@@ -81,10 +82,18 @@ def lip_model_config(cfg: PipelineConfig) -> dict[str, Any]:
     return cfg.lip.model_dump(exclude={"init_checkpoint"})
 
 
+def require_init_checkpoint(cfg: PipelineConfig) -> None:
+    """One line naming ``lip.init_checkpoint`` and where to get it, before any data or model is touched."""
+    if cfg.lip.init_checkpoint is not None:
+        require_file(cfg.lip.init_checkpoint, "lip.init_checkpoint", "audio2exp")
+
+
 def build_lip(cfg: PipelineConfig) -> LipBranch:
-    """Lip branch; Phi_A and Phi_M1 start from SadTalker's audio2exp when ``lip.init_checkpoint`` is set."""
+    """Lip branch; Phi_A and Phi_M1 start from SadTalker's audio2exp (``lip.init_checkpoint``; null trains
+    them from random weights), Phi_A frozen under ``lip.freeze_audio_encoder``."""
     model = LipBranch.from_config(cfg.lip)
     if cfg.lip.init_checkpoint is not None:
+        require_init_checkpoint(cfg)
         report = model.load_sadtalker_audio2exp(cfg.lip.init_checkpoint)
         if report["missing"]:
             raise TrainingInputError(
@@ -135,7 +144,7 @@ def lip_fingerprint(cfg: PipelineConfig) -> str:
     """Model + initial weights + training settings + split: a change trains a new lip branch."""
     init = cfg.lip.init_checkpoint
     return fingerprint(
-        "lip-v2",
+        "lip-v3",  # v3: Phi_M2 13 -> 13, frozen Phi_A, SadTalker's zero-padded mel
         lip_model_config(cfg),
         file_signature(init) if init is not None else None,
         cfg.train.lip.model_dump(),
@@ -145,6 +154,7 @@ def lip_fingerprint(cfg: PipelineConfig) -> str:
 
 def plan(cfg: PipelineConfig) -> StagePlan:
     """The lip branch's run (the fingerprint first, as it reads the initial checkpoint's signature)."""
+    require_init_checkpoint(cfg)
     fp = lip_fingerprint(cfg)
     return StagePlan(
         hparams=cfg.train.lip,

@@ -1,13 +1,17 @@
 """Wav2Lip/SadTalker mel spectrogram and per-video-frame windows.
 
-Golden numbers were produced once with librosa 0.10.2 (``filters.mel`` and the Wav2Lip recipe with
-``pad_mode='reflect'``); librosa is not a dependency.
+Golden numbers were produced once with librosa 0.10.2 (``filters.mel``; the golden column is far from the
+edges, where the STFT padding does not reach); librosa is not a dependency. ``upstream_melspectrogram``
+re-derives SadTalker's ``src/utils/audio.py`` (+ ``hparams.py``) step by step on top of librosa 0.9.2's
+``stft`` (``center=True``, ``pad_mode='constant'``: zero padding since 0.9.0, read in the 0.9.2 wheel) and
+``filters.mel`` (Slaney scale and area norm), with scipy for ``lfilter`` and ``get_window``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from emotalker.tasks.features.mel import (
     hz_to_mel,
@@ -140,3 +144,56 @@ def test_windows_on_very_short_audio() -> None:
     assert wins.shape == (2, 80, 16)
     np.testing.assert_array_equal(wins[1, :, -1], mel[:, -1])
     assert mel_windows(mel, 0).shape == (0, 80, 16)
+
+
+def _slaney_hz_to_mel(f: np.ndarray) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3)
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), lin)
+
+
+def _slaney_mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), (200.0 / 3) * m)
+
+
+def upstream_melspectrogram(wav: np.ndarray, pad_mode: str = "constant") -> np.ndarray:
+    """SadTalker ``audio.melspectrogram`` with librosa 0.9.2 semantics, written out loop by loop."""
+    sr, n_fft, hop, n_mels, fmin, fmax = 16000, 800, 200, 80, 55.0, 7600.0
+    y = signal.lfilter([1, -0.97], [1], wav)  # preemphasis(wav, 0.97, True)
+    y = np.pad(y, (n_fft // 2, n_fft // 2), mode=pad_mode)  # stft(center=True, pad_mode=...)
+    window = signal.get_window("hann", n_fft, fftbins=True)
+    n_frames = 1 + (len(y) - n_fft) // hop
+    spec = np.stack([np.fft.rfft(window * y[i * hop : i * hop + n_fft]) for i in range(n_frames)], axis=1)
+    fftfreqs = np.fft.rfftfreq(n_fft, 1.0 / sr)  # filters.mel(sr, n_fft, n_mels, fmin, fmax), float32
+    mel_f = _slaney_mel_to_hz(np.linspace(_slaney_hz_to_mel(fmin), _slaney_hz_to_mel(fmax), n_mels + 2))
+    fdiff, ramps = np.diff(mel_f), np.subtract.outer(mel_f, fftfreqs)
+    basis = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        basis[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    basis *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    mel = np.dot(basis, np.abs(spec))
+    s_db = 20 * np.log10(np.maximum(np.exp(-100 / 20 * np.log(10)), mel)) - 20  # _amp_to_db - ref_level_db
+    return np.clip(8 * ((s_db + 100) / 100) - 4, -4, 4)  # _normalize: symmetric, max_abs_value 4
+
+
+def test_melspectrogram_is_sadtalkers_zero_padded_stft() -> None:
+    """Every column, the edges included, equals upstream's: the STFT pads with zeros (librosa 0.9.2)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(9600) / 16000  # 0.6 s = 15 video frames, cut to a multiple of 640 as upstream does
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    ours = melspectrogram(wav)
+    ref = upstream_melspectrogram(wav)
+    assert ours.shape == ref.shape == (80, 49)
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    reflect = upstream_melspectrogram(wav, pad_mode="reflect")  # the padding this test tells apart
+    assert np.abs(reflect[:, :2] - ref[:, :2]).max() > 0.1
+    np.testing.assert_allclose(reflect[:, 3:-3], ref[:, 3:-3], atol=2e-5)  # the middle does not depend on it
+
+
+def test_mel_family_fingerprint_changed_with_the_padding() -> None:
+    """Stores written with the reflect-padded windows (``mel-v1``) must recompute."""
+    from emotalker.configs.constants import MEL_FMAX, MEL_FMIN, MEL_HOP, MEL_N_FFT
+    from emotalker.configs.fingerprint import fingerprint
+    from emotalker.tasks.features.families.mel import MEL_FINGERPRINT
+
+    assert MEL_FINGERPRINT != fingerprint("mel-v1", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)

@@ -15,7 +15,6 @@ from emotalker.configs.secrets import CREDENTIALS_PATTERN, credential_keys, hold
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("data.fps=0", "data.fps"),
         ("data.max_clips=-1", "data.max_clips"),
         ("transformer.n_heads=0", "transformer.n_heads"),
         ("transformer.dropout=1.0", "transformer.dropout"),

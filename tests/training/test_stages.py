@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotalker.configs.schema import PipelineConfig, TransformerConfig, VQVAEConfig, load_config
+from emotalker.configs.schema import LipConfig, PipelineConfig, TransformerConfig, VQVAEConfig, load_config
 from emotalker.models.lip import ExpNet
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
@@ -17,6 +17,8 @@ from emotalker.tasks.training.loop import TrainingInputError
 from emotalker.tasks.training.transformer import TransformerObjective
 
 torch.set_num_threads(1)
+
+SCRATCH = LipConfig(init_checkpoint=None, freeze_audio_encoder=False)  # the lip branch from random weights
 
 
 def sadtalker_checkpoint(path: Path, drop: str | None = None) -> dict[str, torch.Tensor]:
@@ -38,10 +40,46 @@ def test_lip_init_checkpoint_starts_phi_a_and_phi_m1_from_sadtalker(tmp_path: Pa
     own = lip.expnet.state_dict()
     for k, v in saved.items():  # audio_encoder (Phi_A) and mapping1 (Phi_M1)
         assert torch.equal(own[k], v), k
-    fresh = build_lip(PipelineConfig())  # without the key: random initialisation
+    fresh = build_lip(PipelineConfig(lip=SCRATCH))  # the named switch: random initialisation
     assert not torch.equal(fresh.expnet.mapping1.weight, saved["mapping1.weight"])
     assert torch.equal(lip.mapping2.weight, fresh.mapping2.weight)  # Phi_M2 is new either way
     assert "init_checkpoint" not in lip_model_config(cfg)  # not part of the registered model's config
+
+
+def test_paper_config_starts_the_lip_branch_from_sadtalker_with_phi_a_frozen() -> None:
+    """Sec. 3.4's "pre-trained audio encoder [27]": by default, not only in paper.yaml, and frozen."""
+    from emotalker.configs.schema import resolve_config_path
+
+    for lip in (load_config(resolve_config_path("paper"), []).lip, PipelineConfig().lip):
+        assert (
+            lip.init_checkpoint is not None and lip.init_checkpoint.name == "SadTalker_V0.0.2_256.safetensors"
+        )
+        assert lip.freeze_audio_encoder
+    with pytest.raises(Exception, match="lip.freeze_audio_encoder=false"):  # frozen random weights: refused
+        LipConfig(init_checkpoint=None)
+
+
+def test_lip_run_without_the_sadtalker_file_stops_before_training(tmp_path: Path) -> None:
+    from emotalker.tasks.training.lip import plan
+
+    cfg = load_config(None, [f"paths.root={tmp_path}", f"lip.init_checkpoint={tmp_path}/none.safetensors"])
+    with pytest.raises(FileNotFoundError) as err:
+        plan(cfg)  # no store, no split: the missing file is what is reported
+    msg = str(err.value)
+    assert "\n" not in msg and "lip.init_checkpoint" in msg and "SadTalker_V0.0.2_256.safetensors" in msg
+
+
+def test_sadtalker_safetensors_layout_loads_into_the_lip_branch(tmp_path: Path) -> None:
+    """The demo's stand-in (and SadTalker's release) keeps ExpNet under ``audio2exp.netG.``."""
+    from safetensors.torch import save_file
+
+    saved = sadtalker_checkpoint(tmp_path / "unused.pth")
+    path = tmp_path / "SadTalker_V0.0.2_256.safetensors"
+    save_file({f"audio2exp.netG.{k}": v.contiguous() for k, v in saved.items()}
+              | {"generator.x": torch.zeros(1)}, str(path))  # fmt: skip
+    lip = build_lip(load_config(None, [f"lip.init_checkpoint={path}"]))
+    assert torch.equal(lip.expnet.mapping1.weight, saved["mapping1.weight"])
+    assert not any(p.requires_grad for p in lip.expnet.audio_encoder.parameters())
 
 
 def test_lip_init_checkpoint_without_expnet_weights_fails(tmp_path: Path) -> None:
@@ -120,7 +158,7 @@ def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tm
     assert len(refs) > 5 and at_start < len(train) // 4  # ... sampled at random, not the window's first
     batch = {k: torch.stack([train[i][k] for i in range(4)]) for k in ("motion", "mel", "ref_exp")}
     seen: list[torch.Tensor] = []
-    lip = build_lip(cfg)
+    lip = build_lip(cfg.model_copy(update={"lip": SCRATCH}))
     lip.expnet.register_forward_hook(lambda _m, args, _o: seen.append(args[1]))
     _lip_forward(lip, batch)
     assert seen[0].shape == (4, 5, 64)  # beta repeated over the 5 frames

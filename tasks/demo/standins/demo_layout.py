@@ -19,6 +19,7 @@ def demo_input_overrides(root: str | Path) -> list[str]:
         f"audio.emotion_model={root}/assets/hubert-emotion",
         f"audio.content_model={root}/assets/hubert-content",
         f"render.checkpoint={root}/assets/sadtalker/SadTalker_V0.0.2_256.safetensors",
+        f"lip.init_checkpoint={root}/assets/sadtalker/SadTalker_V0.0.2_256.safetensors",
         f"render.mapping_checkpoint={root}/assets/sadtalker/mapping_00229-model.pth.tar",
         f"render.mapping_full_checkpoint={root}/assets/sadtalker/mapping_00109-model.pth.tar",
         f"eval.syncnet_checkpoint={root}/assets/syncnet/syncnet_v2.model",

@@ -23,7 +23,8 @@ from emotalker.tasks.features.mel import mel_windows, melspectrogram
 from emotalker.tasks.features.spec import ArraySpec, ClipOutputs, FeatureFamily, StoreSpec
 from emotalker.tasks.features.workers import each_clip, video_rate_attrs
 
-MEL_FINGERPRINT = fingerprint("mel-v1", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)
+# v2: zero-padded STFT (librosa 0.9.2, SadTalker's pin); v1 stores were reflect-padded and recompute
+MEL_FINGERPRINT = fingerprint("mel-v2", "stft-pad-constant", MEL_N_FFT, MEL_HOP, MEL_FMIN, MEL_FMAX)
 
 
 def mel_fingerprint(cfg: PipelineConfig) -> str:
