@@ -121,7 +121,7 @@ def already_done(d: Path, tracking_uri: str | None = None) -> dict[str, Any] | N
     if tracking_uri is not None and not is_registered(
         tracking_uri, reg.get("name", "?"), reg.get("version", "?"), summary.get("run_id")
     ):
-        get_run_logger().warning(
+        log.warning(
             "%s: %s version %s (run %s) is not in the registry at %s: re-registering it from its checkpoint",
             d,
             reg.get("name"),
