@@ -109,7 +109,7 @@ def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tm
             cid, {"windows": np.random.default_rng(n).standard_normal((n, 80, 16)).astype(np.float32)}
         )
     (tmp_path / "split.json").write_text(json.dumps({"train": list(lengths), "val": [], "test": []}))
-    # the window's own clip as the reference pool (the default, a neutral clip: tests/training/test_references.py)
+    # the window's own clip as the reference pool (default: a neutral clip, tests/training/test_references.py)
     cfg = load_config(None, [f"paths.root={tmp_path}", "train.lip.reference=clip_frame"])
     assert cfg.train.lip.window == 5
     train, val = lip_datasets(cfg)
