@@ -360,11 +360,11 @@ class CrossModalTransformer(nn.Module):
         """Greedy autoregressive decoding of ``n_tokens`` embeddings.
 
         ``start`` is the stage-1 encoding of the reference (B, code_dim) that forms the start token, or one
-        encoding per token (B, n_tokens, code_dim) (driving frames: input i carries the style of token i's
-        own frames). With ``codebook`` (K, D) each prediction is snapped to its nearest code before being
-        fed back (what teacher forcing trained on) and the indices are returned too. ``max_context``
-        limits the decoder to the last that many inputs (and their audio window): time and memory linear
-        in length.
+        encoding per token (B, n_tokens, code_dim) (driving frames: the start token, and a sliding window's
+        head, carry the style of their token's own frames; every input i does with ``style_every_input``).
+        With ``codebook`` (K, D) each prediction is snapped to its nearest code before being fed back (what
+        teacher forcing trained on) and the indices are returned too. ``max_context`` limits the decoder to
+        the last that many inputs (and their audio window): time and memory linear in length.
         """
         if n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
