@@ -63,6 +63,7 @@ def stage2_step(cfg: PipelineConfig, batch: int, dev: str) -> tuple[Any, dict[st
     w = cfg.train.transformer.window
     data = {
         "face": torch.randn(batch, w, FACE_DIM, device=dev),
+        "ref": torch.randn(batch, FACE_DIM, device=dev),  # the start token's reference frame
         # HuBERT features and tokens at their native 50 Hz: 2 frames per video frame
         "audio": torch.randn(batch, 2 * w, cfg.transformer.audio_dim, device=dev),
         "tokens": torch.randint(0, cfg.audio.kmeans_k, (batch, 2 * w), device=dev),

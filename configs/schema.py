@@ -199,7 +199,14 @@ class TransformerConfig(_Strict):
     # h in Eq. 5 (Eq. 7's k = floor(T'_a / T'_v) follows from the audio rate)
     alibi_window: int = Field(4, ge=1)
     contrastive_weight: float = Field(0.8, ge=0)  # lambda of Eq. 8
-    contrastive_temperature: float = Field(0.1, gt=0)  # Eq. 9: cosine similarity / temperature
+    # Eq. 9's sim(.) is the plain cosine similarity (temperature 1); other values divide it
+    # (0.1 before issue 26)
+    contrastive_temperature: float = Field(1.0, gt=0)
+    # Eq. 6-7 cross-attention window of token i (0-based): "authors" = the official enc_dec_mask
+    # [k*i - k, k*i + k), previous + current token; "eq7" = Eq. 7 as written, [k*i, k*i + 2k + 1)
+    alignment_window: Literal["authors", "eq7"] = "authors"
+    # the reference's projection added to every decoder input too (not in the paper; before issue 26)
+    style_every_input: bool = False
     # ablation switches (Table 4 and variants); the paper's model has all of them on
     use_content_tokens: bool = True  # cross-attention to the k-means cluster centres of the tokens
     use_alignment_mask: bool = True  # Eq. 6-7
@@ -249,15 +256,28 @@ class TrainStageConfig(_Strict):
 class VQVAETrainConfig(TrainStageConfig):
     batch_size: int = Field(512, ge=1)  # official VQ batch
     betas: tuple[Beta, Beta] = (0.9, 0.99)  # the paper's VQ-VAE AdamW betas (with the warm-up lr)
+    # z-score the 57 face coefficients with train-split statistics (before issue 26); the paper and the
+    # authors' dataset feed raw Deep3DFace values. Validation MSE is in raw units either way (Table 3).
+    normalize_face: bool = False
+
+
+class TransformerTrainConfig(TrainStageConfig):
+    # the start token's reference frame in training and validation: "neutral_clip" = a frame of a neutral
+    # clip of the same actor and view (the paper's test condition); "window_frame" = a random frame of the
+    # target window (the authors' ref_idx); "window_first_frame" = the window's first frame (before issue 26)
+    reference: Literal["neutral_clip", "window_frame", "window_first_frame"] = "neutral_clip"
 
 
 class LipTrainConfig(TrainStageConfig):
     window: int = Field(5, ge=1)  # the paper trains the lip branch on continuous 5 frames
+    # beta's reference frame: "neutral_clip" = a neutral clip of the same actor and view (inference's
+    # condition); "clip_frame" = a random frame of the window's own clip (before issue 26)
+    reference: Literal["neutral_clip", "clip_frame"] = "neutral_clip"
 
 
 class TrainConfig(_Strict):
     vqvae: VQVAETrainConfig = VQVAETrainConfig()
-    transformer: TrainStageConfig = TrainStageConfig()
+    transformer: TransformerTrainConfig = TransformerTrainConfig()
     lip: LipTrainConfig = LipTrainConfig()
     model_alias: str = "best"
     # CPU threads for training; float sums depend on it, so a resumed run must use the same count.
@@ -272,9 +292,11 @@ class EvalConfig(_Strict):
     # least-used test actor (tasks/evaluation/subset.py); null: the whole test split
     max_clips: int | None = Field(None, ge=1)
     # "neutral": audio + the actor's neutral reference frame (Table 1); "driving": audio + emotional driving
-    # frames, the clip's own frames standing in for the reference (Table 5); metrics of the latter are
-    # logged as test/driving/<metric>
-    settings: list[Literal["neutral", "driving"]] = Field(["neutral"], min_length=1)
+    # frames from another sentence of the same actor, view, emotion and level (another level when the
+    # actor has no such sentence), rendered and scored on all six metrics (Table 5, upper rows);
+    # "driving_oracle": the clip's own ground-truth frames drive it (an oracle, not the paper's setting).
+    # Metrics of the driving settings are logged as test/<setting>/<metric>
+    settings: list[Literal["neutral", "driving", "driving_oracle"]] = Field(["neutral"], min_length=1)
     # test videos rendered elsewhere (<clip_id>.mp4): used instead of rendering
     rendered_dir: Path | None = None
     # render and compare only the first N frames of each test clip (quick runs). SyncNet's face track needs

@@ -8,6 +8,7 @@ sequences of any length (e.g. 1200 frames / 300 tokens) work.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -79,6 +80,23 @@ def eq7_k(n_audio: int, n_tokens: int) -> int:
     return k
 
 
+ALIGNMENT_WINDOWS = ("authors", "eq7")
+
+
+def alignment_bounds(i: torch.Tensor | int, k: int, window: str = "authors") -> tuple[Any, Any]:
+    """Absolute audio frames ``[start, end)`` token ``i`` (0-based) may see, before clamping to the audio.
+
+    ``"authors"``: the official ``enc_dec_mask``, ``[k*i - k, k*i + k)``: the previous and the current
+    token's frames. ``"eq7"``: Eq. 7 as written (1-based token j sees frames k(j-1) .. k(j+1)), i.e.
+    ``[k*i, k*i + 2k + 1)``: the current and the next token's frames plus one (2k + 1 frames).
+    """
+    if window == "authors":
+        return k * i - k, k * i + k
+    if window == "eq7":
+        return k * i, k * i + 2 * k + 1  # Eq. 7
+    raise ValueError(f"alignment window must be one of {ALIGNMENT_WINDOWS}, got {window!r}")
+
+
 def alignment_window(
     n_tokens: int,
     n_audio: int,
@@ -86,22 +104,24 @@ def alignment_window(
     *,
     token_offset: int = 0,
     audio_offset: int = 0,
+    window: str = "authors",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Boolean (n_tokens, n_audio) map, True where token i may attend audio frame s (Eq. 6-7).
 
-    Token ``i`` (absolute index ``i + token_offset``) sees absolute audio frames
-    ``[max(0, k*i - k), min(S, k*i + k))`` (the official ``[8i - 8, 8i + 8)`` for k = 8). Rows whose
-    window falls past the end of the audio are given the last frame, so no row is ever fully masked.
-    ``audio_offset`` is the absolute index of column 0.
+    Token ``i`` (absolute index ``i + token_offset``) sees the absolute audio frames
+    :func:`alignment_bounds` gives (``window``), clamped to ``[0, S)``. Rows whose window falls past the
+    end of the audio are given the last frame, so no row is ever fully masked. ``audio_offset`` is the
+    absolute index of column 0.
     """
     if n_tokens < 1 or n_audio < 1:
         raise ValueError(f"alignment mask needs >= 1 token and audio frame, got {n_tokens}, {n_audio}")
     if k < 1:
         raise ValueError(f"alignment half-width k must be >= 1, got {k}")
     i = torch.arange(n_tokens, device=device) + token_offset
-    start = ((k * i - k).clamp(min=0) - audio_offset).clamp(min=0)  # Eq. 6
-    end = (k * i + k) - audio_offset
+    lo, hi = alignment_bounds(i, k, window)
+    start = (lo.clamp(min=0) - audio_offset).clamp(min=0)  # Eq. 6
+    end = hi - audio_offset
     last = n_audio - 1
     start = start.clamp(max=last)  # guarantee at least one visible frame per row
     end = torch.maximum(end.clamp(max=n_audio), start + 1)
@@ -116,6 +136,7 @@ def alignment_mask(
     *,
     token_offset: int = 0,
     audio_offset: int = 0,
+    window: str = "authors",
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -126,6 +147,7 @@ def alignment_mask(
         k,
         token_offset=token_offset,
         audio_offset=audio_offset,
+        window=window,
         device=device,
     )
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))

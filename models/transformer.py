@@ -4,8 +4,9 @@ Each decoder layer: biased causal self-attention (Eq. 4-5) -> cross-attention to
 k-means cluster centres ("the cluster center embedding as the discrete code feature", projected from the
 HuBERT width) -> cross-attention to emotion-aware HuBERT features under the alignment mask (Eq. 6-7) ->
 feed-forward. The start token is the stage-1 encoder's encoding of the reference face coefficients
-(``reference``, (B, code_dim)); its projection is also added to every later input so sliding-window
-decoding never loses identity. The model predicts codebook-space embeddings ê_i and is trained with
+(``reference``, (B, code_dim)); as in the paper it is the first input only (``style_every_input``: its
+projection is also added to every later input, the behaviour before issue 26); sliding-window decoding
+puts it at the head of every window. The model predicts codebook-space embeddings ê_i and is trained with
 L2 + a cosine-similarity contrastive term over all K codes (Eq. 8-9).
 
 Audio stays at HuBERT's native rate (~50 Hz): Eq. 7's k = floor(T'_a / T'_v) is taken from the
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotalker.models.masks import alibi_biased_mask, alignment_mask, causal_mask, eq7_k
+from emotalker.models.masks import alibi_biased_mask, alignment_bounds, alignment_mask, causal_mask, eq7_k
 from emotalker.models.quantizer import code_distances
 
 
@@ -125,8 +126,10 @@ class CrossModalTransformer(nn.Module):
         content_vocab: int,
         content_dim: int,
         use_alignment_mask: bool,
+        alignment_window: str,
         use_biased_mask: bool,
         style_from_reference: bool,
+        style_every_input: bool,
         contrastive_weight: float,
         contrastive_temperature: float,
         use_contrastive: bool,
@@ -141,6 +144,9 @@ class CrossModalTransformer(nn.Module):
         self.alibi_window = alibi_window
         self.use_content_tokens = use_content_tokens
         self.use_alignment_mask = use_alignment_mask
+        alignment_bounds(0, 1, alignment_window)  # fails fast on an unknown window
+        self.alignment_window = alignment_window
+        self.style_every_input = style_every_input
         self.use_biased_mask = use_biased_mask
         self.style_from_reference = style_from_reference
         self.contrastive_weight = contrastive_weight
@@ -246,7 +252,13 @@ class CrossModalTransformer(nn.Module):
         cross = None
         if self.use_alignment_mask:
             cross = alignment_mask(
-                n_tok, n_audio, k, token_offset=token_offset, audio_offset=audio_offset, device=device
+                n_tok,
+                n_audio,
+                k,
+                token_offset=token_offset,
+                audio_offset=audio_offset,
+                window=self.alignment_window,
+                device=device,
             )[None]
         return self_mask[None], (cross[None] if cross is not None else None)
 
@@ -287,7 +299,9 @@ class CrossModalTransformer(nn.Module):
             raise ValueError(f"targets must be (B, N, {self.code_dim}), got {tuple(targets_q.shape)}")
         b, n, _ = targets_q.shape
         s = self.style(reference, b)
-        prev = self.token_proj(targets_q[:, :-1]) + s[:, None]
+        prev = self.token_proj(targets_q[:, :-1])
+        if self.style_every_input:  # not in the paper: the start token alone carries the reference
+            prev = prev + s[:, None]
         inputs = torch.cat([s[:, None], prev], dim=1)
         a, c = self._memory(audio_feats, content)
         return self._decode(inputs, a, c, eq7_k(a.shape[1], n), 0, 0)
@@ -339,11 +353,12 @@ class CrossModalTransformer(nn.Module):
         """Greedy autoregressive decoding of ``n_tokens`` embeddings.
 
         ``start`` is the stage-1 encoding of the reference (B, code_dim) that forms the start token, or one
-        encoding per token (B, n_tokens, code_dim) (driving frames: input i carries the style of token i's
-        own frames). With ``codebook`` (K, D) each prediction is snapped to its nearest code before being
-        fed back (what teacher forcing trained on) and the indices are returned too. ``max_context``
-        limits the decoder to the last that many inputs (and their audio window): time and memory linear
-        in length. ``on_token(done, n_tokens)`` is called after each token (long audio: a progress bar).
+        encoding per token (B, n_tokens, code_dim) (driving frames: the start token, and a sliding window's
+        head, carry the style of their token's own frames; every input i does with ``style_every_input``).
+        With ``codebook`` (K, D) each prediction is snapped to its nearest code before being fed back (what
+        teacher forcing trained on) and the indices are returned too. ``max_context`` limits the decoder to
+        the last that many inputs (and their audio window): time and memory linear in length.
+        ``on_token(done, n_tokens)`` is called after each token (long audio: a progress bar).
         """
         if n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
@@ -366,10 +381,12 @@ class CrossModalTransformer(nn.Module):
         for i in range(n_tokens):
             t0 = 0 if max_context is None else max(0, i + 1 - max_context)
             window = torch.cat(inputs[t0 : i + 1], dim=1)
+            if t0 > 0 and not self.style_every_input:  # the start token heads every sliding window
+                window = torch.cat([style_of(t0)[:, None], window[:, 1:]], dim=1)
             a0, a1 = 0, n_audio
             if max_context is not None and self.use_alignment_mask:
-                a0 = min(max(0, k * t0 - k), n_audio - 1)
-                a1 = max(a0 + 1, min(n_audio, k * i + k))
+                a0 = min(max(0, alignment_bounds(t0, k, self.alignment_window)[0]), n_audio - 1)
+                a1 = max(a0 + 1, min(n_audio, alignment_bounds(i, k, self.alignment_window)[1]))
             a = a_full[:, a0:a1]
             c = c_full[:, a0:a1] if c_full is not None else None
             out = self._decode(window, a, c, k, t0, a0)[:, -1]  # ê_{i+1}
@@ -381,6 +398,7 @@ class CrossModalTransformer(nn.Module):
             if on_token is not None:
                 on_token(i + 1, n_tokens)
             if i + 1 < n_tokens:
-                inputs.append((self.token_proj(out) + style_of(i + 1))[:, None])
+                nxt = self.token_proj(out)
+                inputs.append((nxt + style_of(i + 1) if self.style_every_input else nxt)[:, None])
         pred = torch.stack(preds, dim=1)
         return pred, (torch.stack(indices, dim=1) if indices else None)

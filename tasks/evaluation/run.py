@@ -94,6 +94,7 @@ class _Generation:
     refs: dict[str, np.ndarray]
     out_dir: Path
     video_dir: Path
+    drivers: dict[str, str] = field(default_factory=dict)  # clip -> the clip whose frames drive it
 
 
 def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
@@ -114,6 +115,33 @@ def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarr
 
     face = feature_store(cfg.paths, "face")
     return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, cfg).items()}
+
+
+def driving_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
+    """Per clip, the clip whose frames drive it in the "driving" setting (Table 5): another sentence of
+    the same actor, view, emotion and level (the next one in sentence order), else the same sentence at
+    another level of that emotion; clips with neither (or without face features) have no driver."""
+    from emotalker.storage.zarr_store import feature_store
+
+    face = feature_store(cfg.paths, "face")
+    usable = sorted(
+        (r for r in rows if face.has_clip(r["clip_id"])),
+        key=lambda r: (r["level"], r["sentence"], r["clip_id"]),
+    )
+    drivers: dict[str, str] = {}
+    for r in rows:
+        same = [
+            o
+            for o in usable
+            if (o["actor"], o["view"], o["emotion"]) == (r["actor"], r["view"], r["emotion"])
+        ]
+        same = [o for o in same if o["clip_id"] != r["clip_id"]]
+        level = [o for o in same if o["level"] == r["level"] and o["sentence"] != r["sentence"]]
+        pool = level or [o for o in same if o["level"] != r["level"]]
+        if pool:
+            after = [o for o in pool if (o["level"], o["sentence"]) > (r["level"], r["sentence"])]
+            drivers[r["clip_id"]] = (after or pool)[0]["clip_id"]
+    return drivers
 
 
 def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
@@ -146,13 +174,19 @@ def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
 
 
 def settings_skipped(cfg: Any, videos: str | None) -> dict[str, str]:
-    """:func:`skipped_metrics`, plus the driving setting's (``driving/<metric>``) when it is evaluated."""
-    skipped = skipped_metrics(cfg, videos)
-    if "driving" in cfg.eval.settings:
-        skipped |= {f"driving/{m}": note for m, note in skipped.items() if m not in RENDERED}
-        skipped |= {
-            f"driving/{m}": "skipped: test videos are rendered for the neutral setting only" for m in RENDERED
-        }
+    """:func:`skipped_metrics`, plus each driving setting's (``<setting>/<metric>``) when it is evaluated:
+    the renderer renders every setting; ``eval.rendered_dir`` holds the neutral setting's videos only."""
+    base = skipped_metrics(cfg, videos)
+    skipped = dict(base)
+    for s in cfg.eval.settings:
+        if s == "neutral":
+            continue
+        skipped |= {f"{s}/{m}": note for m, note in base.items()}
+        if videos == "rendered_dir":
+            skipped |= {
+                f"{s}/{m}": "skipped: eval.rendered_dir holds the neutral setting's videos only"
+                for m in RENDERED
+            }
     return skipped
 
 
@@ -203,7 +237,11 @@ def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:
     """This run's row per setting (rounded, its skipped metrics marked) above the paper's Tables 1 and 5."""
-    label = {"neutral": "this run (neutral reference)", "driving": "this run (driving frames)"}
+    label = {
+        "neutral": "this run (neutral reference)",
+        "driving": "this run (driving frames)",
+        "driving_oracle": "this run (driving frames: the clip's own, oracle)",
+    }
     table = []
     for s, sm in summaries.items():
         prefix = "" if s == "neutral" else f"{s}/"
@@ -240,23 +278,34 @@ def _evaluate_one(
     max_frames = cfg.eval.render_max_frames
     try:
         feats = clip_features(cfg, cid)
-        # neutral: the actor's neutral reference frame (Table 1); driving: the clip's own frames as
-        # emotional driving frames (Table 5, upper rows)
-        reference = g.refs[r["actor"]] if setting == "neutral" else feats["motion"]
+        # neutral: the actor's neutral reference frame (Table 1); driving: the frames of another sentence
+        # of the actor in the same emotion and level (Table 5, upper rows); driving_oracle: the clip's own
+        if setting == "neutral":
+            reference = g.refs[r["actor"]]
+        elif setting == "driving_oracle":
+            reference = feats["motion"]
+        elif cid in g.drivers:
+            reference = clip_features(cfg, g.drivers[cid])["motion"]
+        else:
+            log.warning("skipping %s (driving): no other clip of its actor and emotion to drive it", cid)
+            return None
         res = evaluate_clip(g.generator, feats, reference, r["emotion"])
     except KeyError as exc:
         log.warning("skipping %s: %s", cid, exc)
         return None
+    if setting == "driving":
+        res["driver"] = g.drivers[cid]
     if g.bfm is not None:
         try:
             res.update(landmark_metrics(g.bfm, res["motion"], feats["motion"], feats["coeffs"]))
         except ValueError as exc:  # one clip's metric, not the run's
             skip_metric(res, "landmark metrics", exc)
     video, box = None, None
-    if g.renderer is not None and setting == "neutral":  # renders show the neutral setting's motion
+    name = cid if setting == "neutral" else f"{cid}.{setting}"
+    if g.renderer is not None:  # every setting is rendered from the actor's reference image
         source = g.renderer.source(r["actor"], g.ref_clips[r["actor"]])
         video, box = g.renderer.render(
-            source, res["motion"][:max_frames], Path(r["prepared_audio"]), g.video_dir / f"{cid}.mp4"
+            source, res["motion"][:max_frames], Path(r["prepared_audio"]), g.video_dir / f"{name}.mp4"
         )
     elif g.rendered is not None and setting == "neutral":
         video = g.rendered / f"{cid}.mp4"
@@ -279,13 +328,14 @@ def _evaluate_one(
             skip_metric(res, "image metrics", exc)
         if g.renderer is not None and len(logged) < cfg.eval.log_videos:
             logged.append(video)
-    np.save(g.out_dir / (f"{cid}.npy" if setting == "neutral" else f"{cid}.{setting}.npy"), res.pop("motion"))
+    np.save(g.out_dir / f"{name}.npy", res.pop("motion"))
     return {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
 
 
 def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current") -> EvaluationRun:
     """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
-    ``driving``, from audio + the clip's own frames) and compare with its ground truth.
+    ``driving``, from audio + another sentence's frames of the same actor, emotion and level;
+    ``driving_oracle``, the clip's own frames) and compare with its ground truth.
 
     Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
     skipped with a warning, and the run fails only when no clip could be evaluated.
@@ -316,6 +366,7 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
         refs=refs,
         out_dir=out_dir,
         video_dir=video_dir,
+        drivers=driving_clips(test_rows, cfg) if "driving" in cfg.eval.settings else {},
     )
     per_clip: list[dict[str, Any]] = []
     logged: list[Path] = []

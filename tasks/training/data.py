@@ -7,10 +7,11 @@ engine (``engine.py``) puts each run's checkpoints under :func:`ckpt_dir`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from emotalker.configs.constants import EMOTION_TO_ID
@@ -18,8 +19,9 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
+from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
-from emotalker.tasks.features.families import store_spec, stored_rate_error
+from emotalker.tasks.features.families import store_spec, stored_rate_error, window_source
 from emotalker.tasks.training.loop import TrainingInputError
 
 
@@ -86,3 +88,45 @@ def model_summary(model: torch.nn.Module) -> dict[str, Any]:
 def ckpt_dir(cfg: PipelineConfig, stage: str, fp: str) -> Path:
     """A stage run's checkpoints, MLflow run id and ``done.json``: one folder per fingerprint."""
     return cfg.paths.resolve("checkpoints") / stage / fp
+
+
+def draw_index(n: int, resample: bool, idx: int) -> int:
+    """An index in [0, n): training draws from torch's RNG, which the loop re-seeds from (seed, step), so
+    a resumed run draws the same; validation fixes it per item ``idx`` so every validation sees the same."""
+    if resample:
+        return int(torch.randint(n, ()))
+    return int(np.random.default_rng([idx, n]).integers(n))
+
+
+class NeutralFrames:
+    """Motion frames of the neutral clips of each actor and view: the reference the paper gives at test
+    time ("all the models take a neutral reference frame as input"), for training and validation too."""
+
+    def __init__(self, cfg: PipelineConfig, clip_ids: list[str], key: str) -> None:
+        rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
+        unknown = [c for c in clip_ids if c not in rows]
+        if unknown:
+            raise TrainingInputError(f"clips {unknown[:3]} are not in the manifest")
+        self.group = {c: (rows[c]["actor"], rows[c]["view"]) for c in clip_ids}
+        self.pool: dict[tuple[str, str], list[str]] = {}
+        for c in sorted(clip_ids):
+            if rows[c]["emotion"] == "neutral":
+                self.pool.setdefault(self.group[c], []).append(c)
+        lacking = sorted({g for g in self.group.values() if g not in self.pool})
+        if lacking:
+            raise TrainingInputError(
+                f"{key}: no neutral clip for actor/view {lacking[0]} (and {len(lacking) - 1} more) in this "
+                f"split: set {key} to the other reference choice or add the actor's neutral clips"
+            )
+        neutral = [c for cs in self.pool.values() for c in cs]
+        self.frames = WindowDataset(
+            {"motion": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}, neutral, 1
+        )
+
+    def draw(self, clip_id: str, pick: Callable[[int], int]) -> np.ndarray:
+        """A (70,) motion frame of a neutral clip of ``clip_id``'s actor and view, another clip than
+        ``clip_id`` itself where the actor has one; ``pick(n)`` chooses an index in [0, n)."""
+        pool = self.pool[self.group[clip_id]]
+        others = [c for c in pool if c != clip_id] or pool
+        c = others[pick(len(others))]
+        return self.frames.frame("motion", c, pick(self.frames.clip_lengths[c]))

@@ -19,7 +19,7 @@ from emotalker.models.renderer.checkpoints import require_file
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.training.data import split_hash, stage_clips
+from emotalker.tasks.training.data import NeutralFrames, draw_index, split_hash, stage_clips
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import TrainingInputError
 
@@ -39,25 +39,28 @@ class _Pick:
 
 class LipWindows(torch.utils.data.Dataset):
     """Continuous lip-branch windows (5 frames, each with its 0.2 s mel window) plus ``ref_exp``: the
-    expression of a randomly sampled frame of the same clip, the reference beta that the paper repeats
-    over the window. Training draws it from torch's RNG (so a resumed run draws the same); validation
-    fixes it per window."""
+    expression of the reference beta that the paper repeats over the window. ``neutral`` given
+    (``train.lip.reference: neutral_clip``, the default): a frame of a neutral clip of the same actor and
+    view, what inference's neutral reference gives; None ("clip_frame"): a random frame of the window's own
+    clip, which carries its emotion. Training draws from torch's RNG (so a resumed run draws the same);
+    validation fixes it per window."""
 
-    def __init__(self, windows: WindowDataset, resample: bool) -> None:
+    def __init__(self, windows: WindowDataset, resample: bool, neutral: NeutralFrames | None = None) -> None:
         self.windows = windows
         self.resample = resample
+        self.neutral = neutral
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         item = self.windows[idx]
-        n = self.windows.clip_lengths[item["clip_id"]]
-        if self.resample:
-            j = int(torch.randint(n, ()))
+        cid = item["clip_id"]
+        if self.neutral is not None:
+            motion = self.neutral.draw(cid, lambda n: draw_index(n, self.resample, idx))
         else:
-            j = int(np.random.default_rng(idx).integers(n))
-        motion = self.windows.frame("motion", item["clip_id"], j)
+            j = draw_index(self.windows.clip_lengths[cid], self.resample, idx)
+            motion = self.windows.frame("motion", cid, j)
         item["ref_exp"] = torch.as_tensor(np.asarray(motion[:EXP_DIM], dtype=np.float32))
         return item
 
@@ -69,11 +72,17 @@ def lip_datasets(cfg: PipelineConfig) -> tuple[LipWindows, LipWindows | None]:
     root = StoreRoot.from_paths(cfg.paths)
     src = {"motion": window_source(root, "face", "motion"), "mel": window_source(root, "mel", "windows")}
     tf = {"motion": _Pick(list(range(MOTION_DIM)))}
-    train = LipWindows(WindowDataset(src, train_ids, w, transforms=tf), resample=True)
+
+    def neutral(ids: list[str]) -> NeutralFrames | None:
+        if cfg.train.lip.reference != "neutral_clip":
+            return None
+        return NeutralFrames(cfg, ids, "train.lip.reference")
+
+    train = LipWindows(WindowDataset(src, train_ids, w, transforms=tf), True, neutral(train_ids))
     val_ids = stage_clips(cfg, FAMILIES, "val")
     val = None
     if val_ids:
-        val = LipWindows(WindowDataset(src, val_ids, w, hop=w, transforms=tf), resample=False)
+        val = LipWindows(WindowDataset(src, val_ids, w, hop=w, transforms=tf), False, neutral(val_ids))
     return train, val
 
 

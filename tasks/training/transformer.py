@@ -18,7 +18,15 @@ from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.windows import WindowDataset
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.training.data import check_stored_rate, check_width, clip_labels, split_hash, stage_clips
+from emotalker.tasks.training.data import (
+    NeutralFrames,
+    check_stored_rate,
+    check_width,
+    clip_labels,
+    draw_index,
+    split_hash,
+    stage_clips,
+)
 from emotalker.tasks.training.data import store as feature_store
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import LossFn, TrainingInputError, ValFn
@@ -29,10 +37,55 @@ NAME = "transformer"
 FAMILIES = ("face", "hubert_emotion", "tokens")  # tokens carry the k-means vocabulary, hence K
 
 
+class ReferencedWindows(torch.utils.data.Dataset):
+    """Stage-2 windows plus ``ref``: the (normalised) face frame whose stage-1 encoding is the start token.
+
+    ``train.transformer.reference``: "neutral_clip" (default) draws it from a neutral clip of the same actor
+    and view, what inference gives (a window's own frames carry its emotion, which the model would learn
+    to copy); "window_frame" a random frame of the window (the authors' ``ref_idx``); "window_first_frame"
+    the window's first frame. Training draws through :func:`draw_index` (a function of seed and step)."""
+
+    def __init__(
+        self,
+        windows: WindowDataset,
+        norm: FaceNormalizer,
+        mode: str,
+        neutral: NeutralFrames | None,
+        resample: bool,
+    ) -> None:
+        if mode == "neutral_clip" and neutral is None:
+            raise ValueError("reference 'neutral_clip' needs the split's neutral frames")
+        self.windows, self.norm, self.mode, self.neutral, self.resample = (
+            windows,
+            norm,
+            mode,
+            neutral,
+            resample,
+        )
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.windows[idx]
+        face = item["face"]
+        if self.mode == "window_first_frame":
+            ref = face[0]
+        elif self.mode == "window_frame":
+            ref = face[draw_index(len(face), self.resample, idx)]
+        else:
+            assert self.neutral is not None
+            frame = self.neutral.draw(item["clip_id"], lambda n: draw_index(n, self.resample, idx))
+            ref = torch.as_tensor(self.norm(np.asarray(frame, np.float32)[None])[0])
+        item["ref"] = ref
+        return item
+
+
 def transformer_datasets(
     cfg: PipelineConfig, norm: FaceNormalizer
-) -> tuple[WindowDataset, WindowDataset | None]:
-    """Windows of face motion (video rate) with their HuBERT features and tokens (native rate, 2x)."""
+) -> tuple[ReferencedWindows, ReferencedWindows | None]:
+    """Windows of face motion (video rate) with their HuBERT features and tokens (native rate, 2x) and
+    the start token's reference frame (``train.transformer.reference``)."""
     train_ids = stage_clips(cfg, FAMILIES, "train")
     check_width(
         cfg, "hubert_emotion", "feats", train_ids[0], cfg.transformer.audio_dim, "transformer.audio_dim"
@@ -52,8 +105,16 @@ def transformer_datasets(
             check_stored_rate(store, cid)
     labels = clip_labels(cfg)
     tf = {"face": norm}
-    train = WindowDataset(src, train_ids, w, labels=labels, transforms=tf)
-    val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms=tf) if val_ids else None
+    mode = cfg.train.transformer.reference
+    key = "train.transformer.reference"
+
+    def referenced(ids: list[str], hop: int | None, resample: bool) -> ReferencedWindows:
+        neutral = NeutralFrames(cfg, ids, key) if mode == "neutral_clip" else None
+        windows = WindowDataset(src, ids, w, hop=hop, labels=labels, transforms=tf)
+        return ReferencedWindows(windows, norm, mode, neutral, resample)
+
+    train = referenced(train_ids, None, True)
+    val = referenced(val_ids, w, False) if val_ids else None  # the inference condition, fixed per window
     return train, val
 
 
@@ -96,7 +157,11 @@ def build_transformer(
 
 def restore_transformer(state: dict[str, Any], model_config: dict[str, Any]) -> CrossModalTransformer:
     """A registered stage-2 model from its weights and model config."""
-    transformer = CrossModalTransformer(**model_config["model"])
+    kwargs = dict(model_config["model"])
+    # models registered before issue 26 were trained with the authors' window and the style on every input
+    kwargs.setdefault("alignment_window", "authors")
+    kwargs.setdefault("style_every_input", True)
+    transformer = CrossModalTransformer(**kwargs)
     transformer.load_state_dict(state)
     return transformer
 
@@ -121,7 +186,7 @@ class TransformerObjective:
         face = batch["face"]
         z_q, idx = self._targets(face)
         with torch.no_grad():  # start token: the stage-1 encoding of the reference frame (Sec. 3.3)
-            start = self.vqvae.encode_reference(face[:, 0])
+            start = self.vqvae.encode_reference(batch["ref"])
         pred = model(batch["audio"], batch["tokens"].long(), z_q, reference=start)
         return model.loss(pred, z_q, idx, self.vqvae.quantizer.codebook), (pred, face)
 
@@ -150,7 +215,7 @@ class TransformerObjective:
 def transformer_fingerprint(cfg: PipelineConfig, vq_hash: str) -> str:
     """Model + training settings + split + the stage-1 weights + the tokens' vocabulary (K, centres)."""
     return fingerprint(
-        "transformer-v2",
+        "transformer-v3",
         cfg.transformer.model_dump(),
         cfg.train.transformer.model_dump(),
         split_hash(cfg),

@@ -5,6 +5,7 @@ Its datasets, loss, validation, fingerprint, registered model config, builder, l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ class FaceNormalizer:
     def __call__(self, motion: np.ndarray) -> np.ndarray:
         return ((motion[..., list(FACE_INDICES)] - self.mean) / self.std).astype(np.float32)
 
+    def raw(self, face: torch.Tensor) -> torch.Tensor:
+        """Back to raw coefficient units (Table 3's MSE is measured there)."""
+        return face * torch.as_tensor(self.std, device=face.device) + torch.as_tensor(
+            self.mean, device=face.device
+        )
+
+    @classmethod
+    def identity(cls) -> FaceNormalizer:
+        """Raw coefficients, as the paper and the authors' dataset feed them (mean 0, std 1)."""
+        return cls(np.zeros(FACE_DIM, np.float32), np.ones(FACE_DIM, np.float32))
+
     def to_dict(self) -> dict[str, list[float]]:
         return {"face_mean": self.mean.tolist(), "face_std": self.std.tolist()}
 
@@ -57,22 +69,26 @@ def face_normalizer(cfg: PipelineConfig, train_ids: list[str]) -> FaceNormalizer
     return FaceNormalizer(data.mean(0).astype(np.float32), np.maximum(data.std(0), 1e-4).astype(np.float32))
 
 
-def vqvae_datasets(cfg: PipelineConfig) -> tuple[WindowDataset, WindowDataset | None, FaceNormalizer]:
-    """Normalised face windows with emotion labels (train, val) and the train-split normaliser."""
+def vqvae_datasets(
+    cfg: PipelineConfig,
+) -> tuple[WindowDataset, WindowDataset | None, FaceNormalizer, FaceNormalizer]:
+    """Face windows with emotion labels (train, val), the normaliser they went through (the identity
+    unless ``train.vqvae.normalize_face``) and the train split's statistics (the mean-pose baseline)."""
     train_ids = stage_clips(cfg, FAMILIES, "train")
     check_width(cfg, "face", "motion", train_ids[0], MOTION_DIM, "70-dim motion")
     if cfg.vqvae.in_dim != FACE_DIM:
         raise TrainingInputError(
             f"vqvae.in_dim must be {FACE_DIM} (51 expression + 6 pose), got {cfg.vqvae.in_dim}"
         )
-    norm = face_normalizer(cfg, train_ids)
+    stats = face_normalizer(cfg, train_ids)
+    norm = stats if cfg.train.vqvae.normalize_face else FaceNormalizer.identity()
     labels = clip_labels(cfg)
     w = cfg.train.vqvae.window
     src = {"face": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}
     train = WindowDataset(src, train_ids, w, labels=labels, transforms={"face": norm})
     val_ids = stage_clips(cfg, FAMILIES, "val")
     val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms={"face": norm}) if val_ids else None
-    return train, val, norm
+    return train, val, norm, stats
 
 
 def build_vqvae(cfg: PipelineConfig) -> MotionVQVAE:
@@ -96,37 +112,47 @@ def vqvae_loss(model: MotionVQVAE, batch: dict[str, Any], step: int) -> tuple[to
     return out["loss"], {k: float(out[k].detach()) for k in keys if k in out}
 
 
-def vqvae_validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:
-    """Reconstruction MSE vs the mean-pose baseline (normalised space: predicting 0), emotion accuracy."""
-    se = base = n = correct = total = 0.0
-    counts = torch.zeros(model.quantizer.codebook_size)
-    for b in batches:
-        x = b["face"]
-        out = model(x, b.get("label"))
-        se += float(((out["recon"] - x) ** 2).sum())
-        base += float((x**2).sum())
-        n += x.numel()
-        counts += torch.bincount(out["indices"].reshape(-1).cpu(), minlength=len(counts)).float()
-        if "label" in b and out.get("emotion_logits") is not None:
-            correct += float((out["emotion_logits"].argmax(1) == b["label"]).sum())
-            total += len(b["label"])
-    p = counts / counts.sum().clamp(min=1)
-    perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
-    metrics = {
-        "val/loss": se / max(n, 1),
-        "val/recon_mse": se / max(n, 1),
-        "val/mean_pose_mse": base / max(n, 1),
-        "val/perplexity": perplexity,
-        "val/usage": float((counts > 0).float().mean()),
-    }
-    if total:
-        metrics["val/emotion_acc"] = correct / total
-    return metrics
+def vqvae_validator(
+    norm: FaceNormalizer, stats: FaceNormalizer
+) -> Callable[[MotionVQVAE, Any], dict[str, float]]:
+    """Validation whose reconstruction MSE is in raw coefficient units whatever ``norm`` (Table 3 compares
+    it with the paper's), beside the mean-pose baseline (the train split's mean frame) and emotion
+    accuracy."""
+
+    def validate(model: MotionVQVAE, batches: Any) -> dict[str, float]:
+        se = base = n = correct = total = 0.0
+        counts = torch.zeros(model.quantizer.codebook_size)
+        mean = torch.as_tensor(stats.mean)
+        for b in batches:
+            x = b["face"]
+            out = model(x, b.get("label"))
+            raw = norm.raw(x)
+            se += float(((norm.raw(out["recon"]) - raw) ** 2).sum())
+            base += float(((raw - mean.to(raw.device)) ** 2).sum())
+            n += x.numel()
+            counts += torch.bincount(out["indices"].reshape(-1).cpu(), minlength=len(counts)).float()
+            if "label" in b and out.get("emotion_logits") is not None:
+                correct += float((out["emotion_logits"].argmax(1) == b["label"]).sum())
+                total += len(b["label"])
+        p = counts / counts.sum().clamp(min=1)
+        perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+        metrics = {
+            "val/loss": se / max(n, 1),
+            "val/recon_mse": se / max(n, 1),
+            "val/mean_pose_mse": base / max(n, 1),
+            "val/perplexity": perplexity,
+            "val/usage": float((counts > 0).float().mean()),
+        }
+        if total:
+            metrics["val/emotion_acc"] = correct / total
+        return metrics
+
+    return validate
 
 
 def vqvae_fingerprint(cfg: PipelineConfig) -> str:
     """Model + training settings + split: a change trains a new stage-1 model."""
-    return fingerprint("vqvae-v1", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), split_hash(cfg))
+    return fingerprint("vqvae-v2", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), split_hash(cfg))
 
 
 def vqvae_model_config(cfg: PipelineConfig, norm: FaceNormalizer) -> dict[str, Any]:
@@ -171,12 +197,12 @@ def codebook_plots(
 
 def plan(cfg: PipelineConfig) -> StagePlan:
     """Stage 1's run: datasets first (fails fast on missing stores, empty split, bad widths)."""
-    train, val, norm = vqvae_datasets(cfg)
+    train, val, norm, stats = vqvae_datasets(cfg)
     return StagePlan(
         hparams=cfg.train.vqvae,
         fingerprint=vqvae_fingerprint(cfg),
         data=(train, val),
-        build=lambda: (build_vqvae(cfg), vqvae_loss, vqvae_validate),
+        build=lambda: (build_vqvae(cfg), vqvae_loss, vqvae_validator(norm, stats)),
         model_config=lambda _: vqvae_model_config(cfg, norm),
         after=lambda model, d: codebook_plots(model, val or train, d, cfg.train.vqvae.batch_size),
     )

@@ -177,7 +177,9 @@ def test_evaluation_runs_without_prefect_and_returns_the_rows_the_flow_logged(pi
 
 
 def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, tmp_path):
-    """eval.settings [neutral, driving]: the driving setting generates each clip from its own frames."""
+    """eval.settings [neutral, driving, driving_oracle]: the driving setting generates each clip from another
+    clip of its actor and emotion (Table 5's upper rows, rendered like the neutral one); the oracle from its
+    own frames."""
     from emotalker.flows.evaluate import evaluate_flow
     from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
     from emotalker.tasks.evaluation.motion import clip_features
@@ -187,32 +189,47 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
     bfm = write_fake_bfm(tmp_path / "BFM_model_front.mat")
     ov = [
         *pipeline["overrides"],
-        "eval.settings=[neutral, driving]",
+        "eval.settings=[neutral, driving, driving_oracle]",
         "eval.max_clips=2",
         f"face.bfm_path={bfm}",
     ]
     ev = evaluate_flow(CONFIG, ov)
-    assert ev["clips"] == ev["driving/clips"] == 2
+    assert ev["clips"] == ev["driving/clips"] == ev["driving_oracle/clips"] == 2
     for m in ("LipL2", "FaceL2", "F-LMD_motion", "M-LMD_motion"):
-        assert np.isfinite(ev[m]) and np.isfinite(ev[f"driving/{m}"]) and ev[m] != ev[f"driving/{m}"]
-    # the renders (Table 1's image metrics) are of the neutral setting only
-    assert "driving/SSIM" in ev["skipped"] and "driving/F-LMD" in ev["skipped"]
+        assert np.isfinite(ev[m]) and np.isfinite(ev[f"driving/{m}"])
+    # the lip branch takes each driving frame's lip coefficients; the face tokens of the fixture's briefly
+    # trained stage 2 (references from neutral clips only) may snap to the same codes whatever the reference
+    for m in ("LipL2", "M-LMD_motion"):
+        assert ev[m] != ev[f"driving/{m}"]
+    # every setting is rendered: its image metrics are skipped exactly when the neutral setting's are
+    for m in ("SSIM", "F-LMD"):
+        assert (f"driving/{m}" in ev["skipped"]) == (m in ev["skipped"])
     assert "driving/F-LMD_motion" not in ev["skipped"]
-    # the driving setting's motion is the model run on the clip's own frames as driving frames
+    per_clip = json.loads((cfg.paths.resolve("outputs") / "eval" / "per_clip.json").read_text())
     first = json.loads(cfg.paths.resolve("split").read_text())["test"][0]
+    row = next(p for p in per_clip if p["clip_id"] == first and p["setting"] == "driving")
+    assert row["driver"] != first and row["driver"].split("_")[:3] == first.split("_")[:3]
+    # the driving setting's motion is the model run on the driver's frames; the oracle's on the clip's own
     feats = clip_features(cfg, first)
     model, _ = load_emotalker(cfg, ev["models"])
-    expected = model.generate(feats["motion"], feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
-    saved = np.load(cfg.paths.resolve("outputs") / "eval" / f"{first}.driving.npy")
-    assert np.allclose(saved, expected, atol=1e-5)
+    args = (feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    out = cfg.paths.resolve("outputs") / "eval"
+    expected = model.generate(clip_features(cfg, row["driver"])["motion"], *args)
+    assert np.allclose(np.load(out / f"{first}.driving.npy"), expected, atol=1e-5)
+    assert np.allclose(
+        np.load(out / f"{first}.driving_oracle.npy"), model.generate(feats["motion"], *args), atol=1e-5
+    )
     run = MlflowClient(cfg.mlflow.tracking_uri).get_run(ev["run_id"])
     assert run.data.metrics["test/driving/FaceL2"] == pytest.approx(ev["driving/FaceL2"])
-    table = json.loads((cfg.paths.resolve("outputs") / "eval" / "table.json").read_text())["table"]
+    table = json.loads((out / "table.json").read_text())["table"]
     methods = [row["method"] for row in table]
-    assert methods[:2] == ["this run (neutral reference)", "this run (driving frames)"]
+    assert methods[:3] == [
+        "this run (neutral reference)",
+        "this run (driving frames)",
+        "this run (driving frames: the clip's own, oracle)",
+    ]
     paper5 = next(row for row in table if row["method"] == "EmoTalker, driving frames (paper)")
     assert paper5["F-LMD"] == 2.363 and paper5["EmoAcc"] == 0.762
-    assert table[1]["SSIM"] == "skipped"
 
 
 def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pipeline, tmp_path):

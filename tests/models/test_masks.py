@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+from emotalker.configs.schema import TransformerConfig
 from emotalker.models.masks import (
     alibi_biased_mask,
     alibi_slopes,
+    alignment_bounds,
     alignment_mask,
     alignment_window,
     causal_mask,
@@ -107,3 +109,21 @@ def test_dtype_and_bad_input() -> None:
         alignment_mask(0, 10)
     with pytest.raises(ValueError):
         alibi_biased_mask(4, 10, period=0)
+
+
+@pytest.mark.parametrize(
+    ("window", "frames"),
+    [
+        # the authors' enc_dec_mask (the default): the previous and the current token, [8i - 8, 8i + 8)
+        ("authors", [(0, 8), (0, 16), (8, 24)]),
+        # Eq. 7 read 1-based: token j sees frames k(j-1) .. k(j+1), the current and the next token plus one
+        # frame (2k + 1 = 17 frames, 160 ms look-ahead)
+        ("eq7", [(0, 17), (8, 25), (16, 33)]),
+    ],
+)
+def test_alignment_window_frames_of_tokens_1_to_3(window: str, frames: list[tuple[int, int]]) -> None:
+    allowed = alignment_window(3, 100, k=8, window=window)
+    for i, (lo, hi) in enumerate(frames):  # tokens 1-3 are rows 0-2
+        assert torch.nonzero(allowed[i]).flatten().tolist() == list(range(lo, hi)), (window, i + 1)
+        assert max(0, alignment_bounds(i, 8, window)[0]) == lo and alignment_bounds(i, 8, window)[1] == hi
+    assert TransformerConfig().alignment_window == "authors"

@@ -100,11 +100,18 @@ def test_transformer_start_token_is_the_stage1_encoding_of_the_reference() -> No
         lambda _m, args, kwargs: seen.append(kwargs["reference"]), with_kwargs=True
     )
     face = torch.randn(2, 16, 57)
-    batch = {"face": face, "audio": torch.randn(2, 32, 12), "tokens": torch.randint(0, 5, (2, 32))}
+    ref = torch.randn(2, 57)  # the dataset's reference frame (a neutral clip's, by default), not face[:, 0]
+    batch = {
+        "face": face,
+        "ref": ref,
+        "audio": torch.randn(2, 32, 12),
+        "tokens": torch.randint(0, 5, (2, 32)),
+    }
     loss, metrics = TransformerObjective(vq)(model, batch, 0)
     assert torch.isfinite(loss) and "loss_contrastive" in metrics
     assert seen[0].shape == (2, 8)
-    assert torch.allclose(seen[0], vq.encode_reference(face[:, 0]))
+    assert torch.allclose(seen[0], vq.encode_reference(ref))
+    assert not torch.allclose(seen[0], vq.encode_reference(face[:, 0]))  # the target's own first frame
 
 
 def test_stores_resampled_to_25fps_by_older_versions_are_refused(tmp_path: Path) -> None:
@@ -140,7 +147,8 @@ def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tm
             cid, {"windows": np.random.default_rng(n).standard_normal((n, 80, 16)).astype(np.float32)}
         )
     (tmp_path / "split.json").write_text(json.dumps({"train": list(lengths), "val": [], "test": []}))
-    cfg = load_config(None, [f"paths.root={tmp_path}"])
+    # the window's own clip as the reference pool (default: a neutral clip, tests/training/test_references.py)
+    cfg = load_config(None, [f"paths.root={tmp_path}", "train.lip.reference=clip_frame"])
     assert cfg.train.lip.window == 5
     train, val = lip_datasets(cfg)
     assert val is None and train.windows.skipped == 0  # short clips are used, not skipped
