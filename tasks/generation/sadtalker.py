@@ -62,11 +62,12 @@ def blink_ratio(num_frames: int, rng: random.Random) -> np.ndarray:
     """Upstream's ``generate_blink_seq_randomly`` (T, 1), drawing from ``rng`` as it draws from ``random``:
     none for T <= 20; else 5-frame blinks at gaps ``choice(range(min(10, T), min(T // 2, 70)))``."""
     ratio = np.zeros((num_frames, 1), dtype=np.float64)
-    if num_frames <= 20:
+    gaps = range(min(10, num_frames), min(int(num_frames / 2), 70))
+    if num_frames <= 20 or not gaps:  # T = 21: upstream's choice over an empty range raises; no blink here
         return ratio
     frame = 0
     while 0 <= frame < num_frames:
-        start = rng.choice(range(min(10, num_frames), min(int(num_frames / 2), 70)))
+        start = rng.choice(gaps)
         if frame + start + 5 > num_frames - 1:
             break
         ratio[frame + start : frame + start + 5, 0] = BLINK
