@@ -47,7 +47,7 @@ _spec.loader.exec_module(_pose_ref)
 
 
 def _spread(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """He-initialised weights and non-trivial BatchNorm, so audio, reference and blinks all move the output."""
+    """He-initialised weights and non-trivial BatchNorm: audio, reference and blinks all move the output."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for mod in model.modules():
