@@ -93,7 +93,7 @@ def _row_run(
         mlflow.log_params(
             {"ablation.overrides": " ".join(v.overrides) or "(default)", "ablation.method": v.method}
         )
-        names = [r.name for r in rows if r.variant is not None and r.variant.ident == v.ident]
+        names = [r.name for r in rows if r.variant.ident == v.ident]
         mlflow.set_tag("ablation.rows", "; ".join(names))
         get_run_logger().info("ablation row %s (%s)", v.key, ", ".join(names))
         res = _run_variant(cfg, config, overrides, v, row_run.info.run_id)

@@ -83,7 +83,7 @@ class AblationRow:
     table: int
     name: str
     paper: dict[str, float]
-    variant: Variant | None  # None: a paper-only row this pipeline cannot train (full SadTalker)
+    variant: Variant
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -149,8 +149,6 @@ def ablation_rows(cfg: PipelineConfig) -> list[AblationRow]:
 
 def _canonical(cfg: PipelineConfig, row: AblationRow) -> AblationRow:
     """Drop overrides that restate the config's own value, so such a row IS the default run."""
-    if row.variant is None:
-        return row
     base = cfg.model_dump(mode="json")
     kept = tuple(
         o
@@ -165,8 +163,6 @@ def variants(rows: list[AblationRow]) -> list[Variant]:
     """Distinct trained configurations, full ones first (they also provide every stage-1-only row's base)."""
     seen: dict[tuple[str, ...], Variant] = {}
     for r in rows:
-        if r.variant is None:
-            continue
         v = r.variant
         old = seen.get(v.ident)
         if old is None or (v.evaluate and not old.evaluate):
@@ -193,17 +189,15 @@ def table_rows(
     """One line per row: each metric beside the paper's value; unknown values are ``skipped`` / ``n/a``."""
     out = []
     for r in (r for r in rows if r.table == table):
-        res = results.get(r.variant.ident) if r.variant is not None else None
+        res = results.get(r.variant.ident)
         line: dict[str, Any] = {"row": r.name}
         for m in TABLE_METRICS[table]:
             line[f"{m} paper"] = _fmt(r.paper[m]) if m in r.paper else "n/a"
-            if r.variant is None:
-                line[f"{m} this run"] = "not trained"
-            elif res is None or m not in res:
+            if res is None or m not in res:
                 line[f"{m} this run"] = "skipped"
             else:
                 line[f"{m} this run"] = _fmt(res[m])
-        line["overrides"] = " ".join(r.variant.ident) if r.variant is not None else ""
+        line["overrides"] = " ".join(r.variant.ident)
         line["note"] = r.note
         out.append(line)
     return out
