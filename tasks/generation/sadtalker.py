@@ -28,6 +28,16 @@ EXPNET_CHUNK = 10  # Audio2Exp.test runs ExpNet on 10 frames at a time
 BLINK = (0.5, 0.9, 1.0, 0.9, 0.5)  # generate_blink_seq_randomly's eye-blink ratio ramp
 
 
+OLD_FILES = {
+    "audio2exp_checkpoint": "auido2exp_00300-model.pth",
+    "audio2pose_checkpoint": "auido2pose_00140-model.pth",
+}
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
+
 class SadTalkerWeightsError(FileNotFoundError):
     """A SadTalker weight file the config names is missing or has no ExpNet / PoseVAE in it."""
 
@@ -148,8 +158,8 @@ def _weights(cfg: PipelineConfig, key: str) -> tuple[Path, str]:
     )
     if not path.is_file():
         raise SadTalkerWeightsError(
-            f"{name}: {path} not found; SadTalker's {key.split('_')[0]} weights are the "
-            "SadTalker_V0.0.2_256.safetensors release (or the older auido2*_model.pth files)"
+            f"{name}: {path} not found; SadTalker's {key.split('_')[0]} weights are in the "
+            f"SadTalker_V0.0.2_256.safetensors release (or the older {OLD_FILES[key]})"
         )
     if own is None and path.suffix != ".safetensors":
         raise SadTalkerWeightsError(
@@ -166,7 +176,7 @@ def load_expnet(cfg: PipelineConfig, device: str = "cpu") -> ExpNet:
     try:
         load_sadtalker_audio2exp(net, path, strict=True)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one line naming the key
-        raise SadTalkerWeightsError(f"{name}: {str(exc).splitlines()[0]}") from exc
+        raise SadTalkerWeightsError(f"{name}: {_first_line(exc)}") from exc
     return net.requires_grad_(False).to(device).eval()
 
 
@@ -177,7 +187,7 @@ def load_sadtalker(cfg: PipelineConfig, device: str = "cpu") -> SadTalkerModels:
     try:
         pose = build_pose_vae(path, device)
     except Exception as exc:  # noqa: BLE001
-        raise SadTalkerWeightsError(f"{name}: {str(exc).splitlines()[0]}") from exc
+        raise SadTalkerWeightsError(f"{name}: {_first_line(exc)}") from exc
     pose.requires_grad_(False)
     exp_path, _ = _weights(cfg, "audio2exp_checkpoint")
     return SadTalkerModels(expnet, pose, {"audio2exp": str(exp_path), "audio2pose": str(path)})
