@@ -340,6 +340,17 @@ class RenderConfig(_Strict):
     widths: RendererWidthsConfig = RendererWidthsConfig()
 
 
+class SadTalkerConfig(_Strict):
+    """SadTalker as a method (Table 1 / Table 2 row 1, ``generate --method sadtalker``): its released ExpNet
+    and PoseVAE. Unset checkpoints come from ``render.checkpoint`` (SadTalker_V0.0.2_*.safetensors holds
+    ``audio2exp.`` and ``audio2pose.``)."""
+
+    audio2exp_checkpoint: Path | None = None  # the older auido2exp_00300-model.pth
+    audio2pose_checkpoint: Path | None = None  # the older auido2pose_00140-model.pth
+    pose_style: int = Field(0, ge=0, le=45)  # upstream --pose_style: one of PoseVAE's 46 style ids
+    seed: int = Field(0, ge=0, lt=2**32)  # seeds the blink ratio (Python random) and PoseVAE's z (torch)
+
+
 class GenerationConfig(_Strict):
     """Inference settings of ``generate`` and ``evaluate`` (no training fingerprint includes them)."""
 
@@ -387,6 +398,7 @@ class PipelineConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     render: RenderConfig = RenderConfig()
     generation: GenerationConfig = GenerationConfig()
+    sadtalker: SadTalkerConfig = SadTalkerConfig()
     ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")

@@ -77,7 +77,7 @@ def _run_variant(
     if "vqvae" in out:
         out["VQ MSE"] = float(out["vqvae"]["best_metric"])  # validation reconstruction MSE (Table 3)
     if v.evaluate:
-        ev = evaluate_flow(config, ov, parent_run_id=parent_run_id, model=versions)
+        ev = evaluate_flow(config, ov, parent_run_id=parent_run_id, model=versions, method=v.method)
         out.update({k: val for k, val in ev.items() if isinstance(val, int | float)})
     metrics = {k: float(val) for k, val in out.items() if isinstance(val, int | float)}
     mlflow.log_metrics({f"ablation/{k}": val for k, val in metrics.items()})
@@ -90,8 +90,10 @@ def _row_run(
     """One trained configuration as a nested MLflow run under the ablation's parent run."""
     with mlflow.start_run(run_name=f"{cfg.name}-ablate-{v.key}", nested=True) as row_run:
         mlflow.set_tags({"stage": "ablation-row", "ablation.row": v.key, "pipeline": cfg.name})
-        mlflow.log_params({"ablation.overrides": " ".join(v.overrides) or "(default)"})
-        names = [r.name for r in rows if r.variant is not None and r.variant.overrides == v.overrides]
+        mlflow.log_params(
+            {"ablation.overrides": " ".join(v.overrides) or "(default)", "ablation.method": v.method}
+        )
+        names = [r.name for r in rows if r.variant.ident == v.ident]
         mlflow.set_tag("ablation.rows", "; ".join(names))
         get_run_logger().info("ablation row %s (%s)", v.key, ", ".join(names))
         res = _run_variant(cfg, config, overrides, v, row_run.info.run_id)
@@ -116,7 +118,7 @@ def ablate_flow(config: CredentialFree = "configs/paper.yaml", overrides: Overri
         mlflow.set_tags({"stage": "ablate", "pipeline": cfg.name})
         mlflow.log_params(config_params(cfg))
         for v in todo:
-            results[v.overrides] = _row_run(cfg, config, list(overrides or []), v, rows)
+            results[v.ident] = _row_run(cfg, config, list(overrides or []), v, rows)
         for t in sorted(cfg.ablation.tables):
             lines = table_rows(t, rows, results)
             tables[f"table{t}"] = lines

@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--model", default="current", help=MODEL_HELP)
     gen.add_argument(
+        "--method",
+        choices=["emotalker", "sadtalker"],
+        default="emotalker",
+        help="emotalker: the trained models (default); sadtalker: SadTalker's released ExpNet + PoseVAE "
+        "(render.checkpoint or sadtalker.*; pose style and seed: sadtalker.pose_style / sadtalker.seed), "
+        "rendered by the same renderer",
+    )
+    gen.add_argument(
         "--emotion-reference",
         type=Path,
         default=None,
@@ -307,7 +315,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":
         flow = _load("emotalker.flows.generate:generate_flow")
         kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
-        kwargs |= {"mode": args.mode, "model": args.model}
+        kwargs |= {"mode": args.mode, "model": args.model, "method": args.method}
         if args.emotion_reference is not None:
             kwargs["emotion_reference"] = str(args.emotion_reference)
     else:

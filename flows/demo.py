@@ -141,7 +141,8 @@ def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
 
     rc = cfg.render
     folder = Path(rc.checkpoint).parent
-    payload = {"widths": rc.widths.model_dump(), "seed": cfg.seed}
+    # "sadtalker": the safetensors holds real-layout ExpNet and PoseVAE stand-ins (older demo data: rewritten)
+    payload = {"widths": rc.widths.model_dump(), "seed": cfg.seed, "sadtalker": "audio2exp+audio2pose"}
     marker = folder / ".renderer-standins.json"
     wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]
     if all(Path(p).exists() for p in wanted) and (not marker.exists() or _marker_ok(marker, payload)):

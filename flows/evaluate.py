@@ -22,6 +22,7 @@ def evaluate_flow(
     overrides: Overrides = None,
     parent_run_id: str | None = None,
     model: str | dict[str, str] = "current",
+    method: str = "emotalker",
 ) -> dict[str, Any]:
     """Generate every test clip from audio + neutral reference and compare with its ground truth; with
     ``eval.settings`` holding ``driving``, also from audio + the clip's own frames as emotional driving
@@ -31,9 +32,11 @@ def evaluate_flow(
         model: the registered versions to evaluate: {stage: version} as a run's training flows returned
             them (``reproduce`` passes its own), ``current`` (the newest trained on these stores) or a
             registry alias such as ``best``.
+        method: ``emotalker``; ``sadtalker`` (SadTalker's ExpNet + PoseVAE motion); ``sadtalker_lips``
+            (the model's face branch + SadTalker's released ExpNet lips, frozen): Table 2's rows.
     """
     cfg = resolve_config(config, overrides)
-    ev = run_evaluation(cfg, model)
+    ev = run_evaluation(cfg, model, method)
     table_artifact(
         "evaluation-vs-table1",
         ev.table,

@@ -24,6 +24,7 @@ def generate_flow(
     mode: str | None = None,
     model: str = "current",
     emotion_reference: str | None = None,
+    method: str = "emotalker",
 ) -> dict[str, Any]:
     """Image -> identity coefficients; audio -> HuBERT/tokens/mel; models by alias -> 70-dim motion;
     SadTalker's renderer -> ``video.mp4`` in ``mode`` (crop / full / still; default ``render.mode``).
@@ -40,8 +41,17 @@ def generate_flow(
         emotion_reference: emotional driving frames (a video, or its .npy (T, 70) / .mat coefficients)
             that stand in for the image's neutral reference frame by frame (the paper's audio + driving
             frames setting, Table 5); None: the image is the neutral reference.
+        method: ``emotalker`` (the registered models) or ``sadtalker`` (SadTalker's released ExpNet +
+            PoseVAE, ``sadtalker.*`` settings), rendered by the same renderer for a side-by-side comparison.
     """
     cfg = resolve_config(config, overrides)
     return generate_from_image(
-        cfg, image, audio, out_dir, mode=mode, model=model, emotion_reference=emotion_reference
+        cfg,
+        image,
+        audio,
+        out_dir,
+        mode=mode,
+        model=model,
+        emotion_reference=emotion_reference,
+        method=method,
     )

@@ -3,6 +3,12 @@
 Each row is the default config plus a few overrides; rows that share a stage with the default run share
 its fingerprint (flows/train.py), so only what a row changes is trained again. Table 3 is stage 1 only
 (VQ reconstruction MSE); Tables 2 and 4 train every stage and evaluate on the test split.
+
+Table 2 as the paper runs it: row 1 is SadTalker itself (its released ExpNet + PoseVAE, nothing trained),
+row 2 the default run's face branch with SadTalker's released ExpNet as the lips (frozen, not retrained on
+MEAD), row 3 the default run. Rows 1 and 2 are the default run's stages evaluated with another ``method``
+(``tasks/evaluation/run.py``): they train nothing of their own, and every row is rendered and scored by
+the same evaluation.
 """
 
 from __future__ import annotations
@@ -52,13 +58,19 @@ class Variant:
     overrides: tuple[str, ...]
     stages: tuple[str, ...]  # ("vqvae",) for Table 3, every stage for Tables 2 and 4
     evaluate: bool
+    method: str = "emotalker"  # how the evaluation makes motion (tasks/evaluation/run.py:METHODS)
+
+    @property
+    def ident(self) -> tuple[str, ...]:
+        """What tells rows' results apart: the overrides, and the method when it is not EmoTalker."""
+        return self.overrides + ((f"method={self.method}",) if self.method != "emotalker" else ())
 
     @property
     def key(self) -> str:
-        """A registry-alias-safe name: ``default`` or the overrides, slugged."""
-        if not self.overrides:
+        """A registry-alias-safe name: ``default`` or the overrides (and method), slugged."""
+        if not self.ident:
             return "default"
-        return re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(self.overrides)).strip("-").lower()[:120]
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(self.ident)).strip("-").lower()[:120]
 
     @property
     def alias(self) -> str:
@@ -71,13 +83,13 @@ class AblationRow:
     table: int
     name: str
     paper: dict[str, float]
-    variant: Variant | None  # None: a paper-only row this pipeline cannot train (full SadTalker)
+    variant: Variant
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _full(*overrides: str) -> Variant:
-    return Variant(tuple(overrides), STAGES, True)
+def _full(*overrides: str, method: str = "emotalker") -> Variant:
+    return Variant(tuple(overrides), STAGES, True, method)
 
 
 def _stage1(*overrides: str) -> Variant:
@@ -94,12 +106,15 @@ def ablation_rows(cfg: PipelineConfig) -> list[AblationRow]:
                 2,
                 "SadTalker ExpNet + PoseVAE",
                 PAPER_TABLE2["SadTalker ExpNet + PoseVAE"],
-                None,
-                "paper only: SadTalker's own face and pose networks are not part of this pipeline",
+                _full(method="sadtalker"),
+                "SadTalker's released ExpNet + PoseVAE (render.checkpoint or sadtalker.*), nothing trained",
             ),
-            # lip_mix = 0 leaves Eq. 10 as the plain ExpNet selection y[LIP_INDICES] (SadTalker's lips)
             AblationRow(
-                2, "our face + ExpNet lip", PAPER_TABLE2["our face + ExpNet lip"], _full("lip.lip_mix=0.0")
+                2,
+                "our face + ExpNet lip",
+                PAPER_TABLE2["our face + ExpNet lip"],
+                _full(method="sadtalker_lips"),
+                "the default run's face branch; SadTalker's released ExpNet lips, frozen, not retrained",
             ),
             AblationRow(2, "ours", PAPER_TABLE2["ours"], _full()),
         ]
@@ -134,15 +149,13 @@ def ablation_rows(cfg: PipelineConfig) -> list[AblationRow]:
 
 def _canonical(cfg: PipelineConfig, row: AblationRow) -> AblationRow:
     """Drop overrides that restate the config's own value, so such a row IS the default run."""
-    if row.variant is None:
-        return row
     base = cfg.model_dump(mode="json")
     kept = tuple(
         o
         for o in row.variant.overrides
         if PipelineConfig.model_validate(apply_overrides(copy.deepcopy(base), [o])) != cfg
     )
-    v = Variant(kept, row.variant.stages, row.variant.evaluate)
+    v = Variant(kept, row.variant.stages, row.variant.evaluate, row.variant.method)
     return AblationRow(row.table, row.name, row.paper, v, row.note, row.extra)
 
 
@@ -150,13 +163,11 @@ def variants(rows: list[AblationRow]) -> list[Variant]:
     """Distinct trained configurations, full ones first (they also provide every stage-1-only row's base)."""
     seen: dict[tuple[str, ...], Variant] = {}
     for r in rows:
-        if r.variant is None:
-            continue
         v = r.variant
-        old = seen.get(v.overrides)
+        old = seen.get(v.ident)
         if old is None or (v.evaluate and not old.evaluate):
-            seen[v.overrides] = v
-    return sorted(seen.values(), key=lambda v: (not v.evaluate, v.overrides != (), v.overrides))
+            seen[v.ident] = v
+    return sorted(seen.values(), key=lambda v: (not v.evaluate, v.overrides != (), v.ident))
 
 
 def variant_overrides(cfg: PipelineConfig, overrides: list[str], v: Variant) -> list[str]:
@@ -178,17 +189,15 @@ def table_rows(
     """One line per row: each metric beside the paper's value; unknown values are ``skipped`` / ``n/a``."""
     out = []
     for r in (r for r in rows if r.table == table):
-        res = results.get(r.variant.overrides) if r.variant is not None else None
+        res = results.get(r.variant.ident)
         line: dict[str, Any] = {"row": r.name}
         for m in TABLE_METRICS[table]:
             line[f"{m} paper"] = _fmt(r.paper[m]) if m in r.paper else "n/a"
-            if r.variant is None:
-                line[f"{m} this run"] = "not trained"
-            elif res is None or m not in res:
+            if res is None or m not in res:
                 line[f"{m} this run"] = "skipped"
             else:
                 line[f"{m} this run"] = _fmt(res[m])
-        line["overrides"] = " ".join(r.variant.overrides) if r.variant is not None else ""
+        line["overrides"] = " ".join(r.variant.ident)
         line["note"] = r.note
         out.append(line)
     return out

@@ -47,10 +47,19 @@ def emotion_of_motion(model: EmoTalker, motion: np.ndarray) -> int:
 
 
 def evaluate_clip(
-    model: EmoTalker, feats: dict[str, np.ndarray], reference: np.ndarray, emotion: str
+    model: EmoTalker,
+    feats: dict[str, np.ndarray],
+    reference: np.ndarray,
+    emotion: str,
+    motion: np.ndarray | None = None,
 ) -> dict:
-    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics."""
-    gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics.
+
+    ``motion``: another method's motion for the clip (SadTalker's), scored instead of the model's."""
+    if motion is None:
+        gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
+    else:
+        gen = np.asarray(motion, dtype=np.float32)
     gt = feats["motion"]
     label = EMOTION_TO_ID[emotion]
     return {

@@ -39,6 +39,12 @@ from emotalker.tasks.evaluation.rendered import (
 from emotalker.tasks.evaluation.report import write_report
 from emotalker.tasks.evaluation.subset import balanced_subset
 from emotalker.tasks.generation.inference import load_emotalker
+from emotalker.tasks.generation.sadtalker import (
+    SadTalkerModels,
+    clip_sadtalker_motion,
+    load_sadtalker,
+    sadtalker_lip_branch,
+)
 from emotalker.tasks.progress import progress
 from emotalker.tasks.tracking import (
     config_params,
@@ -51,6 +57,10 @@ from emotalker.tasks.training.registry import registered_name
 from emotalker.tasks.training.stages import STAGES
 
 log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
+
+# how test clips' motion is made: EmoTalker; SadTalker itself (ExpNet + PoseVAE, Table 1 / Table 2 row 1);
+# the EmoTalker face branch with SadTalker's released ExpNet lips, frozen (Table 2 row 2)
+METHODS = ("emotalker", "sadtalker", "sadtalker_lips")
 
 # per-clip result key -> summary / Table 1 name
 PER_CLIP_METRICS: dict[str, str] = {
@@ -95,6 +105,7 @@ class _Generation:
     out_dir: Path
     video_dir: Path
     drivers: dict[str, str] = field(default_factory=dict)  # clip -> the clip whose frames drive it
+    sadtalker: SadTalkerModels | None = None  # set: the clips' motion is SadTalker's own
 
 
 def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
@@ -289,7 +300,10 @@ def _evaluate_one(
         else:
             log.warning("skipping %s (driving): no other clip of its actor and emotion to drive it", cid)
             return None
-        res = evaluate_clip(g.generator, feats, reference, r["emotion"])
+        motion = None
+        if g.sadtalker is not None:  # SadTalker's motion, scored as every other method's
+            motion = clip_sadtalker_motion(cfg, g.sadtalker, feats["mel"], reference.reshape(-1, 70)[0])
+        res = evaluate_clip(g.generator, feats, reference, r["emotion"], motion=motion)
     except KeyError as exc:
         log.warning("skipping %s: %s", cid, exc)
         return None
@@ -332,10 +346,16 @@ def _evaluate_one(
     return {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
 
 
-def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current") -> EvaluationRun:
+def run_evaluation(
+    cfg: PipelineConfig, model: str | dict[str, str] = "current", method: str = "emotalker"
+) -> EvaluationRun:
     """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
     ``driving``, from audio + another sentence's frames of the same actor, emotion and level;
     ``driving_oracle``, the clip's own frames) and compare with its ground truth.
+
+    ``method`` (:data:`METHODS`): ``sadtalker`` scores SadTalker's own motion, ``sadtalker_lips`` the
+    model's face branch with SadTalker's released ExpNet as the lip branch; the registered model still
+    scores ``EmoAcc_stage1_head``.
 
     Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
     skipped with a warning, and the run fails only when no clip could be evaluated.
@@ -344,6 +364,11 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
     device = cfg.torch_device()
     generator, versions = load_emotalker(cfg, model, device)
     log.info("evaluating registered versions %s on %s", versions, device)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    sadtalker = load_sadtalker(cfg, device) if method == "sadtalker" else None
+    if method == "sadtalker_lips":
+        generator.lip = sadtalker_lip_branch(cfg, device)
     bfm = load_bfm(cfg.face.bfm_path) if cfg.face.bfm_path else None  # a bad path fails before any clip
     rendered = cfg.eval.rendered_dir
     if rendered is not None and not rendered.is_dir():
@@ -367,6 +392,7 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
         out_dir=out_dir,
         video_dir=video_dir,
         drivers=driving_clips(test_rows, cfg) if "driving" in cfg.eval.settings else {},
+        sadtalker=sadtalker,
     )
     per_clip: list[dict[str, Any]] = []
     logged: list[Path] = []

@@ -26,6 +26,9 @@ from emotalker.tasks.generation.animate import (
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.generation.render import load_renderer, prepare_source
 from emotalker.tasks.progress import progress_bar
+from emotalker.tasks.generation.sadtalker import SadTalkerWeightsError, load_sadtalker, sadtalker_motion
+
+METHODS = ("emotalker", "sadtalker")  # generate --method: the registered EmoTalker models, or SadTalker
 
 log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
 
@@ -80,9 +83,17 @@ def generate_from_image(
     mode: str | None = None,
     model: str = "current",
     emotion_reference: str | Path | None = None,
+    method: str = "emotalker",
 ) -> dict[str, Any]:
     """Animate ``image`` with ``audio`` into ``out_dir`` (see the generate flow); every input, the
-    preview BFM, the k-means model and the renderer are checked before the slow steps."""
+    preview BFM, the k-means model and the renderer are checked before the slow steps.
+
+    ``method="sadtalker"``: SadTalker's own motion (released ExpNet + PoseVAE, ``sadtalker.*`` settings)
+    through the same renderer, to compare with EmoTalker on the same photo."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "sadtalker" and emotion_reference is not None:
+        raise InputError("--emotion-reference drives EmoTalker only; SadTalker takes the image as reference")
     device = cfg.torch_device()
     img = read_image(Path(image))  # validate inputs before loading any model
     wave, note = load_speech(Path(audio))
@@ -93,36 +104,48 @@ def generate_from_image(
     if (silent := silence_warning(wave, audio)) is not None:
         log.warning(silent)
     bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
-    km = stored_kmeans(cfg)
+    km = stored_kmeans(cfg) if method == "emotalker" else None
+    sadtalker = None
+    if method == "sadtalker":
+        try:
+            sadtalker = load_sadtalker(cfg, device)
+        except SadTalkerWeightsError as exc:
+            raise InputError(str(exc)) from exc
     mode = mode or cfg.render.mode
     renderer = load_renderer(cfg, device, (mode,))  # missing renderer files: fail before the slow steps
     identity = identity_coefficients(img, cfg, device)
     reference = identity["motion"]
     if emotion_reference is not None:  # before any stage-2 model is loaded: a bad file fails fast
         reference = driving_motion(Path(emotion_reference), cfg, device)
-    log.info("generate: HuBERT features and tokens of %.1f s of speech", seconds)
-    feats = audio_features(wave, cfg, device, km)
-    generator, versions = load_emotalker(cfg, model, device)
-    log.info("generate: decoding motion (autoregressive, one token at a time)")
-    bar = progress_bar(None, "generate motion", unit="token", every_s=5.0)
+    if sadtalker is not None:
+        st = cfg.sadtalker
+        log.info("generate: SadTalker's ExpNet + PoseVAE motion of %.1f s of speech", seconds)
+        motion = sadtalker_motion(sadtalker, wave, reference, st.pose_style, st.seed)
+        versions = {"sadtalker": sadtalker.sources, "pose_style": st.pose_style, "seed": st.seed}
+    else:
+        log.info("generate: HuBERT features and tokens of %.1f s of speech", seconds)
+        feats = audio_features(wave, cfg, device, km)
+        generator, versions = load_emotalker(cfg, model, device)
+        log.info("generate: decoding motion (autoregressive, one token at a time)")
+        bar = progress_bar(None, "generate motion", unit="token", every_s=5.0)
 
-    def on_token(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(1)
+        def on_token(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(1)
 
-    try:
-        motion = generator.generate(
-            reference, feats["audio"], feats["tokens"], feats["mel"], on_token=on_token
-        )
-    finally:
-        bar.close()
+        try:
+            motion = generator.generate(
+                reference, feats["audio"], feats["tokens"], feats["mel"], on_token=on_token
+            )
+        finally:
+            bar.close()
     log.info("generate: rendering %d frames (%s)", len(motion), mode)
     outputs = save_outputs(Path(out_dir), motion, identity, img, wave, bfm)
     source = prepare_source(img, cfg, mode)
     outputs |= save_video_outputs(
         Path(out_dir), renderer, source, motion, Path(audio), mode=mode, batch_size=cfg.render.batch_size
     )
-    summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions}
+    summary = {**generation_inputs_summary(wave, note), **outputs, "models": versions, "method": method}
     if silent is not None:
         summary["audio_warning"] = silent
     summary["reference"] = (

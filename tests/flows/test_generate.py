@@ -242,3 +242,39 @@ def test_emotion_reference_driving_frames_from_coefficients_and_video(trained, i
             overrides=trained["overrides"],
             emotion_reference=str(tmp_path / "narrow.npy"),
         )
+
+
+def test_cli_generate_method_sadtalker(trained, inputs, tmp_path, capsys):
+    """--method sadtalker: SadTalker's ExpNet + PoseVAE (the demo stand-ins in render.checkpoint) through the
+    same renderer and outputs; the seed decides blinks and head motion; a missing file names its key."""
+    from emotalker.flows.cli import main
+    from emotalker.flows.generate import generate_flow
+
+    def run(out: Path, seed: int) -> dict:
+        argv = ["generate", "--image", str(inputs["face"]), "--audio", str(inputs["speech"])]
+        argv += ["--out", str(out), "--config", CONFIG, "--method", "sadtalker"]
+        for item in [*trained["overrides"], f"sadtalker.seed={seed}", "sadtalker.pose_style=3"]:
+            argv += ["--set", item]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        return json.loads(printed[printed.index("{") :])
+
+    result = run(tmp_path / "st", 1)
+    assert result["method"] == "sadtalker" and result["frames"] == 60
+    assert result["models"]["pose_style"] == 3 and "audio2pose" in result["models"]["sadtalker"]
+    _check_outputs(tmp_path / "st", 60, 60.5 / 25)
+    motion = np.load(tmp_path / "st" / "motion.npy")
+    assert motion[:, 64:67].std(axis=0).max() > 0  # PoseVAE moves the head
+    run(tmp_path / "same", 1)
+    np.testing.assert_array_equal(np.load(tmp_path / "same" / "motion.npy"), motion)
+    run(tmp_path / "other", 2)
+    assert not np.array_equal(np.load(tmp_path / "other" / "motion.npy"), motion)
+    with pytest.raises(InputError, match="sadtalker.audio2pose_checkpoint"):
+        generate_flow(
+            image=str(inputs["face"]),
+            audio=str(inputs["speech"]),
+            out_dir=str(tmp_path / "bad"),
+            config=CONFIG,
+            overrides=[*trained["overrides"], f"sadtalker.audio2pose_checkpoint={tmp_path / 'none.pth'}"],
+            method="sadtalker",
+        )

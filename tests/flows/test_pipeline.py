@@ -335,13 +335,20 @@ def test_ablate_trains_each_row_as_a_nested_run_and_logs_the_tables(pipeline):
         [client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
         f"tags.mlflow.parentRunId = '{out['run_id']}'",
     )
-    assert len(children) == 9 and {c.data.tags["stage"] for c in children} == {"ablation-row"}
+    assert len(children) == 10 and {c.data.tags["stage"] for c in children} == {"ablation-row"}
     by_row = {c.data.tags["ablation.row"]: c for c in children}
-    default = by_row["default"]
-    # the default row trained nothing: it reuses the pipeline's stages (same fingerprints and versions)
-    for stage in ("vqvae", "lip", "transformer"):
-        assert default.data.tags[f"{stage}.reused"] == "True"
-        assert default.data.tags[f"{stage}.run_id"] == pipeline[stage]["run_id"]
+    # the default row and Table 2's SadTalker rows trained nothing: they reuse the pipeline's stages
+    for row in ("default", "method-sadtalker", "method-sadtalker_lips"):
+        for stage in ("vqvae", "lip", "transformer"):
+            assert by_row[row].data.tags[f"{stage}.reused"] == "True", (row, stage)
+            assert by_row[row].data.tags[f"{stage}.run_id"] == pipeline[stage]["run_id"]
+    # Table 2: three rows scored by the same evaluation; SadTalker's networks (demo stand-ins) move the lips
+    t2 = {line["row"]: line for line in out["tables"]["table2"]}
+    names = ("SadTalker ExpNet + PoseVAE", "our face + ExpNet lip", "ours")
+    lip_l2 = [t2[r]["LipL2 this run"] for r in names]
+    assert all(isinstance(v, float) for v in lip_l2) and len(set(lip_l2)) == 3, lip_l2
+    assert isinstance(t2["SadTalker ExpNet + PoseVAE"]["M-LMD this run"], float)
+    assert by_row["method-sadtalker"].data.params["ablation.method"] == "sadtalker"
     # a Table 4 row retrains stage 2 only, nested under its row; stage 1 and the lip branch are reused
     nobias = by_row["transformer-use_biased_mask-false"]
     assert nobias.data.tags["vqvae.reused"] == "True" and nobias.data.tags["transformer.reused"] == "False"
@@ -349,10 +356,10 @@ def test_ablate_trains_each_row_as_a_nested_run_and_logs_the_tables(pipeline):
         [nobias.info.experiment_id], f"tags.mlflow.parentRunId = '{nobias.info.run_id}'"
     )
     assert {r.data.tags["stage"] for r in grandchildren} == {"transformer", "evaluate"}
-    t2 = client.get_model_version_by_alias(
+    t2v = client.get_model_version_by_alias(
         "emotalker-transformer", "ablate-transformer-use_biased_mask-false"
     )
-    assert t2.run_id == nobias.data.tags["transformer.run_id"]
+    assert t2v.run_id == nobias.data.tags["transformer.run_id"]
     assert (
         client.get_model_version_by_alias("emotalker-transformer", "best").run_id
         == pipeline["transformer"]["run_id"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emotalker.configs.schema import RendererWidthsConfig
+from emotalker.models.pose_vae import N_TENSORS, PoseVAE, load_sadtalker_audio2pose
 from emotalker.models.renderer import (
     CheckpointError,
     FaceRenderer,
@@ -163,6 +164,12 @@ def test_sadtalker_safetensors_feeds_deep3dface_and_the_lip_branch(standins):
     assert report == {"missing": [], "unexpected": []}
     audio2exp = _file_state(standins["safetensors"], "audio2exp.netG.")
     torch.testing.assert_close(lip.expnet.mapping1.weight, audio2exp["mapping1.weight"])
+    # the PoseVAE stand-in: every released audio2pose. tensor, loaded strictly (Table 2 row 1, generate)
+    pose = PoseVAE()
+    assert load_sadtalker_audio2pose(pose, standins["safetensors"]) == "safetensors"
+    audio2pose = _file_state(standins["safetensors"], "audio2pose.")
+    assert len(audio2pose) == N_TENSORS
+    torch.testing.assert_close(pose.netG.decoder.classbias, audio2pose["netG.decoder.classbias"])
 
 
 @pytest.mark.slow

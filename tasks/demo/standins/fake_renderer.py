@@ -16,6 +16,7 @@ import torch
 from emotalker.configs.schema import RendererWidthsConfig
 from emotalker.models.deep3dface import ReconNet
 from emotalker.models.lip import ExpNet
+from emotalker.models.pose_vae import PoseVAE
 from emotalker.models.renderer import FaceRenderer, HEEstimator, RendererWidths
 
 FILE_NAMES = {
@@ -50,10 +51,10 @@ def write_renderer_standins(
 ) -> dict[str, Path]:
     """Write the chosen released layouts of one random renderer under ``out_dir``; returns paths by layout.
 
-    The safetensors file also holds a random Deep3DFace ``face_3drecon.`` and ExpNet ``audio2exp.netG.``
-    (loadable by ``face.deep3dface_checkpoint`` and the lip initialisation) and a small ``audio2pose.``
-    placeholder (nothing in this project reads SadTalker's pose VAE). ``he_widths`` = (block_expansion,
-    max_features) of the facevid2vid head-pose estimator.
+    The safetensors file also holds a random Deep3DFace ``face_3drecon.``, ExpNet ``audio2exp.netG.`` and
+    PoseVAE ``audio2pose.`` (all 419 tensors), each loadable strictly (``face.deep3dface_checkpoint``, the
+    lip initialisation, the SadTalker method of ``generate`` / ``ablate``). ``he_widths`` =
+    (block_expansion, max_features) of the facevid2vid head-pose estimator.
     """
     from safetensors.torch import save_file
 
@@ -67,12 +68,15 @@ def write_renderer_standins(
     if "safetensors" in layouts:
         tensors = {f"kp_extractor.{k}": v for k, v in renderer.kp_extractor.state_dict().items()}
         tensors |= {f"generator.{k}": v for k, v in renderer.generator.state_dict().items()}
-        tensors |= {f"audio2exp.netG.{k}": v for k, v in ExpNet().state_dict().items()}
+        expnet, pose_vae = ExpNet(), PoseVAE()
+        _spread_norms(expnet, seed + 1)  # BN statistics away from 0/1: the stand-ins' motion moves
+        _spread_norms(pose_vae, seed + 2)
+        tensors |= {f"audio2exp.netG.{k}": v for k, v in expnet.state_dict().items()}
+        tensors |= {f"audio2pose.{k}": v for k, v in pose_vae.state_dict().items()}
         recon = ReconNet()
         for layer in recon.final_layers:  # small non-zero heads: coefficients vary per image
             torch.nn.init.normal_(layer.weight, std=0.02)
         tensors |= {f"face_3drecon.{k}": v for k, v in recon.state_dict().items()}
-        tensors["audio2pose.placeholder.weight"] = torch.zeros(1)
         paths["safetensors"] = out / FILE_NAMES["safetensors"]
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(paths["safetensors"]))
     if "facevid2vid" in layouts:
