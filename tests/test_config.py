@@ -20,7 +20,6 @@ def test_paper_yaml_holds_the_paper_defaults():
     assert cfg.train.transformer.lr == 1e-4
 
 
-
 def test_paper_yaml_resolves_to_exactly_the_schema_defaults():
     """paper.yaml lists only the paper's settings: with the schema's defaults for the rest it must resolve to
     the very same config (every field, and so every fingerprint of stores and registered models)."""

@@ -25,8 +25,8 @@ from emotalker.tasks.generation.animate import (
 )
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.generation.render import load_renderer, prepare_source
-from emotalker.tasks.progress import progress_bar
 from emotalker.tasks.generation.sadtalker import SadTalkerWeightsError, load_sadtalker, sadtalker_motion
+from emotalker.tasks.progress import progress_bar
 
 METHODS = ("emotalker", "sadtalker")  # generate --method: the registered EmoTalker models, or SadTalker
 
