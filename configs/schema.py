@@ -275,6 +275,11 @@ class EvalConfig(_Strict):
     render_max_frames: int | None = Field(None, ge=7)
     log_videos: int = Field(3, ge=0)  # rendered test videos logged as MLflow artifacts
     syncnet_checkpoint: Path | None = None
+    # EmoAcc's classifier: "esr9" (the paper's [32], Siqueira et al. AAAI 2020: the folder eval.esr9_dir of
+    # its 10 released state dicts) or "huggingface" (a save_pretrained image classifier in
+    # eval.emotion_classifier_checkpoint)
+    emotion_classifier: Literal["esr9", "huggingface"] = "esr9"
+    esr9_dir: Path | None = None
     emotion_classifier_checkpoint: Path | None = None
 
 

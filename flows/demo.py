@@ -92,10 +92,12 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
-    """Random BFM, SyncNet and expression classifier where the demo config points (skipped when present),
-    so the demo's evaluation computes every Table 1 metric."""
+    """Random BFM, SyncNet and ESR-9 (and the optional Hugging Face expression classifier) where the demo
+    config points (skipped when present), so the demo's evaluation computes every Table 1 metric."""
+    from emotalker.models.esr9 import esr9_files
     from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
     from emotalker.tasks.demo.standins.fake_eval_assets import (
+        write_fake_esr9,
         write_fake_expression_classifier,
         write_fake_syncnet,
     )
@@ -110,6 +112,10 @@ def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
         if not e.syncnet_checkpoint.exists():
             write_fake_syncnet(e.syncnet_checkpoint, seed=cfg.seed)
         out["syncnet"] = str(e.syncnet_checkpoint)
+    if e.esr9_dir is not None:
+        if not all((e.esr9_dir / f).exists() for f in esr9_files()):
+            write_fake_esr9(e.esr9_dir, seed=cfg.seed)
+        out["esr9"] = str(e.esr9_dir)
     if e.emotion_classifier_checkpoint is not None:
         if not (e.emotion_classifier_checkpoint / "config.json").exists():
             write_fake_expression_classifier(e.emotion_classifier_checkpoint, seed=cfg.seed)

@@ -2,8 +2,9 @@
 
 Both videos are brought into the same aligned ``EVAL_SIZE`` x ``EVAL_SIZE`` face crop (the crop the
 renderer made of the source image; a render that is already that crop is only resized), then:
-SSIM per frame pair; CPBD per rendered frame; 68 face-alignment landmarks on both for F-LMD / M-LMD (as EAT
-computes them: each set mean-centred, no scale normalisation); the classifier's emotion on one frame in 5
+SSIM per frame pair; CPBD per rendered frame; 68 face-alignment landmarks on both for F-LMD / M-LMD (as
+the authors' eval.py: mean |gt - gen| on raw coordinates) and F-LMD_EAT / M-LMD_EAT (as EAT: each set
+mean-centred, Euclidean); the classifier's emotion on one frame in 5
 of both, the real video's label being the ground truth (EmoAcc); and SyncNet on syncnet_python's face
 crops of the rendered frames against the clip's audio (Sync). Only per-frame landmarks, boxes and labels
 are kept across batches; SyncNet's crops are made in a second pass over the rendered video.
@@ -20,7 +21,14 @@ import cv2
 import numpy as np
 
 from emotalker.tasks.evaluation.emotion_classifier import VideoEmotionClassifier, emotion_accuracy
-from emotalker.tasks.evaluation.metrics import cpbd, f_lmd, m_lmd, ssim_video
+from emotalker.tasks.evaluation.metrics import (
+    authors_f_lmd,
+    authors_m_lmd,
+    cpbd,
+    f_lmd,
+    m_lmd,
+    ssim_video,
+)
 from emotalker.tasks.evaluation.sync import (
     SAMPLES_PER_FRAME,
     crop_face,
@@ -121,8 +129,10 @@ def compare_videos(
     out: dict[str, Any] = {
         "ssim": ssim_sum / frames,
         "cpbd": float(np.nanmean(cpbds)) if np.isfinite(cpbds).any() else float("nan"),
-        "f_lmd": f_lmd(pred_lm, real_lm),
-        "m_lmd": m_lmd(pred_lm, real_lm),
+        "f_lmd": authors_f_lmd(pred_lm, real_lm),
+        "m_lmd": authors_m_lmd(pred_lm, real_lm),
+        "f_lmd_eat": f_lmd(pred_lm, real_lm),
+        "m_lmd_eat": m_lmd(pred_lm, real_lm),
         "lmd_frames": int(
             (np.isfinite(pred_lm).all(axis=(1, 2)) & np.isfinite(real_lm).all(axis=(1, 2))).sum()
         ),

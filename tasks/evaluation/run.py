@@ -25,9 +25,9 @@ from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
-from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
 from emotalker.tasks.evaluation.motion import clip_features, evaluate_clip, landmark_metrics
+from emotalker.tasks.evaluation.protocol import classifier_skip_note, load_eval_classifier
 from emotalker.tasks.evaluation.rendered import (
     ClipRenderer,
     ImageMetricModels,
@@ -54,15 +54,26 @@ log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Pr
 PER_CLIP_METRICS: dict[str, str] = {
     "ssim": "SSIM",
     "cpbd": "CPBD",
-    "f_lmd": "F-LMD",
+    "f_lmd": "F-LMD",  # the authors' eval.py: mean |gt - gen| on raw coordinates
     "m_lmd": "M-LMD",
+    "f_lmd_eat": "F-LMD_EAT",  # EAT's: mean-centred, Euclidean
+    "m_lmd_eat": "M-LMD_EAT",
     "sync": "Sync",
     "emo_acc": "EmoAcc",
     "f_lmd_motion": "F-LMD_motion",
     "m_lmd_motion": "M-LMD_motion",
 }
 MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
-RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
+RENDERED = (
+    "SSIM",
+    "CPBD",
+    "F-LMD",
+    "M-LMD",
+    "F-LMD_EAT",
+    "M-LMD_EAT",
+    "Sync",
+    "EmoAcc",
+)  # metrics of rendered videos
 
 
 @dataclass(kw_only=True)
@@ -127,17 +138,14 @@ def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
         "eval.rendered_dir/<clip_id>.mp4"
     )
     if videos is None:
-        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
+        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD", "F-LMD_EAT", "M-LMD_EAT"):
             notes[m] = needs_videos
     if e.syncnet_checkpoint is None:
         notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)"
     elif videos is None:
         notes["Sync"] = needs_videos
-    if e.emotion_classifier_checkpoint is None:
-        notes["EmoAcc"] = (
-            "skipped: needs a facial-expression classifier (eval.emotion_classifier_checkpoint); "
-            "see EmoAcc_stage1_head for the motion-space accuracy"
-        )
+    if (note := classifier_skip_note(cfg)) is not None:
+        notes["EmoAcc"] = note
     elif videos is None:
         notes["EmoAcc"] = needs_videos
     return notes
@@ -169,9 +177,8 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
         detect_max_side=f.detect_max_side,
     )
     syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
-    classifier = None
-    if cfg.eval.emotion_classifier_checkpoint is not None:
-        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+    classifier = load_eval_classifier(cfg, device)
+    if classifier is not None:
         if classifier.missing:
             log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
     return ImageMetricModels(detector, syncnet, classifier, device)

@@ -77,15 +77,27 @@ def test_render_in_the_real_crop_has_no_landmark_error(tmp_path, real_clip):
     assert same["f_lmd"] == 0.0 and same["ssim"] > 0.99
 
 
-def test_landmark_lmd_measures_shape_in_crop_pixels_not_position(tmp_path, real_clip):
+def test_eat_lmd_measures_shape_in_crop_pixels_not_position(tmp_path, real_clip):
     models = ImageMetricModels(SquareDetector())
     bigger = tmp_path / "bigger.mp4"  # 6 crop pixels larger radius, and moved: centring removes the shift
     write_mp4(square_frames(12, (256, 256), (100, 140), 25.6 + 6), bigger, fps=25)
     res = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX)
-    assert res["f_lmd"] == pytest.approx(6.0, abs=1.0)  # every point moves radially by the radius change
-    assert res["m_lmd"] == pytest.approx(6.0, abs=1.0)
+    assert res["f_lmd_eat"] == pytest.approx(6.0, abs=1.0)  # every point moves radially by the radius change
+    assert res["m_lmd_eat"] == pytest.approx(6.0, abs=1.0)
+    assert res["f_lmd"] > 10.0  # the authors' F-LMD (raw coordinates) also counts the (-28, +12) move
     short = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX, max_frames=7)
     assert short["image_frames"] == 7
+
+
+def test_authors_lmd_counts_a_translated_face_and_eat_does_not(tmp_path, real_clip):
+    """F-LMD / M-LMD are the authors' (raw coordinates): a face moved by (-28, +12) crop pixels scores the
+    mean absolute shift, (28 + 12) / 2 = 20; EAT's centred variant scores ~0."""
+    models = ImageMetricModels(SquareDetector())
+    moved = tmp_path / "moved.mp4"
+    write_mp4(square_frames(12, (256, 256), (100, 140), 25.6), moved, fps=25)
+    res = compare_videos(moved, real_clip, tmp_path / "unused.wav", models, box=BOX)
+    assert res["f_lmd"] == pytest.approx(20.0, abs=1.0) and res["m_lmd"] == pytest.approx(20.0, abs=1.0)
+    assert res["f_lmd_eat"] < 1.0 and res["m_lmd_eat"] < 1.0
 
 
 def test_emoacc_ground_truth_is_the_real_video_per_5_frames(tmp_path):

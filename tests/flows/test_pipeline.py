@@ -249,6 +249,7 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
         f"face.bfm_path={bfm}",
         f"eval.rendered_dir={rendered}",
         f"eval.syncnet_checkpoint={syncnet}",
+        "eval.emotion_classifier=huggingface",
         f"eval.emotion_classifier_checkpoint={fer}",
         "eval.max_clips=3",
         "eval.render_max_frames=12",
