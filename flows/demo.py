@@ -25,6 +25,7 @@ from emotalker.flows.common import (
 )
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
+from emotalker.tasks.evaluation.table1 import table1_text
 
 TABLE1_METRICS = tuple(next(iter(PAPER_TABLE1.values())))  # SSIM, CPBD, F-LMD, M-LMD, Sync, EmoAcc
 
@@ -181,7 +182,7 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
     data = demo_data_flow(config, overrides)
     result = reproduce(config, overrides)
     table = standin_table1(result["evaluate"])
-    standins = ["renderer", "face-alignment", "SyncNet", "expression classifier"]
+    standins = ["renderer", "face-alignment", "SyncNet", "ESR-9 classifier"]
     if "bfm" in data["assets"]:  # only when the config draws motion landmarks through a BFM
         standins.append("BFM")
     print(
@@ -189,4 +190,7 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
         "randomly initialised stand-ins in the released formats, so these numbers show that every metric "
         "runs end to end, not the paper's values:\n" + "\n".join(f"  {k:7s} {v}" for k, v in table.items())
     )
+    ev = result["evaluate"]
+    if ev.get("table1"):
+        print(table1_text(ev["table1"], ev["protocol_card"], ev["standin_weights"]))
     return {"demo_data": data, **result, "table1": table}

@@ -21,7 +21,7 @@ def test_paper_yaml_holds_the_paper_defaults():
 
 
 # the resolved paper config before configs/paper.yaml was trimmed to the paper's own settings (issue #25)
-PAPER_FINGERPRINT = "d10adb11fb612ec6"  # + eval.emotion_classifier, eval.esr9_dir (issue #27)
+PAPER_FINGERPRINT = "9fea9b2b6c7de25c"  # + eval keys of issue #27
 
 
 def test_paper_yaml_resolves_to_exactly_the_schema_defaults():

@@ -122,6 +122,23 @@ def protocol_card(cfg: Any, clip_ids: list[str], eval_size: int) -> dict[str, st
     return card | {f"version.{k}": v for k, v in library_versions().items()}
 
 
+def standin_weights(cfg: Any) -> list[str]:
+    """Which evaluation weights are the demo's random stand-ins (their writers leave a marker): numbers
+    computed with them are marked in the report."""
+    e, out = cfg.eval, []
+    if Path(cfg.render.checkpoint).parent.joinpath(".renderer-standins.json").is_file():
+        out.append("renderer")
+    if (
+        e.emotion_classifier == "esr9"
+        and e.esr9_dir is not None
+        and (Path(e.esr9_dir) / ".standin").is_file()
+    ):
+        out.append("ESR-9")
+    if e.syncnet_checkpoint is not None and Path(f"{e.syncnet_checkpoint}.standin").is_file():
+        out.append("SyncNet")
+    return out
+
+
 def cards_match(a: dict[str, str], b: dict[str, str]) -> bool:
     """Two scores are comparable only when every entry of their protocol cards is equal."""
     return a == b

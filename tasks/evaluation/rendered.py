@@ -140,6 +140,7 @@ def compare_videos(
     }
     if models.classifier is not None:
         out["emo_acc"] = emotion_accuracy(emo_pred, emo_real)
+        out["emo_frames_pred"], out["emo_frames_real"] = emo_pred, emo_real  # EmoAcc's confusion matrix
         out["emotion_image"] = max(set(emo_pred), key=emo_pred.count)
         out["emotion_real_video"] = max(set(emo_real), key=emo_real.count)
     if models.syncnet is not None:

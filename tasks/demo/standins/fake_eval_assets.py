@@ -27,6 +27,7 @@ def write_fake_syncnet(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
+    Path(f"{path}.standin").write_text("random SyncNet written by the demo-data flow\n")
     return path
 
 
@@ -71,4 +72,5 @@ def write_fake_esr9(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, part in zip(esr9_files(), [model.base, *model.convolutional_branches], strict=True):
         torch.save(part.state_dict(), folder / name)
+    (folder / ".standin").write_text("random ESR-9 written by the demo-data flow\n")
     return folder
