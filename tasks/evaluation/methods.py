@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ClipInput:
     """What a method may use for one test clip: its manifest row, the actor's neutral reference motion
-    frame (70,) and how many motion frames to produce."""
+    frame (70,) (None where no face features were read: scoring a folder of videos) and how many motion
+    frames to produce."""
 
     row: dict[str, Any]
-    reference: np.ndarray
+    reference: np.ndarray | None
     frames: int
 
 
@@ -131,7 +132,7 @@ def score_clip(method: Method, s: Scoring, row: dict[str, Any]) -> dict[str, Any
     source = s.renderer.source(actor, s.ref_rows[actor]) if s.renderer is not None else None
     box = tuple(int(v) for v in source.box) if source is not None else None
     n = s.frames(cid) if s.max_frames is None else min(s.frames(cid), s.max_frames)
-    out = method.clip(ClipInput(row=row, reference=s.refs[actor], frames=n))
+    out = method.clip(ClipInput(row=row, reference=s.refs.get(actor), frames=n))
     if out is None:
         return None
     if method.kind == "motion":

@@ -457,7 +457,7 @@ def evaluation_report(
         )
 
 
-def _metric_key(name: str) -> str:
+def metric_key(name: str) -> str:
     """A method name as an MLflow metric key part (letters, digits, ``_ - .`` and spaces only)."""
     return re.sub(r"[^\w\-. ]", "", name).strip().replace(" ", "_")
 
@@ -470,7 +470,7 @@ def log_table1(cfg: PipelineConfig, ev: EvaluationRun) -> ProtocolSection | None
     mlflow.log_params({f"protocol.{k}": v for k, v in ev.card.items()})
     mlflow.set_tag("protocol.standin_weights", ", ".join(ev.standin) or "none")
     metrics = {
-        f"table1/{_metric_key(row['method'])}/{k}": float(v)
+        f"table1/{metric_key(row['method'])}/{k}": float(v)
         for row in ev.table1
         if row.get("status") != "paper"
         for k, v in row.items()

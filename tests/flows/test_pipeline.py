@@ -139,6 +139,18 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     logged = MlflowClient().list_artifacts(ev["run_id"], "rendered_videos")
     assert len(logged) == 2 and all(a.path.endswith(".mp4") for a in logged)
+    # Table 1 as the paper measures it: ours, the real video and the floors on the same 3 clips, each with
+    # a 95% interval, marked as stand-in numbers, then the paper's rows; the protocol card in MLflow
+    rows = {r["method"].rstrip(" †"): r for r in ev["table1"]}
+    for m in ("EmoTalker (this run)", "real video", "copy reference", "mean motion"):
+        assert rows[m]["clips"] == "3/3" and rows[m]["method"].endswith("†"), m
+        assert rows[m]["SSIM_low"] <= rows[m]["SSIM"] <= rows[m]["SSIM_high"], m
+    assert rows["real video"]["SSIM"] == pytest.approx(1.0) and rows["real video"]["F-LMD"] == 0.0
+    assert rows["real video"]["EmoAcc"] == 1.0 and "EmoTalker (paper)" in rows
+    assert rows["EmoTalker (this run)"]["SSIM"] == pytest.approx(ev["SSIM"])
+    params = MlflowClient().get_run(ev["run_id"]).data.params
+    assert params["protocol.test_clips"] == "3" and params["protocol.emotion_classifier"] == "esr9"
+    assert params["protocol.test_list_sha256"] == ev["protocol_card"]["test_list_sha256"]
 
 
 def _same(a, b) -> bool:
