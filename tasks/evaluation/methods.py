@@ -139,7 +139,10 @@ def score_clip(method: Method, s: Scoring, row: dict[str, Any]) -> dict[str, Any
         if s.renderer is None:
             return None
         video, box = s.renderer.render(
-            source, np.asarray(out)[:n], Path(row["prepared_audio"]), s.video_dir / method.name / f"{cid}.mp4"
+            source,
+            np.asarray(out)[:n],
+            Path(row["prepared_audio"]),
+            s.video_dir / method.name.replace(" ", "_") / f"{cid}.mp4",
         )
     else:
         video = Path(out)

@@ -153,6 +153,31 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
     assert params["protocol.test_list_sha256"] == ev["protocol_card"]["test_list_sha256"]
 
 
+def test_score_scores_a_folder_of_videos_complete_or_incomplete(pipeline, tmp_path):
+    """`emotalker score`'s flow on another method's folder: the real clips as <clip_id>.mp4 give a complete
+    row (SSIM 1, F-LMD 0) with intervals and the protocol card; a folder lacking a clip is incomplete."""
+    import shutil
+
+    from emotalker.flows.score import score_flow
+
+    cfg = pipeline["cfg"]
+    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    test_ids = json.loads(cfg.paths.resolve("split").read_text())["test"][:2]
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    for d, ids in ((full, test_ids), (partial, test_ids[:1])):
+        d.mkdir()
+        for cid in ids:
+            shutil.copy(rows[cid]["prepared_video"], d / f"{cid}.mp4")
+    ov = [*pipeline["overrides"], "eval.max_clips=2", "eval.render_max_frames=12"]
+    done = score_flow(str(full), "copies", CONFIG, ov)
+    row = done["table1"][0]
+    assert row["status"] == "complete" and row["clips"] == "2/2"
+    assert row["SSIM"] == pytest.approx(1.0, abs=1e-6) and row["F-LMD"] == 0.0 and row["EmoAcc"] == 1.0
+    assert done["protocol_card"]["test_clips"] == "2" and done["table1"][1]["status"] == "paper"
+    half = score_flow(str(partial), "half", CONFIG, ov)["table1"][0]
+    assert half["status"] == "incomplete (1/2)" and "SSIM" not in half
+
+
 def _same(a, b) -> bool:
     """Equal, floats to 1e-6 relative (NaN equals NaN), through nested dicts and lists."""
     if isinstance(a, dict) and isinstance(b, dict):
