@@ -104,11 +104,16 @@ register_method("copy_reference", copy_reference)
 register_method("mean_motion", mean_motion)
 
 
-def build_methods(cfg: Any, names: list[str], train_rows: list[dict[str, Any]]) -> list[Method]:
-    """The registered methods ``names`` (``eval.methods``), built once before any clip."""
+def check_methods(names: list[str]) -> None:
+    """Fail (naming them) on ``eval.methods`` entries no method registered, before any clip is generated."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"eval.methods: unknown {unknown}; registered: {sorted(METHODS)}")
+
+
+def build_methods(cfg: Any, names: list[str], train_rows: list[dict[str, Any]]) -> list[Method]:
+    """The registered methods ``names`` (``eval.methods``), built once before their clips are scored."""
+    check_methods(names)
     return [METHODS[n](cfg, train_rows) for n in names]
 
 

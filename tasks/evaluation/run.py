@@ -26,7 +26,7 @@ from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
-from emotalker.tasks.evaluation.methods import build_methods, score_methods, scoring_for
+from emotalker.tasks.evaluation.methods import build_methods, check_methods, score_methods, scoring_for
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
 from emotalker.tasks.evaluation.motion import clip_features, evaluate_clip, landmark_metrics
 from emotalker.tasks.evaluation.protocol import (
@@ -344,6 +344,7 @@ def run_evaluation(cfg: PipelineConfig, model: str | dict[str, str] = "current")
     if rendered is not None and not rendered.is_dir():
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
     videos = video_source(cfg)
+    check_methods(cfg.eval.methods)  # a misspelt Table 1 row fails here, not after every clip
     image_models = image_metric_models(cfg, device) if videos is not None else None
     renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
     ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, cfg).items()}
