@@ -108,8 +108,8 @@ def protocol_card(cfg: Any, clip_ids: list[str], eval_size: int) -> dict[str, st
     card = {
         "test_list_sha256": clip_list_hash(clip_ids),
         "test_clips": str(len(clip_ids)),
-        "crop": f"renderer source crop (render.mode={cfg.render.mode}, "
-        f"render.image_size={cfg.render.image_size}), resized to {eval_size}x{eval_size}",
+        "crop": "real: SadTalker croper box of the clip's first frame (authors' eval.py); renders of the "
+        f"real size cut alike, others only resized; all to {eval_size}x{eval_size}",
         "frames_per_clip": "all" if e.render_max_frames is None else f"first {e.render_max_frames}",
         "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={f.flip_input})",
         "emotion_classifier": e.emotion_classifier,

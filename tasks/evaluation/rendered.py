@@ -51,6 +51,9 @@ class ImageMetricModels:
     syncnet: Any = None
     classifier: VideoEmotionClassifier | None = None
     device: str = "cpu"
+    # the authors' eval.py crop: each real clip cut by SadTalker's croper box of its own first frame (the
+    # box is the same in SadTalker's crop and still modes), renders of another size only resized
+    authors_crop: bool = False
 
 
 def crop_resize(frames: np.ndarray, box: Box | None, size: int = EVAL_SIZE) -> np.ndarray:
@@ -105,6 +108,8 @@ def compare_videos(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """SSIM, CPBD, F-LMD, M-LMD and (with their models) EmoAcc and Sync of ``rendered`` vs ``real``."""
+    if models.authors_crop:
+        box = real_crop_box(real, models.detector) or box
     ssim_sum, cpbds, frames = 0.0, [], 0
     lm_pred, lm_real, boxes = [], [], []
     emo_pred: list[str] = []
@@ -150,6 +155,21 @@ def compare_videos(
             )
         )
     return out
+
+
+def real_crop_box(real: Path, detector: LandmarkDetector) -> Box | None:
+    """SadTalker's croper box of the real clip's first frame (the authors' crop of the real video);
+    None when no face is found there."""
+    from emotalker.tasks.generation.render import RenderInputError, sadtalker_crop_box
+
+    first = next(iter_video_frames(real, batch_size=1, max_frames=1))
+    lms, valid = detector.detect(first)
+    if not bool(np.asarray(valid)[0]):
+        return None
+    try:
+        return sadtalker_crop_box(lms[0], first.shape[2], first.shape[1])
+    except RenderInputError:
+        return None
 
 
 def rendered_sync(

@@ -196,7 +196,7 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
     if classifier is not None:
         if classifier.missing:
             log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
-    return ImageMetricModels(detector, syncnet, classifier, device)
+    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True)
 
 
 def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:

@@ -73,3 +73,28 @@ def test_crop_resize_pads_outside_the_frame():
     out = crop_resize(frame, (-10, 0, 10, 20), size=20)
     assert out.shape == (1, 20, 20, 3)
     assert (out[0, :10, :10] == 0).all() and (out[0, :10, 10:] == 200).all() and (out[0, 10:] == 0).all()
+
+
+class TemplateFaceDetector(SquareDetector):
+    """Finds the same face in every frame: eyes at (40, 40) and (60, 40), mouth corners (42, 70), (58, 70)."""
+
+    def __init__(self, found: bool = True):
+        lm = np.full((68, 2), 50.0)
+        lm[36:42], lm[42:48] = (40.0, 40.0), (60.0, 40.0)
+        lm[48], lm[54] = (42.0, 70.0), (58.0, 70.0)
+        self.lm, self.found = lm.astype(np.float32), found
+
+    def detect(self, frames):
+        lms = np.repeat(self.lm[None], len(frames), axis=0)
+        return (lms if self.found else lms * np.nan), np.full(len(frames), self.found)
+
+
+def test_authors_crop_is_sadtalkers_croper_box_of_the_real_first_frame(tmp_path):
+    from emotalker.tasks.evaluation.rendered import real_crop_box
+    from emotalker.tasks.generation.render import sadtalker_crop_box
+
+    real = tmp_path / "real.mp4"
+    write_mp4(square_frames(8, (120, 160), (50, 55), 20), real, fps=25)
+    box = real_crop_box(real, TemplateFaceDetector())
+    assert box == sadtalker_crop_box(TemplateFaceDetector().lm, 160, 120)
+    assert real_crop_box(real, TemplateFaceDetector(found=False)) is None
