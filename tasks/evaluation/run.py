@@ -44,7 +44,13 @@ from emotalker.tasks.evaluation.rendered import (
     video_source,
 )
 from emotalker.tasks.evaluation.report import ProtocolSection, write_report
-from emotalker.tasks.evaluation.table1 import confusion_rows, display_rows, emotion_level_table, table1
+from emotalker.tasks.evaluation.table1 import (
+    confusion_rows,
+    display_rows,
+    emotion_level_table,
+    mlflow_table,
+    table1,
+)
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.progress import progress
 from emotalker.tasks.tracking import (
@@ -478,6 +484,7 @@ def log_table1(cfg: PipelineConfig, ev: EvaluationRun) -> ProtocolSection | None
         if isinstance(v, float) and np.isfinite(v)
     }
     mlflow.log_metrics(metrics)
+    mlflow.log_table(data=mlflow_table(ev.table1), artifact_file="evaluation/table1_table.json")
     e = cfg.eval
     ours = ev.methods_per_clip.get(OURS, [])
     section = ProtocolSection(

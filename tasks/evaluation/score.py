@@ -19,7 +19,13 @@ from emotalker.tasks.evaluation.methods import score_methods, scoring_for, video
 from emotalker.tasks.evaluation.protocol import protocol_card, standin_weights
 from emotalker.tasks.evaluation.rendered import EVAL_SIZE, ClipRenderer, video_source
 from emotalker.tasks.evaluation.run import _test_split, image_metric_models, metric_key, reference_clips
-from emotalker.tasks.evaluation.table1 import confusion_rows, display_rows, emotion_level_table, table1
+from emotalker.tasks.evaluation.table1 import (
+    confusion_rows,
+    display_rows,
+    emotion_level_table,
+    mlflow_table,
+    table1,
+)
 from emotalker.tasks.tracking import config_params, describe_run, setup_mlflow
 
 
@@ -71,6 +77,7 @@ def log_score_run(cfg: PipelineConfig, sr: ScoreRun) -> str:
         row = sr.table1[0]
         key = metric_key(sr.name)
         mlflow.log_metrics({f"table1/{key}/{k}": v for k, v in row.items() if isinstance(v, float)})
+        mlflow.log_table(data=mlflow_table(sr.table1), artifact_file="score/table1_table.json")
         payload = {
             "table1": sr.table1,
             "protocol_card": sr.card,

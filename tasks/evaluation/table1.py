@@ -152,3 +152,13 @@ def table1_text(table: list[dict[str, Any]], card: dict[str, str], standin: list
     lines.append("protocol card (scores are comparable only when cards match):")
     lines += [f"  {k}: {v}" for k, v in card.items()]
     return "\n".join(lines)
+
+
+def mlflow_table(table: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Table 1's display rows column-wise as strings (``mlflow.log_table``'s input; "" where a row has no
+    value)."""
+    rows = display_rows(table)
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    return {c: ["" if r.get(c) is None else str(r.get(c)) for r in rows] for c in columns}
