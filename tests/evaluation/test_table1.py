@@ -156,3 +156,12 @@ def test_motion_method_without_renderer_has_no_clips(tmp_path, test_clips):
 def test_missing_folder_fails_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         videos_method("x", tmp_path / "nope")
+
+
+def test_mlflow_table_is_column_wise_strings_with_blanks_for_incomplete_rows():
+    from emotalker.tasks.evaluation.table1 import mlflow_table
+
+    t = table1({"half": _clips([0.5]), "all": _clips([0.5, 0.5])}, ["c0", "c1"], resamples=10, seed=0)
+    cols = mlflow_table(t)
+    assert cols["method"][:2] == ["half", "all"] and cols["SSIM"][:2] == ["", "0.500 [0.500, 0.500]"]
+    assert all(len(v) == len(t) for v in cols.values())
