@@ -16,7 +16,16 @@ from emotalker.models.esr9 import esr9_files
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.esr9 import load_esr9_classifier
 
-LIBRARIES = ("torch", "numpy", "opencv-python-headless", "face-alignment", "scikit-image", "scipy")
+LIBRARIES = (
+    "torch",
+    "numpy",
+    "opencv-python-headless",
+    "face-alignment",
+    "scikit-image",
+    "scipy",
+    "pytorch-msssim",
+    "cpbd",
+)
 
 
 def classifier_path(cfg: Any) -> Path | None:
