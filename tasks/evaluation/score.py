@@ -26,7 +26,7 @@ from emotalker.tasks.evaluation.table1 import (
     mlflow_table,
     table1,
 )
-from emotalker.tasks.tracking import config_params, describe_run, setup_mlflow
+from emotalker.tasks.tracking import config_params, note_run, setup_mlflow
 
 
 @dataclass(kw_only=True)
@@ -71,7 +71,7 @@ def log_score_run(cfg: PipelineConfig, sr: ScoreRun) -> str:
     setup_mlflow(cfg)
     with mlflow.start_run(run_name=f"{cfg.name}-score-{metric_key(sr.name)}") as run:
         mlflow.set_tags({"stage": "score", "pipeline": cfg.name, "method": sr.name})
-        describe_run("score")
+        note_run(f"{sr.name}'s videos scored with Table 1's protocol (no training); protocol card as params")
         mlflow.log_params(config_params(cfg) | {f"protocol.{k}": v for k, v in sr.card.items()})
         mlflow.set_tag("protocol.standin_weights", ", ".join(sr.standin) or "none")
         row = sr.table1[0]
