@@ -305,6 +305,15 @@ class EvalConfig(_Strict):
     render_max_frames: int | None = Field(None, ge=7)
     log_videos: int = Field(3, ge=0)  # rendered test videos logged as MLflow artifacts
     syncnet_checkpoint: Path | None = None
+    # EmoAcc's classifier: "esr9" (the paper's [32], Siqueira et al. AAAI 2020: the folder eval.esr9_dir of
+    # its 10 released state dicts) or "huggingface" (a save_pretrained image classifier in
+    # eval.emotion_classifier_checkpoint)
+    emotion_classifier: Literal["esr9", "huggingface"] = "esr9"
+    esr9_dir: Path | None = None
+    # Table 1's other rows, scored on the same clips as ours (tasks/evaluation/methods.py registry):
+    # real_video (ceiling), copy_reference and mean_motion (floors); others register themselves
+    methods: list[str] = ["real_video", "copy_reference", "mean_motion"]
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # 95% percentile intervals over clips
     emotion_classifier_checkpoint: Path | None = None
 
 

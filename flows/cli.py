@@ -54,6 +54,11 @@ FLOWS: dict[str, tuple[str, str]] = {
     ),
     "demo": ("emotalker.flows.demo:demo_flow", "demo data, then reproduce on it (what `make demo` runs)"),
 }
+# `emotalker score --videos DIR --name NAME` (not under `run`: it needs the two arguments)
+SCORE_FLOW = (
+    "emotalker.flows.score:score_flow",
+    "score another method's <clip_id>.mp4 videos on the test list with Table 1's protocol",
+)
 
 
 VERIFY_FLOWS = ("features", "face-features", "audio-features")  # flows with a ``verify`` parameter
@@ -185,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="emotional driving frames (a video, or its .npy (T, 70) / .mat coefficients) that stand in "
         "for the image's neutral reference frame by frame (the paper's Table 5 setting)",
     )
+
+    score = sub.add_parser(
+        "score",
+        help=SCORE_FLOW[1],
+        description="Score a folder of another method's test videos (<clip_id>.mp4; MakeItTalk, Wav2Lip, "
+        "EAT renders, ...) with Table 1's protocol, training nothing: one row with 95%% intervals beside the "
+        "paper's, the protocol card, logged to MLflow. A folder lacking test clips is marked incomplete.",
+    )
+    _add_config_args(score)
+    score.add_argument("--videos", required=True, type=Path, help="folder of <clip_id>.mp4 videos")
+    score.add_argument("--name", required=True, help="the method's name in Table 1 (e.g. Wav2Lip)")
 
     server = sub.add_parser(
         "server",
@@ -318,6 +334,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         kwargs |= {"mode": args.mode, "model": args.model, "method": args.method}
         if args.emotion_reference is not None:
             kwargs["emotion_reference"] = str(args.emotion_reference)
+    elif args.command == "score":
+        if not args.videos.is_dir():  # fail before any server starts
+            raise FileNotFoundError(f"--videos {args.videos} is not a directory of <clip_id>.mp4 videos")
+        flow = _load(SCORE_FLOW[0])
+        kwargs = {"videos": str(args.videos), "name": args.name}
     else:
         name = args.flow if args.command == "run" else args.command
         flow = _load(FLOWS[name][0])

@@ -25,6 +25,7 @@ from emotalker.flows.common import (
 )
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
+from emotalker.tasks.evaluation.table1 import table1_text
 
 TABLE1_METRICS = tuple(next(iter(PAPER_TABLE1.values())))  # SSIM, CPBD, F-LMD, M-LMD, Sync, EmoAcc
 
@@ -106,10 +107,12 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
-    """Random BFM, SyncNet and expression classifier where the demo config points (skipped when present),
-    so the demo's evaluation computes every Table 1 metric."""
+    """Random BFM, SyncNet and ESR-9 (and the optional Hugging Face expression classifier) where the demo
+    config points (skipped when present), so the demo's evaluation computes every Table 1 metric."""
+    from emotalker.models.esr9 import esr9_files
     from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
     from emotalker.tasks.demo.standins.fake_eval_assets import (
+        write_fake_esr9,
         write_fake_expression_classifier,
         write_fake_syncnet,
     )
@@ -124,6 +127,10 @@ def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
         if not e.syncnet_checkpoint.exists():
             write_fake_syncnet(e.syncnet_checkpoint, seed=cfg.seed)
         out["syncnet"] = str(e.syncnet_checkpoint)
+    if e.esr9_dir is not None:
+        if not all((e.esr9_dir / f).exists() for f in esr9_files()):
+            write_fake_esr9(e.esr9_dir, seed=cfg.seed)
+        out["esr9"] = str(e.esr9_dir)
     if e.emotion_classifier_checkpoint is not None:
         if not (e.emotion_classifier_checkpoint / "config.json").exists():
             write_fake_expression_classifier(e.emotion_classifier_checkpoint, seed=cfg.seed)
@@ -190,7 +197,7 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
     data = demo_data_flow(config, overrides)
     result = reproduce(config, overrides)
     table = standin_table1(result["evaluate"])
-    standins = ["renderer", "face-alignment", "SyncNet", "expression classifier"]
+    standins = ["renderer", "face-alignment", "SyncNet", "ESR-9 classifier"]
     if "bfm" in data["assets"]:  # only when the config draws motion landmarks through a BFM
         standins.append("BFM")
     print(
@@ -198,4 +205,7 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
         "randomly initialised stand-ins in the released formats, so these numbers show that every metric "
         "runs end to end, not the paper's values:\n" + "\n".join(f"  {k:7s} {v}" for k, v in table.items())
     )
+    ev = result["evaluate"]
+    if ev.get("table1"):
+        print(table1_text(ev["table1"], ev["protocol_card"], ev["standin_weights"]))
     return {"demo_data": data, **result, "table1": table}

@@ -13,7 +13,21 @@ from emotalker.flows.common import (
     resolve_config,
     table_artifact,
 )
-from emotalker.tasks.evaluation.run import log_evaluation_run, run_evaluation
+from emotalker.tasks.evaluation.run import EvaluationRun, log_evaluation_run, run_evaluation
+from emotalker.tasks.evaluation.table1 import display_rows
+
+
+def show_table1(ev: EvaluationRun) -> None:
+    """Table 1 (one row per method with its 95% interval, then the paper's) and its protocol card as
+    Prefect artifacts."""
+    if not ev.table1:
+        return
+    note = f" († stand-in weights: {', '.join(ev.standin)})" if ev.standin else ""
+    table_artifact("table1", display_rows(ev.table1), f"Table 1, mean [95% bootstrap interval]{note}")
+    card = "\n".join(f"- **{k}**: `{v}`" for k, v in ev.card.items())
+    markdown_artifact(
+        "protocol-card", card, "the protocol behind Table 1: scores are comparable when cards match"
+    )
 
 
 @pipeline_flow("evaluate")
@@ -42,6 +56,7 @@ def evaluate_flow(
         ev.table,
         "metrics of this run beside the paper's Table 1 (neutral reference) and Table 5 (driving frames)",
     )
+    show_table1(ev)
     markdown_artifact(
         "evaluation-skipped",
         "\n".join(f"- **{k}**: {v}" for k, v in ev.skipped.items()) or "none",
@@ -56,4 +71,5 @@ def evaluate_flow(
         "the self-contained HTML evaluation report",
     )
     out = {**ev.summary, "run_id": logged["run_id"], "skipped": ev.skipped, "table": ev.table}
+    out |= {"table1": ev.table1, "protocol_card": ev.card, "standin_weights": ev.standin}
     return out | {"report": str(report), "models": ev.versions}

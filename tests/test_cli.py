@@ -37,7 +37,9 @@ def test_top_level_and_run_help_describe_every_flow(capsys: pytest.CaptureFixtur
 def test_every_option_of_every_command_has_help() -> None:
     parser = build_parser()
     commands = _subparsers(parser)
-    assert {"run", "config", "generate", "server", "demo", "demo-data", "hubert-check"} <= set(commands)
+    assert {"run", "config", "generate", "server", "demo", "demo-data", "hubert-check", "score"} <= set(
+        commands
+    )
     for name, sub in {"emotalker": parser, **commands}.items():
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -153,3 +155,13 @@ def test_verify_is_refused_where_it_does_nothing(capsys) -> None:
     err = capsys.readouterr().err
     assert "--verify applies to features, face-features, audio-features, not to prepare" in err
     assert err.count("\n") == 1
+
+
+def test_score_needs_videos_and_name_and_names_a_missing_folder(tmp_path, capsys) -> None:
+    args = build_parser().parse_args(["score", "--videos", str(tmp_path), "--name", "Wav2Lip"])
+    assert args.videos == tmp_path and args.name == "Wav2Lip" and args.config == "paper"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["score", "--videos", str(tmp_path)])  # --name is required
+    missing = tmp_path / "no-such-folder"
+    assert main(["score", "--config", "demo", "--videos", str(missing), "--name", "X"]) == 2
+    assert str(missing) in capsys.readouterr().err

@@ -173,7 +173,8 @@ def variants(rows: list[AblationRow]) -> list[Variant]:
 def variant_overrides(cfg: PipelineConfig, overrides: list[str], v: Variant) -> list[str]:
     """The overrides one row trains and evaluates with: the run's, the row's, its registry alias, and
     ``ablation.eval_max_clips`` (evaluation settings are in no training fingerprint: stages are reused)."""
-    out = [*overrides, *v.overrides, f"train.model_alias={v.alias}"]
+    # ablation rows compare with each other, not with Table 1's baselines (real video, floors): not rescored
+    out = [*overrides, *v.overrides, f"train.model_alias={v.alias}", "eval.methods=[]"]
     if cfg.ablation.eval_max_clips is not None:
         out.append(f"eval.max_clips={cfg.ablation.eval_max_clips}")
     return out

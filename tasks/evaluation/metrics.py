@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from typing import Any
 
+import cv2
 import numpy as np
 
 from emotalker.configs.constants import FACE_INDICES, LIP_INDICES
@@ -93,115 +96,53 @@ def accuracy(pred_labels: np.ndarray, labels: np.ndarray) -> float:
 
 
 def ssim_video(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean per-frame SSIM of two (T, H, W, 3) uint8 videos (skimage, channel axis last)."""
-    from skimage.metrics import structural_similarity
+    """Mean per-frame SSIM of two (T, H, W, 3) uint8 RGB videos as the authors' eval.py computes it:
+    ``pytorch_msssim.ssim`` (11 x 11 Gaussian window, sigma 1.5) on [0, 1] RGB tensors, ``data_range=1``."""
+    import torch
+    from pytorch_msssim import ssim
 
     n = min(len(pred), len(gt))
-    return float(
-        np.mean([structural_similarity(pred[i], gt[i], channel_axis=-1, data_range=255) for i in range(n)])
-    )
+    if n == 0:
+        raise ValueError("ssim_video: no frames to compare")
+    x = torch.from_numpy(np.ascontiguousarray(pred[:n])).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.from_numpy(np.ascontiguousarray(gt[:n])).permute(0, 3, 1, 2).float() / 255.0
+    return float(ssim(x, y, data_range=1.0, size_average=False).mean())
 
 
 # ------------------------------------------------------------------------------------------------ CPBD
-CPBD_BLOCK = 64  # edge blocks are 64 x 64 pixels
-CPBD_EDGE_FRACTION = 0.002  # a block is an edge block above this fraction of (Canny) edge pixels
-CPBD_BETA = 3.6  # slope of the probability-of-blur-detection psychometric function
-CPBD_P_JNB = 0.63  # probability of blur detection at the just-noticeable blur width
+def _cpbd_package() -> Any:
+    """The ``cpbd`` package (1.0.7) the authors call. Its module imports ``scipy.ndimage.imread`` (gone
+    from SciPy since 1.2) for its command line only; a placeholder lets the metric import."""
+    import scipy.ndimage
+
+    if "cpbd.compute" not in sys.modules and not hasattr(scipy.ndimage, "imread"):
+        scipy.ndimage.imread = None  # type: ignore[attr-defined]  # never called by compute()
+    import cpbd  # noqa: F401
+
+    return sys.modules["cpbd.compute"]
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim == 3:
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as rgb2gray
+def gray_frame(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB uint8 -> (H, W) float64 grayscale in 0-255 (OpenCV's luma, as eval.py reads frames);
+    an (H, W) image is taken as it is."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        return cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float64)
     if img.ndim != 2:
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {np.shape(image)}")
-    return img
-
-
-def _vertical_sobel_edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thin vertical edges (horizontal gradient above 4x its mean energy, row-wise maxima) and gx."""
-    from scipy.ndimage import sobel
-
-    gx = sobel(gray, axis=1)
-    energy = gx**2
-    cutoff = 4.0 * energy.mean()
-    left = np.pad(energy, ((0, 0), (1, 0)), mode="edge")[:, :-1]
-    right = np.pad(energy, ((0, 0), (0, 1)), mode="edge")[:, 1:]
-    edges = (energy > cutoff) & (energy >= left) & (energy >= right)
-    edges[:, [0, -1]] = False
-    return edges, gx
-
-
-def _monotone_runs(gray: np.ndarray) -> dict[str, np.ndarray]:
-    """Per pixel, how many steps the row keeps rising/falling to the right and to the left."""
-    h, w = gray.shape
-    d = np.diff(gray, axis=1)  # d[:, c] = I[c + 1] - I[c]
-    runs = {k: np.zeros((h, w), dtype=np.int32) for k in ("up_r", "down_r", "up_l", "down_l")}
-    for c in range(w - 2, -1, -1):  # right runs: from c towards c + 1, c + 2, ...
-        runs["up_r"][:, c] = np.where(d[:, c] > 0, runs["up_r"][:, c + 1] + 1, 0)
-        runs["down_r"][:, c] = np.where(d[:, c] < 0, runs["down_r"][:, c + 1] + 1, 0)
-    for c in range(1, w):  # left runs: from c towards c - 1 while the value keeps falling (rising)
-        runs["up_l"][:, c] = np.where(d[:, c - 1] > 0, runs["up_l"][:, c - 1] + 1, 0)
-        runs["down_l"][:, c] = np.where(d[:, c - 1] < 0, runs["down_l"][:, c - 1] + 1, 0)
-    return runs
-
-
-def edge_widths(gray: np.ndarray) -> np.ndarray:
-    """Marziliano edge widths (H, W): at each vertical edge pixel, the distance between the local
-    extrema on either side along the row; 0 elsewhere."""
-    gray = _gray(gray)
-    edges, gx = _vertical_sobel_edges(gray)
-    runs = _monotone_runs(gray)
-    rising = runs["up_r"] + runs["up_l"]  # minimum on the left .. maximum on the right
-    falling = runs["down_r"] + runs["down_l"]
-    widths = np.where(gx > 0, rising, falling)
-    return np.where(edges, widths, 0).astype(np.float64)
-
-
-def _canny(gray: np.ndarray) -> np.ndarray:
-    """Canny edges with image-relative thresholds (as MATLAB's default: sigma sqrt(2), the high
-    threshold leaves 70% of pixels below it, low = 0.4 x high), so blur or contrast cannot remove
-    every edge block the way fixed thresholds would."""
-    from scipy.ndimage import gaussian_filter, sobel
-    from skimage.feature import canny
-
-    sigma = float(np.sqrt(2.0))
-    smooth = gaussian_filter(gray, sigma)
-    magnitude = np.hypot(sobel(smooth, axis=0), sobel(smooth, axis=1))
-    high = float(np.quantile(magnitude, 0.7))
-    if high <= 1e-9:
-        return np.zeros(gray.shape, dtype=bool)
-    return canny(gray, sigma=sigma, low_threshold=0.4 * high, high_threshold=high)
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
+    return img.astype(np.float64)
 
 
 def cpbd(image: np.ndarray) -> float:
-    """No-reference sharpness: the cumulative probability of blur detection (Narvekar & Karam 2011).
-
-    Edge blocks (64 x 64 with enough Canny edges) set a just-noticeable blur width from their contrast
-    (5 px up to contrast 50, else 3 px); each edge's blur detection probability is
-    1 - exp(-(width / w_JNB) ** 3.6); CPBD is the fraction of edges at or below P_JNB = 63%.
-    Higher is sharper; NaN when the image has no edge block.
-    """
-    gray = _gray(image)
-    h, w = gray.shape
-    canny_edges = _canny(gray)
-    widths = edge_widths(gray)
-    min_edges = CPBD_EDGE_FRACTION * CPBD_BLOCK * CPBD_BLOCK
-    probabilities = []
-    for y in range(0, h - CPBD_BLOCK + 1, CPBD_BLOCK):
-        for x in range(0, w - CPBD_BLOCK + 1, CPBD_BLOCK):
-            block = (slice(y, y + CPBD_BLOCK), slice(x, x + CPBD_BLOCK))
-            if canny_edges[block].sum() <= min_edges:
-                continue
-            contrast = gray[block].max() - gray[block].min()
-            w_jnb = 5.0 if contrast <= 50 else 3.0
-            wb = widths[block]
-            wb = wb[wb > 0]
-            probabilities.append(1.0 - np.exp(-((wb / w_jnb) ** CPBD_BETA)))
-    if not probabilities:
-        return float("nan")
-    p = np.concatenate(probabilities)
-    return float((p <= CPBD_P_JNB).mean()) if p.size else float("nan")
+    """CPBD sharpness of one frame with the ``cpbd`` package on its grayscale; NaN when the frame has no
+    edge block (the package would divide by zero)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            value = float(_cpbd_package().compute(gray_frame(image)))
+        except ZeroDivisionError:
+            return float("nan")
+    return value
 
 
 def cpbd_video(frames: np.ndarray) -> float:

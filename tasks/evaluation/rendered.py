@@ -2,8 +2,9 @@
 
 Both videos are brought into the same aligned ``EVAL_SIZE`` x ``EVAL_SIZE`` face crop (the crop the
 renderer made of the source image; a render that is already that crop is only resized), then:
-SSIM per frame pair; CPBD per rendered frame; 68 face-alignment landmarks on both for F-LMD / M-LMD (as EAT
-computes them: each set mean-centred, no scale normalisation); the classifier's emotion on one frame in 5
+SSIM per frame pair; CPBD per rendered frame; 68 face-alignment landmarks on both for F-LMD / M-LMD (as
+the authors' eval.py: mean |gt - gen| on raw coordinates) and F-LMD_EAT / M-LMD_EAT (as EAT: each set
+mean-centred, Euclidean); the classifier's emotion on one frame in 5
 of both, the real video's label being the ground truth (EmoAcc); and SyncNet on syncnet_python's face
 crops of the rendered frames against the clip's audio (Sync). Only per-frame landmarks, boxes and labels
 are kept across batches; SyncNet's crops are made in a second pass over the rendered video.
@@ -21,7 +22,14 @@ import cv2
 import numpy as np
 
 from emotalker.tasks.evaluation.emotion_classifier import VideoEmotionClassifier, emotion_accuracy
-from emotalker.tasks.evaluation.metrics import cpbd, f_lmd, m_lmd, ssim_video
+from emotalker.tasks.evaluation.metrics import (
+    authors_f_lmd,
+    authors_m_lmd,
+    cpbd,
+    f_lmd,
+    m_lmd,
+    ssim_video,
+)
 from emotalker.tasks.evaluation.sync import (
     SAMPLES_PER_FRAME,
     crop_face,
@@ -55,6 +63,9 @@ class ImageMetricModels:
     syncnet: Any = None
     classifier: VideoEmotionClassifier | None = None
     device: str = "cpu"
+    # the authors' eval.py crop: each real clip cut by SadTalker's croper box of its own first frame (the
+    # box is the same in SadTalker's crop and still modes), renders of another size only resized
+    authors_crop: bool = False
 
 
 def crop_resize(frames: np.ndarray, box: Box | None, size: int = EVAL_SIZE) -> np.ndarray:
@@ -109,6 +120,8 @@ def compare_videos(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """SSIM, CPBD, F-LMD, M-LMD and (with their models) EmoAcc and Sync of ``rendered`` vs ``real``."""
+    if models.authors_crop:
+        box = real_crop_box(real, models.detector) or box
     ssim_sum, cpbds, frames = 0.0, [], 0
     lm_pred, lm_real, boxes = [], [], []
     emo_pred: list[str] = []
@@ -133,8 +146,10 @@ def compare_videos(
     out: dict[str, Any] = {
         "ssim": ssim_sum / frames,
         "cpbd": float(np.nanmean(cpbds)) if np.isfinite(cpbds).any() else float("nan"),
-        "f_lmd": f_lmd(pred_lm, real_lm),
-        "m_lmd": m_lmd(pred_lm, real_lm),
+        "f_lmd": authors_f_lmd(pred_lm, real_lm),
+        "m_lmd": authors_m_lmd(pred_lm, real_lm),
+        "f_lmd_eat": f_lmd(pred_lm, real_lm),
+        "m_lmd_eat": m_lmd(pred_lm, real_lm),
         "lmd_frames": int(
             (np.isfinite(pred_lm).all(axis=(1, 2)) & np.isfinite(real_lm).all(axis=(1, 2))).sum()
         ),
@@ -142,6 +157,7 @@ def compare_videos(
     }
     if models.classifier is not None:
         out["emo_acc"] = emotion_accuracy(emo_pred, emo_real)
+        out["emo_frames_pred"], out["emo_frames_real"] = emo_pred, emo_real  # EmoAcc's confusion matrix
         out["emotion_image"] = max(set(emo_pred), key=emo_pred.count)
         out["emotion_real_video"] = max(set(emo_real), key=emo_real.count)
     if models.syncnet is not None:
@@ -154,6 +170,21 @@ def compare_videos(
         except ValueError as exc:  # e.g. a face track too short for SyncNet's filter: this clip's Sync only
             skip_metric(out, "Sync", exc)
     return out
+
+
+def real_crop_box(real: Path, detector: LandmarkDetector) -> Box | None:
+    """SadTalker's croper box of the real clip's first frame (the authors' crop of the real video);
+    None when no face is found there."""
+    from emotalker.tasks.generation.render import RenderInputError, sadtalker_crop_box
+
+    first = next(iter_video_frames(real, batch_size=1, max_frames=1))
+    lms, valid = detector.detect(first)
+    if not bool(np.asarray(valid)[0]):
+        return None
+    try:
+        return sadtalker_crop_box(lms[0], first.shape[2], first.shape[1])
+    except RenderInputError:
+        return None
 
 
 def rendered_sync(

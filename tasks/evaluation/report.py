@@ -11,6 +11,7 @@ import base64
 import html
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ CLIP_METRICS = {
     "emotion_correct": "EmoAcc_motion",
     "m_lmd": "M-LMD",
     "f_lmd": "F-LMD",
+    "m_lmd_eat": "M-LMD_EAT",
+    "f_lmd_eat": "F-LMD_EAT",
     "ssim": "SSIM",
     "cpbd": "CPBD",
     "sync": "Sync",
@@ -120,8 +123,46 @@ def _table(rows: list[dict[str, Any]], table_id: str, highlight: str | None = No
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+@dataclass(kw_only=True)
+class ProtocolSection:
+    """Table 1 as the paper measures it: display rows (``mean [low, high]``), the protocol card, the
+    stand-in weights behind the numbers, per emotion x level rows and EmoAcc's confusion rows."""
+
+    table1: list[dict[str, Any]]
+    card: dict[str, str]
+    standin: list[str]
+    emotion_level: list[dict[str, Any]]
+    confusion: list[dict[str, Any]]
+
+
+def protocol_html(p: ProtocolSection) -> list[str]:
+    """Table 1 with intervals, its stand-in mark, the protocol card and the breakdowns."""
+    parts = [
+        "<h2>Table 1: every method measured the same way (mean [95% bootstrap interval over clips])</h2>",
+        f'<div class="scroll">{_table(p.table1, "table1", highlight="EmoTalker (this run)")}</div>',
+    ]
+    if p.standin:
+        parts.append(
+            '<p class="note">† computed with stand-in (random) weights: '
+            f"{html.escape(', '.join(p.standin))}; not comparable with the paper.</p>"
+        )
+    card = [{"protocol": k, "value": v} for k, v in p.card.items()]
+    parts += [
+        "<h2>Protocol card</h2>",
+        '<p class="note">Two scores are comparable only when their cards match.</p>',
+        f'<div class="scroll">{_table(card, "protocol-card")}</div>',
+        "<h2>Per method x emotion x intensity</h2>",
+        f'<div class="scroll">{_table(p.emotion_level, "emotion-level")}</div>',
+        "<h2>EmoAcc confusion matrix (this run; sampled frames, real-video label down)</h2>",
+        f'<div class="scroll">{_table(p.confusion, "confusion")}</div>',
+    ]
+    return parts
+
+
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+.scroll { max-width: 100%; overflow-x: auto; } .scroll table { font-size: 0.8em; }
+th, td { white-space: nowrap; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
@@ -142,19 +183,30 @@ def write_report(
     tsne: Path | None = None,
     loss_curves: dict[str, Path] | None = None,
     videos: Iterable[Path] = (),
+    protocol: ProtocolSection | None = None,
 ) -> Path:
     """Write the HTML report to ``path``; every image is inlined, so the file can be moved or mailed."""
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(per_clip)} test clips, written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>',
-        "<h2>Table 1: this run beside the paper</h2>",
-        _table(table, "table1", highlight="this run"),
+    ]
+    if protocol is not None:
+        parts += protocol_html(protocol)
+    parts += [
+        "<h2>This run's settings beside the paper (Tables 1 and 5, means)</h2>",
+        f'<div class="scroll">{_table(table, "table-settings", highlight="this run")}</div>',
     ]
     if skipped:
         items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in skipped.items())
         parts.append(f'<p class="note">Metrics this run could not compute:</p><ul class="note">{items}</ul>')
-    parts += ["<h2>Per emotion</h2>", _table(breakdown(per_clip, "emotion"), "per-emotion")]
-    parts += ["<h2>Per intensity level</h2>", _table(breakdown(per_clip, "level"), "per-level")]
+    parts += [
+        "<h2>Per emotion</h2>",
+        f'<div class="scroll">{_table(breakdown(per_clip, "emotion"), "per-emotion")}</div>',
+    ]
+    parts += [
+        "<h2>Per intensity level</h2>",
+        f'<div class="scroll">{_table(breakdown(per_clip, "level"), "per-level")}</div>',
+    ]
     parts.append("<h2>t-SNE of the stage-1 codes by dominant emotion (Fig. 4a)</h2>")
     parts.append(
         _img(tsne.read_bytes(), "t-SNE of codes") if tsne and tsne.is_file() else "<p>no t-SNE plot</p>"

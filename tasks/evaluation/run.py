@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,17 @@ from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
-from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
+from emotalker.tasks.evaluation.methods import build_methods, check_methods, score_methods, scoring_for
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
 from emotalker.tasks.evaluation.motion import clip_features, evaluate_clip, landmark_metrics
+from emotalker.tasks.evaluation.protocol import (
+    classifier_skip_note,
+    load_eval_classifier,
+    protocol_card,
+    standin_weights,
+)
 from emotalker.tasks.evaluation.rendered import (
+    EVAL_SIZE,
     ClipRenderer,
     ImageMetricModels,
     compare_videos,
@@ -36,8 +44,15 @@ from emotalker.tasks.evaluation.rendered import (
     skip_metric,
     video_source,
 )
-from emotalker.tasks.evaluation.report import write_report
+from emotalker.tasks.evaluation.report import ProtocolSection, write_report
 from emotalker.tasks.evaluation.subset import balanced_subset
+from emotalker.tasks.evaluation.table1 import (
+    confusion_rows,
+    display_rows,
+    emotion_level_table,
+    mlflow_table,
+    table1,
+)
 from emotalker.tasks.generation.inference import load_emotalker
 from emotalker.tasks.generation.sadtalker import (
     SadTalkerModels,
@@ -66,15 +81,26 @@ METHODS = ("emotalker", "sadtalker", "sadtalker_lips")
 PER_CLIP_METRICS: dict[str, str] = {
     "ssim": "SSIM",
     "cpbd": "CPBD",
-    "f_lmd": "F-LMD",
+    "f_lmd": "F-LMD",  # the authors' eval.py: mean |gt - gen| on raw coordinates
     "m_lmd": "M-LMD",
+    "f_lmd_eat": "F-LMD_EAT",  # EAT's: mean-centred, Euclidean
+    "m_lmd_eat": "M-LMD_EAT",
     "sync": "Sync",
     "emo_acc": "EmoAcc",
     "f_lmd_motion": "F-LMD_motion",
     "m_lmd_motion": "M-LMD_motion",
 }
 MOTION_LMD = {"f_lmd_motion": "F-LMD_motion", "m_lmd_motion": "M-LMD_motion"}
-RENDERED = ("SSIM", "CPBD", "F-LMD", "M-LMD", "Sync", "EmoAcc")  # metrics of rendered videos
+RENDERED = (
+    "SSIM",
+    "CPBD",
+    "F-LMD",
+    "M-LMD",
+    "F-LMD_EAT",
+    "M-LMD_EAT",
+    "Sync",
+    "EmoAcc",
+)  # metrics of rendered videos
 
 
 @dataclass(kw_only=True)
@@ -89,6 +115,12 @@ class EvaluationRun:
     videos: str | None  # where the test videos came from (``video_source``), None: no image metrics
     out_dir: Path
     logged_videos: list[Path] = field(default_factory=list)
+    # Table 1 as the paper measures it: one row per method (ours first) with 95% intervals, then the
+    # paper's; every method's per-clip rows; the protocol card; the stand-in weights behind the numbers
+    table1: list[dict[str, Any]] = field(default_factory=list)
+    methods_per_clip: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    card: dict[str, str] = field(default_factory=dict)
+    standin: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -168,17 +200,14 @@ def skipped_metrics(cfg: Any, videos: str | None) -> dict[str, str]:
         "eval.rendered_dir/<clip_id>.mp4"
     )
     if videos is None:
-        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD"):
+        for m in ("SSIM", "CPBD", "F-LMD", "M-LMD", "F-LMD_EAT", "M-LMD_EAT"):
             notes[m] = needs_videos
     if e.syncnet_checkpoint is None:
         notes["Sync"] = "skipped: needs SyncNet weights (eval.syncnet_checkpoint = syncnet_v2.model)"
     elif videos is None:
         notes["Sync"] = needs_videos
-    if e.emotion_classifier_checkpoint is None:
-        notes["EmoAcc"] = (
-            "skipped: needs a facial-expression classifier (eval.emotion_classifier_checkpoint); "
-            "see EmoAcc_stage1_head for the motion-space accuracy"
-        )
+    if (note := classifier_skip_note(cfg)) is not None:
+        notes["EmoAcc"] = note
     elif videos is None:
         notes["EmoAcc"] = needs_videos
     return notes
@@ -216,12 +245,11 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
         detect_max_side=f.detect_max_side,
     )
     syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
-    classifier = None
-    if cfg.eval.emotion_classifier_checkpoint is not None:
-        classifier = load_emotion_classifier(cfg.eval.emotion_classifier_checkpoint, device)
+    classifier = load_eval_classifier(cfg, device)
+    if classifier is not None:
         if classifier.missing:
             log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
-    return ImageMetricModels(detector, syncnet, classifier, device)
+    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True)
 
 
 def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
@@ -346,6 +374,36 @@ def _evaluate_one(
     return {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
 
 
+OURS = "EmoTalker (this run)"
+
+
+def table1_methods(
+    cfg: PipelineConfig, g: _Generation, rows: dict[str, dict[str, Any]], test_ids: list[str], per_clip: list
+) -> dict[str, list[dict[str, Any]]]:
+    """Per Table 1 row, its per-clip image metrics on the same test clips: ours (the neutral setting's
+    renders), then ``eval.methods`` scored by the same renderer and comparison; {} without videos."""
+    if g.image_models is None:
+        return {}
+    ours = [p | {"method": OURS} for p in per_clip if p["setting"] == "neutral" and "ssim" in p]
+    split = load_split(shared_file(cfg.paths, "split"))
+    train_rows = [rows[c] for c in split["train"] if c in rows]
+    methods = build_methods(cfg, cfg.eval.methods, train_rows)
+    s = scoring_for(cfg, g.image_models, g.renderer, g.ref_clips, g.refs, g.video_dir)
+    return {OURS: ours, **score_methods(methods, s, [rows[c] for c in test_ids])}
+
+
+def run_table1(
+    cfg: PipelineConfig, by_method: dict[str, list[dict[str, Any]]], test_ids: list[str], standin: list[str]
+) -> list[dict[str, Any]]:
+    """Table 1 with intervals; rows whose numbers went through a stand-in network are marked: every row
+    through a stand-in classifier or SyncNet, ours and rendered-motion rows through a stand-in renderer."""
+    marked = {m for m in by_method if set(standin) - {"renderer"}}
+    if "renderer" in standin:
+        marked |= {m for m, clips in by_method.items() if m == OURS or any(c.get("rendered") for c in clips)}
+    e = cfg.eval
+    return table1(by_method, test_ids, resamples=e.bootstrap_resamples, seed=cfg.seed, standin=marked)
+
+
 def run_evaluation(
     cfg: PipelineConfig, model: str | dict[str, str] = "current", method: str = "emotalker"
 ) -> EvaluationRun:
@@ -374,6 +432,7 @@ def run_evaluation(
     if rendered is not None and not rendered.is_dir():
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
     videos = video_source(cfg)
+    check_methods(cfg.eval.methods)  # a misspelt Table 1 row fails here, not after every clip
     image_models = image_metric_models(cfg, device) if videos is not None else None
     renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
     ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, cfg).items()}
@@ -408,7 +467,13 @@ def run_evaluation(
     summary = {(k if s == "neutral" else f"{s}/{k}"): v for s, sm in summaries.items() for k, v in sm.items()}
     skipped = settings_skipped(cfg, videos)
     table = evaluation_table(summaries, skipped)
+    by_method = table1_methods(cfg, g, rows, test_ids, per_clip)
+    standin = standin_weights(cfg)
     return EvaluationRun(
+        table1=run_table1(cfg, by_method, test_ids, standin) if by_method else [],
+        methods_per_clip=by_method,
+        card=protocol_card(cfg, test_ids, EVAL_SIZE),
+        standin=standin,
         per_clip=per_clip,
         summary=summary,
         skipped=skipped,
@@ -444,7 +509,8 @@ def log_evaluation_run(
         (out_dir / "table.json").write_text(json.dumps({"table": ev.table, "skipped": ev.skipped}, indent=1))
         # the report's per-emotion / per-level tables are of the first setting (Table 1's when evaluated)
         first = [p for p in ev.per_clip if p["setting"] == cfg.eval.settings[0]]
-        report = evaluation_report(cfg, out_dir, ev.table, ev.skipped, first, ev.versions)
+        protocol = log_table1(cfg, ev)
+        report = evaluation_report(cfg, out_dir, ev.table, ev.skipped, first, ev.versions, protocol)
         mlflow.log_artifacts(str(out_dir), "evaluation")
         for v in ev.logged_videos:
             mlflow.log_artifact(str(v), "rendered_videos")
@@ -459,6 +525,7 @@ def evaluation_report(
     skipped: dict[str, str],
     per_clip: list[dict[str, Any]],
     versions: dict[str, str],
+    protocol: ProtocolSection | None = None,
 ) -> Path:
     """Gather the training plots of the evaluated models and whatever rendered test videos exist."""
     names = {stage: registered_name(cfg, stage) for stage in STAGES}
@@ -477,4 +544,44 @@ def evaluation_report(
             tsne=plots["vqvae"] / "codebook_tsne.png" if "vqvae" in plots else None,
             loss_curves={stage: d / "loss_curves.png" for stage, d in plots.items()},
             videos=videos,
+            protocol=protocol,
         )
+
+
+def metric_key(name: str) -> str:
+    """A method name as an MLflow metric key part (letters, digits, ``_ - .`` and spaces only)."""
+    return re.sub(r"[^\w\-. ]", "", name).strip().replace(" ", "_")
+
+
+def log_table1(cfg: PipelineConfig, ev: EvaluationRun) -> ProtocolSection | None:
+    """Table 1 into the active MLflow run: the protocol card as ``protocol.*`` params, each row's mean and
+    interval as ``table1/<method>/<metric>[_low|_high]``, the tables as JSON beside the report."""
+    if not ev.table1:
+        return None
+    mlflow.log_params({f"protocol.{k}": v for k, v in ev.card.items()})
+    mlflow.set_tag("protocol.standin_weights", ", ".join(ev.standin) or "none")
+    metrics = {
+        f"table1/{metric_key(row['method'])}/{k}": float(v)
+        for row in ev.table1
+        if row.get("status") != "paper"
+        for k, v in row.items()
+        if isinstance(v, float) and np.isfinite(v)
+    }
+    mlflow.log_metrics(metrics)
+    mlflow.log_table(data=mlflow_table(ev.table1), artifact_file="evaluation/table1_table.json")
+    e = cfg.eval
+    ours = ev.methods_per_clip.get(OURS, [])
+    section = ProtocolSection(
+        table1=display_rows(ev.table1),
+        card=ev.card,
+        standin=ev.standin,
+        emotion_level=emotion_level_table(
+            ev.methods_per_clip, resamples=e.bootstrap_resamples, seed=cfg.seed
+        ),
+        confusion=confusion_rows(ours),
+    )
+    payload = {"table1": ev.table1, "protocol_card": ev.card, "standin_weights": ev.standin}
+    payload |= {"emotion_level": section.emotion_level, "confusion": section.confusion}
+    (ev.out_dir / "table1.json").write_text(json.dumps(payload, indent=1))
+    (ev.out_dir / "methods_per_clip.json").write_text(json.dumps(ev.methods_per_clip, indent=1))
+    return section

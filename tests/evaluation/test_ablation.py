@@ -90,3 +90,4 @@ def test_each_row_trains_under_its_alias_and_evaluates_ablation_eval_max_clips()
     assert load_config("configs/demo.yaml", ov).eval.max_clips == cfg.ablation.eval_max_clips == 2
     paper = load_config("configs/paper.yaml")
     assert not any(o.startswith("eval.max_clips") for o in variant_overrides(paper, [], row))
+    assert load_config("configs/demo.yaml", ov).eval.methods == []  # Table 1's baselines are not rescored

@@ -5,55 +5,7 @@ import pytest
 
 from emotalker.tasks.demo.synthetic.mead import write_mp4
 from emotalker.tasks.evaluation.rendered import ImageMetricModels, compare_videos, crop_resize
-
-ANGLES = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-RING = np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1)  # unit distance from the centre
-
-
-class SquareDetector:
-    """Stand-in for face-alignment: the "face" is the bright square; its 68 landmarks sit on the circle
-    inscribed in it, so a landmark set's mean-centred points are radius x RING."""
-
-    def detect_boxes(self, frames):
-        boxes = np.full((len(frames), 4), np.nan)
-        for i, f in enumerate(frames):
-            ys, xs = np.nonzero(f.mean(axis=-1) > 128)
-            if len(xs):
-                boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-        return boxes
-
-    def landmarks_from_boxes(self, frames, boxes):
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        radius = (boxes[:, 2] - boxes[:, 0]) / 2
-        return (centre[:, None] + radius[:, None, None] * RING).astype(np.float32)
-
-    def detect(self, frames):
-        lms = self.landmarks_from_boxes(frames, self.detect_boxes(frames))
-        return lms, np.isfinite(lms).all(axis=(1, 2))
-
-
-class BrightnessClassifier:
-    """Stand-in expression classifier: "happy" on bright frames, "sad" on dark ones."""
-
-    every = 5
-
-    def __init__(self):
-        self.seen = 0
-
-    def frame_labels(self, frames):
-        self.seen += len(frames)
-        return ["happy" if f.mean() > 60 else "sad" for f in frames]
-
-
-def square_frames(n, size_hw, centre, half, background=None):
-    h, w = size_hw
-    frames = np.zeros((n, h, w, 3), np.uint8)
-    if background is not None:
-        frames[:] = background[:, None, None, None]
-    cx, cy = centre
-    frames[:, int(cy - half) : int(cy + half), int(cx - half) : int(cx + half)] = 255
-    return frames
-
+from emotalker_testkit.squares import BrightnessClassifier, SquareDetector, square_frames
 
 BOX = (60, 20, 260, 220)  # 200 x 200 in the real 320 x 240 frame -> 256 x 256: scale 1.28
 
@@ -77,15 +29,27 @@ def test_render_in_the_real_crop_has_no_landmark_error(tmp_path, real_clip):
     assert same["f_lmd"] == 0.0 and same["ssim"] > 0.99
 
 
-def test_landmark_lmd_measures_shape_in_crop_pixels_not_position(tmp_path, real_clip):
+def test_eat_lmd_measures_shape_in_crop_pixels_not_position(tmp_path, real_clip):
     models = ImageMetricModels(SquareDetector())
     bigger = tmp_path / "bigger.mp4"  # 6 crop pixels larger radius, and moved: centring removes the shift
     write_mp4(square_frames(12, (256, 256), (100, 140), 25.6 + 6), bigger, fps=25)
     res = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX)
-    assert res["f_lmd"] == pytest.approx(6.0, abs=1.0)  # every point moves radially by the radius change
-    assert res["m_lmd"] == pytest.approx(6.0, abs=1.0)
+    assert res["f_lmd_eat"] == pytest.approx(6.0, abs=1.0)  # every point moves radially by the radius change
+    assert res["m_lmd_eat"] == pytest.approx(6.0, abs=1.0)
+    assert res["f_lmd"] > 10.0  # the authors' F-LMD (raw coordinates) also counts the (-28, +12) move
     short = compare_videos(bigger, real_clip, tmp_path / "unused.wav", models, box=BOX, max_frames=7)
     assert short["image_frames"] == 7
+
+
+def test_authors_lmd_counts_a_translated_face_and_eat_does_not(tmp_path, real_clip):
+    """F-LMD / M-LMD are the authors' (raw coordinates): a face moved by (-28, +12) crop pixels scores the
+    mean absolute shift, (28 + 12) / 2 = 20; EAT's centred variant scores ~0."""
+    models = ImageMetricModels(SquareDetector())
+    moved = tmp_path / "moved.mp4"
+    write_mp4(square_frames(12, (256, 256), (100, 140), 25.6), moved, fps=25)
+    res = compare_videos(moved, real_clip, tmp_path / "unused.wav", models, box=BOX)
+    assert res["f_lmd"] == pytest.approx(20.0, abs=1.0) and res["m_lmd"] == pytest.approx(20.0, abs=1.0)
+    assert res["f_lmd_eat"] < 1.0 and res["m_lmd_eat"] < 1.0
 
 
 def test_emoacc_ground_truth_is_the_real_video_per_5_frames(tmp_path):
@@ -120,3 +84,28 @@ def test_a_metric_that_cannot_be_computed_is_skipped_for_that_clip_only(tmp_path
     res = compare_videos(crop, real_clip, tmp_path / "unused.wav", models, box=BOX, max_frames=5)
     assert res["image_frames"] == 5 and res["f_lmd"] < 1.0 and "sync" not in res
     assert res["skipped"].startswith("Sync: face track of 5 frames")
+
+
+class TemplateFaceDetector(SquareDetector):
+    """Finds the same face in every frame: eyes at (40, 40) and (60, 40), mouth corners (42, 70), (58, 70)."""
+
+    def __init__(self, found: bool = True):
+        lm = np.full((68, 2), 50.0)
+        lm[36:42], lm[42:48] = (40.0, 40.0), (60.0, 40.0)
+        lm[48], lm[54] = (42.0, 70.0), (58.0, 70.0)
+        self.lm, self.found = lm.astype(np.float32), found
+
+    def detect(self, frames):
+        lms = np.repeat(self.lm[None], len(frames), axis=0)
+        return (lms if self.found else lms * np.nan), np.full(len(frames), self.found)
+
+
+def test_authors_crop_is_sadtalkers_croper_box_of_the_real_first_frame(tmp_path):
+    from emotalker.tasks.evaluation.rendered import real_crop_box
+    from emotalker.tasks.generation.render import sadtalker_crop_box
+
+    real = tmp_path / "real.mp4"
+    write_mp4(square_frames(8, (120, 160), (50, 55), 20), real, fps=25)
+    box = real_crop_box(real, TemplateFaceDetector())
+    assert box == sadtalker_crop_box(TemplateFaceDetector().lm, 160, 120)
+    assert real_crop_box(real, TemplateFaceDetector(found=False)) is None

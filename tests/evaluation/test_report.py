@@ -82,7 +82,7 @@ def test_report_is_one_self_contained_file_with_every_section(tmp_path) -> None:
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from elsewhere
     assert page.count("data:image/png;base64,") == 3  # t-SNE, video grid, one loss curve
-    table1 = page[page.index('<table id="table1">') :].split("</table>")[0]
+    table1 = page[page.index('<table id="table-settings">') :].split("</table>")[0]
     assert '<tr class="ours"><td>this run</td><td>3</td><td>skipped</td>' in table1
     assert "<td>EmoTalker</td><td></td><td>0.7</td>" in table1
     assert '<table id="per-emotion">' in page and '<table id="per-level">' in page
@@ -91,3 +91,28 @@ def test_report_is_one_self_contained_file_with_every_section(tmp_path) -> None:
         tmp_path / "bare.html", title="t", table=table, skipped={}, per_clip=CLIPS, videos=[]
     ).read_text()
     assert "no rendered test videos" in without and "no t-SNE plot" in without and "no loss curves" in without
+
+
+def test_report_shows_table1_with_intervals_the_protocol_card_and_standins(tmp_path) -> None:
+    from emotalker.tasks.evaluation.report import ProtocolSection
+
+    section = ProtocolSection(
+        table1=[{"method": "EmoTalker (this run) †", "clips": "2/2", "SSIM": "0.700 [0.650, 0.750]"}],
+        card={"test_list_sha256": "abc123", "syncnet_sha256": "def456"},
+        standin=["renderer", "ESR-9"],
+        emotion_level=[{"method": "m", "emotion": "happy", "level": 1, "clips": 2}],
+        confusion=[{"real \\ rendered": "happy", "happy": 3}],
+    )
+    page = write_report(
+        tmp_path / "r.html", title="t", table=[], skipped={}, per_clip=CLIPS, protocol=section
+    ).read_text()
+    table1 = page[page.index('<table id="table1">') :].split("</table>")[0]
+    assert "<td>0.700 [0.650, 0.750]</td>" in table1 and "†" in table1
+    assert "stand-in (random) weights: renderer, ESR-9" in page
+    assert (
+        "<td>abc123</td>" in page
+        and '<table id="confusion">' in page
+        and '<table id="emotion-level">' in page
+    )
+    assert page.index('<div class="scroll"><table id="table1">') < page.index('id="protocol-card"')
+    assert "overflow-x: auto" in page  # wide tables scroll inside the page instead of widening it

@@ -139,6 +139,43 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     logged = MlflowClient().list_artifacts(ev["run_id"], "rendered_videos")
     assert len(logged) == 2 and all(a.path.endswith(".mp4") for a in logged)
+    # Table 1 as the paper measures it: ours, the real video and the floors on the same 3 clips, each with
+    # a 95% interval, marked as stand-in numbers, then the paper's rows; the protocol card in MLflow
+    rows = {r["method"].rstrip(" †"): r for r in ev["table1"]}
+    for m in ("EmoTalker (this run)", "real video", "copy reference", "mean motion"):
+        assert rows[m]["clips"] == "3/3" and rows[m]["method"].endswith("†"), m
+        assert rows[m]["SSIM_low"] <= rows[m]["SSIM"] <= rows[m]["SSIM_high"], m
+    assert rows["real video"]["SSIM"] == pytest.approx(1.0) and rows["real video"]["F-LMD"] == 0.0
+    assert rows["real video"]["EmoAcc"] == 1.0 and "EmoTalker (paper)" in rows
+    assert rows["EmoTalker (this run)"]["SSIM"] == pytest.approx(ev["SSIM"])
+    params = MlflowClient().get_run(ev["run_id"]).data.params
+    assert params["protocol.test_clips"] == "3" and params["protocol.emotion_classifier"] == "esr9"
+    assert params["protocol.test_list_sha256"] == ev["protocol_card"]["test_list_sha256"]
+
+
+def test_score_scores_a_folder_of_videos_complete_or_incomplete(pipeline, tmp_path):
+    """`emotalker score`'s flow on another method's folder: the real clips as <clip_id>.mp4 give a complete
+    row (SSIM 1, F-LMD 0) with intervals and the protocol card; a folder lacking a clip is incomplete."""
+    import shutil
+
+    from emotalker.flows.score import score_flow
+
+    cfg = pipeline["cfg"]
+    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    test_ids = json.loads(cfg.paths.resolve("split").read_text())["test"][:2]
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    for d, ids in ((full, test_ids), (partial, test_ids[:1])):
+        d.mkdir()
+        for cid in ids:
+            shutil.copy(rows[cid]["prepared_video"], d / f"{cid}.mp4")
+    ov = [*pipeline["overrides"], "eval.max_clips=2", "eval.render_max_frames=12"]
+    done = score_flow(str(full), "copies", CONFIG, ov)
+    row = done["table1"][0]
+    assert row["status"] == "complete" and row["clips"] == "2/2"
+    assert row["SSIM"] == pytest.approx(1.0, abs=1e-6) and row["F-LMD"] == 0.0 and row["EmoAcc"] == 1.0
+    assert done["protocol_card"]["test_clips"] == "2" and done["table1"][1]["status"] == "paper"
+    half = score_flow(str(partial), "half", CONFIG, ov)["table1"][0]
+    assert half["status"] == "incomplete (1/2)" and "SSIM" not in half
 
 
 def _same(a, b) -> bool:
@@ -266,6 +303,7 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
         f"face.bfm_path={bfm}",
         f"eval.rendered_dir={rendered}",
         f"eval.syncnet_checkpoint={syncnet}",
+        "eval.emotion_classifier=huggingface",
         f"eval.emotion_classifier_checkpoint={fer}",
         "eval.max_clips=3",
         "eval.render_max_frames=12",

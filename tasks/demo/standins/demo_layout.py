@@ -23,7 +23,7 @@ def demo_input_overrides(root: str | Path) -> list[str]:
         f"render.mapping_checkpoint={root}/assets/sadtalker/mapping_00229-model.pth.tar",
         f"render.mapping_full_checkpoint={root}/assets/sadtalker/mapping_00109-model.pth.tar",
         f"eval.syncnet_checkpoint={root}/assets/syncnet/syncnet_v2.model",
-        f"eval.emotion_classifier_checkpoint={root}/assets/expression-classifier",
+        f"eval.esr9_dir={root}/assets/esr9",
     ]
 
 

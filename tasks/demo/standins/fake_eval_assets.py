@@ -1,7 +1,8 @@
 """Random-initialised evaluation models in their real file formats, for tests and the demo.
 
-``syncnet_v2.model`` is a plain SyncNet state dict; the expression classifier is a tiny Hugging Face
-ViT saved with ``save_pretrained`` (safetensors + preprocessor config + ``id2label``).
+``syncnet_v2.model`` is a plain SyncNet state dict; ESR-9 is its 10 released state dicts (random
+weights); the alternative expression classifier is a tiny Hugging Face ViT saved with ``save_pretrained``
+(safetensors + preprocessor config + ``id2label``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def write_fake_syncnet(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
+    Path(f"{path}.standin").write_text("random SyncNet written by the demo-data flow\n")
     return path
 
 
@@ -52,3 +54,23 @@ def write_fake_expression_classifier(
     model.save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+def write_fake_esr9(folder: str | Path, seed: int = 0) -> Path:
+    """Random ESR-9 in the released layout (``Net-Base-Shared_Representations.pt``,
+    ``Net-Branch_{1..9}.pt``, plain state dicts), BatchNorm statistics away from the identity."""
+    from emotalker.models.esr9 import ESR9, esr9_files
+
+    torch.manual_seed(seed)
+    model = ESR9()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in zip(esr9_files(), [model.base, *model.convolutional_branches], strict=True):
+        torch.save(part.state_dict(), folder / name)
+    (folder / ".standin").write_text("random ESR-9 written by the demo-data flow\n")
+    return folder
