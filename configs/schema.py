@@ -311,8 +311,9 @@ class EvalConfig(_Strict):
     emotion_classifier: Literal["esr9", "huggingface"] = "esr9"
     esr9_dir: Path | None = None
     # Table 1's other rows, scored on the same clips as ours (tasks/evaluation/methods.py registry):
-    # real_video (ceiling), copy_reference and mean_motion (floors); others register themselves
-    methods: list[str] = ["real_video", "copy_reference", "mean_motion"]
+    # real_video (ceiling), copy_reference and mean_motion (floors), sadtalker (SadTalker's released ExpNet +
+    # PoseVAE: the paper's main comparison); others register themselves
+    methods: list[str] = ["real_video", "copy_reference", "mean_motion", "sadtalker"]
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # 95% percentile intervals over clips
     emotion_classifier_checkpoint: Path | None = None
 

@@ -99,9 +99,30 @@ def videos_method(name: str, folder: str | Path) -> Method:
     return Method(name, "video", clip)
 
 
+def sadtalker(cfg: Any, train_rows: list[dict[str, Any]]) -> Method:
+    """The paper's main comparison, computed here: SadTalker's released ExpNet + PoseVAE on the clip's mel
+    windows and the actor's neutral reference (``tasks/generation/sadtalker.py``), rendered by our
+    renderer."""
+    from emotalker.storage.zarr_store import feature_store
+    from emotalker.tasks.generation.sadtalker import clip_sadtalker_motion, load_sadtalker
+
+    models = load_sadtalker(cfg, cfg.torch_device())
+    mel = feature_store(cfg.paths, "mel")
+
+    def clip(c: ClipInput) -> np.ndarray | None:
+        if c.reference is None:
+            return None
+        windows = mel.read_clip(c.row["clip_id"], ["windows"])["windows"]
+        return clip_sadtalker_motion(cfg, models, windows, c.reference)[: c.frames]
+
+    standin = Path(cfg.render.checkpoint).parent.joinpath(".renderer-standins.json").is_file()
+    return Method("SadTalker", "motion", clip, standin=standin)
+
+
 register_method("real_video", real_video)
 register_method("copy_reference", copy_reference)
 register_method("mean_motion", mean_motion)
+register_method("sadtalker", sadtalker)
 
 
 def check_methods(names: list[str]) -> None:
