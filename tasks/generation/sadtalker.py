@@ -150,7 +150,11 @@ def clip_sadtalker_motion(
 
 def _weights(cfg: PipelineConfig, key: str) -> tuple[Path, str]:
     """The file for ``sadtalker.<key>``, or ``render.checkpoint`` when that key is unset (one-line errors)."""
-    own = getattr(cfg.sadtalker, key)
+    st = cfg.sadtalker
+    own = {
+        "audio2exp_checkpoint": st.audio2exp_checkpoint,
+        "audio2pose_checkpoint": st.audio2pose_checkpoint,
+    }[key]
     name, path = (
         (f"sadtalker.{key}", Path(own))
         if own is not None
