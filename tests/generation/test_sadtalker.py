@@ -35,6 +35,7 @@ from emotalker.tasks.generation.sadtalker import (
     sadtalker_mel_windows,
     sadtalker_motion,
 )
+from emotalker_testkit.weights import spread_weights
 
 torch.set_num_threads(1)
 
@@ -47,19 +48,8 @@ _spec.loader.exec_module(_pose_ref)
 
 
 def _spread(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """He-initialised weights and non-trivial BatchNorm: audio, reference and blinks all move the output."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear):
-                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-                mod.bias.normal_(0, 0.1)
-            elif isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.weight.copy_(1 + 0.1 * torch.randn_like(mod.weight))
-                mod.bias.normal_(0, 0.1)
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    """Audio, reference and blinks all move the output (see ``spread_weights``)."""
+    return spread_weights(model, seed)
 
 
 # ---------------------------------------------------------------- upstream reference

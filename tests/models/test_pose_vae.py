@@ -29,26 +29,15 @@ from emotalker.models.pose_vae import (
     write_standin_pose_vae,
 )
 from emotalker.models.weights import CheckpointError
+from emotalker_testkit.weights import spread_weights
 
 torch.set_num_threads(1)
 
 
 def _random_model(seed: int = 0) -> PoseVAE:
-    """He-initialised weights (default init makes the audio path nearly constant) and non-trivial
-    BatchNorm affine/statistics, so that audio, chunking and eval-mode BN all move the poses."""
-    torch.manual_seed(seed)
-    model = PoseVAE()
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear):
-                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-                mod.bias.normal_(0, 0.1)
-            elif isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.weight.copy_(1 + 0.1 * torch.randn_like(mod.weight))
-                mod.bias.normal_(0, 0.1)
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    """Weights that make audio, chunking and eval-mode BN all move the poses (see ``spread_weights``)."""
+    torch.manual_seed(seed)  # parameters the spread leaves (e.g. the style bias) are seeded too
+    return spread_weights(PoseVAE(), seed)
 
 
 def _state(model: PoseVAE) -> dict[str, torch.Tensor]:
