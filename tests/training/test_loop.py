@@ -61,41 +61,18 @@ def test_loss_drops_and_best_checkpoint_is_kept(tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    def train(model: torch.nn.Module, folder: str, **kw: int):
+        return run_training(
+            model, _loss, Linear(), stage=STAGE, ckpt_dir=tmp_path / folder, device="cpu",
+            val_set=Linear(16), val_fn=_val, **kw,
+        )  # fmt: skip
+
     ref_model = _model()
-    run_training(
-        ref_model,
-        _loss,
-        Linear(),
-        stage=STAGE,
-        ckpt_dir=tmp_path / "ref",
-        device="cpu",
-        val_set=Linear(16),
-        val_fn=_val,
-    )
-    killed = _model()
-    partial = run_training(
-        killed,
-        _loss,
-        Linear(),
-        stage=STAGE,
-        ckpt_dir=tmp_path / "k",
-        device="cpu",
-        val_set=Linear(16),
-        val_fn=_val,
-        stop_after=23,
-    )
+    train(ref_model, "ref")
+    partial = train(_model(), "k", stop_after=23)
     assert partial.steps == 23
     resumed_model = _model()  # a fresh process would rebuild the model from scratch
-    res = run_training(
-        resumed_model,
-        _loss,
-        Linear(),
-        stage=STAGE,
-        ckpt_dir=tmp_path / "k",
-        device="cpu",
-        val_set=Linear(16),
-        val_fn=_val,
-    )
+    res = train(resumed_model, "k")
     assert res.resumed_from == 20  # last checkpoint before the kill
     for a, b in zip(ref_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
