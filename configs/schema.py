@@ -87,6 +87,9 @@ class SyntheticConfig(_Strict):
     seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are 32-bit
     image_size: int = Field(256, ge=64, multiple_of=2)  # H.264 yuv420p needs even sizes
     video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
+    # steps fine-tuning the demo's emotion HuBERT stand-in for emotion on the training actors' speech
+    # (tasks/demo/standins/emotion_hubert.py); 0 leaves it random (its features then carry no emotion)
+    emotion_model_steps: int = Field(300, ge=0)
     workers: int = Field(1, ge=1)
 
     @field_validator("emotions")

@@ -78,10 +78,19 @@ def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         )
     if not (emotion / "config.json").exists():
         write_er_from_base(content, emotion, seed=cfg.seed + 1)
-    if not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER checkpoint was
-        held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
-        train = [a for a in cfg.synthetic.actors if a not in held_out]
-        probe = finetune_emotion_hubert(emotion, train_actors=train, held_out_actors=held_out, seed=cfg.seed)
+    held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
+    train = [a for a in cfg.synthetic.actors if a not in held_out]
+    steps = cfg.synthetic.emotion_model_steps
+    if steps and not (train and held_out):
+        get_run_logger().warning(
+            "emotion HuBERT stand-in left random: fine-tuning needs training and held-out actors "
+            "(synthetic.actors %s, data.test_actors / data.val_actors)",
+            cfg.synthetic.actors,
+        )
+    elif steps and not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER was
+        probe = finetune_emotion_hubert(
+            emotion, train_actors=train, held_out_actors=held_out, seed=cfg.seed, steps=steps
+        )
         acc = probe["probe_accuracy_held_out"]
         get_run_logger().info(
             "emotion HuBERT stand-in fine-tuned in %.0f s: emotion probe on held-out actors %.2f "
