@@ -25,6 +25,7 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
         *relocated_demo_overrides(root),
         "synthetic.actors=[M003, W009]",
         "synthetic.emotion_model_steps=0",  # no training actor: the stand-in stays random
+        "eval.methods=[]",  # the reliability cases need our row only, not Table 1's other rows
         "synthetic.emotions=[angry, happy]",
         "synthetic.levels=[1, 3]",
         "synthetic.image_size=64",
