@@ -160,10 +160,12 @@ def test_score_scores_a_folder_of_videos_complete_or_incomplete(pipeline, tmp_pa
     import shutil
 
     from emotalker.flows.score import score_flow
+    from emotalker.tasks.evaluation.subset import balanced_subset
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
-    test_ids = json.loads(cfg.paths.resolve("split").read_text())["test"][:2]
+    split_test = json.loads(cfg.paths.resolve("split").read_text())["test"]
+    test_ids = balanced_subset([rows[c] for c in split_test if c in rows], 2)  # what eval.max_clips=2 scores
     full, partial = tmp_path / "full", tmp_path / "partial"
     for d, ids in ((full, test_ids), (partial, test_ids[:1])):
         d.mkdir()
