@@ -128,7 +128,7 @@ def test_evaluation_renders_the_test_clips_and_computes_every_table1_metric(pipe
     assert 0.0 <= ev["SSIM"] <= 1.0 and 0.0 <= ev["EmoAcc"] <= 1.0
     # eval.render_max_frames: each render is the first 12 frames, with the clip's audio
     videos = sorted((cfg.paths.resolve("outputs") / "eval_videos").glob("*.mp4"))
-    test_ids = json.loads(cfg.paths.resolve("split").read_text())["test"][:3]
+    test_ids = _scored_ids(cfg, 3)
     assert [v.stem for v in videos] == sorted(test_ids)
     for v in videos:
         with av.open(str(v)) as c:
@@ -160,12 +160,10 @@ def test_score_scores_a_folder_of_videos_complete_or_incomplete(pipeline, tmp_pa
     import shutil
 
     from emotalker.flows.score import score_flow
-    from emotalker.tasks.evaluation.subset import balanced_subset
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
-    split_test = json.loads(cfg.paths.resolve("split").read_text())["test"]
-    test_ids = balanced_subset([rows[c] for c in split_test if c in rows], 2)  # what eval.max_clips=2 scores
+    test_ids = _scored_ids(cfg, 2)  # what eval.max_clips=2 scores
     full, partial = tmp_path / "full", tmp_path / "partial"
     for d, ids in ((full, test_ids), (partial, test_ids[:1])):
         d.mkdir()
@@ -179,6 +177,15 @@ def test_score_scores_a_folder_of_videos_complete_or_incomplete(pipeline, tmp_pa
     assert done["protocol_card"]["test_clips"] == "2" and done["table1"][1]["status"] == "paper"
     half = score_flow(str(partial), "half", CONFIG, ov)["table1"][0]
     assert half["status"] == "incomplete (1/2)" and "SSIM" not in half
+
+
+def _scored_ids(cfg, n: int) -> list[str]:
+    """The test clips ``eval.max_clips=n`` scores: the emotions, levels and actors in turn (subset.py)."""
+    from emotalker.tasks.evaluation.subset import balanced_subset
+
+    rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
+    split_test = json.loads(cfg.paths.resolve("split").read_text())["test"]
+    return balanced_subset([rows[c] for c in split_test if c in rows], n)
 
 
 def _same(a, b) -> bool:
@@ -246,7 +253,7 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
         assert (f"driving/{m}" in ev["skipped"]) == (m in ev["skipped"])
     assert "driving/F-LMD_motion" not in ev["skipped"]
     per_clip = json.loads((cfg.paths.resolve("outputs") / "eval" / "per_clip.json").read_text())
-    first = json.loads(cfg.paths.resolve("split").read_text())["test"][0]
+    first = _scored_ids(cfg, 2)[0]
     row = next(p for p in per_clip if p["clip_id"] == first and p["setting"] == "driving")
     assert row["driver"] != first and row["driver"].split("_")[:3] == first.split("_")[:3]
     # the driving setting's motion is the model run on the driver's frames; the oracle's on the clip's own
@@ -291,7 +298,7 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
 
     cfg = pipeline["cfg"]
     rows = {r["clip_id"]: r for r in Manifest(cfg.paths.resolve("manifest")).records()}
-    test_ids = json.loads(cfg.paths.resolve("split").read_text())["test"][:3]
+    test_ids = _scored_ids(cfg, 3)
     rendered = tmp_path / "rendered"
     rendered.mkdir()
     for cid in test_ids[:2]:
