@@ -52,10 +52,13 @@ def evaluate_clip(
     reference: np.ndarray,
     emotion: str,
     motion: np.ndarray | None = None,
+    mean_motion: np.ndarray | None = None,
 ) -> dict:
-    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics.
+    """Generate one clip from its audio and a reference motion frame; coefficient-space metrics, with the
+    same metrics of the baselines (:func:`motion_baselines`) beside them.
 
-    ``motion``: another method's motion for the clip (SadTalker's), scored instead of the model's."""
+    ``motion``: another method's motion for the clip (SadTalker's), scored instead of the model's;
+    ``mean_motion``: the training split's (70,) mean frame (None: no mean-motion baseline)."""
     if motion is None:
         gen = model.generate(reference, feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
     else:
@@ -69,8 +72,54 @@ def evaluate_clip(
         "emotion_pred_gt_motion": emotion_of_motion(model, gt),
         "emotion_label": label,
         "frames": len(gen),
+        **motion_baselines(model, gt, reference, mean_motion),
         "motion": gen,
     }
+
+
+# Motion-space baselines scored on every clip beside the model (issue: proof that it learns): two floors a
+# model must beat and the stage-1 ceiling stage 2 cannot pass (its face branch decodes stage-1 codes)
+BASELINES = ("copy_reference", "mean_motion", "stage1_ceiling")
+
+
+def held(reference: np.ndarray, n: int) -> np.ndarray:
+    """(n, 70): a (70,) reference frame held still, or (T_d, 70) driving frames looped to ``n`` frames."""
+    ref = np.asarray(reference, dtype=np.float32)
+    if ref.ndim == 1:
+        return np.repeat(ref[None], n, axis=0)
+    return ref[np.arange(n) % len(ref)]
+
+
+def stage1_reconstruction(model: EmoTalker, motion: np.ndarray) -> np.ndarray:
+    """Ground-truth motion through the stage-1 VQ-VAE (encode, nearest codes, decode): the best face
+    motion stage 2 can produce, since it only picks codes. The 13 lip coefficients stay the ground truth's."""
+    dev = model.face_mean.device
+    face = (torch.as_tensor(motion[:, list(FACE_INDICES)], device=dev) - model.face_mean) / model.face_std
+    with torch.inference_mode():
+        _, idx = model.vqvae.encode(face[None].float())
+        recon = model.vqvae.decode_indices(idx, len(motion))[0] * model.face_std + model.face_mean
+    out = np.array(motion, dtype=np.float32, copy=True)
+    out[:, list(FACE_INDICES)] = recon.cpu().numpy()
+    return out
+
+
+def motion_baselines(
+    model: EmoTalker, gt: np.ndarray, reference: np.ndarray, mean_motion: np.ndarray | None
+) -> dict[str, float | int]:
+    """The baselines' coefficient-space metrics on one clip, keyed ``<baseline>.<metric>``: copy the
+    reference (held, or driving frames looped), the training split's mean motion frame, and the stage-1
+    ceiling (its LipL2 is 0 by construction: left out)."""
+    n = len(gt)
+    motions = {"copy_reference": held(reference, n), "stage1_ceiling": stage1_reconstruction(model, gt)}
+    if mean_motion is not None:
+        motions["mean_motion"] = held(mean_motion, n)
+    out: dict[str, float | int] = {}
+    for name, m in motions.items():
+        if name != "stage1_ceiling":
+            out[f"{name}.lip_l2"] = lip_l2(m, gt)
+        out[f"{name}.face_l2"] = face_l2(m, gt)
+        out[f"{name}.emotion_pred"] = emotion_of_motion(model, m)
+    return out
 
 
 def landmark_metrics(

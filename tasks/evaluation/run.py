@@ -26,9 +26,15 @@ from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
-from emotalker.tasks.evaluation.methods import build_methods, check_methods, score_methods, scoring_for
+from emotalker.tasks.evaluation.methods import (
+    build_methods,
+    check_methods,
+    score_methods,
+    scoring_for,
+    training_mean_motion,
+)
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
-from emotalker.tasks.evaluation.motion import clip_features, evaluate_clip, landmark_metrics
+from emotalker.tasks.evaluation.motion import BASELINES, clip_features, evaluate_clip, landmark_metrics
 from emotalker.tasks.evaluation.protocol import (
     classifier_skip_note,
     load_eval_classifier,
@@ -138,6 +144,7 @@ class _Generation:
     video_dir: Path
     drivers: dict[str, str] = field(default_factory=dict)  # clip -> the clip whose frames drive it
     sadtalker: SadTalkerModels | None = None  # set: the clips' motion is SadTalker's own
+    mean_motion: np.ndarray | None = None  # the training split's mean frame (the mean-motion baseline)
 
 
 def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
@@ -267,11 +274,28 @@ def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "clips": len(per_clip),
     }
+    labels = np.array([p["emotion_label"] for p in per_clip])
+    for b in BASELINES:  # the same metrics of the baselines, on the same clips
+        if f"{b}.face_l2" not in per_clip[0]:
+            continue
+        if f"{b}.lip_l2" in per_clip[0]:
+            summary[f"{b}.LipL2"] = float(np.mean([p[f"{b}.lip_l2"] for p in per_clip]))
+        summary[f"{b}.FaceL2"] = float(np.mean([p[f"{b}.face_l2"] for p in per_clip]))
+        summary[f"{b}.EmoAcc_stage1_head"] = accuracy(
+            np.array([p[f"{b}.emotion_pred"] for p in per_clip]), labels
+        )
     for key, name in PER_CLIP_METRICS.items():
         values = [p[key] for p in per_clip if key in p]
         if values and np.isfinite(values).any():
             summary[name] = float(np.nanmean(values))
     return summary
+
+
+BASELINE_LABELS = {
+    "copy_reference": "baseline: copy the reference",
+    "mean_motion": "baseline: training mean motion",
+    "stage1_ceiling": "ceiling: ground truth through stage 1",
+}
 
 
 def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:
@@ -285,13 +309,18 @@ def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, st
     for s, sm in summaries.items():
         prefix = "" if s == "neutral" else f"{s}/"
         missing = [m[len(prefix) :] for m in skipped if m.startswith(prefix) and "/" not in m[len(prefix) :]]
+        ours = {k: v for k, v in sm.items() if k.split(".")[0] not in BASELINES}
         table.append(
             {
                 "method": label[s],
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in sm.items()},
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in ours.items()},
                 **{m: "skipped" for m in missing},
             }
         )
+        for b in BASELINES:  # the baselines on the same clips, coefficient-space metrics only
+            vals = {k.split(".", 1)[1]: round(v, 4) for k, v in sm.items() if k.startswith(f"{b}.")}
+            if vals:
+                table.append({"method": f"{BASELINE_LABELS[b]} ({s})", **vals, "clips": sm["clips"]})
     for name, vals in {**PAPER_TABLE1, **PAPER_TABLE5}.items():
         table.append({"method": name, **vals})
     return table
@@ -307,6 +336,12 @@ def _test_split(cfg: PipelineConfig) -> tuple[dict[str, dict[str, Any]], list[st
     if not test_ids:
         raise ValueError(f"the test split in {split_path} is empty")
     return rows, test_ids, [rows[c] for c in split["test"] if c in rows]
+
+
+def _train_rows(cfg: PipelineConfig, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training split's manifest rows (the mean-motion baseline's clips)."""
+    split = load_split(shared_file(cfg.paths, "split"))
+    return [rows[c] for c in split["train"] if c in rows]
 
 
 def _evaluate_one(
@@ -331,7 +366,9 @@ def _evaluate_one(
         motion = None
         if g.sadtalker is not None:  # SadTalker's motion, scored as every other method's
             motion = clip_sadtalker_motion(cfg, g.sadtalker, feats["mel"], reference.reshape(-1, 70)[0])
-        res = evaluate_clip(g.generator, feats, reference, r["emotion"], motion=motion)
+        res = evaluate_clip(
+            g.generator, feats, reference, r["emotion"], motion=motion, mean_motion=g.mean_motion
+        )
     except KeyError as exc:
         log.warning("skipping %s: %s", cid, exc)
         return None
@@ -385,9 +422,7 @@ def table1_methods(
     if g.image_models is None:
         return {}
     ours = [p | {"method": OURS} for p in per_clip if p["setting"] == "neutral" and "ssim" in p]
-    split = load_split(shared_file(cfg.paths, "split"))
-    train_rows = [rows[c] for c in split["train"] if c in rows]
-    methods = build_methods(cfg, cfg.eval.methods, train_rows)
+    methods = build_methods(cfg, cfg.eval.methods, _train_rows(cfg, rows))
     s = scoring_for(cfg, g.image_models, g.renderer, g.ref_clips, g.refs, g.video_dir)
     return {OURS: ours, **score_methods(methods, s, [rows[c] for c in test_ids])}
 
@@ -452,6 +487,7 @@ def run_evaluation(
         video_dir=video_dir,
         drivers=driving_clips(test_rows, cfg) if "driving" in cfg.eval.settings else {},
         sadtalker=sadtalker,
+        mean_motion=training_mean_motion(cfg, _train_rows(cfg, rows)),
     )
     per_clip: list[dict[str, Any]] = []
     logged: list[Path] = []

@@ -218,8 +218,23 @@ def test_evaluation_runs_without_prefect_and_returns_the_rows_the_flow_logged(pi
     assert _same(json.loads(json.dumps(run.per_clip)), logged)
     assert _same({"table": run.table, "skipped": run.skipped}, table)
     assert _same(run.table, ev["table"]) and run.skipped == ev["skipped"] and run.versions == ev["models"]
-    returned = {k: v for k, v in ev.items() if k not in ("run_id", "skipped", "table", "report", "models")}
-    assert _same(run.summary, returned)
+    not_summary = (
+        "run_id",
+        "skipped",
+        "table",
+        "report",
+        "models",
+        "table1",
+        "protocol_card",
+        "standin_weights",
+    )
+    returned = {k: v for k, v in ev.items() if k not in not_summary}
+    assert _same(run.summary, returned), sorted(set(run.summary) ^ set(returned))
+    assert (
+        _same(run.table1, ev["table1"])
+        and run.card == ev["protocol_card"]
+        and run.standin == ev["standin_weights"]
+    )
     assert len(run.logged_videos) == 2 and run.videos == "renderer"
 
 
