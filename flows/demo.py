@@ -63,6 +63,13 @@ def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs, Deep3DFace/face-alignment and evaluation stand-ins in the real formats (skipped when
     present)."""
+    from emotalker.tasks.demo.standins.quiet import quiet_transformers
+
+    with quiet_transformers():
+        return _stand_in_assets(cfg)
+
+
+def _stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     from emotalker.tasks.demo.standins.emotion_hubert import PROBE_FILE, finetune_emotion_hubert
     from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
