@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
-from typing import Any
 
 import cv2
 import numpy as np
 
 from emotalker.configs.constants import FACE_INDICES, LIP_INDICES
+from emotalker.tasks.adapters.cpbd import cpbd_module
 
 # Table 1 of the paper (MEAD, neutral reference)
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -110,18 +109,6 @@ def ssim_video(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ CPBD
-def _cpbd_package() -> Any:
-    """The ``cpbd`` package (1.0.7) the authors call. Its module imports ``scipy.ndimage.imread`` (gone
-    from SciPy since 1.2) for its command line only; a placeholder lets the metric import."""
-    import scipy.ndimage
-
-    if "cpbd.compute" not in sys.modules and not hasattr(scipy.ndimage, "imread"):
-        scipy.ndimage.imread = None  # type: ignore[attr-defined]  # never called by compute()
-    import cpbd  # noqa: F401
-
-    return sys.modules["cpbd.compute"]
-
-
 def gray_frame(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB uint8 -> (H, W) float64 grayscale in 0-255 (OpenCV's luma, as eval.py reads frames);
     an (H, W) image is taken as it is."""
@@ -139,7 +126,7 @@ def cpbd(image: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            value = float(_cpbd_package().compute(gray_frame(image)))
+            value = float(cpbd_module().compute(gray_frame(image)))
         except ZeroDivisionError:
             return float("nan")
     return value

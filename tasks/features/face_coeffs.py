@@ -195,7 +195,7 @@ class LandmarkDetector:
         detect_max_side: int | None = 640,
         compile: bool = False,
     ) -> None:
-        from emotalker.tasks.features.adapters.face_alignment import local_face_alignment
+        from emotalker.tasks.adapters.face_alignment import local_face_alignment
 
         self.device = str(device)
         self.batch_size = int(batch_size)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from emotalker.configs.constants import HUBERT_HOP, HUBERT_WIN, SAMPLE_RATE, WaveformNormalization
-from emotalker.tasks.features.adapters.transformers_hubert import model_view
+from emotalker.tasks.adapters.transformers_hubert import model_view
 from emotalker.tasks.features.audio_io import validate_audio
 from emotalker.tasks.features.hubert_files import HubertModelNotFound, resolve_model_dir
 

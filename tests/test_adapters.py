@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotalker.tasks.features.adapters import face_alignment as fa_adapter
-from emotalker.tasks.features.adapters import transformers_hubert as hf_adapter
+from emotalker.tasks.adapters import face_alignment as fa_adapter
+from emotalker.tasks.adapters import transformers_hubert as hf_adapter
 
 
 def test_face_alignment_still_builds_its_fan_through_load_native() -> None:
@@ -60,3 +60,9 @@ def test_transformers_hubert_view_shares_weights_and_hooks_once() -> None:
         torch.testing.assert_close(cut[k], full[k])
         torch.testing.assert_close(again[k], full[k])
     assert view.encoder.layers[0] is model.encoder.layers[0]
+
+
+def test_cpbd_still_defines_compute_and_imports_on_this_scipy() -> None:
+    from emotalker.tasks.adapters import cpbd as cpbd_adapter
+
+    cpbd_adapter.check_internals()
