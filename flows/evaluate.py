@@ -13,6 +13,7 @@ from emotalker.flows.common import (
     resolve_config,
     table_artifact,
 )
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.run import EvaluationRun, log_evaluation_run, run_evaluation
 from emotalker.tasks.evaluation.table1 import display_rows
 
@@ -50,7 +51,8 @@ def evaluate_flow(
             (the model's face branch + SadTalker's released ExpNet lips, frozen): Table 2's rows.
     """
     cfg = resolve_config(config, overrides)
-    ev = run_evaluation(cfg, model, method)
+    ws = Workspace.from_paths(cfg.paths)
+    ev = run_evaluation(cfg, model, method, ws=ws)
     table_artifact(
         "evaluation-vs-table1",
         ev.table,
@@ -62,7 +64,7 @@ def evaluate_flow(
         "\n".join(f"- **{k}**: {v}" for k, v in ev.skipped.items()) or "none",
         "metrics that could not be computed and what they need",
     )
-    logged = log_evaluation_run(cfg, ev, parent_run_id)
+    logged = log_evaluation_run(cfg, ev, parent_run_id, ws=ws)
     report = logged["report"]
     markdown_artifact(
         "evaluation-report",

@@ -24,9 +24,10 @@ from emotalker.flows.common import (
 )
 from emotalker.storage.failures import failures_file, load_failures, record_failures
 from emotalker.storage.shared import publish_shared
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.features.cluster import dask_client
 from emotalker.tasks.features.families import families
-from emotalker.tasks.features.plan import prepared_clips, store_root, todo, up_to_date
+from emotalker.tasks.features.plan import prepared_clips, todo, up_to_date
 from emotalker.tasks.features.spec import FeatureFamily, FlowName
 from emotalker.tasks.features.workers import failure_update, submit_chunks
 from emotalker.tasks.progress import progress_bar
@@ -56,11 +57,11 @@ def await_chunk(family: str, index: int, clip_ids: list[str], computation: Any) 
 
 
 def run_on_dask(
-    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], run_fp: str
+    cfg: PipelineConfig, ws: Workspace, family: FeatureFamily, clips: list[dict[str, Any]], run_fp: str
 ) -> dict[str, int]:
     """Compute ``family`` for ``clips`` in chunks on Dask, one Prefect task run per chunk; record failures
     (for each of the family's stores), log progress."""
-    chunks, root = _chunks(clips), store_root(cfg)
+    chunks, root = _chunks(clips), ws.stores
     device = cfg.torch_device() if family.uses_device else "cpu"  # ``auto`` imports torch: only when used
     get_run_logger().info("%s: %d clips in %d chunks on %s", family.name, len(clips), len(chunks), device)
     for name in family.store_names:  # once here, so workers writing new clips need not (one PUT each)
@@ -102,27 +103,28 @@ def compute_families(cfg: PipelineConfig, flow_name: FlowName, verify: bool = Fa
     The result counts clips per family (0 when it was fresh) and the computed and failed ones overall.
     """
     logger = get_run_logger()
-    clips = prepared_clips(cfg)
+    ws = Workspace.from_paths(cfg.paths)
+    clips = prepared_clips(ws)
     group = families(flow_name)
     publish_shared(cfg.paths)  # with features_url: what the stores' clips are, for other machines
     result: dict[str, Any] = {"clips": len(clips), "computed": 0, "failed": 0}
     for fam in group:
         if fam.prepare is not None:
             prepare_family(cfg, fam, clips)
-        fp, stale = todo(cfg, fam, clips, verify)
+        fp, stale = todo(cfg, fam, clips, verify, ws=ws)
         logger.info("%s: %d clips, %d to compute (fingerprint %s)", fam.name, len(clips), len(stale), fp)
         # before its Dask work, a missing model would fail every clip alike; fresh clips need no model
         # (and checking the face models imports torch). A missing or replaced model changes the fingerprint.
         if stale and fam.check_assets is not None:
             fam.check_assets(cfg)
-        counts = run_on_dask(cfg, fam, stale, fp) if stale else 0
+        counts = run_on_dask(cfg, ws, fam, stale, fp) if stale else 0
         result[fam.name] = counts
         if counts:
             result["computed"] += counts["computed"]
             result["failed"] += counts["failed"]
         if fam.finish is not None:
             fam.finish(cfg)
-        _report(cfg, fam.store_names[0])
+        _report(ws, fam.store_names[0])
     return result
 
 
@@ -150,8 +152,8 @@ def audio_features_flow(
     return compute_families(resolve_config(config, overrides), "audio", verify)
 
 
-def _report(cfg: PipelineConfig, family: str) -> None:
-    failures = load_failures(store_root(cfg), family)
+def _report(ws: Workspace, family: str) -> None:
+    failures = load_failures(ws.stores, family)
     table_artifact(
         f"{family.replace('_', '-')}-failures",
         [{"clip_id": k, "error": v["error"]} for k, v in sorted(failures.items())],
@@ -173,20 +175,21 @@ def features_flow(
     """
     cfg = resolve_config(config, overrides)
     logger = get_run_logger()
-    clips = prepared_clips(cfg)
+    ws = Workspace.from_paths(cfg.paths)
+    clips = prepared_clips(ws)
     out: dict[str, Any] = {}
     for name, subflow in (("face", face_features_flow), ("audio", audio_features_flow)):
         group = families(name)
-        if not all(up_to_date(cfg, fam, clips, verify) for fam in group):
+        if not all(up_to_date(cfg, fam, clips, verify, ws=ws) for fam in group):
             out[name] = subflow(config, overrides, verify)
         else:
             out[name] = {"clips": len(clips), "computed": 0, "failed": 0, **{f.name: 0 for f in group}}
-            _log_fresh(cfg, logger, name, tuple(f.store_names[0] for f in group), len(clips))
+            _log_fresh(ws, logger, name, tuple(f.store_names[0] for f in group), len(clips))
     return out
 
 
-def _log_fresh(cfg: PipelineConfig, logger: Any, name: str, stores: tuple[str, ...], n: int) -> None:
-    failed = {s: len(load_failures(store_root(cfg), s)) for s in stores}
+def _log_fresh(ws: Workspace, logger: Any, name: str, stores: tuple[str, ...], n: int) -> None:
+    failed = {s: len(load_failures(ws.stores, s)) for s in stores}
     known = ", ".join(f"{k} {v} ({failures_file(k)})" for k, v in failed.items() if v)
     logger.info(
         "%s: all %d clips up to date, %s-features not started%s",

@@ -10,6 +10,7 @@ from emotalker.flows.common import (
     pipeline_flow,
     resolve_config,
 )
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.generation.run import generate_from_image
 
 
@@ -54,4 +55,5 @@ def generate_flow(
         model=model,
         emotion_reference=emotion_reference,
         method=method,
+        ws=Workspace.from_paths(cfg.paths),
     )

@@ -18,6 +18,7 @@ from emotalker.flows.evaluate import evaluate_flow
 from emotalker.flows.featurize import features_flow
 from emotalker.flows.ingest import download_flow, prepare_flow
 from emotalker.flows.train import train_lip, train_transformer, train_vqvae
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.tracking import config_params, describe_run, log_data_inputs, setup_mlflow
 from emotalker.tasks.training.stages import STAGES
 
@@ -67,7 +68,7 @@ def reproduce(
         mlflow.set_tags({"stage": "reproduce", "pipeline": cfg.name})
         describe_run("reproduce")
         mlflow.log_params(config_params(cfg))
-        log_data_inputs(cfg, context="training")
+        log_data_inputs(Workspace.from_paths(cfg.paths), context="training")
         pid = parent.info.run_id
         results |= _train(config, overrides, pid)
         trained = {stage: _registered_version(results[f"train_{stage}"], stage) for stage in STAGES}

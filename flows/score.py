@@ -12,6 +12,7 @@ from emotalker.flows.common import (
     resolve_config,
     table_artifact,
 )
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.score import log_score_run, run_score, score_display
 
 
@@ -29,7 +30,7 @@ def score_flow(
         name: the method's name, the row's label in Table 1 and MLflow.
     """
     cfg = resolve_config(config, overrides)
-    sr = run_score(cfg, videos, name)
+    sr = run_score(cfg, videos, name, ws=Workspace.from_paths(cfg.paths))
     note = f" († stand-in weights: {', '.join(sr.standin)})" if sr.standin else ""
     table_artifact(
         "table1-score", score_display(sr), f"{name} on Table 1's protocol, mean [95% interval]{note}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from emotalker.flows.common import CredentialFree, Overrides, pipeline_flow, resolve_config
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.training import lip, transformer, vqvae
 from emotalker.tasks.training.engine import run_stage
 
@@ -22,7 +23,8 @@ def train_vqvae(
 ) -> dict[str, Any]:
     """Stage 1: the motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3)."""
     cfg = resolve_config(config, overrides)
-    return run_stage(cfg, vqvae.STAGE, parent_run_id=parent_run_id, stop_after=stop_after)
+    ws = Workspace.from_paths(cfg.paths)
+    return run_stage(cfg, vqvae.STAGE, ws=ws, parent_run_id=parent_run_id, stop_after=stop_after)
 
 
 @pipeline_flow("train-transformer")
@@ -43,6 +45,7 @@ def train_transformer(
     return run_stage(
         cfg,
         transformer.STAGE,
+        ws=Workspace.from_paths(cfg.paths),
         parent_run_id=parent_run_id,
         stop_after=stop_after,
         vqvae_version=vqvae_version,
@@ -58,4 +61,5 @@ def train_lip(
 ) -> dict[str, Any]:
     """Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10)."""
     cfg = resolve_config(config, overrides)
-    return run_stage(cfg, lip.STAGE, parent_run_id=parent_run_id, stop_after=stop_after)
+    ws = Workspace.from_paths(cfg.paths)
+    return run_stage(cfg, lip.STAGE, ws=ws, parent_run_id=parent_run_id, stop_after=stop_after)

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import PipelineConfig, dump_config
 from emotalker.configs.secrets import redact_secrets
+from emotalker.storage.workspace import Workspace
 
 # MLflow 3's experiment kind: without it the UI opens a new experiment in its GenAI (traces) view
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -101,17 +102,14 @@ def note_run(description: str) -> None:
     mlflow.set_tag("mlflow.note.content", description)
 
 
-def log_data_inputs(cfg: PipelineConfig, context: str) -> None:
+def log_data_inputs(ws: Workspace, context: str) -> None:
     """The clip manifest and the split as the active run's dataset inputs (name, digest, schema, source)."""
     import mlflow.data
     import pandas as pd
 
-    from emotalker.storage.manifest import Manifest
-    from emotalker.storage.shared import shared_file
-
-    manifest_path, split_path = shared_file(cfg.paths, "manifest"), shared_file(cfg.paths, "split")
+    manifest_path, split_path = ws.manifest_path, ws.split_path
     if manifest_path.exists():
-        rows = pd.DataFrame(Manifest(manifest_path).records())
+        rows = pd.DataFrame(ws.manifest().records())
         keep = [c for c in ("clip_id", "actor", "emotion", "level", "n_frames", "status") if c in rows]
         ds = mlflow.data.from_pandas(rows[keep], source=str(manifest_path), name="manifest")
         mlflow.log_input(ds, context=context)
@@ -143,6 +141,7 @@ def stage_run(
     parent_run_id: str | None = None,
     extra_artifacts: dict[str, Path] | None = None,
     *,
+    ws: Workspace,
     description: str,
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run per stage; a resumed stage (same ``run_file``) continues the same run.
@@ -168,7 +167,7 @@ def stage_run(
             mlflow.set_tags({"stage": stage, "pipeline": cfg.name})
             note_run(description)
             mlflow.log_params(config_params(cfg))
-            log_data_inputs(cfg, context="training")
+            log_data_inputs(ws, context="training")
             with tempfile.TemporaryDirectory() as tmp:
                 resolved = dump_config(cfg, Path(tmp) / "config.yaml")
                 resolved.write_text(redact_secrets(resolved.read_text()))  # no credentials in artifacts

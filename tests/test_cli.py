@@ -134,13 +134,15 @@ def test_the_cli_and_the_audio_freshness_checks_import_no_heavy_library(tmp_path
         "from emotalker.configs.schema import load_config\n"
         "from emotalker.tasks.features.families import families\n"
         "from emotalker.tasks.features.families.hubert import check_audio_assets\n"
+        "from emotalker.storage.workspace import Workspace\n"
         "from emotalker.tasks.features.plan import prepared_clips, todo, up_to_date\n"
         "cfg = load_config('demo', json.loads(sys.argv[1]))\n"
-        "clips = prepared_clips(cfg)\n"
+        "ws = Workspace.from_paths(cfg.paths)\n"
+        "clips = prepared_clips(ws)\n"
         "check_audio_assets(cfg)\n"
         "audio = families('audio')\n"
-        "stale = [todo(cfg, f, clips) for f in audio]\n"
-        "result = {'fresh': all(up_to_date(cfg, f, clips) for f in audio), 'clips': len(clips)}\n"
+        "stale = [todo(cfg, f, clips, ws=ws) for f in audio]\n"
+        "result = {'fresh': all(up_to_date(cfg, f, clips, ws=ws) for f in audio), 'clips': len(clips)}\n"
     )
     result, heavy = run_fresh(code, [json.dumps(ov)], cwd=tmp_path)
     assert result == {"fresh": False, "clips": 1}

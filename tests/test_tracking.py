@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import load_config
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.tracking import artifact_location, setup_mlflow
 
 
@@ -90,7 +91,7 @@ def test_experiments_are_model_training_experiments_with_described_runs_and_data
         )
         with mlflow.start_run(experiment_id=old) as run:
             describe_run("evaluate")
-            log_data_inputs(cfg, context="training")
+            log_data_inputs(Workspace.from_paths(cfg.paths), context="training")
         got = MlflowClient().get_run(run.info.run_id)
         assert got.data.tags["mlflow.note.content"] == RUN_DESCRIPTIONS["evaluate"]
         inputs = {i.dataset.name: i for i in got.inputs.dataset_inputs}

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.rendered import ClipRenderer, ImageMetricModels, compare_videos
 
 log = logging.getLogger(__name__)
@@ -44,30 +45,28 @@ class Method:
     standin: bool = False  # its numbers come from stand-in weights (marked in the report)
 
 
-MethodFactory = Callable[[Any, list[dict[str, Any]]], Method]  # (cfg, train rows) -> Method
+MethodFactory = Callable[[Any, Workspace, list[dict[str, Any]]], Method]  # (cfg, ws, train rows) -> Method
 METHODS: dict[str, MethodFactory] = {}
 
 
 def register_method(name: str, factory: MethodFactory) -> None:
-    """Make ``name`` usable in ``eval.methods``; ``factory(cfg, train_rows)`` builds the method once."""
+    """Make ``name`` usable in ``eval.methods``; ``factory(cfg, ws, train_rows)`` builds the method once."""
     METHODS[name] = factory
 
 
-def real_video(cfg: Any, train_rows: list[dict[str, Any]]) -> Method:
+def real_video(cfg: Any, ws: Workspace, train_rows: list[dict[str, Any]]) -> Method:
     """The ceiling: the real clip scored against itself (SSIM 1, LMD 0, its own CPBD and Sync)."""
     return Method("real video", "video", lambda c: Path(c.row["prepared_video"]))
 
 
-def copy_reference(cfg: Any, train_rows: list[dict[str, Any]]) -> Method:
+def copy_reference(cfg: Any, ws: Workspace, train_rows: list[dict[str, Any]]) -> Method:
     """A floor: the neutral reference frame held still for the whole clip."""
     return Method("copy reference", "motion", lambda c: np.repeat(c.reference[None], c.frames, axis=0))
 
 
-def training_mean_motion(cfg: Any, train_rows: list[dict[str, Any]]) -> np.ndarray:
+def training_mean_motion(ws: Workspace, train_rows: list[dict[str, Any]]) -> np.ndarray:
     """(70,) the mean motion frame over every stored training clip's frames."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
+    face = ws.store("face")
     total, count = None, 0
     for r in train_rows:
         if not face.has_clip(r["clip_id"]):
@@ -80,9 +79,9 @@ def training_mean_motion(cfg: Any, train_rows: list[dict[str, Any]]) -> np.ndarr
     return (total / count).astype(np.float32)
 
 
-def mean_motion(cfg: Any, train_rows: list[dict[str, Any]]) -> Method:
+def mean_motion(cfg: Any, ws: Workspace, train_rows: list[dict[str, Any]]) -> Method:
     """A floor: the training set's mean motion frame for the whole clip, rendered on the reference."""
-    mean = training_mean_motion(cfg, train_rows)
+    mean = training_mean_motion(ws, train_rows)
     return Method("mean motion", "motion", lambda c: np.repeat(mean[None], c.frames, axis=0))
 
 
@@ -99,15 +98,14 @@ def videos_method(name: str, folder: str | Path) -> Method:
     return Method(name, "video", clip)
 
 
-def sadtalker(cfg: Any, train_rows: list[dict[str, Any]]) -> Method:
+def sadtalker(cfg: Any, ws: Workspace, train_rows: list[dict[str, Any]]) -> Method:
     """The paper's main comparison, computed here: SadTalker's released ExpNet + PoseVAE on the clip's mel
     windows and the actor's neutral reference (``tasks/generation/sadtalker.py``), rendered by our
     renderer."""
-    from emotalker.storage.zarr_store import feature_store
     from emotalker.tasks.generation.sadtalker import clip_sadtalker_motion, load_sadtalker
 
     models = load_sadtalker(cfg, cfg.torch_device())
-    mel = feature_store(cfg.paths, "mel")
+    mel = ws.store("mel")
 
     def clip(c: ClipInput) -> np.ndarray | None:
         if c.reference is None:
@@ -132,10 +130,12 @@ def check_methods(names: list[str]) -> None:
         raise ValueError(f"eval.methods: unknown {unknown}; registered: {sorted(METHODS)}")
 
 
-def build_methods(cfg: Any, names: list[str], train_rows: list[dict[str, Any]]) -> list[Method]:
+def build_methods(
+    cfg: Any, names: list[str], train_rows: list[dict[str, Any]], *, ws: Workspace
+) -> list[Method]:
     """The registered methods ``names`` (``eval.methods``), built once before their clips are scored."""
     check_methods(names)
-    return [METHODS[n](cfg, train_rows) for n in names]
+    return [METHODS[n](cfg, ws, train_rows) for n in names]
 
 
 @dataclass(kw_only=True)
@@ -204,11 +204,12 @@ def scoring_for(
     ref_rows: dict[str, dict[str, Any]],
     refs: dict[str, np.ndarray],
     video_dir: Path,
+    *,
+    ws: Workspace,
 ) -> Scoring:
-    """The scoring context of an evaluation: clip lengths from the face store, ``eval.render_max_frames``."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
+    """The scoring context of an evaluation: clip lengths from the face store of ``ws``,
+    ``eval.render_max_frames``."""
+    face = ws.store("face")
     return Scoring(
         models=models,
         renderer=renderer,

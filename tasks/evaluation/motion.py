@@ -8,17 +8,16 @@ import numpy as np
 import torch
 
 from emotalker.configs.constants import COEFF_SLICES, EMOTION_TO_ID, EXP_DIM, FACE_INDICES
-from emotalker.configs.schema import PipelineConfig
 from emotalker.models.bfm import BFMLandmarks, project_landmarks
 from emotalker.models.emotalker import EmoTalker
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.metrics import f_lmd, face_l2, lip_l2, m_lmd
 from emotalker.tasks.training.data import check_stored_rate
 
 
-def clip_features(cfg: PipelineConfig, clip_id: str) -> dict[str, np.ndarray]:
+def clip_features(ws: Workspace, clip_id: str) -> dict[str, np.ndarray]:
     """A stored clip's inputs: face and mel per video frame, HuBERT features and tokens at their rate."""
-    root = StoreRoot.from_paths(cfg.paths)
+    root = ws.stores
     video = {
         **root.store("face").read_clip(clip_id, ["motion", "coeffs"]),
         "mel": root.store("mel").read_clip(clip_id, ["windows"])["windows"],

@@ -23,9 +23,8 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.models.bfm import BFMLandmarks, load_bfm
 from emotalker.models.emotalker import EmoTalker
 from emotalker.models.syncnet import load_syncnet
-from emotalker.storage.manifest import Manifest
-from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.methods import (
     build_methods,
     check_methods,
@@ -131,8 +130,10 @@ class EvaluationRun:
 
 @dataclass(kw_only=True)
 class _Generation:
-    """What every clip of one evaluation shares: the models, the video sources and where outputs go."""
+    """What every clip of one evaluation shares: the stores, the models, the video sources and where
+    outputs go."""
 
+    ws: Workspace
     generator: EmoTalker
     bfm: BFMLandmarks | None
     rendered: Path | None
@@ -147,11 +148,9 @@ class _Generation:
     mean_motion: np.ndarray | None = None  # the training split's mean frame (the mean-motion baseline)
 
 
-def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
+def reference_clips(rows: list[dict[str, Any]], ws: Workspace) -> dict[str, str]:
     """Per actor, a neutral clip (the paper's neutral reference), else any clip with face features."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
+    face = ws.store("face")
     refs: dict[str, str] = {}
     for r in sorted(rows, key=lambda r: (r["emotion"] != "neutral", r["clip_id"])):
         if r["actor"] not in refs and face.has_clip(r["clip_id"]):
@@ -159,21 +158,17 @@ def reference_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
     return refs
 
 
-def reference_frames(rows: list[dict[str, Any]], cfg: Any) -> dict[str, np.ndarray]:
+def reference_frames(rows: list[dict[str, Any]], ws: Workspace) -> dict[str, np.ndarray]:
     """Per actor, the first motion frame of its reference clip."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
-    return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, cfg).items()}
+    face = ws.store("face")
+    return {a: face.read_slice(c, "motion", 0, 1)[0] for a, c in reference_clips(rows, ws).items()}
 
 
-def driving_clips(rows: list[dict[str, Any]], cfg: Any) -> dict[str, str]:
+def driving_clips(rows: list[dict[str, Any]], ws: Workspace) -> dict[str, str]:
     """Per clip, the clip whose frames drive it in the "driving" setting (Table 5): another sentence of
     the same actor, view, emotion and level (the next one in sentence order), else the same sentence at
     another level of that emotion; clips with neither (or without face features) have no driver."""
-    from emotalker.storage.zarr_store import feature_store
-
-    face = feature_store(cfg.paths, "face")
+    face = ws.store("face")
     usable = sorted(
         (r for r in rows if face.has_clip(r["clip_id"])),
         key=lambda r: (r["level"], r["sentence"], r["clip_id"]),
@@ -326,21 +321,23 @@ def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, st
     return table
 
 
-def _test_split(cfg: PipelineConfig) -> tuple[dict[str, dict[str, Any]], list[str], list[dict[str, Any]]]:
+def _test_split(
+    cfg: PipelineConfig, ws: Workspace
+) -> tuple[dict[str, dict[str, Any]], list[str], list[dict[str, Any]]]:
     """The manifest rows by clip id, the test clips to evaluate (``eval.max_clips`` of them, every emotion,
     level and actor in turn) and every test row."""
-    split_path = shared_file(cfg.paths, "split")
+    split_path = ws.split_path
     split = load_split(split_path)
-    rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
+    rows = {r["clip_id"]: r for r in ws.manifest().records()}
     test_ids = balanced_subset([rows[c] for c in split["test"] if c in rows], cfg.eval.max_clips)
     if not test_ids:
         raise ValueError(f"the test split in {split_path} is empty")
     return rows, test_ids, [rows[c] for c in split["test"] if c in rows]
 
 
-def _train_rows(cfg: PipelineConfig, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _train_rows(ws: Workspace, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The training split's manifest rows (the mean-motion baseline's clips)."""
-    split = load_split(shared_file(cfg.paths, "split"))
+    split = load_split(ws.split_path)
     return [rows[c] for c in split["train"] if c in rows]
 
 
@@ -351,7 +348,7 @@ def _evaluate_one(
     cid = r["clip_id"]
     max_frames = cfg.eval.render_max_frames
     try:
-        feats = clip_features(cfg, cid)
+        feats = clip_features(g.ws, cid)
         # neutral: the actor's neutral reference frame (Table 1); driving: the frames of another sentence
         # of the actor in the same emotion and level (Table 5, upper rows); driving_oracle: the clip's own
         if setting == "neutral":
@@ -359,7 +356,7 @@ def _evaluate_one(
         elif setting == "driving_oracle":
             reference = feats["motion"]
         elif cid in g.drivers:
-            reference = clip_features(cfg, g.drivers[cid])["motion"]
+            reference = clip_features(g.ws, g.drivers[cid])["motion"]
         else:
             log.warning("skipping %s (driving): no other clip of its actor and emotion to drive it", cid)
             return None
@@ -422,8 +419,8 @@ def table1_methods(
     if g.image_models is None:
         return {}
     ours = [p | {"method": OURS} for p in per_clip if p["setting"] == "neutral" and "ssim" in p]
-    methods = build_methods(cfg, cfg.eval.methods, _train_rows(cfg, rows))
-    s = scoring_for(cfg, g.image_models, g.renderer, g.ref_clips, g.refs, g.video_dir)
+    methods = build_methods(cfg, cfg.eval.methods, _train_rows(g.ws, rows), ws=g.ws)
+    s = scoring_for(cfg, g.image_models, g.renderer, g.ref_clips, g.refs, g.video_dir, ws=g.ws)
     return {OURS: ours, **score_methods(methods, s, [rows[c] for c in test_ids])}
 
 
@@ -440,7 +437,11 @@ def run_table1(
 
 
 def run_evaluation(
-    cfg: PipelineConfig, model: str | dict[str, str] = "current", method: str = "emotalker"
+    cfg: PipelineConfig,
+    model: str | dict[str, str] = "current",
+    method: str = "emotalker",
+    *,
+    ws: Workspace,
 ) -> EvaluationRun:
     """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
     ``driving``, from audio + another sentence's frames of the same actor, emotion and level;
@@ -450,12 +451,13 @@ def run_evaluation(
     model's face branch with SadTalker's released ExpNet as the lip branch; the registered model still
     scores ``EmoAcc_stage1_head``.
 
+    ``ws``: the stores, manifest and split to evaluate on (the flow builds it once).
     Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
     skipped with a warning, and the run fails only when no clip could be evaluated.
     """
-    rows, test_ids, test_rows = _test_split(cfg)
+    rows, test_ids, test_rows = _test_split(cfg, ws)
     device = cfg.torch_device()
-    generator, versions = load_emotalker(cfg, model, device)
+    generator, versions = load_emotalker(cfg, model, device, ws=ws)
     log.info("evaluating registered versions %s on %s", versions, device)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -470,12 +472,13 @@ def run_evaluation(
     check_methods(cfg.eval.methods)  # a misspelt Table 1 row fails here, not after every clip
     image_models = image_metric_models(cfg, device) if videos is not None else None
     renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
-    ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, cfg).items()}
-    refs = reference_frames(test_rows, cfg)
+    ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, ws).items()}
+    refs = reference_frames(test_rows, ws)
     out_dir = cfg.paths.resolve("outputs") / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     video_dir = cfg.paths.resolve("outputs") / "eval_videos"  # beside, not inside, the logged eval folder
     g = _Generation(
+        ws=ws,
         generator=generator,
         bfm=bfm,
         rendered=rendered,
@@ -485,9 +488,9 @@ def run_evaluation(
         refs=refs,
         out_dir=out_dir,
         video_dir=video_dir,
-        drivers=driving_clips(test_rows, cfg) if "driving" in cfg.eval.settings else {},
+        drivers=driving_clips(test_rows, ws) if "driving" in cfg.eval.settings else {},
         sadtalker=sadtalker,
-        mean_motion=training_mean_motion(cfg, _train_rows(cfg, rows)),
+        mean_motion=training_mean_motion(ws, _train_rows(ws, rows)),
     )
     per_clip: list[dict[str, Any]] = []
     logged: list[Path] = []
@@ -522,7 +525,7 @@ def run_evaluation(
 
 
 def log_evaluation_run(
-    cfg: PipelineConfig, ev: EvaluationRun, parent_run_id: str | None = None
+    cfg: PipelineConfig, ev: EvaluationRun, parent_run_id: str | None = None, *, ws: Workspace
 ) -> dict[str, Any]:
     """The evaluation as an MLflow run (nested under ``parent_run_id`` when given): params, ``test/``
     metrics, per-clip rows, table, HTML report and the logged renders. Returns the run id, the report and
@@ -538,7 +541,7 @@ def log_evaluation_run(
         mlflow.set_tags({"stage": "evaluate", "pipeline": cfg.name, "videos": ev.videos or "none"})
         describe_run("evaluate")
         mlflow.log_params(config_params(cfg))
-        log_data_inputs(cfg, context="evaluation")
+        log_data_inputs(ws, context="evaluation")
         mlflow.log_params({f"model.{stage}_version": v for stage, v in ev.versions.items()})
         mlflow.log_metrics({f"test/{k}": float(v) for k, v in ev.summary.items()})
         (out_dir / "per_clip.json").write_text(json.dumps(ev.per_clip, indent=1))

@@ -15,6 +15,7 @@ from typing import Any
 import mlflow
 
 from emotalker.configs.schema import PipelineConfig
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.methods import score_methods, scoring_for, videos_method
 from emotalker.tasks.evaluation.protocol import protocol_card, standin_weights
 from emotalker.tasks.evaluation.rendered import EVAL_SIZE, ClipRenderer, video_source
@@ -41,21 +42,21 @@ class ScoreRun:
     out_dir: Path
 
 
-def run_score(cfg: PipelineConfig, videos: str | Path, name: str) -> ScoreRun:
+def run_score(cfg: PipelineConfig, videos: str | Path, name: str, *, ws: Workspace) -> ScoreRun:
     """Score ``videos``/<clip_id>.mp4 on the test list (``eval.max_clips``) with Table 1's metrics; the
     crop is the renderer's source crop of the actor's reference when the renderer's files exist (as for
     ours), else the whole frame."""
     if not name.strip():
         raise ValueError("--name must name the method (e.g. Wav2Lip)")
     method = videos_method(name, videos)
-    rows, test_ids, test_rows = _test_split(cfg)
+    rows, test_ids, test_rows = _test_split(cfg, ws)
     device = cfg.torch_device()
     models = image_metric_models(cfg, device)
     renderer = ClipRenderer(cfg, device) if video_source(cfg) == "renderer" else None
-    ref_rows = {a: rows[c] for a, c in reference_clips(test_rows, cfg).items()} if renderer else {}
+    ref_rows = {a: rows[c] for a, c in reference_clips(test_rows, ws).items()} if renderer else {}
     out_dir = cfg.paths.resolve("outputs") / "score" / metric_key(name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    s = scoring_for(cfg, models, renderer, ref_rows, {}, out_dir)  # videos need no reference motion
+    s = scoring_for(cfg, models, renderer, ref_rows, {}, out_dir, ws=ws)  # videos need no reference motion
     per_clip = score_methods([method], s, [rows[c] for c in test_ids])[name]
     standin = [w for w in standin_weights(cfg) if w != "renderer"]  # the renderer made none of these videos
     t = table1({name: per_clip}, test_ids, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)

@@ -2,7 +2,8 @@
 
 A family's clip is fresh when its store holds it complete with the family's current fingerprint (model
 files + settings), or when it failed with that fingerprint (recorded in ``<family>.failures.json``).
-The flows only ask this module what to compute; the fingerprints themselves are the families'.
+The flows only ask this module what to compute, through the run's :class:`Workspace`; the fingerprints
+themselves are the families'.
 """
 
 from __future__ import annotations
@@ -13,29 +14,32 @@ from typing import Any
 from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.failures import load_failures
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.spec import FeatureFamily
 
 log = logging.getLogger(__name__)
 
 
-def prepared_clips(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    """The manifest's prepared clips by clip_id; an error naming the manifest when there are none."""
-    rows = Manifest(cfg.paths.resolve("manifest")).select(status="prepared")
+def prepared_clips(ws: Workspace) -> list[dict[str, Any]]:
+    """The local manifest's prepared clips by clip_id (the prepare flow wrote them on this machine); an
+    error naming the manifest when there are none."""
+    path = ws.paths.resolve("manifest")
+    rows = Manifest(path).select(status="prepared")
     if not rows:
-        raise FileNotFoundError(
-            f"no prepared clips in {cfg.paths.resolve('manifest')}: run the prepare flow first"
-        )
+        raise FileNotFoundError(f"no prepared clips in {path}: run the prepare flow first")
     return sorted(rows, key=lambda r: r["clip_id"])
 
 
 def store_root(cfg: PipelineConfig) -> StoreRoot:
-    """Where the stores, k-means models and failure records live (with the configured storage options)."""
+    """Where the stores, k-means models and failure records live (with the configured storage options):
+    for a family's own hooks (``prepare``, ``prepared``, ``finish``), which are handed the config only;
+    the flows and this module's checks use their :class:`Workspace`'s ``stores``."""
     return StoreRoot.from_paths(cfg.paths)
 
 
 def pending(
-    cfg: PipelineConfig, family: str, clips: list[dict[str, Any]], fp: str, verify: bool = False
+    ws: Workspace, family: str, clips: list[dict[str, Any]], fp: str, verify: bool = False
 ) -> list[dict[str, Any]]:
     """Clips whose family is missing or stale; clips that failed with the same fingerprint stay skipped.
 
@@ -45,8 +49,8 @@ def pending(
     arrays' checksums (``FeatureStore.verify_clip``): a corrupt one is stale too. Without it a no-op rerun
     reads no array.
     """
-    store = store_root(cfg).store(family)
-    failed = load_failures(store_root(cfg), family)
+    store = ws.store(family)
+    failed = load_failures(ws.stores, family)
     stored = set(store.clip_ids(complete_only=False))
     out = []
     for c in clips:
@@ -64,7 +68,12 @@ def pending(
 
 
 def todo(
-    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], verify: bool = False
+    cfg: PipelineConfig,
+    family: FeatureFamily,
+    clips: list[dict[str, Any]],
+    verify: bool = False,
+    *,
+    ws: Workspace,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The family's fingerprint and the clips missing or stale in any of its stores (one run writes them
     all), less those whose inputs (``family.needs``) are not fresh yet. A clip is marked ``in_store``
@@ -72,12 +81,12 @@ def todo(
     ``verify``: corrupt clips count as stale (see :func:`pending`)."""
     fp = family.fingerprint(cfg)
     stale = {
-        name: {c["clip_id"]: c["in_store"] for c in pending(cfg, name, clips, fp, verify)}
+        name: {c["clip_id"]: c["in_store"] for c in pending(ws, name, clips, fp, verify)}
         for name in family.store_names
     }
     ids = {cid for per_store in stale.values() for cid in per_store}
     for need in family.needs:
-        nfp, stores = need.fingerprint(cfg), [store_root(cfg).store(s) for s in need.store_names]
+        nfp, stores = need.fingerprint(cfg), [ws.store(s) for s in need.store_names]
         ids = {i for i in ids if all(s.has_clip(i, nfp) for s in stores)}
     return fp, [
         dict(c, in_store=any(per_store.get(c["clip_id"], True) for per_store in stale.values()))
@@ -87,9 +96,14 @@ def todo(
 
 
 def up_to_date(
-    cfg: PipelineConfig, family: FeatureFamily, clips: list[dict[str, Any]], verify: bool = False
+    cfg: PipelineConfig,
+    family: FeatureFamily,
+    clips: list[dict[str, Any]],
+    verify: bool = False,
+    *,
+    ws: Workspace,
 ) -> bool:
     """True when running the family would compute nothing (its ``prepare`` output included)."""
     if family.prepared is not None and not family.prepared(cfg):
         return False
-    return not todo(cfg, family, clips, verify)[1]
+    return not todo(cfg, family, clips, verify, ws=ws)[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.features.kmeans import recorded_kmeans
 from emotalker.tasks.generation.animate import (
     InputError,
@@ -54,11 +54,11 @@ def silence_warning(wave: Any, audio: str | Path) -> str | None:
     )
 
 
-def stored_kmeans(cfg: PipelineConfig) -> Any:
+def stored_kmeans(ws: Workspace) -> Any:
     """The k-means model the tokens store records (kept beside the stores: found from any machine).
 
     Read-only: a missing tokens store is never created."""
-    root = StoreRoot.from_paths(cfg.paths)
+    root = ws.stores
     tokens = root.store("tokens")
     if not tokens.exists():  # a read-only command: never create the store it reads
         raise InputError(
@@ -84,9 +84,11 @@ def generate_from_image(
     model: str = "current",
     emotion_reference: str | Path | None = None,
     method: str = "emotalker",
+    ws: Workspace,
 ) -> dict[str, Any]:
     """Animate ``image`` with ``audio`` into ``out_dir`` (see the generate flow); every input, the
-    preview BFM, the k-means model and the renderer are checked before the slow steps.
+    preview BFM, the k-means model (in the stores of ``ws``) and the renderer are checked before the slow
+    steps.
 
     ``method="sadtalker"``: SadTalker's own motion (released ExpNet + PoseVAE, ``sadtalker.*`` settings)
     through the same renderer, to compare with EmoTalker on the same photo."""
@@ -104,7 +106,7 @@ def generate_from_image(
     if (silent := silence_warning(wave, audio)) is not None:
         log.warning(silent)
     bfm = load_preview_bfm(cfg)  # face.bfm_path set but unusable: fail before loading any model
-    km = stored_kmeans(cfg) if method == "emotalker" else None
+    km = stored_kmeans(ws) if method == "emotalker" else None
     sadtalker = None
     if method == "sadtalker":
         try:
@@ -125,7 +127,7 @@ def generate_from_image(
     else:
         log.info("generate: HuBERT features and tokens of %.1f s of speech", seconds)
         feats = audio_features(wave, cfg, device, km)
-        generator, versions = load_emotalker(cfg, model, device)
+        generator, versions = load_emotalker(cfg, model, device, ws=ws)
         log.info("generate: decoding motion (autoregressive, one token at a time)")
         bar = progress_bar(None, "generate motion", unit="token", every_s=5.0)
 

@@ -16,29 +16,26 @@ import torch
 
 from emotalker.configs.constants import EMOTION_TO_ID
 from emotalker.configs.schema import PipelineConfig
-from emotalker.storage.manifest import Manifest
-from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
 from emotalker.storage.windows import WindowDataset
-from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
+from emotalker.storage.workspace import Workspace
+from emotalker.storage.zarr_store import FeatureStore
 from emotalker.tasks.features.families import store_spec, stored_rate_error, window_source
 from emotalker.tasks.training.loop import TrainingInputError
 
 
-def clip_labels(cfg: PipelineConfig) -> dict[str, int]:
+def clip_labels(ws: Workspace) -> dict[str, int]:
     """Emotion class of every clip, from the manifest (the stores' copy on a machine without one)."""
-    rows = Manifest(shared_file(cfg.paths, "manifest")).records()
-    return {r["clip_id"]: EMOTION_TO_ID[r["emotion"]] for r in rows}
+    return {r.clip_id: EMOTION_TO_ID[r.emotion] for r in ws.clips()}
 
 
-def stage_clips(cfg: PipelineConfig, families: Sequence[str], split_name: str) -> list[str]:
+def stage_clips(ws: Workspace, families: Sequence[str], split_name: str) -> list[str]:
     """Clips of a split that are complete in every needed store; fails fast with what is missing."""
     families = list(families)  # named as a list in the error messages
-    split_path = shared_file(cfg.paths, "split")
+    split_path = ws.split_path
     ids = load_split(split_path)[split_name]
-    root = StoreRoot.from_paths(cfg.paths)
     for family in families:
-        store = root.store(family)
+        store = ws.store(family)
         have = set(store.clip_ids())
         if not have and split_name == "train":
             raise TrainingInputError(
@@ -52,14 +49,9 @@ def stage_clips(cfg: PipelineConfig, families: Sequence[str], split_name: str) -
     return ids
 
 
-def store(cfg: PipelineConfig, family: str) -> FeatureStore:
-    """The configured feature store of ``family`` (with its storage options)."""
-    return feature_store(cfg.paths, family)
-
-
-def check_width(cfg: PipelineConfig, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
+def check_width(ws: Workspace, family: str, key: str, clip_id: str, expected: int, what: str) -> None:
     """Refuse a stored array whose width is not what the config expects, before any training step."""
-    shape = store(cfg, family).shape(clip_id, key)
+    shape = ws.store(family).shape(clip_id, key)
     if shape[-1] != expected:
         raise TrainingInputError(
             f"{family}/{key} of {clip_id} has width {shape[-1]} but the config expects {expected} ({what})"
@@ -75,9 +67,9 @@ def check_stored_rate(store: FeatureStore, clip_id: str) -> int:
     return store_spec(store.family).rate
 
 
-def split_hash(cfg: PipelineConfig) -> str:
+def split_hash(ws: Workspace) -> str:
     """The split file's hash, one of every stage's fingerprint parts."""
-    return hashlib.sha256(shared_file(cfg.paths, "split").read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(ws.split_path.read_bytes()).hexdigest()[:12]
 
 
 def model_summary(model: torch.nn.Module) -> dict[str, Any]:
@@ -102,15 +94,15 @@ class NeutralFrames:
     """Motion frames of the neutral clips of each actor and view: the reference the paper gives at test
     time ("all the models take a neutral reference frame as input"), for training and validation too."""
 
-    def __init__(self, cfg: PipelineConfig, clip_ids: list[str], key: str) -> None:
-        rows = {r["clip_id"]: r for r in Manifest(shared_file(cfg.paths, "manifest")).records()}
+    def __init__(self, ws: Workspace, clip_ids: list[str], key: str) -> None:
+        rows = {r.clip_id: r for r in ws.clips()}
         unknown = [c for c in clip_ids if c not in rows]
         if unknown:
             raise TrainingInputError(f"clips {unknown[:3]} are not in the manifest")
-        self.group = {c: (rows[c]["actor"], rows[c]["view"]) for c in clip_ids}
+        self.group = {c: (rows[c].actor, rows[c].view) for c in clip_ids}
         self.pool: dict[tuple[str, str], list[str]] = {}
         for c in sorted(clip_ids):
-            if rows[c]["emotion"] == "neutral":
+            if rows[c].emotion == "neutral":
                 self.pool.setdefault(self.group[c], []).append(c)
         lacking = sorted({g for g in self.group.values() if g not in self.pool})
         if lacking:
@@ -119,9 +111,7 @@ class NeutralFrames:
                 f"split: set {key} to the other reference choice or add the actor's neutral clips"
             )
         neutral = [c for cs in self.pool.values() for c in cs]
-        self.frames = WindowDataset(
-            {"motion": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}, neutral, 1
-        )
+        self.frames = WindowDataset({"motion": window_source(ws.stores, "face", "motion")}, neutral, 1)
 
     def draw(self, clip_id: str, pick: Callable[[int], int]) -> np.ndarray:
         """A (70,) motion frame of a neutral clip of ``clip_id``'s actor and view, another clip than

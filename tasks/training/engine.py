@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig
-from emotalker.storage.shared import shared_file
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.tracking import metric_sink, stage_run
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, model_summary
@@ -60,7 +60,7 @@ class Stage:
     name: str  # checkpoint folder, MLflow run and registered model suffix
     families: tuple[str, ...]  # the feature families it trains on (its registered data fingerprints)
     description: str  # the MLflow run's note: what the stage trains and which plots it logs
-    plan: Callable[..., StagePlan]  # (cfg, **inputs) -> the run; fails fast on bad inputs
+    plan: Callable[..., StagePlan]  # (cfg, *, ws, **inputs) -> the run; fails fast on bad inputs
 
 
 def ensure_gpu_limit(slots: int) -> None:
@@ -137,6 +137,7 @@ def finish(
     cfg: PipelineConfig,
     stage: str,
     *,
+    ws: Workspace,
     d: Path,
     model: torch.nn.Module,
     model_config: dict[str, Any],
@@ -155,7 +156,7 @@ def finish(
         registered_name=registered_name(cfg, stage),
         metric=res.best_metric,
         alias=cfg.train.model_alias,
-        data=data_fingerprints(cfg, stage),
+        data=data_fingerprints(ws, stage),
         tags=tags,
     )
     mlflow.log_metrics({"best/val_metric": res.best_metric, "best/step": res.best_step})
@@ -178,16 +179,18 @@ def run_stage(
     cfg: PipelineConfig,
     stage: Stage,
     *,
+    ws: Workspace,
     parent_run_id: str | None = None,
     stop_after: int | None = None,
     **inputs: Any,
 ) -> dict[str, Any]:
     """Train one stage: skip if its fingerprint finished, else resume/train in its MLflow run and register.
 
-    ``inputs`` go to the stage's ``plan`` (the transformer's ``vqvae_version``). Returns the stage summary
+    ``ws`` holds the stores, manifest and split the stage trains on (built once by the flow). ``inputs``
+    go to the stage's ``plan`` (the transformer's ``vqvae_version``). Returns the stage summary
     (``done.json``), or ``status: interrupted`` when ``stop_after`` ended it early.
     """
-    spec = stage.plan(cfg, **inputs)  # fails fast on missing stores, empty split, bad widths
+    spec = stage.plan(cfg, ws=ws, **inputs)  # fails fast on missing stores, empty split, bad widths
     logger = log
     device = cfg.torch_device()
     d = ckpt_dir(cfg, stage.name, spec.fingerprint)
@@ -206,11 +209,16 @@ def run_stage(
         summary,
         device,
     )
-    split = shared_file(cfg.paths, "split")
     with (
         gpu_slot(device, cfg.train.gpu_slots),
         stage_run(
-            cfg, stage.name, d / "run.json", parent_run_id, {"split": split}, description=stage.description
+            cfg,
+            stage.name,
+            d / "run.json",
+            parent_run_id,
+            {"split": ws.split_path},
+            ws=ws,
+            description=stage.description,
         ) as run,
     ):
         mlflow.log_params(
@@ -244,6 +252,7 @@ def run_stage(
         result = finish(
             cfg,
             stage.name,
+            ws=ws,
             d=d,
             model=model,
             model_config=spec.model_config(model),

@@ -17,7 +17,7 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.models.lip import LipBranch
 from emotalker.models.renderer.checkpoints import require_file
 from emotalker.storage.windows import WindowDataset
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.features.families import window_source
 from emotalker.tasks.training.data import NeutralFrames, draw_index, split_hash, stage_clips
 from emotalker.tasks.training.engine import Stage, StagePlan
@@ -65,21 +65,21 @@ class LipWindows(torch.utils.data.Dataset):
         return item
 
 
-def lip_datasets(cfg: PipelineConfig) -> tuple[LipWindows, LipWindows | None]:
+def lip_datasets(cfg: PipelineConfig, ws: Workspace) -> tuple[LipWindows, LipWindows | None]:
     """Motion + mel windows of the clips complete in both stores (train, val)."""
-    train_ids = stage_clips(cfg, FAMILIES, "train")
+    train_ids = stage_clips(ws, FAMILIES, "train")
     w = cfg.train.lip.window
-    root = StoreRoot.from_paths(cfg.paths)
+    root = ws.stores
     src = {"motion": window_source(root, "face", "motion"), "mel": window_source(root, "mel", "windows")}
     tf = {"motion": _Pick(list(range(MOTION_DIM)))}
 
     def neutral(ids: list[str]) -> NeutralFrames | None:
         if cfg.train.lip.reference != "neutral_clip":
             return None
-        return NeutralFrames(cfg, ids, "train.lip.reference")
+        return NeutralFrames(ws, ids, "train.lip.reference")
 
     train = LipWindows(WindowDataset(src, train_ids, w, transforms=tf), True, neutral(train_ids))
-    val_ids = stage_clips(cfg, FAMILIES, "val")
+    val_ids = stage_clips(ws, FAMILIES, "val")
     val = None
     if val_ids:
         val = LipWindows(WindowDataset(src, val_ids, w, hop=w, transforms=tf), False, neutral(val_ids))
@@ -149,7 +149,7 @@ def lip_validate(model: LipBranch, batches: Any) -> dict[str, float]:
     }
 
 
-def lip_fingerprint(cfg: PipelineConfig) -> str:
+def lip_fingerprint(cfg: PipelineConfig, ws: Workspace) -> str:
     """Model + initial weights + training settings + split: a change trains a new lip branch."""
     init = cfg.lip.init_checkpoint
     return fingerprint(
@@ -157,18 +157,18 @@ def lip_fingerprint(cfg: PipelineConfig) -> str:
         lip_model_config(cfg),
         file_signature(init) if init is not None else None,
         cfg.train.lip.model_dump(),
-        split_hash(cfg),
+        split_hash(ws),
     )
 
 
-def plan(cfg: PipelineConfig) -> StagePlan:
+def plan(cfg: PipelineConfig, *, ws: Workspace) -> StagePlan:
     """The lip branch's run (the fingerprint first, as it reads the initial checkpoint's signature)."""
     require_init_checkpoint(cfg)
-    fp = lip_fingerprint(cfg)
+    fp = lip_fingerprint(cfg, ws)
     return StagePlan(
         hparams=cfg.train.lip,
         fingerprint=fp,
-        data=lip_datasets(cfg),
+        data=lip_datasets(cfg, ws),
         build=lambda: (build_lip(cfg), lip_loss, lip_validate),
         model_config=lambda _: {"model": lip_model_config(cfg)},
     )

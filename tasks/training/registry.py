@@ -22,9 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotalker.configs.schema import PipelineConfig
-from emotalker.storage.shared import shared_file
 from emotalker.storage.split import load_split
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,16 +45,16 @@ def registry_cache(cfg: PipelineConfig) -> Path:
     return cfg.paths.resolve("checkpoints") / "registry-cache"
 
 
-def data_fingerprints(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+def data_fingerprints(ws: Workspace, stage: str) -> dict[str, str]:
     """What ``stage`` trains on, as it is in the stores now: the split file and each family's clips."""
     from emotalker.tasks.training.stages import STAGES  # the stage modules load through this module
 
-    split_path = shared_file(cfg.paths, "split")
+    split_path = ws.split_path
     split = load_split(split_path)
     ids = sorted({*split["train"], *split["val"], *split["test"]})
     out = {"split": hashlib.sha256(split_path.read_bytes()).hexdigest()[:12]}
     for family in STAGES[stage].families:
-        fps = StoreRoot.from_paths(cfg.paths).store(family).clip_fingerprints(ids)  # with storage_options
+        fps = ws.store(family).clip_fingerprints(ids)  # with storage_options
         blob = json.dumps(sorted(fps.items()), separators=(",", ":")).encode()
         out[family] = hashlib.sha256(blob).hexdigest()[:12]
     return out
@@ -85,14 +84,16 @@ def _client(cfg: PipelineConfig) -> MlflowClient:
     return MlflowClient(uri)
 
 
-def choose_version(cfg: PipelineConfig, stage: str, model: str = CURRENT, **required: str) -> ModelVersion:
-    """The registered version of ``stage`` to use, refused unless trained on the stores as they are now.
+def choose_version(
+    cfg: PipelineConfig, stage: str, model: str = CURRENT, *, ws: Workspace, **required: str
+) -> ModelVersion:
+    """The registered version of ``stage`` to use, refused unless trained on the stores of ``ws`` now.
 
     ``model``: ``current`` (the newest version trained on these data, features and split), a registry
     alias (``best``) or a version number. ``required`` tags must match too (the transformer's vqvae sha).
     """
     client, name = _client(cfg), registered_name(cfg, stage)
-    want = data_fingerprints(cfg, stage)
+    want = data_fingerprints(ws, stage)
     if model == CURRENT:
         try:
             versions = client.search_model_versions(f"name='{name}'")
@@ -133,12 +134,12 @@ def choose_version(cfg: PipelineConfig, stage: str, model: str = CURRENT, **requ
 
 
 def load_registered(
-    cfg: PipelineConfig, stage: str, model: str = CURRENT, **required: str
+    cfg: PipelineConfig, stage: str, model: str = CURRENT, *, ws: Workspace, **required: str
 ) -> tuple[dict[str, Any], dict[str, Any], ModelVersion, str]:
     """State dict, model config, version and weights sha of a stage (safetensors + JSON, no unpickling)."""
     from safetensors.torch import load_file
 
-    version = choose_version(cfg, stage, model, **required)
+    version = choose_version(cfg, stage, model, ws=ws, **required)
     local = Path(
         mlflow.artifacts.download_artifacts(
             run_id=version.run_id,

@@ -16,7 +16,7 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.windows import WindowDataset
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.features.families import window_source
 from emotalker.tasks.training.data import (
     NeutralFrames,
@@ -27,7 +27,6 @@ from emotalker.tasks.training.data import (
     split_hash,
     stage_clips,
 )
-from emotalker.tasks.training.data import store as feature_store
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import LossFn, TrainingInputError, ValFn
 from emotalker.tasks.training.registry import CURRENT
@@ -82,19 +81,19 @@ class ReferencedWindows(torch.utils.data.Dataset):
 
 
 def transformer_datasets(
-    cfg: PipelineConfig, norm: FaceNormalizer
+    cfg: PipelineConfig, ws: Workspace, norm: FaceNormalizer
 ) -> tuple[ReferencedWindows, ReferencedWindows | None]:
     """Windows of face motion (video rate) with their HuBERT features and tokens (native rate, 2x) and
     the start token's reference frame (``train.transformer.reference``)."""
-    train_ids = stage_clips(cfg, FAMILIES, "train")
+    train_ids = stage_clips(ws, FAMILIES, "train")
     check_width(
-        cfg, "hubert_emotion", "feats", train_ids[0], cfg.transformer.audio_dim, "transformer.audio_dim"
+        ws, "hubert_emotion", "feats", train_ids[0], cfg.transformer.audio_dim, "transformer.audio_dim"
     )
     w = cfg.train.transformer.window
     if w % 4:
         raise TrainingInputError(f"train.transformer.window must be a multiple of 4 frames, got {w}")
-    val_ids = stage_clips(cfg, FAMILIES, "val")
-    root = StoreRoot.from_paths(cfg.paths)
+    val_ids = stage_clips(ws, FAMILIES, "val")
+    root = ws.stores
     src: dict[str, Any] = {
         "face": window_source(root, "face", "motion"),
         "audio": window_source(root, "hubert_emotion", "feats"),
@@ -103,13 +102,13 @@ def transformer_datasets(
     for cid in [train_ids[0], *val_ids[:1]]:
         for store, _, _ in src.values():
             check_stored_rate(store, cid)
-    labels = clip_labels(cfg)
+    labels = clip_labels(ws)
     tf = {"face": norm}
     mode = cfg.train.transformer.reference
     key = "train.transformer.reference"
 
     def referenced(ids: list[str], hop: int | None, resample: bool) -> ReferencedWindows:
-        neutral = NeutralFrames(cfg, ids, key) if mode == "neutral_clip" else None
+        neutral = NeutralFrames(ws, ids, key) if mode == "neutral_clip" else None
         windows = WindowDataset(src, ids, w, hop=hop, labels=labels, transforms=tf)
         return ReferencedWindows(windows, norm, mode, neutral, resample)
 
@@ -118,14 +117,14 @@ def transformer_datasets(
     return train, val
 
 
-def content_centres(cfg: PipelineConfig) -> tuple[np.ndarray, str]:
+def content_centres(cfg: PipelineConfig, ws: Workspace) -> tuple[np.ndarray, str]:
     """The k-means cluster centres (K, HuBERT width) behind the stored tokens, and their fingerprint."""
     from emotalker.tasks.features.kmeans import kmeans_fingerprint, recorded_kmeans
 
-    meta = feature_store(cfg, "tokens").get_meta()
+    meta = ws.store("tokens").get_meta()
     if "kmeans_path" not in meta:
         raise TrainingInputError("no k-means model recorded in the tokens store: run the features flow")
-    km = recorded_kmeans(StoreRoot.from_paths(cfg.paths), meta)  # beside the stores: any machine finds it
+    km = recorded_kmeans(ws.stores, meta)  # beside the stores: any machine finds it
     centres = np.asarray(km.cluster_centers_, dtype=np.float32)
     if centres.shape[0] != cfg.audio.kmeans_k:
         raise TrainingInputError(
@@ -136,14 +135,20 @@ def content_centres(cfg: PipelineConfig) -> tuple[np.ndarray, str]:
 
 
 def build_transformer(
-    cfg: PipelineConfig, vqvae: MotionVQVAE, centres: np.ndarray | None = None
+    cfg: PipelineConfig,
+    vqvae: MotionVQVAE,
+    centres: np.ndarray | None = None,
+    *,
+    ws: Workspace | None = None,
 ) -> CrossModalTransformer:
     """Stage-2 model; its content branch attends to the tokens' k-means centres (Sec. 3.3), read from
-    the k-means model the tokens store records unless ``centres`` (K, d) are given."""
+    the k-means model the tokens store of ``ws`` records unless ``centres`` (K, d) are given."""
     if not cfg.transformer.use_content_tokens:
         centres = None
     elif centres is None:
-        centres = content_centres(cfg)[0]
+        if ws is None:
+            raise ValueError("build_transformer needs the content centres or the workspace to read them from")
+        centres = content_centres(cfg, ws)[0]
     model = CrossModalTransformer.from_config(
         cfg.transformer,
         code_dim=vqvae.code_dim,
@@ -212,16 +217,16 @@ class TransformerObjective:
         return out
 
 
-def transformer_fingerprint(cfg: PipelineConfig, vq_hash: str) -> str:
+def transformer_fingerprint(cfg: PipelineConfig, ws: Workspace, vq_hash: str) -> str:
     """Model + training settings + split + the stage-1 weights + the tokens' vocabulary (K, centres)."""
     return fingerprint(
         "transformer-v3",
         cfg.transformer.model_dump(),
         cfg.train.transformer.model_dump(),
-        split_hash(cfg),
+        split_hash(ws),
         vq_hash,
         cfg.audio.kmeans_k,
-        content_centres(cfg)[1] if cfg.transformer.use_content_tokens else None,
+        content_centres(cfg, ws)[1] if cfg.transformer.use_content_tokens else None,
     )
 
 
@@ -240,19 +245,19 @@ def transformer_model_config(
     }
 
 
-def plan(cfg: PipelineConfig, vqvae_version: str | None = None) -> StagePlan:
+def plan(cfg: PipelineConfig, *, ws: Workspace, vqvae_version: str | None = None) -> StagePlan:
     """Stage 2's run on the stage-1 version ``vqvae_version`` (None: the newest trained on these stores)."""
-    vqvae, norm, vq_hash = load_vqvae(cfg, vqvae_version or CURRENT)
-    train, val = transformer_datasets(cfg, norm)
+    vqvae, norm, vq_hash = load_vqvae(cfg, vqvae_version or CURRENT, ws=ws)
+    train, val = transformer_datasets(cfg, ws, norm)
 
     def build() -> tuple[torch.nn.Module, LossFn, ValFn]:
-        model = build_transformer(cfg, vqvae)
+        model = build_transformer(cfg, vqvae, ws=ws)
         objective = TransformerObjective(vqvae)
         return model, objective, objective.validate
 
     return StagePlan(
         hparams=cfg.train.transformer,
-        fingerprint=transformer_fingerprint(cfg, vq_hash),
+        fingerprint=transformer_fingerprint(cfg, ws, vq_hash),
         data=(train, val),
         build=build,
         model_config=lambda model: transformer_model_config(cfg, model, vqvae, vq_hash),

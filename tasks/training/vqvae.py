@@ -19,9 +19,9 @@ from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.windows import WindowDataset
-from emotalker.storage.zarr_store import StoreRoot
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.features.families import window_source
-from emotalker.tasks.training.data import check_width, clip_labels, split_hash, stage_clips, store
+from emotalker.tasks.training.data import check_width, clip_labels, split_hash, stage_clips
 from emotalker.tasks.training.engine import Stage, StagePlan
 from emotalker.tasks.training.loop import TrainingInputError, iterate_batches
 from emotalker.tasks.training.plots import code_tsne, codebook_usage
@@ -61,32 +61,32 @@ class FaceNormalizer:
         return cls(np.asarray(d["face_mean"], np.float32), np.asarray(d["face_std"], np.float32))
 
 
-def face_normalizer(cfg: PipelineConfig, train_ids: list[str]) -> FaceNormalizer:
+def face_normalizer(ws: Workspace, train_ids: list[str]) -> FaceNormalizer:
     """Statistics of the train clips' finite face frames (a std floor keeps constant dims finite)."""
-    face = store(cfg, "face")
+    face = ws.store("face")
     data = np.concatenate([face.read_clip(c, ["motion"])["motion"] for c in train_ids])
     data = data[np.isfinite(data).all(axis=1)][:, list(FACE_INDICES)]
     return FaceNormalizer(data.mean(0).astype(np.float32), np.maximum(data.std(0), 1e-4).astype(np.float32))
 
 
 def vqvae_datasets(
-    cfg: PipelineConfig,
+    cfg: PipelineConfig, ws: Workspace
 ) -> tuple[WindowDataset, WindowDataset | None, FaceNormalizer, FaceNormalizer]:
     """Face windows with emotion labels (train, val), the normaliser they went through (the identity
     unless ``train.vqvae.normalize_face``) and the train split's statistics (the mean-pose baseline)."""
-    train_ids = stage_clips(cfg, FAMILIES, "train")
-    check_width(cfg, "face", "motion", train_ids[0], MOTION_DIM, "70-dim motion")
+    train_ids = stage_clips(ws, FAMILIES, "train")
+    check_width(ws, "face", "motion", train_ids[0], MOTION_DIM, "70-dim motion")
     if cfg.vqvae.in_dim != FACE_DIM:
         raise TrainingInputError(
             f"vqvae.in_dim must be {FACE_DIM} (51 expression + 6 pose), got {cfg.vqvae.in_dim}"
         )
-    stats = face_normalizer(cfg, train_ids)
+    stats = face_normalizer(ws, train_ids)
     norm = stats if cfg.train.vqvae.normalize_face else FaceNormalizer.identity()
-    labels = clip_labels(cfg)
+    labels = clip_labels(ws)
     w = cfg.train.vqvae.window
-    src = {"face": window_source(StoreRoot.from_paths(cfg.paths), "face", "motion")}
+    src = {"face": window_source(ws.stores, "face", "motion")}
     train = WindowDataset(src, train_ids, w, labels=labels, transforms={"face": norm})
-    val_ids = stage_clips(cfg, FAMILIES, "val")
+    val_ids = stage_clips(ws, FAMILIES, "val")
     val = WindowDataset(src, val_ids, w, hop=w, labels=labels, transforms={"face": norm}) if val_ids else None
     return train, val, norm, stats
 
@@ -150,9 +150,9 @@ def vqvae_validator(
     return validate
 
 
-def vqvae_fingerprint(cfg: PipelineConfig) -> str:
+def vqvae_fingerprint(cfg: PipelineConfig, ws: Workspace) -> str:
     """Model + training settings + split: a change trains a new stage-1 model."""
-    return fingerprint("vqvae-v2", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), split_hash(cfg))
+    return fingerprint("vqvae-v2", cfg.vqvae.model_dump(), cfg.train.vqvae.model_dump(), split_hash(ws))
 
 
 def vqvae_model_config(cfg: PipelineConfig, norm: FaceNormalizer) -> dict[str, Any]:
@@ -167,9 +167,11 @@ def restore_vqvae(state: dict[str, Any], model_config: dict[str, Any]) -> Motion
     return vqvae
 
 
-def load_vqvae(cfg: PipelineConfig, model: str = CURRENT) -> tuple[MotionVQVAE, FaceNormalizer, str]:
+def load_vqvae(
+    cfg: PipelineConfig, model: str = CURRENT, *, ws: Workspace
+) -> tuple[MotionVQVAE, FaceNormalizer, str]:
     """Stage-1 model (a version, ``current`` or an alias; see ``registry.choose_version``) and its sha."""
-    state, mc, _, sha = load_registered(cfg, NAME, model)
+    state, mc, _, sha = load_registered(cfg, NAME, model, ws=ws)
     return restore_vqvae(state, mc).eval(), FaceNormalizer.from_dict(mc), sha
 
 
@@ -195,12 +197,12 @@ def codebook_plots(
     mlflow.log_metric("codebook/used_codes", float((counts > 0).sum()))
 
 
-def plan(cfg: PipelineConfig) -> StagePlan:
+def plan(cfg: PipelineConfig, *, ws: Workspace) -> StagePlan:
     """Stage 1's run: datasets first (fails fast on missing stores, empty split, bad widths)."""
-    train, val, norm, stats = vqvae_datasets(cfg)
+    train, val, norm, stats = vqvae_datasets(cfg, ws)
     return StagePlan(
         hparams=cfg.train.vqvae,
-        fingerprint=vqvae_fingerprint(cfg),
+        fingerprint=vqvae_fingerprint(cfg, ws),
         data=(train, val),
         build=lambda: (build_vqvae(cfg), vqvae_loss, vqvae_validator(norm, stats)),
         model_config=lambda _: vqvae_model_config(cfg, norm),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emotalker.configs.schema import EvalConfig, load_config
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.evaluation.run import RENDERED, driving_clips, evaluation_table, settings_skipped
 
@@ -44,7 +45,7 @@ def test_driving_frames_come_from_another_sentence_of_the_same_actor_emotion_and
     face = StoreRoot.from_paths(cfg.paths).store("face")
     for r in rows[:-1]:
         face.write_clip(r["clip_id"], {"motion": np.zeros((4, 70), np.float32)}, attrs={"n_frames": 4})
-    d = driving_clips(rows, cfg)
+    d = driving_clips(rows, Workspace.from_paths(cfg.paths))
     ids = [r["clip_id"] for r in rows]
     assert d[ids[0]] == ids[1] and d[ids[1]] == ids[2] and d[ids[2]] == ids[0]  # next sentence, cyclic
     assert d[ids[3]] == ids[0]  # the actor has no other level-2 happy sentence: another level's

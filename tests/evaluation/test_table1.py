@@ -90,11 +90,11 @@ def test_emotion_level_rows_per_method_and_group():
 def test_builtin_methods_are_registered_and_unknown_fails():
     assert {"real_video", "copy_reference", "mean_motion"} <= set(METHODS)
     with pytest.raises(ValueError, match="eval.methods: unknown"):
-        build_methods(None, ["sadtalker_nonexistent"], [])
+        build_methods(None, ["sadtalker_nonexistent"], [], ws=None)
     ref = np.arange(70, dtype=np.float32)
     from emotalker.tasks.evaluation.methods import ClipInput
 
-    still = copy_reference(None, []).clip(ClipInput(row={}, reference=ref, frames=4))
+    still = copy_reference(None, None, []).clip(ClipInput(row={}, reference=ref, frames=4))
     assert still.shape == (4, 70) and (still == ref).all()
 
 
@@ -137,7 +137,7 @@ def test_score_a_folder_complete_and_incomplete(tmp_path, test_clips):
         i = int(r["clip_id"][1])
         write_mp4(square_frames(10, (64, 64), (34 + i, 32), 10), full / f"{r['clip_id']}.mp4", fps=25)
     write_mp4(square_frames(10, (64, 64), (30, 32), 10), partial / "c0.mp4", fps=25)
-    methods = [real_video(None, []), videos_method("full", full), videos_method("partial", partial)]
+    methods = [real_video(None, None, []), videos_method("full", full), videos_method("partial", partial)]
     by_method = score_methods(methods, _scoring(tmp_path), test_clips)
     ids = [r["clip_id"] for r in test_clips]
     t = {r["method"]: r for r in table1(by_method, ids, resamples=200, seed=0)}

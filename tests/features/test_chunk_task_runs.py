@@ -11,6 +11,7 @@ from prefect import flow
 from emotalker.configs.schema import load_config
 from emotalker.flows.featurize import CHUNK_CLIPS, run_on_dask
 from emotalker.storage.failures import load_failures
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot
 from emotalker.tasks.features.audio_io import write_wav
 from emotalker.tasks.features.families import family
@@ -42,7 +43,7 @@ def test_every_chunk_is_a_task_run_and_failures_are_recorded(tmp_path: Path, pre
 
     @flow(name="mel-chunks")
     def mel_only() -> dict[str, int]:
-        return run_on_dask(cfg, family("mel"), clips, "fp-test")
+        return run_on_dask(cfg, Workspace.from_paths(cfg.paths), family("mel"), clips, "fp-test")
 
     assert mel_only() == {"computed": CHUNK_CLIPS, "failed": 1}
     assert _chunk_runs("mel") == {"mel-chunk-0": "COMPLETED", "mel-chunk-1": "COMPLETED"}

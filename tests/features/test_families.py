@@ -13,9 +13,10 @@ import pytest
 from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig, load_config
 from emotalker.storage.windows import WindowDataset
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features import families as reg
-from emotalker.tasks.features.plan import store_root, todo, up_to_date
+from emotalker.tasks.features.plan import todo, up_to_date
 from emotalker.tasks.features.spec import ArraySpec, ClipOutputs, FeatureFamily, StoreSpec
 from emotalker.tasks.features.workers import compute_chunk, each_clip
 
@@ -95,18 +96,21 @@ def test_the_feature_modules_import_in_any_order(first: str) -> None:
 
 def test_a_registered_family_is_planned_computed_and_read_back(tmp_path: Path, toy_family) -> None:
     cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
+    ws = Workspace.from_paths(cfg.paths)
     clips = [{"clip_id": f"c{i}", "n_frames": 6 + i} for i in range(3)]
     assert toy_family in reg.families("audio")  # the audio-features subflow runs it after the others
 
-    fp, stale = todo(cfg, toy_family, clips)
-    assert stale == [dict(c, in_store=False) for c in clips] and not up_to_date(cfg, toy_family, clips)
-    root = store_root(cfg)
+    fp, stale = todo(cfg, toy_family, clips, ws=ws)
+    assert stale == [dict(c, in_store=False) for c in clips] and not up_to_date(cfg, toy_family, clips, ws=ws)
+    root = ws.stores
     statuses = compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)
     assert [s["ok"] for s in statuses] == [True, True, True]
-    assert up_to_date(cfg, toy_family, clips) and todo(cfg, toy_family, clips)[1] == []
+    assert up_to_date(cfg, toy_family, clips, ws=ws) and todo(cfg, toy_family, clips, ws=ws)[1] == []
     other = load_config(CONFIG, [f"paths.root={tmp_path}", "audio.seed=7"])
     # a fingerprint input changed: all stale, and their old versions are replaced
-    assert todo(other, toy_family, clips)[1] == [dict(c, in_store=True) for c in clips]
+    assert todo(other, toy_family, clips, ws=Workspace.from_paths(other.paths))[1] == [
+        dict(c, in_store=True) for c in clips
+    ]
 
     store, key, rate = reg.window_source(root, "toy_energy", "energy")
     assert rate == 2 and reg.stored_rate_error(store, "c2") is None
@@ -118,7 +122,8 @@ def test_a_registered_family_is_planned_computed_and_read_back(tmp_path: Path, t
 
 def test_arrays_that_break_the_declaration_are_refused_before_writing(tmp_path: Path, toy_family) -> None:
     cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
-    root = store_root(cfg)
+    ws = Workspace.from_paths(cfg.paths)
+    root = ws.stores
     clips = [{"clip_id": "bad", "n_frames": 4}, {"clip_id": "good", "n_frames": 4}]
     bad, good = compute_chunk(clips, toy_family, root, toy_family.settings(cfg), "cpu", "fp")
     assert not bad["ok"] and "toy_energy/bad/energy has shape (8, 1), expected (T, 2)" in bad["error"]
@@ -133,9 +138,10 @@ def test_a_corrupt_clip_is_found_by_verify_and_recomputed(tmp_path: Path, toy_fa
     from emotalker.storage.zarr_store import CorruptClipError
 
     cfg = load_config(CONFIG, [f"paths.root={tmp_path}"])
+    ws = Workspace.from_paths(cfg.paths)
     clips = [{"clip_id": f"c{i}", "n_frames": 6 + i} for i in range(3)]
-    fp, stale = todo(cfg, toy_family, clips)
-    root = store_root(cfg)
+    fp, stale = todo(cfg, toy_family, clips, ws=ws)
+    root = ws.stores
     compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)
     store = root.store("toy_energy")
     chunks = [p for p in Path(tmp_path).rglob("*") if p.is_file() and "c1" in p.parts and "energy" in p.parts]
@@ -149,11 +155,11 @@ def test_a_corrupt_clip_is_found_by_verify_and_recomputed(tmp_path: Path, toy_fa
     line = _one_line(err.value)
     assert "'c1'" in line and "'energy'" in line and "--verify" in line and "\n" not in str(err.value)
 
-    assert todo(cfg, toy_family, clips)[1] == []  # a plain rerun reads no array: no-op
-    fp, stale = todo(cfg, toy_family, clips, verify=True)
+    assert todo(cfg, toy_family, clips, ws=ws)[1] == []  # a plain rerun reads no array: no-op
+    fp, stale = todo(cfg, toy_family, clips, verify=True, ws=ws)
     assert stale == [dict(clips[1], in_store=True)]
     assert [s["ok"] for s in compute_chunk(stale, toy_family, root, toy_family.settings(cfg), "cpu", fp)] == [
         True
     ]
     assert root.store("toy_energy").verify_clip("c1") == []
-    assert todo(cfg, toy_family, clips, verify=True)[1] == []
+    assert todo(cfg, toy_family, clips, verify=True, ws=ws)[1] == []

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import FeatureStore
 from emotalker_testkit.pipeline import train_tiny_pipeline
 
@@ -212,9 +213,8 @@ def test_evaluation_runs_without_prefect_and_returns_the_rows_the_flow_logged(pi
     logged = json.loads((out / "per_clip.json").read_text())
     table = json.loads((out / "table.json").read_text())
     assert FlowRunContext.get() is None
-    run = run_evaluation(
-        load_config(CONFIG, [*pipeline["overrides"], "eval.max_clips=3", "eval.log_videos=2"]), ev["models"]
-    )
+    capped = load_config(CONFIG, [*pipeline["overrides"], "eval.max_clips=3", "eval.log_videos=2"])
+    run = run_evaluation(capped, ev["models"], ws=Workspace.from_paths(capped.paths))
     assert _same(json.loads(json.dumps(run.per_clip)), logged)
     assert _same({"table": run.table, "skipped": run.skipped}, table)
     assert _same(run.table, ev["table"]) and run.skipped == ev["skipped"] and run.versions == ev["models"]
@@ -272,11 +272,12 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
     row = next(p for p in per_clip if p["clip_id"] == first and p["setting"] == "driving")
     assert row["driver"] != first and row["driver"].split("_")[:3] == first.split("_")[:3]
     # the driving setting's motion is the model run on the driver's frames; the oracle's on the clip's own
-    feats = clip_features(cfg, first)
-    model, _ = load_emotalker(cfg, ev["models"])
+    ws = Workspace.from_paths(cfg.paths)
+    feats = clip_features(ws, first)
+    model, _ = load_emotalker(cfg, ev["models"], ws=ws)
     args = (feats["audio"], feats["tokens"].astype(np.int64), feats["mel"])
     out = cfg.paths.resolve("outputs") / "eval"
-    expected = model.generate(clip_features(cfg, row["driver"])["motion"], *args)
+    expected = model.generate(clip_features(ws, row["driver"])["motion"], *args)
     assert np.allclose(np.load(out / f"{first}.driving.npy"), expected, atol=1e-5)
     assert np.allclose(
         np.load(out / f"{first}.driving_oracle.npy"), model.generate(feats["motion"], *args), atol=1e-5

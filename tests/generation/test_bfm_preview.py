@@ -214,7 +214,8 @@ def test_generate_flow_fails_on_a_missing_bfm_before_loading_models(tmp_path, mo
     def no_models(*args, **kwargs):
         raise AssertionError("a model or store was opened before the BFM check")
 
-    for name in ("StoreRoot", "recorded_kmeans", "identity_coefficients", "audio_features", "load_emotalker"):
+    opens = ("stored_kmeans", "recorded_kmeans", "identity_coefficients", "audio_features", "load_emotalker")
+    for name in opens:
         monkeypatch.setattr(run, name, no_models)
     monkeypatch.setattr(gen, "resolve_config", lambda config, overrides: load_config(config, overrides))
     missing = tmp_path / "BFM" / "BFM_model_front.mat"

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.generation.run import silence_warning
 
 
@@ -46,7 +47,7 @@ def test_generate_warns_once_and_logs_before_any_model_loads(
     cv2.imwrite(str(img), np.full((64, 64, 3), 128, np.uint8))
     cfg = load_config("configs/demo.yaml", [f"paths.root={tmp_path}"])
     with caplog.at_level(logging.INFO, logger="emotalker"), pytest.raises(InputError, match="tokens store"):
-        generate_from_image(cfg, img, wav, tmp_path / "out")
+        generate_from_image(cfg, img, wav, tmp_path / "out", ws=Workspace.from_paths(cfg.paths))
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("emotalker")]
     assert any(line.startswith("generate: 2.0 s of speech -> 50 frames") for line in lines)
     assert sum("the speech is silent" in line for line in lines) == 1

@@ -15,6 +15,7 @@ import pytest
 import zarr
 
 from emotalker.configs.schema import ConfigError, load_config
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import FeatureStore, StoreRoot, feature_store
 
 
@@ -252,7 +253,7 @@ def test_the_flows_listing_spares_new_clips_the_per_clip_listing(s3_server, tmp_
         clips.append({"clip_id": cid, "prepared_audio": str(wav), "n_frames": 12})
     root.store("mel").write_clip("fresh", {"windows": np.zeros((12, 80, 16), np.float32)}, fingerprint="fp")
 
-    todo = {c["clip_id"]: c for c in pending(cfg, "mel", clips, "fp")}
+    todo = {c["clip_id"]: c for c in pending(Workspace.from_paths(cfg.paths), "mel", clips, "fp")}
     assert {cid: c["in_store"] for cid, c in todo.items()} == {"new": False, "old": True}
     mark = s3_server.mark()
     assert compute_chunk([todo["new"]], REGISTRY["mel"], root, {}, "cpu", "fp")[0]["ok"]

@@ -90,6 +90,7 @@ def test_missing_everywhere_names_the_local_file_and_unknown_names_are_refused(t
 
 
 def test_training_inputs_come_from_the_stores_root_on_a_fresh_machine(tmp_path: Path) -> None:
+    from emotalker.storage.workspace import Workspace
     from emotalker.tasks.training.data import clip_labels, stage_clips
     from emotalker.tasks.training.registry import data_fingerprints
 
@@ -101,7 +102,8 @@ def test_training_inputs_come_from_the_stores_root_on_a_fresh_machine(tmp_path: 
         StoreRoot(url).store("face").write_clip(
             cid, {"motion": np.zeros((4, 70), np.float32)}, fingerprint="f"
         )
-    assert stage_clips(cfg2, ["face"], "train") == ids[:1]
-    assert set(clip_labels(cfg2)) == set(ids)
+    ws1, ws2 = Workspace.from_paths(cfg1.paths), Workspace.from_paths(cfg2.paths)
+    assert stage_clips(ws2, ["face"], "train") == ids[:1]
+    assert set(clip_labels(ws2)) == set(ids)
     # the same data on both machines: the registry matches models trained on either
-    assert data_fingerprints(cfg2, "vqvae") == data_fingerprints(cfg1, "vqvae")
+    assert data_fingerprints(ws2, "vqvae") == data_fingerprints(ws1, "vqvae")

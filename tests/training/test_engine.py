@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from emotalker.configs.fingerprint import fingerprint
 from emotalker.configs.schema import PipelineConfig, TrainStageConfig, load_config
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.training import stages
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, split_hash
@@ -49,14 +50,14 @@ def _validate(model: nn.Module, batches: Any) -> dict[str, float]:
     return {"val/loss": sum(errs) / len(errs)}
 
 
-def _toy_plan(cfg: PipelineConfig, width: int = 1) -> StagePlan:
+def _toy_plan(cfg: PipelineConfig, *, ws: Workspace, width: int = 1) -> StagePlan:
     """The toy stage's module: datasets, fingerprint, builder, loss, validation and model config."""
     hparams = TrainStageConfig(
         steps=12, batch_size=4, lr=1e-2, warmup_steps=1, checkpoint_every=4, log_every=2, val_every=4
     )
     return StagePlan(
         hparams=hparams,
-        fingerprint=fingerprint("toy-v1", width, hparams.model_dump(), split_hash(cfg)),
+        fingerprint=fingerprint("toy-v1", width, hparams.model_dump(), split_hash(ws)),
         data=(Line(16), Line(4)),
         build=lambda: (nn.Linear(width, 1), _loss, _validate),
         model_config=lambda model: {"model": {"in_features": model.in_features}},
@@ -75,7 +76,8 @@ def toy_stage() -> Iterator[Stage]:
 
 @flow(name="train-toy")
 def train_toy(cfg: PipelineConfig, stop_after: int | None = None) -> dict[str, Any]:
-    return run_stage(cfg, stages.STAGES["toy"], stop_after=stop_after, width=1)
+    ws = Workspace.from_paths(cfg.paths)  # what a flow builds once and hands to the engine
+    return run_stage(cfg, stages.STAGES["toy"], ws=ws, stop_after=stop_after, width=1)
 
 
 def _config(root: Path) -> PipelineConfig:
@@ -119,12 +121,13 @@ def test_a_registered_toy_stage_trains_registers_resumes_and_skips(
         torch.set_num_threads(before)
     assert out["stage"] == "toy" and out["steps"] == 12 and out["resumed_from"] == 4
     assert out["run_id"] == killed["run_id"]  # resumed into the same MLflow run
-    fp = _toy_plan(cfg).fingerprint
+    ws = Workspace.from_paths(cfg.paths)
+    fp = _toy_plan(cfg, ws=ws).fingerprint
     assert out["checkpoint_dir"] == str(ckpt_dir(cfg, "toy", fp))
     assert out["registered"]["name"] == "emotalker-toy" and out["registered"]["alias_moved"] is True
-    assert data_fingerprints(cfg, "toy") == {"split": split_hash(cfg)}  # no feature families
+    assert data_fingerprints(ws, "toy") == {"split": split_hash(ws)}  # no feature families
 
-    state, model_config, version, _ = load_registered(cfg, "toy")
+    state, model_config, version, _ = load_registered(cfg, "toy", ws=ws)
     assert (
         model_config == {"model": {"in_features": 1}} and str(version.version) == out["registered"]["version"]
     )
@@ -170,7 +173,7 @@ def test_a_lost_mlflow_database_is_not_a_dead_end(
     assert "skipped" not in again and again["registered"]["version"] == "1"
     assert again["steps"] == out["steps"] == 12 and again["run_id"] != out["run_id"]
     assert "is not in the registry" in caplog.text and "re-registering" in caplog.text
-    state, _, version, _ = load_registered(cfg, "toy")
+    state, _, version, _ = load_registered(cfg, "toy", ws=Workspace.from_paths(cfg.paths))
     best = load_checkpoint(Path(out["checkpoint_dir"]) / "best.pt")["model"]
     assert all(torch.equal(state[k], best[k]) for k in best)
     assert train_toy(cfg)["skipped"] is True  # registered again: a no-op rerun

@@ -14,6 +14,7 @@ from emotalker.configs.constants import FACE_INDICES
 from emotalker.configs.schema import PipelineConfig, VQVAEConfig, load_config
 from emotalker.models.vqvae import MotionVQVAE
 from emotalker.storage.manifest import Manifest
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.training.vqvae import FaceNormalizer, vqvae_datasets, vqvae_validator
 
@@ -46,14 +47,14 @@ def world(tmp_path: Path, *overrides: str) -> PipelineConfig:
 def test_stage1_trains_on_raw_coefficients_by_default(tmp_path: Path) -> None:
     assert PipelineConfig().train.vqvae.normalize_face is False
     cfg = world(tmp_path)
-    train, _, norm, stats = vqvae_datasets(cfg)
+    train, _, norm, stats = vqvae_datasets(cfg, Workspace.from_paths(cfg.paths))
     raw = StoreRoot.from_paths(cfg.paths).store("face").read_clip(train.window_at(0)[0], ["motion"])["motion"]
     s = train.window_at(0)[1]
     assert np.allclose(train[0]["face"].numpy(), raw[s : s + 8, list(FACE_INDICES)])
     assert np.all(norm.mean == 0) and np.all(norm.std == 1)
     assert stats.std[-1] > 5 * stats.std[0]  # the statistics are still measured (mean-pose baseline)
     switched = world(tmp_path / "z", "train.vqvae.normalize_face=true")
-    train_z, _, norm_z, _ = vqvae_datasets(switched)
+    train_z, _, norm_z, _ = vqvae_datasets(switched, Workspace.from_paths(switched.paths))
     assert np.allclose(train_z[0]["face"].numpy(), norm_z(raw[s : s + 8]), atol=1e-5)
     assert not np.allclose(norm_z.std, 1)
 

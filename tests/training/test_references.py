@@ -13,6 +13,7 @@ from emotalker.configs.constants import EXP_DIM, FACE_INDICES
 from emotalker.configs.schema import PipelineConfig, load_config
 from emotalker.storage.manifest import Manifest
 from emotalker.storage.windows import WindowDataset
+from emotalker.storage.workspace import Workspace
 from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.training.data import NeutralFrames
 from emotalker.tasks.training.lip import LipWindows
@@ -56,7 +57,7 @@ def world(
 def test_neutral_frames_come_from_another_neutral_clip_of_the_same_actor(tmp_path: Path) -> None:
     cfg, value = world(tmp_path)
     ids = [cid(*c) for c in CLIPS]
-    neutral = NeutralFrames(cfg, ids, "train.transformer.reference")
+    neutral = NeutralFrames(Workspace.from_paths(cfg.paths), ids, "train.transformer.reference")
     torch.manual_seed(0)
     m003_neutral = {value[cid("M003", "neutral", s)] for s in ("003", "004")}
     seen = {
@@ -79,7 +80,7 @@ def test_an_actor_without_a_neutral_clip_is_refused_naming_the_key(tmp_path: Pat
     with pytest.raises(
         TrainingInputError, match="train.lip.reference.*no neutral clip|no neutral clip.*M003"
     ):
-        NeutralFrames(cfg, [cid(*c) for c in CLIPS[:2]], "train.lip.reference")
+        NeutralFrames(Workspace.from_paths(cfg.paths), [cid(*c) for c in CLIPS[:2]], "train.lip.reference")
 
 
 def referenced(cfg: PipelineConfig, mode: str, resample: bool) -> ReferencedWindows:
@@ -87,7 +88,8 @@ def referenced(cfg: PipelineConfig, mode: str, resample: bool) -> ReferencedWind
     root = StoreRoot.from_paths(cfg.paths)
     norm = FaceNormalizer(np.full(57, 0.5, np.float32), np.full(57, 2.0, np.float32))
     windows = WindowDataset({"face": (root.store("face"), "motion")}, ids, 8, transforms={"face": norm})
-    neutral = NeutralFrames(cfg, ids, "train.transformer.reference") if mode == "neutral_clip" else None
+    ws = Workspace.from_paths(cfg.paths)
+    neutral = NeutralFrames(ws, ids, "train.transformer.reference") if mode == "neutral_clip" else None
     return ReferencedWindows(windows, norm, mode, neutral, resample)
 
 
@@ -141,7 +143,8 @@ def test_lip_reference_defaults_to_a_neutral_clip(tmp_path: Path) -> None:
     windows = WindowDataset({"motion": (root.store("face"), "motion")}, ids, 5)
     sad = next(i for i in range(len(windows)) if windows.window_at(i)[0] == cid("M003", "sad", "002"))
     torch.manual_seed(0)
-    lip = LipWindows(windows, True, NeutralFrames(cfg, ids, "train.lip.reference"))
+    neutral = NeutralFrames(Workspace.from_paths(cfg.paths), ids, "train.lip.reference")
+    lip = LipWindows(windows, True, neutral)
     refs = {float(lip[sad]["ref_exp"][0]) for _ in range(30)}
     assert refs == {value[cid("M003", "neutral", s)] for s in ("003", "004")}
     assert lip[sad]["ref_exp"].shape == (EXP_DIM,)

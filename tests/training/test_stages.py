@@ -12,6 +12,7 @@ from emotalker.configs.schema import LipConfig, PipelineConfig, TransformerConfi
 from emotalker.models.lip import ExpNet
 from emotalker.models.transformer import CrossModalTransformer
 from emotalker.models.vqvae import MotionVQVAE
+from emotalker.storage.workspace import Workspace
 from emotalker.tasks.training.lip import build_lip, lip_model_config
 from emotalker.tasks.training.loop import TrainingInputError
 from emotalker.tasks.training.transformer import TransformerObjective
@@ -64,7 +65,7 @@ def test_lip_run_without_the_sadtalker_file_stops_before_training(tmp_path: Path
 
     cfg = load_config(None, [f"paths.root={tmp_path}", f"lip.init_checkpoint={tmp_path}/none.safetensors"])
     with pytest.raises(FileNotFoundError) as err:
-        plan(cfg)  # no store, no split: the missing file is what is reported
+        plan(cfg, ws=Workspace.from_paths(cfg.paths))  # no store, no split: the missing file is reported
     msg = str(err.value)
     assert "\n" not in msg and "lip.init_checkpoint" in msg and "SadTalker_V0.0.2_256.safetensors" in msg
 
@@ -150,7 +151,7 @@ def test_lip_windows_are_5_continuous_frames_with_a_random_repeated_reference(tm
     # the window's own clip as the reference pool (default: a neutral clip, tests/training/test_references.py)
     cfg = load_config(None, [f"paths.root={tmp_path}", "train.lip.reference=clip_frame"])
     assert cfg.train.lip.window == 5
-    train, val = lip_datasets(cfg)
+    train, val = lip_datasets(cfg, Workspace.from_paths(cfg.paths))
     assert val is None and train.windows.skipped == 0  # short clips are used, not skipped
     assert len(train) == sum((n - 5) // 2 + 1 for n in lengths.values())
     torch.manual_seed(0)

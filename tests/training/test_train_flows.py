@@ -219,9 +219,11 @@ def test_stage2_needs_the_stage1_alias_and_the_alias_follows_the_best_vqvae(data
 
     out = train_transformer(CONFIG, ov)
     run = client.get_run(out["run_id"])
+    from emotalker.storage.workspace import Workspace
     from emotalker.tasks.training.vqvae import load_vqvae
 
-    _, _, sha = load_vqvae(load_config(CONFIG, ov))  # the newest version trained on these stores
+    cfg = load_config(CONFIG, ov)
+    _, _, sha = load_vqvae(cfg, ws=Workspace.from_paths(cfg.paths))  # the newest trained on these stores
     assert run.data.params["vqvae.weights_sha"] == sha
 
 
