@@ -25,7 +25,7 @@ from emotalker.flows.common import (
 )
 from emotalker.flows.reproduce import reproduce
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
-from emotalker.tasks.evaluation.table1 import table1_text
+from emotalker.tasks.evaluation.table1 import baselines_text, table1_text
 
 TABLE1_METRICS = tuple(next(iter(PAPER_TABLE1.values())))  # SSIM, CPBD, F-LMD, M-LMD, Sync, EmoAcc
 
@@ -222,6 +222,10 @@ def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides
         "runs end to end, not the paper's values:\n" + "\n".join(f"  {k:7s} {v}" for k, v in table.items())
     )
     ev = result["evaluate"]
+    print(
+        "Generated motion against the ground truth (coefficients), ours beside the baselines:\n"
+        + baselines_text(ev)
+    )
     if ev.get("table1"):
         print(table1_text(ev["table1"], ev["protocol_card"], ev["standin_weights"]))
     return {"demo_data": data, **result, "table1": table}

@@ -79,6 +79,11 @@ def evaluate_clip(
 # Motion-space baselines scored on every clip beside the model (issue: proof that it learns): two floors a
 # model must beat and the stage-1 ceiling stage 2 cannot pass (its face branch decodes stage-1 codes)
 BASELINES = ("copy_reference", "mean_motion", "stage1_ceiling")
+BASELINE_LABELS = {
+    "copy_reference": "baseline: copy the reference",
+    "mean_motion": "baseline: training mean motion",
+    "stage1_ceiling": "ceiling: ground truth through stage 1",
+}
 
 
 def held(reference: np.ndarray, n: int) -> np.ndarray:

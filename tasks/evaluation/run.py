@@ -33,7 +33,13 @@ from emotalker.tasks.evaluation.methods import (
     training_mean_motion,
 )
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1, PAPER_TABLE5, accuracy
-from emotalker.tasks.evaluation.motion import BASELINES, clip_features, evaluate_clip, landmark_metrics
+from emotalker.tasks.evaluation.motion import (
+    BASELINE_LABELS,
+    BASELINES,
+    clip_features,
+    evaluate_clip,
+    landmark_metrics,
+)
 from emotalker.tasks.evaluation.protocol import (
     classifier_skip_note,
     load_eval_classifier,
@@ -284,13 +290,6 @@ def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
         if values and np.isfinite(values).any():
             summary[name] = float(np.nanmean(values))
     return summary
-
-
-BASELINE_LABELS = {
-    "copy_reference": "baseline: copy the reference",
-    "mean_motion": "baseline: training mean motion",
-    "stage1_ceiling": "ceiling: ground truth through stage 1",
-}
 
 
 def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:

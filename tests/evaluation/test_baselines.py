@@ -82,3 +82,23 @@ def test_evaluate_clip_scores_the_baselines_on_the_clip_and_the_table_shows_them
         "ceiling: ground truth through stage 1 (neutral)",
     ]
     assert all(t["clips"] == 2 for t in table[:4])
+
+
+def test_baselines_text_shows_every_row_and_our_margin_over_the_floors() -> None:
+    from emotalker.tasks.evaluation.table1 import baselines_text
+
+    summary = {"LipL2": 0.5, "FaceL2": 1.5, "EmoAcc_stage1_head": 0.75, "copy_reference.LipL2": 1.0}
+    summary |= {"copy_reference.FaceL2": 2.0, "copy_reference.EmoAcc_stage1_head": 0.125}
+    summary |= {"mean_motion.LipL2": 0.625, "mean_motion.FaceL2": 1.5, "mean_motion.EmoAcc_stage1_head": 0.25}
+    summary |= {"stage1_ceiling.FaceL2": 0.25, "stage1_ceiling.EmoAcc_stage1_head": 1.0}
+    text = baselines_text(summary)
+    lines = text.splitlines()
+    assert [line.split("  ")[0] for line in lines[1:5]] == [
+        "EmoTalker (this run)",
+        "baseline: copy the reference",
+        "baseline: training mean motion",
+        "ceiling: ground truth through stage 1",
+    ]
+    assert lines[4].split()[-3:] == ["-", "0.2500", "1.0000"]  # the ceiling has no LipL2
+    assert "copy the reference' by: LipL2 +50%, FaceL2 +25%" in text
+    assert "mean motion' by: LipL2 +20%, FaceL2 +0%" in text
