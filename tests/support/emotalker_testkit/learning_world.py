@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ FRAMES_PER_TOKEN = 4
 
 
 class MemoryStore:
-    """What :class:`WindowDataset` reads of a feature store (``shape``, ``array``, ``has_clip``), in memory."""
+    """In memory, what :class:`WindowDataset` reads of a feature store: ``shape``, ``array``, ``has_clip``."""
 
     def __init__(self, family: str, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         self.family = family
@@ -62,6 +63,7 @@ class Clip:
     actor: int
     emotion: str
     split: str
+    take: int  # index among the clips of its (split, actor, emotion)
     motion: np.ndarray  # (T, 70)
     audio: np.ndarray  # (2T, audio_dim)
     tokens: np.ndarray  # (2T,) int64
@@ -85,9 +87,10 @@ class World:
     def labels(self) -> dict[str, int]:
         return {c: clip.label for c, clip in self.clips.items()}
 
-    def stores(self, audio_from: dict[str, str] | None = None) -> dict[str, MemoryStore]:
+    def stores(self, audio_from: dict[str, str] | None = None) -> dict[str, Any]:
         """face/motion, hubert_emotion/feats, tokens/tokens, mel/windows; ``audio_from[c]`` names the clip
-        whose audio (features, tokens and mel) clip ``c`` is given (the shuffled-audio control)."""
+        whose audio (features, tokens and mel) clip ``c`` is given (the shuffled-audio control). The values
+        are :class:`MemoryStore` objects, which stand where ``WindowDataset`` takes a ``FeatureStore``."""
         src = audio_from or {}
 
         def audio_of(c: str) -> Clip:
@@ -99,6 +102,21 @@ class World:
             "tokens": MemoryStore("tokens", {c: {"tokens": audio_of(c).tokens} for c in self.clips}),
             "mel": MemoryStore("mel", {c: {"windows": audio_of(c).mel} for c in self.clips}),
         }
+
+    def shuffled_audio(self) -> dict[str, str]:
+        """A permutation of the training clips' audio in which no clip keeps its own and every emotion's
+        audio goes to each emotion's clips equally often (per actor, clip r of emotion e gets the audio of
+        clip r + 1 of emotion e + r + 2 * actor): the audio says nothing of the clip's emotion, phonemes or
+        lips, with no coincidental correlation left from a small sample."""
+        n_e = len(WORLD_EMOTIONS)
+        by_key = {(k.actor, k.emotion, k.take): c for c, k in self.clips.items() if k.split == "train"}
+        takes = 1 + max(t for _, _, t in by_key)
+        out = {}
+        for (a, emotion, r), c in by_key.items():
+            e = WORLD_EMOTIONS.index(emotion)
+            out[c] = by_key[(a, WORLD_EMOTIONS[(e + r + 2 * a) % n_e], (r + 1) % takes)]
+        assert sorted(out.values()) == sorted(out) and all(k != v for k, v in out.items())
+        return out
 
     def mean_motion(self) -> np.ndarray:
         """The training split's (70,) mean frame (the mean-motion baseline)."""
@@ -183,6 +201,7 @@ def make_world(
                         a,
                         emotion,
                         split,
+                        r,
                         motion.astype(np.float32),
                         audio.astype(np.float32),
                         phones.astype(np.int64),
