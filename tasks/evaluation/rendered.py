@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,21 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the real video's pixels (ma
 
 
 @dataclass
+class RealSide:
+    """What the comparison computes from a real clip alone: its crops' landmarks per frame and the
+    classifier's label on the sampled frames (frame index -> label)."""
+
+    landmarks: np.ndarray
+    labels: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
 class ImageMetricModels:
-    """What the image metrics run: landmarks always, SyncNet and the classifier when configured."""
+    """What the image metrics run: landmarks always, SyncNet and the classifier when configured.
+
+    ``real_sides`` / ``real_boxes`` keep each real clip's side of the comparison for the models' lifetime
+    (one evaluation): every Table 1 row is compared with the same real clips, which never change, so the
+    detectors and the classifier run on them once instead of once per row."""
 
     detector: LandmarkDetector
     syncnet: Any = None
@@ -66,6 +79,8 @@ class ImageMetricModels:
     # the authors' eval.py crop: each real clip cut by SadTalker's croper box of its own first frame (the
     # box is the same in SadTalker's crop and still modes), renders of another size only resized
     authors_crop: bool = False
+    real_sides: dict[tuple[Any, ...], RealSide] = field(default_factory=dict, repr=False)
+    real_boxes: dict[str, Box | None] = field(default_factory=dict, repr=False)
 
 
 def crop_resize(frames: np.ndarray, box: Box | None, size: int = EVAL_SIZE) -> np.ndarray:
@@ -121,28 +136,45 @@ def compare_videos(
 ) -> dict[str, Any]:
     """SSIM, CPBD, F-LMD, M-LMD and (with their models) EmoAcc and Sync of ``rendered`` vs ``real``."""
     if models.authors_crop:
-        box = real_crop_box(real, models.detector) or box
+        if str(real) not in models.real_boxes:
+            models.real_boxes[str(real)] = real_crop_box(real, models.detector)
+        box = models.real_boxes[str(real)] or box
+    key = (str(real), box, max_frames, batch_size)
+    known = models.real_sides.get(key)  # this real clip's side, from an earlier row's comparison
     ssim_sum, cpbds, frames = 0.0, [], 0
     lm_pred, lm_real, boxes = [], [], []
     emo_pred: list[str] = []
-    emo_real: list[str] = []
+    real_labels: dict[int, str] = {}
     every = models.classifier.every if models.classifier is not None else 1
     for pred, gt in _pairs(rendered, real, box, batch_size, max_frames):
-        ssim_sum += ssim_video(pred, gt) * len(pred)
+        n = len(pred)
+        if known is not None and frames + n > len(known.landmarks):
+            known = None  # a longer comparison than the stored one: compute this clip's side again
+        ssim_sum += ssim_video(pred, gt) * n
         cpbds.extend(cpbd(f) for f in pred)
         b_pred = models.detector.detect_boxes(pred)
         boxes.append(b_pred)
         lm_pred.append(models.detector.landmarks_from_boxes(pred, b_pred))
-        lm_real.append(models.detector.detect(gt)[0])
+        lm_real.append(
+            models.detector.detect(gt)[0] if known is None else known.landmarks[frames : frames + n]
+        )
         if models.classifier is not None:
-            picked = [i for i in range(len(pred)) if (frames + i) % every == 0]
+            picked = [i for i in range(n) if (frames + i) % every == 0]
             if picked:
                 emo_pred.extend(models.classifier.frame_labels(pred[picked]))
-                emo_real.extend(models.classifier.frame_labels(gt[picked]))
-        frames += len(pred)
+                labels = (
+                    models.classifier.frame_labels(gt[picked])
+                    if known is None
+                    else [known.labels[frames + i] for i in picked]
+                )
+                real_labels.update({frames + i: label for i, label in zip(picked, labels, strict=True)})
+        frames += n
     if frames == 0:
         raise ValueError(f"{rendered} or {real} has no frames to compare")
     pred_lm, real_lm = np.concatenate(lm_pred), np.concatenate(lm_real)
+    if key not in models.real_sides or len(models.real_sides[key].landmarks) < frames:
+        models.real_sides[key] = RealSide(real_lm, real_labels)
+    emo_real = [real_labels[i] for i in sorted(real_labels)]
     out: dict[str, Any] = {
         "ssim": ssim_sum / frames,
         "cpbd": float(np.nanmean(cpbds)) if np.isfinite(cpbds).any() else float("nan"),

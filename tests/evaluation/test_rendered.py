@@ -109,3 +109,34 @@ def test_authors_crop_is_sadtalkers_croper_box_of_the_real_first_frame(tmp_path)
     box = real_crop_box(real, TemplateFaceDetector())
     assert box == sadtalker_crop_box(TemplateFaceDetector().lm, 160, 120)
     assert real_crop_box(real, TemplateFaceDetector(found=False)) is None
+
+
+class CountingDetector(SquareDetector):
+    """Counts the frames each entry point sees: ``detect`` runs on real frames only."""
+
+    def __init__(self):
+        self.real_frames = 0
+
+    def detect(self, frames):
+        self.real_frames += len(frames)
+        return super().detect(frames)
+
+
+def test_each_real_clip_side_is_computed_once_for_every_row(tmp_path, real_clip):
+    """Table 1's rows are all compared with the same real clips: the second row reuses the real side
+    (landmarks, classifier labels) and scores exactly what a fresh comparison scores."""
+    renders = []
+    for i, centre in enumerate([(128, 128), (100, 140)]):
+        renders.append(tmp_path / f"row{i}.mp4")
+        write_mp4(square_frames(12, (256, 256), centre, 25.6), renders[-1], fps=25)
+    det, clf = CountingDetector(), BrightnessClassifier()
+    models = ImageMetricModels(det, classifier=clf)
+    first = compare_videos(renders[0], real_clip, tmp_path / "a.wav", models, box=BOX, max_frames=7)
+    assert det.real_frames == 7 and clf.seen == 2 * 2  # frames 0 and 5 of both videos
+    second = compare_videos(renders[1], real_clip, tmp_path / "a.wav", models, box=BOX, max_frames=7)
+    assert det.real_frames == 7 and clf.seen == 2 * 2 + 2  # only the new render's frames
+    other = ImageMetricModels(SquareDetector(), classifier=clf)
+    fresh = compare_videos(renders[1], real_clip, tmp_path / "a.wav", other, box=BOX, max_frames=7)
+    assert second == fresh and first != second
+    longer = compare_videos(renders[1], real_clip, tmp_path / "a.wav", models, box=BOX)
+    assert det.real_frames == 7 + 12 and longer["image_frames"] == 12  # more frames than stored: recomputed
