@@ -293,7 +293,8 @@ def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:
-    """This run's row per setting (rounded, its skipped metrics marked) above the paper's Tables 1 and 5."""
+    """This run's row per setting (rounded, its skipped metrics marked), then the baselines' rows on the same
+    clips, above the paper's Tables 1 and 5."""
     label = {
         "neutral": "this run (neutral reference)",
         "driving": "this run (driving frames)",
@@ -311,7 +312,8 @@ def evaluation_table(summaries: dict[str, dict[str, Any]], skipped: dict[str, st
                 **{m: "skipped" for m in missing},
             }
         )
-        for b in BASELINES:  # the baselines on the same clips, coefficient-space metrics only
+    for s, sm in summaries.items():  # the baselines on the same clips, coefficient-space metrics only
+        for b in BASELINES:
             vals = {k.split(".", 1)[1]: round(v, 4) for k, v in sm.items() if k.startswith(f"{b}.")}
             if vals:
                 table.append({"method": f"{BASELINE_LABELS[b]} ({s})", **vals, "clips": sm["clips"]})

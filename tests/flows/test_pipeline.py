@@ -253,6 +253,7 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
         *pipeline["overrides"],
         "eval.settings=[neutral, driving, driving_oracle]",
         "eval.max_clips=2",
+        "eval.methods=[]",  # Table 1's other rows are the fixture's evaluation's; this test is Table 5's
         f"face.bfm_path={bfm}",
     ]
     ev = evaluate_flow(CONFIG, ov)
@@ -291,6 +292,9 @@ def test_evaluation_driving_frames_setting_logs_table5_beside_table1(pipeline, t
         "this run (driving frames)",
         "this run (driving frames: the clip's own, oracle)",
     ]
+    for setting in ("neutral", "driving", "driving_oracle"):  # the baselines on each setting's clips
+        assert f"baseline: copy the reference ({setting})" in methods
+        assert ev[f"{setting}/copy_reference.FaceL2" if setting != "neutral" else "copy_reference.FaceL2"] > 0
     paper5 = next(row for row in table if row["method"] == "EmoTalker, driving frames (paper)")
     assert paper5["F-LMD"] == 2.363 and paper5["EmoAcc"] == 0.762
 
@@ -333,6 +337,7 @@ def test_evaluation_with_rendered_videos_and_weights_adds_every_image_metric(pip
         f"eval.emotion_classifier_checkpoint={fer}",
         "eval.max_clips=3",
         "eval.render_max_frames=12",
+        "eval.methods=[]",  # the other rows are scored by the fixture's evaluation
     ]
     ev = evaluate_flow(CONFIG, ov)
     assert ev["clips"] == 3 and ev["skipped"] == {}
