@@ -1,16 +1,14 @@
 """The built-in demo: synthetic MEAD-shaped archives + stand-in model assets, then ``reproduce``.
 
 Real Deep3DFace / face-alignment / HuBERT weights cannot be fetched in this environment, so the demo
-writes randomly initialised models in the real formats
-(``emotalker.tasks.demo.standins``) and points the config at
-them. With ``face.source: synthetic_ground_truth`` (demo default) the face family holds the motion the
+writes randomly initialised models in the real formats (``tasks/demo/assets.py``) where the config
+points. With ``face.source: synthetic_ground_truth`` (demo default) the face family holds the motion the
 renderer drew, so the training curves show real learning; ``--set face.source=extract`` runs the real
 Deep3DFace extraction path with the stand-in weights instead.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,161 +22,26 @@ from emotalker.flows.common import (
     resolve_config,
 )
 from emotalker.flows.reproduce import reproduce
+from emotalker.tasks.demo.assets import stand_in_assets, synthetic_mead
+from emotalker.tasks.demo.standins.quiet import quiet_transformers
 from emotalker.tasks.evaluation.metrics import PAPER_TABLE1
 from emotalker.tasks.evaluation.table1 import baselines_text, table1_text
 
 TABLE1_METRICS = tuple(next(iter(PAPER_TABLE1.values())))  # SSIM, CPBD, F-LMD, M-LMD, Sync, EmoAcc
 
 
-def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
-    return path.exists() and json.loads(path.read_text()) == payload
-
-
 @task(name="synthetic-mead")
 def make_synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
-    from emotalker.tasks.demo.synthetic.mead import generate_mead
-
-    s = cfg.synthetic
-    payload = {"synthetic": s.model_dump(mode="json"), "views": cfg.data.views}
-    marker = mirror / ".synthetic.json"
-    if _marker_ok(marker, payload):
-        return sorted(str(p) for p in mirror.glob("*.tar"))
-    tars = generate_mead(
-        mirror,
-        actors=s.actors,
-        emotions=s.emotions,
-        levels=s.levels,
-        sentences_per_level=s.sentences_per_level,
-        seed=s.seed,
-        image_size=s.image_size,
-        views=tuple(cfg.data.views),
-        video_split=s.video_split,
-        workers=s.workers,
-    )
-    marker.write_text(json.dumps(payload))
-    return [str(p) for p in tars]
+    """The synthetic MEAD archives (rewritten only when the synthetic settings change)."""
+    return synthetic_mead(cfg, mirror)
 
 
 @task(name="stand-in-assets")
 def make_stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs, Deep3DFace/face-alignment and evaluation stand-ins in the real formats (skipped when
     present)."""
-    from emotalker.tasks.demo.standins.quiet import quiet_transformers
-
     with quiet_transformers():
-        return _stand_in_assets(cfg)
-
-
-def _stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
-    from emotalker.tasks.demo.standins.emotion_hubert import PROBE_FILE, finetune_emotion_hubert
-    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
-
-    # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
-    # content encoder plus a classifier head, so both families come from one forward pass.
-    content, emotion = Path(cfg.audio.content_model), Path(cfg.audio.emotion_model)
-    if not (content / "config.json").exists():
-        write_tiny_hubert(
-            content,
-            hidden_size=cfg.transformer.audio_dim,
-            num_hidden_layers=max(10, cfg.audio.content_layer + 1),
-            seed=cfg.seed,
-        )
-    if not (emotion / "config.json").exists():
-        write_er_from_base(content, emotion, seed=cfg.seed + 1)
-    held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
-    train = [a for a in cfg.synthetic.actors if a not in held_out]
-    steps = cfg.synthetic.emotion_model_steps
-    if steps and not (train and held_out):
-        get_run_logger().warning(
-            "emotion HuBERT stand-in left random: fine-tuning needs training and held-out actors "
-            "(synthetic.actors %s, data.test_actors / data.val_actors)",
-            cfg.synthetic.actors,
-        )
-    elif steps and not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER was
-        probe = finetune_emotion_hubert(
-            emotion, train_actors=train, held_out_actors=held_out, seed=cfg.seed, steps=steps
-        )
-        acc = probe["probe_accuracy_held_out"]
-        get_run_logger().info(
-            "emotion HuBERT stand-in fine-tuned in %.0f s: emotion probe on held-out actors %.2f "
-            "(before %.2f, chance %.3f)",
-            probe["seconds"],
-            acc["after_finetuning"],
-            acc["before_finetuning"],
-            probe["chance"],
-        )
-    out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
-    if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
-        from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
-
-        fa_dir = Path(cfg.face.face_alignment_dir or "data/demo/assets/torch_home/hub/checkpoints")
-        torch_home = fa_dir.parent.parent
-        written = write_fake_face_assets(
-            Path(cfg.face.deep3dface_checkpoint).parent, torch_home, seed=cfg.seed
-        )
-        out.update({k: str(v) for k, v in written.items()})
-    out.update(make_renderer_standins(cfg))
-    out.update(make_eval_stand_ins(cfg))
-    return out
-
-
-def make_eval_stand_ins(cfg: PipelineConfig) -> dict[str, str]:
-    """Random BFM, SyncNet and ESR-9 (and the optional Hugging Face expression classifier) where the demo
-    config points (skipped when present), so the demo's evaluation computes every Table 1 metric."""
-    from emotalker.models.esr9 import esr9_files
-    from emotalker.tasks.demo.standins.fake_bfm import write_fake_bfm
-    from emotalker.tasks.demo.standins.fake_eval_assets import (
-        write_fake_esr9,
-        write_fake_expression_classifier,
-        write_fake_syncnet,
-    )
-
-    out: dict[str, str] = {}
-    if cfg.face.bfm_path is not None:
-        if not cfg.face.bfm_path.exists():
-            write_fake_bfm(cfg.face.bfm_path, seed=cfg.seed)
-        out["bfm"] = str(cfg.face.bfm_path)
-    e = cfg.eval
-    if e.syncnet_checkpoint is not None:
-        if not e.syncnet_checkpoint.exists():
-            write_fake_syncnet(e.syncnet_checkpoint, seed=cfg.seed)
-        out["syncnet"] = str(e.syncnet_checkpoint)
-    if e.esr9_dir is not None:
-        if not all((e.esr9_dir / f).exists() for f in esr9_files()):
-            write_fake_esr9(e.esr9_dir, seed=cfg.seed)
-        out["esr9"] = str(e.esr9_dir)
-    if e.emotion_classifier_checkpoint is not None:
-        if not (e.emotion_classifier_checkpoint / "config.json").exists():
-            write_fake_expression_classifier(e.emotion_classifier_checkpoint, seed=cfg.seed)
-        out["expression_classifier"] = str(e.emotion_classifier_checkpoint)
-    return out
-
-
-def make_renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
-    """SadTalker renderer stand-ins at ``render.widths`` where the render keys point.
-
-    Stand-ins this wrote are rewritten when the widths change (the files must fit the configured network);
-    files it did not write (no marker: real checkpoints) are never touched.
-    """
-    from emotalker.tasks.demo.standins.fake_renderer import write_renderer_standins
-
-    rc = cfg.render
-    folder = Path(rc.checkpoint).parent
-    # "sadtalker": the safetensors holds real-layout ExpNet and PoseVAE stand-ins (older demo data: rewritten)
-    payload = {"widths": rc.widths.model_dump(), "seed": cfg.seed, "sadtalker": "audio2exp+audio2pose"}
-    marker = folder / ".renderer-standins.json"
-    wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]
-    if all(Path(p).exists() for p in wanted) and (not marker.exists() or _marker_ok(marker, payload)):
-        return {}
-    written = write_renderer_standins(folder, rc.widths, seed=cfg.seed, he_widths=(8, 64))
-    targets = {"safetensors": rc.checkpoint, "mapping": rc.mapping_checkpoint}
-    targets["mapping_full"] = rc.mapping_full_checkpoint
-    for key, target in targets.items():  # the config may name the files differently
-        if written[key] != Path(target):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            written[key] = written[key].replace(target)
-    marker.write_text(json.dumps(payload))
-    return {f"renderer_{k}": str(v) for k, v in written.items()}
+        return stand_in_assets(cfg)
 
 
 @pipeline_flow("demo-data")

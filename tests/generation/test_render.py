@@ -41,7 +41,7 @@ NARROW_SET = [
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    from emotalker.flows.demo import make_renderer_standins
+    from emotalker.tasks.demo.assets import renderer_standins as make_renderer_standins
 
     d = tmp_path_factory.mktemp("render")
     c = load_config(
@@ -225,7 +225,7 @@ def test_render_dtype_key_sets_the_generator_precision(cfg, source):
 def test_512_release_renders_512_px_frames(tmp_path):
     """SadTalker_V0.0.2_512.safetensors has the 256 file's layout (the network is convolutional): it loads
     strictly with ``render.image_size=512`` and renders frames at the source crop's 512 px."""
-    from emotalker.flows.demo import make_renderer_standins
+    from emotalker.tasks.demo.assets import renderer_standins as make_renderer_standins
 
     c = load_config(
         None,
