@@ -196,6 +196,13 @@ def write_report(
         "<h2>This run's settings beside the paper (Tables 1 and 5, means)</h2>",
         f'<div class="scroll">{_table(table, "table-settings", highlight="this run")}</div>',
     ]
+    standin = protocol.standin if protocol is not None else []
+    if standin:
+        parts.append(
+            f'<p class="note" id="standin-settings">† the image metrics above went through stand-in (random) '
+            f"weights ({html.escape(', '.join(standin))}): they show that every metric runs, not the paper's "
+            "values. LipL2, FaceL2 and the baselines' rows need no stand-in network.</p>"
+        )
     if skipped:
         items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in skipped.items())
         parts.append(f'<p class="note">Metrics this run could not compute:</p><ul class="note">{items}</ul>')
@@ -218,6 +225,11 @@ def write_report(
         if grid is not None
         else '<p class="note">no rendered test videos (eval.rendered_dir)</p>'
     )
+    if grid is not None and "renderer" in standin:
+        parts.append(
+            '<p class="note" id="standin-frames">† rendered by a stand-in renderer (random weights in '
+            "SadTalker's layout): the frames show the rendering path, not how the model's motion looks.</p>"
+        )
     parts.append("<h2>Training loss curves</h2>")
     curves = [
         f"<figure>{_img(p.read_bytes(), stage)}<figcaption>{html.escape(stage)}</figcaption></figure>"

@@ -116,3 +116,28 @@ def test_report_shows_table1_with_intervals_the_protocol_card_and_standins(tmp_p
     )
     assert page.index('<div class="scroll"><table id="table1">') < page.index('id="protocol-card"')
     assert "overflow-x: auto" in page  # wide tables scroll inside the page instead of widening it
+    assert 'id="standin-settings"' in page and "weights (renderer, ESR-9)" in page  # under the settings table
+
+
+def test_frames_of_a_stand_in_renderer_are_labelled_beside_them(tmp_path) -> None:
+    from emotalker.tasks.demo.synthetic.mead import write_mp4
+    from emotalker.tasks.evaluation.report import ProtocolSection
+
+    video = tmp_path / "v.mp4"
+    write_mp4(np.zeros((3, 32, 32, 3), np.uint8), video, fps=25)
+
+    def page(standin: list[str]) -> str:
+        section = ProtocolSection(table1=[], card={}, standin=standin, emotion_level=[], confusion=[])
+        return write_report(
+            tmp_path / "r.html",
+            title="t",
+            table=[],
+            skipped={},
+            per_clip=CLIPS,
+            videos=[video],
+            protocol=section,
+        ).read_text()
+
+    labelled = page(["renderer"])
+    assert labelled.index('alt="frames from rendered test videos"') < labelled.index('id="standin-frames"')
+    assert 'id="standin-frames"' not in page(["ESR-9"])  # a real renderer's frames carry no label
