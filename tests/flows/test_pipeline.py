@@ -379,8 +379,11 @@ def test_evaluation_report_opens_in_a_browser_and_is_linked_from_prefect(pipelin
     img = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
     assert img is not None and img.shape[1] == 1200
     assert (img < 200).mean() > 0.02 and img.std() > 20  # text, tables and plots, not a blank page
-    table1 = dom[dom.index('<table id="table1">') :].split("</table>")[0]
-    assert "this run" in table1 and "EmoTalker (paper)" in table1 and "LipL2" in table1
+    settings = dom[dom.index('<table id="table-settings">') :].split("</table>")[0]
+    assert "this run" in settings and "EmoTalker (paper)" in settings and "LipL2" in settings
+    assert "baseline: copy the reference (neutral)" in settings  # the floors beside our row
+    table1 = dom[dom.index('<table id="table1">') :].split("</table>")[0]  # Table 1 as the paper measures it
+    assert "EmoTalker (this run)" in table1 and "EmoTalker (paper)" in table1 and "SSIM" in table1
     assert '<table id="per-emotion">' in dom and '<table id="per-level">' in dom
     for alt in ("t-SNE of codes", "vqvae", "lip", "transformer"):  # inlined figures (loss curves by stage)
         assert f'alt="{alt}" src="data:image/png;base64,' in dom, alt
