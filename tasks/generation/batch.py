@@ -235,12 +235,12 @@ class ImageCache:
 
 
 def prepare_image(path: Path, models: GenerationModels) -> PreparedImage:
-    """Read the photo, its identity coefficients and the renderer's source crop."""
-    img = read_image(path)
-    identity = identity_coefficients(img, models.cfg, models.device)
+    """Read the photo, its identity coefficients and the renderer's source crop (errors name the photo)."""
+    img = read_image(path)  # its messages name the file
     try:
+        identity = identity_coefficients(img, models.cfg, models.device)
         source = prepare_source(img, models.cfg, models.mode)
-    except ValueError as exc:
+    except ValueError as exc:  # no face, a degenerate face box: the extractor's messages lack the path
         raise InputError(f"{path}: {exc}") from exc
     return PreparedImage(img, identity, source)
 
@@ -251,11 +251,7 @@ def run_row(row: JobRow, models: GenerationModels, images: ImageCache, out_dir: 
     wave, _ = load_speech(row.audio)  # cheap checks first: a missing audio never prepares its image
     if (silent := silence_warning(wave, row.audio)) is not None:
         log.warning(silent)
-    try:
-        prepared = images.get(row.image)
-    except InputError as exc:
-        message = str(exc)
-        raise InputError(message if str(row.image) in message else f"{row.image}: {message}") from exc
+    prepared = images.get(row.image)
     reference = prepared.identity["motion"]
     if row.emotion_reference is not None:
         reference = driving_motion(row.emotion_reference, models.cfg, models.device)

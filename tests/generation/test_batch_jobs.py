@@ -128,7 +128,7 @@ class _Fakes:
     def prepare(self, path: Path, models: Any) -> Any:
         self.prepared.append(path.name)
         if "blank" in path.name:
-            raise InputError("no face found in the identity image")
+            raise InputError(f"{path}: no face found in the identity image")  # as the real one names it
         return batch.PreparedImage(image=None, identity={"motion": path.name}, source=None)
 
     def speech(self, path: Path) -> tuple[Any, str]:
