@@ -92,7 +92,7 @@ def _check_output_name(name: str, where: str) -> str:
 def _read_records(path: Path) -> list[tuple[int, dict[str, str]]]:
     """(line number, {column: value}) per row of a CSV (header line) or JSON lines file."""
     text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):  # anything else is read as CSV
         records = []
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
