@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks.common import DEMO
 from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
 
-TARGET = "batch of N rows >= 3x faster than N `emotalker generate` calls on the same inputs (CPU)"
+TARGET = "batch of 16 rows >= 3x faster than 16 `emotalker generate` calls on the same inputs (CPU)"
 SPEEDUP_TARGET = 3.0
 
 
@@ -157,5 +157,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "single_call_times_s": single_s,
         "target": TARGET,
-        "target_met": bool(speedup >= SPEEDUP_TARGET),
+        # the target is for 16 rows; --quick's 4 rows spread the batch's fixed cost over fewer rows
+        "target_met": None if quick else bool(speedup >= SPEEDUP_TARGET),
     }
