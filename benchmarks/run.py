@@ -30,6 +30,7 @@ BENCHMARKS = [
     "object_store",
     "renderer",
     "long_audio",
+    "batch_generation",
 ]
 
 

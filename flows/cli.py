@@ -157,16 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser(
         "generate",
-        help="animate a face image with speech audio using the trained models",
+        help="animate a face image with speech audio using the trained models (or a job file of them)",
         description="Animate a face image with speech audio: writes video.mp4, motion.npy, motion.mat, "
-        "source.mat, coefficients.png and preview.mp4 to --out.",
+        "source.mat, coefficients.png and preview.mp4 to --out. With --batch JOBS, every row of a job file "
+        "(.csv with columns image, audio, output and optionally emotion_reference, or .jsonl with those "
+        "keys) into --out/<output>/ with one model load; a status per row in --out/<jobs>.status.csv, and "
+        "a rerun skips the rows already done.",
     )
     _add_config_args(gen)
-    gen.add_argument("--image", required=True, type=Path, help="reference face image (jpg/png)")
+    gen.add_argument("--image", type=Path, default=None, help="reference face image (jpg/png)")
     gen.add_argument(
-        "--audio", required=True, type=Path, help="speech audio (wav, mp3, ...; resampled to 16 kHz)"
+        "--audio", type=Path, default=None, help="speech audio (wav, mp3, ...; resampled to 16 kHz)"
     )
-    gen.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (created if missing); with --batch the rows' folders and the status file "
+        "go here (default: the job file's folder)",
+    )
+    gen.add_argument(
+        "--batch",
+        type=Path,
+        default=None,
+        metavar="JOBS",
+        help="a job file (.csv or .jsonl; relative paths relative to it) instead of --image/--audio; "
+        "exit status 2 when a row failed",
+    )
+    gen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --batch: replace output folders this job file did not write (otherwise such a row fails)",
+    )
     gen.add_argument(
         "--mode",
         choices=["crop", "full", "still"],
@@ -328,7 +350,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from emotalker.flows.local_server import api_for_cli
 
-    if args.command == "generate":
+    if args.command == "generate" and args.batch is not None:
+        from emotalker.tasks.generation.batch import read_jobs
+
+        given = [
+            f"--{n.replace('_', '-')}" for n in ("image", "audio", "emotion_reference") if getattr(args, n)
+        ]
+        if given:
+            raise ValueError(f"generate --batch takes the inputs from the job file, not {', '.join(given)}")
+        read_jobs(args.batch)  # a bad job file fails here, before any server starts
+        flow = _load("emotalker.flows.generate:generate_batch_flow")
+        kwargs = {"jobs": str(args.batch), "out_dir": None if args.out is None else str(args.out)}
+        kwargs |= {"mode": args.mode, "model": args.model, "method": args.method, "overwrite": args.overwrite}
+    elif args.command == "generate":
+        missing = [f"--{n}" for n in ("image", "audio", "out") if getattr(args, n) is None]
+        if missing:
+            raise ValueError(f"generate needs {', '.join(missing)} (or --batch JOBS)")
+        if args.overwrite:
+            raise ValueError("--overwrite applies to generate --batch only")
         flow = _load("emotalker.flows.generate:generate_flow")
         kwargs = {"image": str(args.image), "audio": str(args.audio), "out_dir": str(args.out)}
         kwargs |= {"mode": args.mode, "model": args.model, "method": args.method}
@@ -354,6 +393,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     _console_tracebacks(show=args.debug)
     with api_for_cli():
         result = flow(config=args.config, overrides=args.overrides, **kwargs)
+    if args.command == "generate" and args.batch is not None:
+        from emotalker.tasks.generation.batch import summary_lines
+
+        print("\n".join(summary_lines(result)))
+        return 2 if result["failed"] else 0
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return 0

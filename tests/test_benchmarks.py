@@ -40,6 +40,7 @@ EXPECTED_METRICS = {
         "read_speedup",
     },
     "long_audio": {"chunked_memory_growth", "chunked_time_per_s_growth", "one_pass_memory_growth"},
+    "batch_generation": {"single_calls_s", "batch_s", "speedup", "batch_rerun_noop_s"},
 }
 
 

@@ -90,7 +90,8 @@ def test_every_deployment_is_described_and_every_flow_parameter_documented() -> 
         assert len(dep.get("description", "")) > 40, dep["entrypoint"]
     env = declared["definitions"]["work_pool"]["job_variables"]["env"]
     assert env["PREFECT_LOGGING_EXTRA_LOGGERS"] == "emotalker"
-    for target, _ in [*FLOWS.values(), ("emotalker.flows.generate:generate_flow", "")]:
+    generation = ["emotalker.flows.generate:generate_flow", "emotalker.flows.generate:generate_batch_flow"]
+    for target in [*(t for t, _ in FLOWS.values()), *generation]:
         flow = _load(target)
         schema = parameter_schema(flow.fn).model_dump()
         for name, prop in schema["properties"].items():
