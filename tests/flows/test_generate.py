@@ -13,15 +13,9 @@ import scipy.io
 import soundfile as sf
 
 from emotalker.tasks.generation.animate import InputError
-from emotalker_testkit.pipeline import CONFIG, train_tiny_pipeline
+from emotalker_testkit.pipeline import CONFIG
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained(prefect_server, tmp_path_factory):
-    """One tiny trained registry (vqvae, lip, transformer by alias) shared by the module."""
-    return train_tiny_pipeline(tmp_path_factory.mktemp("generate"))
 
 
 def _speech(sample_rate: int, frames: int, text: str) -> np.ndarray:

@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotalker_testkit.pipeline import CONFIG, train_tiny_pipeline
+from emotalker_testkit.pipeline import CONFIG
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained(prefect_server, tmp_path_factory):
-    return train_tiny_pipeline(tmp_path_factory.mktemp("generate-batch"))
 
 
 def _speech(path: Path, frames: int) -> Path:
