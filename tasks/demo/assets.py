@@ -78,9 +78,10 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         )
         acc = probe["probe_accuracy_held_out"]
         log.info(
-            "emotion HuBERT stand-in fine-tuned in %.0f s: emotion probe on held-out actors %.2f "
-            "(before %.2f, chance %.3f)",
+            "emotion HuBERT stand-in fine-tuned in %.0f s: on held-out actors its classifier %.2f, a probe "
+            "on its features %.2f (before %.2f; chance %.3f)",
             probe["seconds"],
+            probe["classifier_accuracy_held_out"],
             acc["after_finetuning"],
             acc["before_finetuning"],
             probe["chance"],

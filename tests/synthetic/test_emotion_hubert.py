@@ -18,14 +18,21 @@ def _standin(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_finetuning_carries_emotion_to_held_out_actors_and_shuffled_labels_do_not(tmp_path: Path) -> None:
-    split = {"train_actors": ["M012", "W021"], "held_out_actors": ["M003", "W009"], "steps": 120}
+    split = {"train_actors": ["M012", "W021"], "held_out_actors": ["M003", "W009"], "steps": 150}
     real = finetune_emotion_hubert(_standin(tmp_path / "real"), seed=0, **split)
     control = finetune_emotion_hubert(_standin(tmp_path / "control"), seed=0, shuffle_labels=True, **split)
     acc, ctl = real["probe_accuracy_held_out"], control["probe_accuracy_held_out"]
     assert acc["before_finetuning"] == ctl["before_finetuning"]  # the same random stand-in
+    # the features: a linear probe gains over the random stand-in (any training spreads the near-constant
+    # features of a random HuBERT, so the probe alone cannot tell real labels from shuffled ones)
     assert acc["after_finetuning"] >= 2 * real["chance"]
     assert acc["after_finetuning"] > acc["before_finetuning"] + 0.05  # baseline: the random stand-in
-    assert acc["after_finetuning"] > ctl["after_finetuning"] + 0.05  # negative control: shuffled labels
+    # the classifier fine-tuned on real labels recognises held-out actors' emotions; on shuffled labels
+    # (the negative control) it stays near chance
+    assert real["classifier_accuracy_held_out"] >= 2 * real["chance"]
+    assert real["classifier_accuracy_held_out"] > control["classifier_accuracy_held_out"] + 0.1
+    assert control["classifier_accuracy_held_out"] < 2 * real["chance"]
     recorded = json.loads((tmp_path / "real" / "emotion" / PROBE_FILE).read_text())
     assert recorded["probe_accuracy_held_out"] == acc
+    assert recorded["classifier_accuracy_held_out"] == real["classifier_accuracy_held_out"]
     assert recorded["utterances"] == {"train": 44, "held_out": 44}
