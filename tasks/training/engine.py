@@ -31,6 +31,7 @@ from emotalker.tasks.training.registry import (
     data_fingerprints,
     is_registered,
     log_and_register,
+    metric_definition,
     registered_name,
 )
 
@@ -61,6 +62,9 @@ class Stage:
     families: tuple[str, ...]  # the feature families it trains on (its registered data fingerprints)
     description: str  # the MLflow run's note: what the stage trains and which plots it logs
     plan: Callable[..., StagePlan]  # (cfg, *, ws, **inputs) -> the run; fails fast on bad inputs
+    # dotted config keys that define its validation metric (``val/loss``): loss terms, weights, temperature,
+    # the validation's input condition. The registry alias compares only versions whose values agree.
+    metric_keys: tuple[str, ...] = ()
 
 
 def ensure_gpu_limit(slots: int) -> None:
@@ -144,8 +148,10 @@ def finish(
     res: TrainResult,
     run_id: str,
     tags: dict[str, str] | None = None,
+    metric_def: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register the best checkpoint (tagged with its data fingerprints) and write ``done.json``."""
+    """Register the best checkpoint (tagged with its data fingerprints and the digest of ``metric_def``,
+    see ``registry.metric_definition``) and write ``done.json``."""
     best = load_checkpoint(d / "best.pt")
     model.load_state_dict(best["model"])
     loss_curves(res.history, d / "loss_curves.png")
@@ -157,6 +163,7 @@ def finish(
         metric=res.best_metric,
         alias=cfg.train.model_alias,
         data=data_fingerprints(ws, stage),
+        metric_def=metric_def,
         tags=tags,
     )
     mlflow.log_metrics({"best/val_metric": res.best_metric, "best/step": res.best_step})
@@ -191,6 +198,7 @@ def run_stage(
     (``done.json``), or ``status: interrupted`` when ``stop_after`` ended it early.
     """
     spec = stage.plan(cfg, ws=ws, **inputs)  # fails fast on missing stores, empty split, bad widths
+    metric_def = metric_definition(cfg, stage.metric_keys)  # a misspelt key fails before training too
     logger = log
     device = cfg.torch_device()
     d = ckpt_dir(cfg, stage.name, spec.fingerprint)
@@ -259,6 +267,7 @@ def run_stage(
             res=res,
             run_id=run_id,
             tags=spec.tags,
+            metric_def=metric_def,
         )
         if spec.after is not None:
             spec.after(model, d)

@@ -179,4 +179,8 @@ STAGE = Stage(
     families=FAMILIES,
     description="Lip branch: mel windows + reference expression -> 13 lip coefficients (Eq. 10).",
     plan=plan,
+    # val/loss is the plain MSE of the 13 lip coefficients (lip_validate), no weights; the reference mode
+    # is the validation's input condition: a frame of the window's own (emotional) clip is an easier task
+    # than a neutral clip's, so their MSEs are not on one scale
+    metric_keys=("train.lip.reference",),
 )

@@ -4,13 +4,16 @@ registered checkpoint.
 Every version carries the fingerprints of what it was trained on (the split file and, per feature family
 the stage reads, the fingerprints of the split's clips in that store). A model is loaded only when they
 match the stores now; the registry alias (``best``) is compared and moved only between versions trained
-on the same data, features and split, since their validation losses are comparable only then.
+on the same data, features and split, since their validation losses are comparable only then, and with
+the same metric definition (the digest of the config keys a stage's validation metric depends on: loss
+weights, contrastive temperature, ...), since a loss on another scale is not a better or worse model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 
 TAG_PREFIX = "data."
 CURRENT = "current"
+METRIC_DIGEST = "metric_digest"  # version tag: digest of the stage's metric definition
+METRIC_DEFINITION = "metric_definition"  # version tag: that definition as JSON ({config key: value})
+
+log = logging.getLogger(__name__)  # an emotalker logger: its lines reach the Prefect flow run's log
 
 
 class ModelSelectionError(LookupError):
@@ -66,6 +73,39 @@ def version_data(version: ModelVersion) -> dict[str, str]:
 
 def data_tags(data: dict[str, str]) -> dict[str, str]:
     return {f"{TAG_PREFIX}{k}": v for k, v in data.items()}
+
+
+def metric_definition(cfg: PipelineConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of the dotted config ``keys`` a stage's validation metric depends on (its definition).
+
+    Two versions' ``val_metric`` are comparable only when these agree; a key that is not in the config is
+    refused, since a misspelt key would silently make every version comparable again.
+    """
+    out: dict[str, Any] = {}
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            if not hasattr(node, part):
+                raise ValueError(f"metric definition key {key!r} is not a config key")
+            node = getattr(node, part)
+        out[key] = json.loads(json.dumps(node, default=str))  # as the tag stores it (JSON scalars)
+    return out
+
+
+def metric_digest(definition: dict[str, Any]) -> str:
+    """A short digest of a metric definition: equal digests, comparable validation metrics."""
+    blob = json.dumps(sorted(definition.items()), separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _metric_difference(have: ModelVersion, want: dict[str, Any]) -> str:
+    """The metric-definition keys whose values differ between a version's tag and ``want``."""
+    try:
+        old = json.loads((have.tags or {}).get(METRIC_DEFINITION, "{}"))
+    except json.JSONDecodeError:
+        old = {}
+    keys = sorted(k for k in {*old, *want} if old.get(k, "-") != want.get(k, "-"))
+    return ", ".join(f"{k} {old.get(k, '-')} -> {want.get(k, '-')}" for k in keys) or "unrecorded keys"
 
 
 def _describe(data: dict[str, str]) -> str:
@@ -162,10 +202,12 @@ def log_and_register(
     alias: str = "best",
     lower_is_better: bool = True,
     data: dict[str, str] | None = None,
+    metric_def: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log the model to the active run, register a version tagged with the fingerprints of its ``data``,
-    and move ``alias`` to it if it beats the alias holder trained on the same data (or there is none)."""
+    """Log the model to the active run, register a version tagged with the fingerprints of its ``data``
+    and the digest of its ``metric_def`` (see :func:`metric_definition`), and move ``alias`` to it if it
+    beats the alias holder trained on the same data with the same metric definition (or there is none)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +221,9 @@ def log_and_register(
     )
     client = MlflowClient()
     version = str(info.registered_model_version)
+    digest = metric_digest(metric_def or {})
     all_tags = {"val_metric": str(metric), "run_id": mlflow.active_run().info.run_id}
+    all_tags |= {METRIC_DIGEST: digest, METRIC_DEFINITION: json.dumps(metric_def or {}, sort_keys=True)}
     all_tags |= data_tags(data or {}) | (tags or {})
     for key, value in all_tags.items():
         client.set_model_version_tag(registered_name, version, key, value)
@@ -191,6 +235,16 @@ def log_and_register(
     if current is not None and version_data(current) != (data or {}):
         promoted = False  # losses on other data, features or split are not comparable
         reason = f"version {current.version} holds it and was trained on other data, features or split"
+        log.warning("%s@%s stays at version %s: %s", registered_name, alias, current.version, reason)
+    elif current is not None and (current.tags or {}).get(METRIC_DIGEST) != digest:
+        promoted = False  # a loss with other terms, weights or temperature is on another scale
+        old_digest = (current.tags or {}).get(METRIC_DIGEST, "unrecorded")
+        reason = (
+            f"version {current.version} holds it with metric definition {old_digest}, version {version} has "
+            f"{digest} ({_metric_difference(current, metric_def or {})}): their val metrics "
+            f"({(current.tags or {}).get('val_metric', 'nan')} vs {metric:.6g}) are not comparable"
+        )
+        log.warning("%s@%s stays at version %s: %s", registered_name, alias, current.version, reason)
     elif current is not None:
         old = float(current.tags.get("val_metric", "nan"))
         if math.isfinite(old) and math.isfinite(metric):

@@ -271,4 +271,15 @@ STAGE = Stage(
     families=FAMILIES,
     description="Stage 2: cross-modal Transformer over the frozen stage-1 codebook (Eq. 4-9).",
     plan=plan,
+    # val/loss is Eq. 8 (CrossModalTransformer.loss): L2 + contrastive_weight * InfoNCE when
+    # use_contrastive, the InfoNCE logits divided by contrastive_temperature and taken over the stage-1
+    # codebook's vqvae.codebook_size codes (its chance level is log K); the reference mode is the
+    # validation's input condition (a frame of the target window is an easier start token than a neutral one)
+    metric_keys=(
+        "transformer.contrastive_weight",
+        "transformer.contrastive_temperature",
+        "transformer.use_contrastive",
+        "vqvae.codebook_size",
+        "train.transformer.reference",
+    ),
 )

@@ -216,4 +216,7 @@ STAGE = Stage(
     description="Stage 1: motion VQ-VAE with emotion head on the 57 face coefficients (Eq. 3). "
     "Plots: loss curves, codebook usage, t-SNE of codes by emotion (Fig. 4a).",
     plan=plan,
+    # val/loss is the reconstruction MSE in raw coefficient units (vqvae_validator): commitment_beta,
+    # emotion_weight, emotion_head and normalize_face change training, not what the metric measures
+    metric_keys=(),
 )

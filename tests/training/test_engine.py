@@ -22,7 +22,13 @@ from emotalker.tasks.training import stages
 from emotalker.tasks.training.checkpoint import load_checkpoint
 from emotalker.tasks.training.data import ckpt_dir, split_hash
 from emotalker.tasks.training.engine import Stage, StagePlan, run_stage
-from emotalker.tasks.training.registry import data_fingerprints, load_registered
+from emotalker.tasks.training.registry import (
+    METRIC_DIGEST,
+    data_fingerprints,
+    load_registered,
+    metric_definition,
+    metric_digest,
+)
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
@@ -68,7 +74,13 @@ def _toy_plan(cfg: PipelineConfig, *, ws: Workspace, width: int = 1) -> StagePla
 def toy_stage() -> Iterator[Stage]:
     """The one registration line a new stage adds (to ``tasks/training/stages.py``)."""
     stage = stages.register(
-        Stage(name="toy", families=(), description="Toy stage: y = 2x - 1 (tests).", plan=_toy_plan)
+        Stage(
+            name="toy",
+            families=(),
+            description="Toy stage: y = 2x - 1 (tests).",
+            plan=_toy_plan,
+            metric_keys=("transformer.contrastive_temperature",),  # what its val/loss depends on
+        )
     )
     yield stage
     stages.unregister("toy")
@@ -131,6 +143,7 @@ def test_a_registered_toy_stage_trains_registers_resumes_and_skips(
     assert (
         model_config == {"model": {"in_features": 1}} and str(version.version) == out["registered"]["version"]
     )
+    assert version.tags[METRIC_DIGEST] == metric_digest(metric_definition(cfg, toy_stage.metric_keys))
     best = load_checkpoint(Path(out["checkpoint_dir"]) / "best.pt")["model"]  # the registered weights
     assert state.keys() == best.keys() and all(torch.equal(state[k], best[k]) for k in best)
 
