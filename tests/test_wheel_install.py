@@ -58,6 +58,7 @@ def test_wheel_runs_demo_data_from_outside_the_checkout(tmp_path: Path, prefect_
         *relocated_demo_overrides(root),
         "synthetic.actors=[M003]",
         "synthetic.emotion_model_steps=0",
+        "synthetic.audio2exp_steps=0",
         "synthetic.emotions=[neutral]",
         "synthetic.levels=[1]",
         "synthetic.image_size=64",

@@ -16,6 +16,14 @@ from emotalker.configs.schema import PipelineConfig
 from emotalker.tasks.demo.synthetic.mead import generate_mead
 
 log = logging.getLogger(__name__)
+RENDERER_MARKER = ".renderer-standins.json"  # in the renderer's folder: the files there are stand-ins
+STANDIN_KEYS = {"emotion_model_steps", "audio2exp_steps"}  # train stand-ins; the synthetic data ignores them
+
+
+def actor_split(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
+    """The synthetic actors the stand-ins may train on, and the held-out (validation, test) ones."""
+    held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
+    return [a for a in cfg.synthetic.actors if a not in held_out], held_out
 
 
 def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
@@ -25,7 +33,7 @@ def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
 def synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
     """The synthetic MEAD archives in ``mirror`` (rewritten only when the synthetic settings change)."""
     s = cfg.synthetic
-    payload = {"synthetic": s.model_dump(mode="json"), "views": cfg.data.views}
+    payload = {"synthetic": s.model_dump(mode="json", exclude=STANDIN_KEYS), "views": cfg.data.views}
     marker = mirror / ".synthetic.json"
     if _marker_ok(marker, payload):
         return sorted(str(p) for p in mirror.glob("*.tar"))
@@ -63,8 +71,7 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         )
     if not (emotion / "config.json").exists():
         write_er_from_base(content, emotion, seed=cfg.seed + 1)
-    held_out = [a for a in cfg.synthetic.actors if a in {*cfg.data.test_actors, *cfg.data.val_actors}]
-    train = [a for a in cfg.synthetic.actors if a not in held_out]
+    train, held_out = actor_split(cfg)
     steps = cfg.synthetic.emotion_model_steps
     if steps and not (train and held_out):
         log.warning(
@@ -97,6 +104,7 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
         )
         out.update({k: str(v) for k, v in written.items()})
     out.update(renderer_standins(cfg))
+    pretrained_audio2exp(cfg)
     out.update(eval_standins(cfg))
     return out
 
@@ -139,17 +147,24 @@ def renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
     Stand-ins this wrote are rewritten when the widths change (the files must fit the configured network);
     files it did not write (no marker: real checkpoints) are never touched.
     """
+    from emotalker.tasks.demo.standins.audio2exp import AUDIO2EXP_RECORD
     from emotalker.tasks.demo.standins.fake_renderer import write_renderer_standins
 
     rc = cfg.render
     folder = Path(rc.checkpoint).parent
     # "sadtalker": the safetensors holds real-layout ExpNet and PoseVAE stand-ins (older demo data: rewritten)
-    payload = {"widths": rc.widths.model_dump(), "seed": cfg.seed, "sadtalker": "audio2exp+audio2pose"}
-    marker = folder / ".renderer-standins.json"
+    payload = {
+        "widths": rc.widths.model_dump(),
+        "seed": cfg.seed,
+        "sadtalker": "audio2exp+audio2pose",
+        "audio2exp_steps": cfg.synthetic.audio2exp_steps,  # a change rewrites it random, then retrains it
+    }
+    marker = folder / RENDERER_MARKER
     wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]
     if all(Path(p).exists() for p in wanted) and (not marker.exists() or _marker_ok(marker, payload)):
         return {}
     written = write_renderer_standins(folder, rc.widths, seed=cfg.seed, he_widths=(8, 64))
+    (folder / AUDIO2EXP_RECORD).unlink(missing_ok=True)  # the audio2exp in the new file is random again
     targets = {"safetensors": rc.checkpoint, "mapping": rc.mapping_checkpoint}
     targets["mapping_full"] = rc.mapping_full_checkpoint
     for key, target in targets.items():  # the config may name the files differently
@@ -158,3 +173,33 @@ def renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
             written[key] = written[key].replace(target)
     marker.write_text(json.dumps(payload))
     return {f"renderer_{k}": str(v) for k, v in written.items()}
+
+
+def pretrained_audio2exp(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """Train the audio2exp stand-in of the renderer's safetensors (which the lip branch starts from) on the
+    training actors' speech, once per written stand-in; real checkpoints (no stand-in marker) are never
+    touched. Returns the record when it trained now."""
+    from emotalker.tasks.demo.standins.audio2exp import AUDIO2EXP_RECORD, pretrain_audio2exp
+
+    steps, path = cfg.synthetic.audio2exp_steps, Path(cfg.render.checkpoint)
+    train, held_out = actor_split(cfg)
+    if not steps or not (path.parent / RENDERER_MARKER).exists():
+        return None
+    if (path.parent / AUDIO2EXP_RECORD).exists():
+        return None
+    if not (train and held_out):
+        log.warning("audio2exp stand-in left random: training needs training and held-out actors")
+        return None
+    record = pretrain_audio2exp(
+        path, train_actors=train, held_out_actors=held_out, seed=cfg.seed, steps=steps
+    )
+    l2 = record["held_out_lip_l2"]
+    log.info(
+        "SadTalker audio2exp stand-in trained in %.0f s: held-out lip L2 %.3f "
+        "(random %.3f, training mean %.3f)",
+        record["seconds"],
+        l2["after"],
+        l2["before"],
+        l2["training_mean"],
+    )
+    return record

@@ -50,6 +50,7 @@ class Utterance:
     actor: str
     emotion: str
     wave: np.ndarray  # float32, 16 kHz
+    level: int = 1
 
 
 def speak(actors: list[str], seed: int) -> list[Utterance]:
@@ -60,7 +61,8 @@ def speak(actors: list[str], seed: int) -> list[Utterance]:
         for e_index, emotion in enumerate(EMOTIONS):
             for level in [1] if emotion == "neutral" else LEVELS:
                 text = SENTENCES[(e_index * 3 + level) % len(SENTENCES)]
-                out.append(Utterance(actor, emotion, synthesize(text, voice, prosody_for(emotion, level))))
+                wave = synthesize(text, voice, prosody_for(emotion, level))
+                out.append(Utterance(actor, emotion, wave, level))
     return out
 
 

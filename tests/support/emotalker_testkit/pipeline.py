@@ -17,6 +17,7 @@ def tiny_overrides(root: Path, actors: str = "[M003, W009, M012]") -> list[str]:
         *relocated_demo_overrides(root),
         f"synthetic.actors={actors}",
         "synthetic.emotion_model_steps=0",  # the plumbing tests need no emotion in the stand-in's features
+        "synthetic.audio2exp_steps=0",
         "synthetic.emotions=[angry, happy, neutral, sad]",
         "synthetic.levels=[1, 3]",
         "data.test_actors=[M003]",

@@ -25,6 +25,7 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
         *relocated_demo_overrides(root),
         "synthetic.actors=[M003, W009]",
         "synthetic.emotion_model_steps=0",  # no training actor: the stand-in stays random
+        "synthetic.audio2exp_steps=0",
         "eval.methods=[]",  # the reliability cases need our row only, not Table 1's other rows
         "synthetic.emotions=[angry, happy]",
         # no neutral clip in this tiny set: the references come from the clips themselves (the neutral
