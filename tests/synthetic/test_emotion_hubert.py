@@ -9,6 +9,7 @@ import pytest
 
 from emotalker.tasks.demo.standins.emotion_hubert import PROBE_FILE, finetune_emotion_hubert
 from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+from emotalker.tasks.features.hubert import load_hubert
 
 
 def _standin(root: Path) -> Path:
@@ -18,7 +19,7 @@ def _standin(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_finetuning_carries_emotion_to_held_out_actors_and_shuffled_labels_do_not(tmp_path: Path) -> None:
-    split = {"train_actors": ["M012", "W021"], "held_out_actors": ["M003", "W009"], "steps": 150}
+    split = {"train_actors": ["M012", "W021"], "held_out_actors": ["M003", "W009"], "steps": 300}
     real = finetune_emotion_hubert(_standin(tmp_path / "real"), seed=0, **split)
     control = finetune_emotion_hubert(_standin(tmp_path / "control"), seed=0, shuffle_labels=True, **split)
     acc, ctl = real["probe_accuracy_held_out"], control["probe_accuracy_held_out"]
@@ -36,3 +37,5 @@ def test_finetuning_carries_emotion_to_held_out_actors_and_shuffled_labels_do_no
     assert recorded["probe_accuracy_held_out"] == acc
     assert recorded["classifier_accuracy_held_out"] == real["classifier_accuracy_held_out"]
     assert recorded["utterances"] == {"train": 44, "held_out": 44}
+    # saved whole, in the released layout: the pipeline's loader finds every encoder weight
+    load_hubert(tmp_path / "real" / "emotion")

@@ -41,7 +41,7 @@ NO_REGULARISATION = {
     "feat_proj_dropout": 0.0,
     "final_dropout": 0.0,
     "layerdrop": 0.0,
-    "mask_time_prob": 0.0,
+    "apply_spec_augment": False,  # (not mask_time_prob=0: HuBERT then builds no masked_spec_embed weight)
 }
 
 
