@@ -433,7 +433,7 @@ def _clip_on_worker(work: _ClipWork, item: tuple[str, str]) -> tuple[Any, Path |
     row, video = _evaluate_one(work.cfg, g, rows[cid], setting)
     sides, boxes = {}, {}
     if g.image_models is not None:
-        real = str(rows[cid]["prepared_video"])
+        real = str(Path(rows[cid]["prepared_video"]))  # as compare_videos keys its caches
         sides = {k: v for k, v in g.image_models.real_sides.items() if k[0] == real}
         boxes = {k: v for k, v in g.image_models.real_boxes.items() if k == real}
     return row, video, sides, boxes
@@ -444,9 +444,8 @@ def _evaluate_clips(
 ) -> list[tuple[dict[str, Any] | None, Path | None]]:
     """Every (clip, setting) of ``runs``, in order: in this process, or on Dask with ``eval.dask``."""
     if not cfg.eval.dask:
-        return map_clips(
-            lambda item: _evaluate_one(cfg, g, rows[item[0]], item[1]), runs, dask=None, device=""
-        )
+        one = lambda item: _evaluate_one(cfg, g, rows[item[0]], item[1])  # noqa: E731
+        return map_clips(one, runs, dask=None, device=cfg.torch_device())
     done = map_clips(partial(_clip_on_worker, work), runs, dask=cfg.dask, device=cfg.torch_device())
     for _, _, sides, boxes in done:
         if g.image_models is not None:
