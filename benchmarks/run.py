@@ -31,6 +31,7 @@ BENCHMARKS = [
     "renderer",
     "long_audio",
     "batch_generation",
+    "evaluation",
 ]
 
 

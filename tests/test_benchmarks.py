@@ -41,6 +41,7 @@ EXPECTED_METRICS = {
     },
     "long_audio": {"chunked_memory_growth", "chunked_time_per_s_growth", "one_pass_memory_growth"},
     "batch_generation": {"single_calls_s", "batch_s", "speedup", "batch_rerun_noop_s"},
+    "evaluation": {"today_s_per_clip", "first_evaluation_s_per_clip", "reevaluation_s_per_clip"},
 }
 
 
