@@ -59,7 +59,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     from emotalker.tasks.features.face_coeffs import LandmarkDetector
 
     dev = device()
-    n_clips, n_frames, size = (1, 2, 128) if quick else (2, 10, 256)
+    n_clips, n_frames, size = (1, 2, 128) if quick else (2, 6, 256)
     f = paper_config().face
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
