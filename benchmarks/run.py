@@ -32,6 +32,7 @@ BENCHMARKS = [
     "long_audio",
     "batch_generation",
     "eval_clips",
+    "evaluation",
 ]
 
 

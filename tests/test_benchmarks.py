@@ -48,6 +48,7 @@ EXPECTED_METRICS = {
         "batched_ratio",
         "fanout_ratio",
     },
+    "evaluation": {"today_s_per_clip", "first_evaluation_s_per_clip", "reevaluation_s_per_clip"},
 }
 
 

@@ -239,9 +239,11 @@ def settings_skipped(cfg: Any, videos: str | None) -> dict[str, str]:
     return skipped
 
 
-def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
+def image_metric_models(cfg: Any, device: str, ws: Workspace | None = None) -> ImageMetricModels:
     """face-alignment (the project's loading), and SyncNet / the classifier when configured; a bad file
-    fails here, before any clip."""
+    fails here, before any clip. With ``ws`` the real clips' side is read from (and, on first need,
+    written to) its ``eval_real_side`` store, so no evaluation computes it twice."""
+    from emotalker.tasks.evaluation.reference import RealSideStore, real_side_models
     from emotalker.tasks.features.face_coeffs import LandmarkDetector
 
     f = cfg.face
@@ -258,7 +260,8 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
     if classifier is not None:
         if classifier.missing:
             log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
-    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True)
+    reference = RealSideStore(ws.stores, real_side_models(cfg)) if ws is not None else None
+    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True, reference=reference)
 
 
 def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
@@ -502,7 +505,7 @@ def _generation(
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
     videos = video_source(cfg)
     check_methods(cfg.eval.methods)  # a misspelt Table 1 row fails here, not after every clip
-    image_models = image_metric_models(cfg, device) if videos is not None else None
+    image_models = image_metric_models(cfg, device, ws) if videos is not None else None
     renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
     ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, ws).items()}
     refs = reference_frames(test_rows, ws)
