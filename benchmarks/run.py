@@ -31,6 +31,8 @@ BENCHMARKS = [
     "renderer",
     "long_audio",
     "batch_generation",
+    "eval_clips",
+    "evaluation",
 ]
 
 

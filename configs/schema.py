@@ -322,6 +322,10 @@ class EvalConfig(_Strict):
     methods: list[str] = ["real_video", "copy_reference", "mean_motion", "sadtalker"]
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # 95% percentile intervals over clips
     emotion_classifier_checkpoint: Path | None = None
+    # render and score the clips as Dask tasks on the feature flows' cluster (dask.address, else a local
+    # cluster of dask.n_workers), the models loaded once per worker, CUDA clips on workers with a GPU
+    # resource; false: one after another in the evaluating process
+    dask: bool = False
 
 
 class RendererWidthsConfig(_Strict):

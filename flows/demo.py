@@ -9,6 +9,7 @@ Deep3DFace extraction path with the stand-in weights instead.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,17 @@ def standin_table1(evaluation: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def demo_summary(ev: dict[str, Any], with_bfm: bool) -> str:
+def stage_times_text(seconds: dict[str, float]) -> str:
+    """One line: each stage's wall seconds and its share of the total."""
+    total = sum(seconds.values())
+    parts = [f"{k} {v:.0f} s ({v / total:.0%})" for k, v in seconds.items()] if total > 0 else []
+    return f"Time by stage (total {total:.0f} s): " + ", ".join(parts)
+
+
+def demo_summary(ev: dict[str, Any], with_bfm: bool, seconds: dict[str, float] | None = None) -> str:
     """What `make demo` prints at the end: our Table 1 numbers marked as stand-in results, ours beside the
-    motion baselines, then Table 1 with every method's intervals and the protocol card."""
+    motion baselines, then Table 1 with every method's intervals and the protocol card, and the time each
+    stage took."""
     standins = ["renderer", "face-alignment", "SyncNet", "ESR-9 classifier", *(["BFM"] if with_bfm else [])]
     table = standin_table1(ev)
     parts = [
@@ -84,14 +93,22 @@ def demo_summary(ev: dict[str, Any], with_bfm: bool) -> str:
     ]
     if ev.get("table1"):
         parts.append(table1_text(ev["table1"], ev["protocol_card"], ev["standin_weights"]))
+    if seconds:
+        parts.append(stage_times_text(seconds))
     return "\n".join(parts)
 
 
 @pipeline_flow("demo")
 def demo_flow(config: CredentialFree = "configs/demo.yaml", overrides: Overrides = None) -> dict[str, Any]:
     """Everything, end to end, on the synthetic data: what `make demo` runs."""
+    t0 = time.perf_counter()
     data = demo_data_flow(config, overrides)
+    seconds = {"demo_data": round(time.perf_counter() - t0, 1)}
     result = reproduce(config, overrides)
     # BFM only when the config draws motion landmarks through one
-    print(demo_summary(result["evaluate"], with_bfm="bfm" in data["assets"]))
+    print(
+        demo_summary(
+            result["evaluate"], with_bfm="bfm" in data["assets"], seconds=seconds | result["seconds"]
+        )
+    )
     return {"demo_data": data, **result, "table1": standin_table1(result["evaluate"])}

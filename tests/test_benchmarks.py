@@ -41,6 +41,14 @@ EXPECTED_METRICS = {
     },
     "long_audio": {"chunked_memory_growth", "chunked_time_per_s_growth", "one_pass_memory_growth"},
     "batch_generation": {"single_calls_s", "batch_s", "speedup", "batch_rerun_noop_s"},
+    "eval_clips": {
+        "today_s_per_clip",
+        "batched_s_per_clip",
+        "fanout_s_per_clip",
+        "batched_ratio",
+        "fanout_ratio",
+    },
+    "evaluation": {"today_s_per_clip", "first_evaluation_s_per_clip", "reevaluation_s_per_clip"},
 }
 
 

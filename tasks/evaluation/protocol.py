@@ -99,6 +99,13 @@ def _weights_hash(path: Path | None, folder_files: list[str] | None = None) -> s
     return sha256_files([p for p in files if p.is_file()])
 
 
+def classifier_sha256(cfg: Any) -> str:
+    """sha256 of the configured EmoAcc classifier's files ("none" when unset, "missing" when absent): the
+    protocol card's entry, and part of the stored real side's fingerprint (``reference.py``)."""
+    e = cfg.eval
+    return _weights_hash(classifier_path(cfg), esr9_files() if e.emotion_classifier == "esr9" else None)
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that compute the metrics."""
     out = {}
@@ -122,9 +129,7 @@ def protocol_card(cfg: Any, clip_ids: list[str], eval_size: int) -> dict[str, st
         "frames_per_clip": "all" if e.render_max_frames is None else f"first {e.render_max_frames}",
         "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={f.flip_input})",
         "emotion_classifier": e.emotion_classifier,
-        "emotion_classifier_sha256": _weights_hash(
-            classifier_path(cfg), esr9_files() if e.emotion_classifier == "esr9" else None
-        ),
+        "emotion_classifier_sha256": classifier_sha256(cfg),
         "syncnet_sha256": _weights_hash(e.syncnet_checkpoint),
         "lmd": "authors' eval.py: mean |gt - gen| over raw 256x256 coordinates (F: 68 points, M: 48-67)",
     }

@@ -7,7 +7,9 @@ the authors' eval.py: mean |gt - gen| on raw coordinates) and F-LMD_EAT / M-LMD_
 mean-centred, Euclidean); the classifier's emotion on one frame in 5
 of both, the real video's label being the ground truth (EmoAcc); and SyncNet on syncnet_python's face
 crops of the rendered frames against the clip's audio (Sync). Only per-frame landmarks, boxes and labels
-are kept across batches; SyncNet's crops are made in a second pass over the rendered video.
+are kept across batches; SyncNet's crops are made in a second pass over the rendered video. The real
+clip's side (crop box, landmarks, labels) is read from the ``eval_real_side`` store when the models have
+one (``reference.py``: computed once per clip and fingerprint), else computed once per models' lifetime.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from emotalker.tasks.evaluation.metrics import (
     f_lmd,
     m_lmd,
     ssim_video,
+)
+from emotalker.tasks.evaluation.reference import (
+    Arrays,
+    RealSideStore,
+    arrays_to_labels,
+    labels_to_arrays,
 )
 from emotalker.tasks.evaluation.sync import (
     SAMPLES_PER_FRAME,
@@ -62,6 +70,7 @@ class RealSide:
 
     landmarks: np.ndarray
     labels: dict[int, str] = field(default_factory=dict)
+    box: Box | None = None  # the crop it was computed in (stored sides)
 
 
 @dataclass
@@ -70,7 +79,9 @@ class ImageMetricModels:
 
     ``real_sides`` / ``real_boxes`` keep each real clip's side of the comparison for the models' lifetime
     (one evaluation): every Table 1 row is compared with the same real clips, which never change, so the
-    detectors and the classifier run on them once instead of once per row."""
+    detectors and the classifier run on them once instead of once per row. With ``reference`` (the
+    workspace's ``eval_real_side`` store) they run on them once for every evaluation and ablation row:
+    the real side is read from the store, computed only when its fingerprint changes."""
 
     detector: LandmarkDetector
     syncnet: Any = None
@@ -79,6 +90,7 @@ class ImageMetricModels:
     # the authors' eval.py crop: each real clip cut by SadTalker's croper box of its own first frame (the
     # box is the same in SadTalker's crop and still modes), renders of another size only resized
     authors_crop: bool = False
+    reference: RealSideStore | None = None
     real_sides: dict[tuple[Any, ...], RealSide] = field(default_factory=dict, repr=False)
     real_boxes: dict[str, Box | None] = field(default_factory=dict, repr=False)
 
@@ -135,12 +147,17 @@ def compare_videos(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """SSIM, CPBD, F-LMD, M-LMD and (with their models) EmoAcc and Sync of ``rendered`` vs ``real``."""
-    if models.authors_crop:
-        if str(real) not in models.real_boxes:
-            models.real_boxes[str(real)] = real_crop_box(real, models.detector)
-        box = models.real_boxes[str(real)] or box
-    key = (str(real), box, max_frames, batch_size)
-    known = models.real_sides.get(key)  # this real clip's side, from an earlier row's comparison
+    key: tuple[Any, ...] | None = None
+    if models.reference is not None:  # this real clip's side, stored by an earlier comparison
+        known: RealSide | None = stored_real_side(real, models, box, max_frames, batch_size)
+        box = known.box
+    else:
+        if models.authors_crop:
+            if str(real) not in models.real_boxes:
+                models.real_boxes[str(real)] = real_crop_box(real, models.detector)
+            box = models.real_boxes[str(real)] or box
+        key = (str(real), box, max_frames, batch_size)
+        known = models.real_sides.get(key)  # this real clip's side, from an earlier row's comparison
     ssim_sum, cpbds, frames = 0.0, [], 0
     lm_pred, lm_real, boxes = [], [], []
     emo_pred: list[str] = []
@@ -172,7 +189,7 @@ def compare_videos(
     if frames == 0:
         raise ValueError(f"{rendered} or {real} has no frames to compare")
     pred_lm, real_lm = np.concatenate(lm_pred), np.concatenate(lm_real)
-    if key not in models.real_sides or len(models.real_sides[key].landmarks) < frames:
+    if key is not None and (key not in models.real_sides or len(models.real_sides[key].landmarks) < frames):
         models.real_sides[key] = RealSide(real_lm, real_labels)
     emo_real = [real_labels[i] for i in sorted(real_labels)]
     out: dict[str, Any] = {
@@ -217,6 +234,71 @@ def real_crop_box(real: Path, detector: LandmarkDetector) -> Box | None:
         return sadtalker_crop_box(lms[0], first.shape[2], first.shape[1])
     except RenderInputError:
         return None
+
+
+def compute_real_side(
+    real: Path, models: ImageMetricModels, box: Box | None, max_frames: int | None, batch_size: int
+) -> tuple[Arrays, dict[str, Any]]:
+    """A real clip's side as ``compare_videos`` computes it in its loop (same crop, batches and sampled
+    frames, so the same numbers), over the clip's first ``max_frames`` frames: the store's arrays and
+    attrs (``crop_box``: the authors' box, None without a face or without ``authors_crop``; ``box``: the
+    crop used)."""
+    crop = real_crop_box(real, models.detector) if models.authors_crop else None
+    use = crop or box
+    every = models.classifier.every if models.classifier is not None else 1
+    lms, labels, frames = [], {}, 0
+    for batch in iter_video_frames(real, batch_size, max_frames):
+        gt = crop_resize(batch, use)
+        lms.append(models.detector.detect(gt)[0])
+        picked = [i for i in range(len(gt)) if (frames + i) % every == 0]
+        if models.classifier is not None and picked:
+            found = models.classifier.frame_labels(gt[picked])
+            labels.update({frames + i: label for i, label in zip(picked, found, strict=True)})
+        frames += len(gt)
+    if frames == 0:
+        raise ValueError(f"{real} has no frames to compare")
+    arrays = {"landmarks": np.concatenate(lms).astype(np.float32)}
+    if models.classifier is not None:
+        arrays |= labels_to_arrays(labels)
+    return arrays, {"crop_box": crop, "box": use, "video": str(real)}
+
+
+def _as_box(value: Any) -> Box | None:
+    return None if value is None else tuple(int(v) for v in value)  # type: ignore[return-value]
+
+
+def stored_real_side(
+    real: Path, models: ImageMetricModels, box: Box | None, max_frames: int | None, batch_size: int
+) -> RealSide:
+    """The real clip's side from ``models.reference`` (clip id: the video's name), computed and stored on
+    first need; kept in memory for the models' lifetime too. Its fingerprint: the models', the protocol
+    (crop mode, ``EVAL_SIZE``, the classifier's sampling, ``max_frames``) and the video's signature."""
+    assert models.reference is not None
+    every = models.classifier.every if models.classifier is not None else None
+    protocol = {
+        "eval_size": EVAL_SIZE,
+        "every": every,
+        "max_frames": max_frames,
+        "authors_crop": models.authors_crop,
+        "box": None if models.authors_crop else box,  # the authors' crop is the clip's own
+    }
+    fp = models.reference.clip_fingerprint(real, protocol)
+    key = (str(real), fp, box)
+    if key in models.real_sides:
+        return models.real_sides[key]
+
+    def fresh(attrs: dict[str, Any]) -> bool:  # a clip without a face in its first frame uses ``box``
+        return _as_box(attrs.get("box")) == (_as_box(attrs.get("crop_box")) or box)
+
+    arrays, attrs = models.reference.fetch(
+        Path(real).stem,
+        fp,
+        lambda: compute_real_side(real, models, box, max_frames, batch_size),
+        fresh=fresh,
+    )
+    side = RealSide(arrays["landmarks"], arrays_to_labels(arrays), _as_box(attrs.get("box")))
+    models.real_sides[key] = side
+    return side
 
 
 def rendered_sync(

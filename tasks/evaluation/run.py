@@ -13,6 +13,7 @@ import logging
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from emotalker.models.emotalker import EmoTalker
 from emotalker.models.syncnet import load_syncnet
 from emotalker.storage.split import load_split
 from emotalker.storage.workspace import Workspace
+from emotalker.tasks.evaluation.fanout import map_clips, on_worker
 from emotalker.tasks.evaluation.methods import (
     build_methods,
     check_methods,
@@ -71,7 +73,6 @@ from emotalker.tasks.generation.sadtalker import (
     load_sadtalker,
     sadtalker_lip_branch,
 )
-from emotalker.tasks.progress import progress
 from emotalker.tasks.tracking import (
     config_params,
     describe_run,
@@ -238,9 +239,11 @@ def settings_skipped(cfg: Any, videos: str | None) -> dict[str, str]:
     return skipped
 
 
-def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
+def image_metric_models(cfg: Any, device: str, ws: Workspace | None = None) -> ImageMetricModels:
     """face-alignment (the project's loading), and SyncNet / the classifier when configured; a bad file
-    fails here, before any clip."""
+    fails here, before any clip. With ``ws`` the real clips' side is read from (and, on first need,
+    written to) its ``eval_real_side`` store, so no evaluation computes it twice."""
+    from emotalker.tasks.evaluation.reference import RealSideStore, real_side_models
     from emotalker.tasks.features.face_coeffs import LandmarkDetector
 
     f = cfg.face
@@ -257,7 +260,8 @@ def image_metric_models(cfg: Any, device: str) -> ImageMetricModels:
     if classifier is not None:
         if classifier.missing:
             log.warning("the emotion classifier cannot predict %s", ", ".join(classifier.missing))
-    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True)
+    reference = RealSideStore(ws.stores, real_side_models(cfg)) if ws is not None else None
+    return ImageMetricModels(detector, syncnet, classifier, device, authors_crop=True, reference=reference)
 
 
 def setting_summary(per_clip: list[dict[str, Any]]) -> dict[str, Any]:
@@ -343,9 +347,10 @@ def _train_rows(ws: Workspace, rows: dict[str, dict[str, Any]]) -> list[dict[str
 
 
 def _evaluate_one(
-    cfg: PipelineConfig, g: _Generation, r: dict[str, Any], setting: str, logged: list[Path]
-) -> dict[str, Any] | None:
-    """One clip in one setting: its per-clip row (its motion saved under ``out_dir``); None: skipped."""
+    cfg: PipelineConfig, g: _Generation, r: dict[str, Any], setting: str
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """One clip in one setting: its per-clip row (its motion saved under ``out_dir``; None: skipped) and
+    the video this run rendered of it (None: none rendered)."""
     cid = r["clip_id"]
     max_frames = cfg.eval.render_max_frames
     try:
@@ -360,7 +365,7 @@ def _evaluate_one(
             reference = clip_features(g.ws, g.drivers[cid])["motion"]
         else:
             log.warning("skipping %s (driving): no other clip of its actor and emotion to drive it", cid)
-            return None
+            return None, None
         motion = None
         if g.sadtalker is not None:  # SadTalker's motion, scored as every other method's
             motion = clip_sadtalker_motion(cfg, g.sadtalker, feats["mel"], reference.reshape(-1, 70)[0])
@@ -369,7 +374,7 @@ def _evaluate_one(
         )
     except KeyError as exc:
         log.warning("skipping %s: %s", cid, exc)
-        return None
+        return None, None
     if setting == "driving":
         res["driver"] = g.drivers[cid]
     if g.bfm is not None:
@@ -403,10 +408,53 @@ def _evaluate_one(
             )
         except ValueError as exc:  # an unreadable or empty video: this clip's image metrics only
             skip_metric(res, "image metrics", exc)
-        if g.renderer is not None and len(logged) < cfg.eval.log_videos:
-            logged.append(video)
     np.save(g.out_dir / f"{name}.npy", res.pop("motion"))
-    return {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
+    row = {"clip_id": cid, "setting": setting, "emotion": r["emotion"], "level": r["level"], **res}
+    return row, video if g.renderer is not None else None
+
+
+@dataclass(frozen=True)
+class _ClipWork:
+    """What a Dask worker needs to evaluate clips as this run does: it pickles (config, exact registered
+    versions, stores), and the worker loads the models from it once (:func:`on_worker`)."""
+
+    cfg: PipelineConfig
+    versions: dict[str, str]
+    method: str
+    ws: Workspace
+
+    def key(self) -> str:
+        """The worker cache key: the config (its model files) and the registered versions."""
+        return json.dumps([self.cfg.model_dump(mode="json"), self.versions, self.method], sort_keys=True)
+
+
+def _clip_on_worker(work: _ClipWork, item: tuple[str, str]) -> tuple[Any, Path | None, dict, dict]:
+    """One (clip, setting) on a Dask worker, with the worker's models; also the real clip's side of the
+    image comparison, which the evaluating process keeps for Table 1's other rows on the same clip."""
+    cid, setting = item
+    g, rows, _, _ = on_worker(work.key(), lambda: _generation(work.cfg, work.versions, work.method, work.ws))
+    row, video = _evaluate_one(work.cfg, g, rows[cid], setting)
+    sides, boxes = {}, {}
+    if g.image_models is not None:
+        real = str(Path(rows[cid]["prepared_video"]))  # as compare_videos keys its caches
+        sides = {k: v for k, v in g.image_models.real_sides.items() if k[0] == real}
+        boxes = {k: v for k, v in g.image_models.real_boxes.items() if k == real}
+    return row, video, sides, boxes
+
+
+def _evaluate_clips(
+    cfg: PipelineConfig, g: _Generation, rows: dict[str, dict[str, Any]], runs: list, work: _ClipWork
+) -> list[tuple[dict[str, Any] | None, Path | None]]:
+    """Every (clip, setting) of ``runs``, in order: in this process, or on Dask with ``eval.dask``."""
+    if not cfg.eval.dask:
+        one = lambda item: _evaluate_one(cfg, g, rows[item[0]], item[1])  # noqa: E731
+        return map_clips(one, runs, dask=None, device=cfg.torch_device())
+    done = map_clips(partial(_clip_on_worker, work), runs, dask=cfg.dask, device=cfg.torch_device())
+    for _, _, sides, boxes in done:
+        if g.image_models is not None:
+            g.image_models.real_sides.update(sides)
+            g.image_models.real_boxes.update(boxes)
+    return [(row, video) for row, video, _, _ in done]
 
 
 OURS = "EmoTalker (this run)"
@@ -437,25 +485,11 @@ def run_table1(
     return table1(by_method, test_ids, resamples=e.bootstrap_resamples, seed=cfg.seed, standin=marked)
 
 
-def run_evaluation(
-    cfg: PipelineConfig,
-    model: str | dict[str, str] = "current",
-    method: str = "emotalker",
-    *,
-    ws: Workspace,
-) -> EvaluationRun:
-    """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
-    ``driving``, from audio + another sentence's frames of the same actor, emotion and level;
-    ``driving_oracle``, the clip's own frames) and compare with its ground truth.
-
-    ``method`` (:data:`METHODS`): ``sadtalker`` scores SadTalker's own motion, ``sadtalker_lips`` the
-    model's face branch with SadTalker's released ExpNet as the lip branch; the registered model still
-    scores ``EmoAcc_stage1_head``.
-
-    ``ws``: the stores, manifest and split to evaluate on (the flow builds it once).
-    Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
-    skipped with a warning, and the run fails only when no clip could be evaluated.
-    """
+def _generation(
+    cfg: PipelineConfig, model: str | dict[str, str], method: str, ws: Workspace
+) -> tuple[_Generation, dict[str, dict[str, Any]], list[str], dict[str, str]]:
+    """Every model and asset one evaluation shares (a bad one fails here, before the first clip), the
+    manifest rows, the test clips and the registered versions evaluated."""
     rows, test_ids, test_rows = _test_split(cfg, ws)
     device = cfg.torch_device()
     generator, versions = load_emotalker(cfg, model, device, ws=ws)
@@ -471,7 +505,7 @@ def run_evaluation(
         raise FileNotFoundError(f"eval.rendered_dir {rendered} is not a directory of <clip_id>.mp4 videos")
     videos = video_source(cfg)
     check_methods(cfg.eval.methods)  # a misspelt Table 1 row fails here, not after every clip
-    image_models = image_metric_models(cfg, device) if videos is not None else None
+    image_models = image_metric_models(cfg, device, ws) if videos is not None else None
     renderer = ClipRenderer(cfg, device) if videos == "renderer" else None
     ref_clips = {a: rows[c] for a, c in reference_clips(test_rows, ws).items()}
     refs = reference_frames(test_rows, ws)
@@ -493,13 +527,34 @@ def run_evaluation(
         sadtalker=sadtalker,
         mean_motion=training_mean_motion(ws, _train_rows(ws, rows)),
     )
-    per_clip: list[dict[str, Any]] = []
-    logged: list[Path] = []
+    return g, rows, test_ids, versions
+
+
+def run_evaluation(
+    cfg: PipelineConfig,
+    model: str | dict[str, str] = "current",
+    method: str = "emotalker",
+    *,
+    ws: Workspace,
+) -> EvaluationRun:
+    """Generate every test clip from audio + neutral reference (and, with ``eval.settings`` holding
+    ``driving``, from audio + another sentence's frames of the same actor, emotion and level;
+    ``driving_oracle``, the clip's own frames) and compare with its ground truth.
+
+    ``method`` (:data:`METHODS`): ``sadtalker`` scores SadTalker's own motion, ``sadtalker_lips`` the
+    model's face branch with SadTalker's released ExpNet as the lip branch; the registered model still
+    scores ``EmoAcc_stage1_head``.
+
+    ``ws``: the stores, manifest and split to evaluate on (the flow builds it once).
+    Every model and asset is loaded (a bad one fails) before the first clip; a clip without features is
+    skipped with a warning, and the run fails only when no clip could be evaluated.
+    """
+    g, rows, test_ids, versions = _generation(cfg, model, method, ws)
+    videos = video_source(cfg)
     runs = [(c, s) for c in test_ids for s in cfg.eval.settings]
-    for cid, setting in progress(runs, desc="evaluate", unit="clip"):
-        row = _evaluate_one(cfg, g, rows[cid], setting, logged)
-        if row is not None:
-            per_clip.append(row)
+    done = _evaluate_clips(cfg, g, rows, runs, _ClipWork(cfg=cfg, versions=versions, method=method, ws=ws))
+    per_clip = [row for row, _ in done if row is not None]
+    logged = [video for _, video in done if video is not None][: cfg.eval.log_videos]
     if not per_clip:
         raise RuntimeError("no test clip could be evaluated (missing features?)")
     summaries = {s: setting_summary([p for p in per_clip if p["setting"] == s]) for s in cfg.eval.settings}
@@ -520,7 +575,7 @@ def run_evaluation(
         table=table,
         versions=versions,
         videos=videos,
-        out_dir=out_dir,
+        out_dir=g.out_dir,
         logged_videos=logged,
     )
 

@@ -51,7 +51,7 @@ def run_score(cfg: PipelineConfig, videos: str | Path, name: str, *, ws: Workspa
     method = videos_method(name, videos)
     rows, test_ids, test_rows = _test_split(cfg, ws)
     device = cfg.torch_device()
-    models = image_metric_models(cfg, device)
+    models = image_metric_models(cfg, device, ws)
     renderer = ClipRenderer(cfg, device) if video_source(cfg) == "renderer" else None
     ref_rows = {a: rows[c] for a, c in reference_clips(test_rows, ws).items()} if renderer else {}
     out_dir = cfg.paths.resolve("outputs") / "score" / metric_key(name)

@@ -1,4 +1,5 @@
-"""Dask client for the feature flows: a loopback LocalCluster, or an existing scheduler by address."""
+"""Dask client for the feature flows and the evaluation's clips: a loopback LocalCluster, or an existing
+scheduler by address."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def dask_client(cfg: DaskConfig) -> Iterator[Client]:
+def dask_client(cfg: DaskConfig, resources: dict[str, float] | None = None) -> Iterator[Client]:
     """Yield a client; a cluster this function started is closed on exit, an external one is left running.
+
+    ``resources`` (``{"GPU": 1}``): what each worker of a local cluster offers, so tasks that ask for it
+    run there; an external cluster's workers declare theirs when started (``dask worker --resources``).
 
     ``cfg.address`` (``tcp://host:8786``) connects to a running ``dask scheduler`` (dask-jobqueue,
     Kubernetes, ...); otherwise workers are local processes bound to 127.0.0.1 with no public dashboard.
@@ -36,6 +40,7 @@ def dask_client(cfg: DaskConfig) -> Iterator[Client]:
         host="127.0.0.1",
         dashboard_address=None,
         silence_logs=40,
+        resources=resources,
     )
     client = Client(cluster)
     try:

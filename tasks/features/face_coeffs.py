@@ -198,6 +198,7 @@ class LandmarkDetector:
         from emotalker.tasks.adapters.face_alignment import local_face_alignment
 
         self.device = str(device)
+        self._sfd = face_detector == "sfd"
         self.batch_size = int(batch_size)
         self.detect_max_side = detect_max_side
         mdir = fa_model_dir(model_dir)
@@ -226,7 +227,12 @@ class LandmarkDetector:
 
     # -- boxes
     def detect_boxes(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 RGB -> (T, 4) best face box per frame (x1, y1, x2, y2), NaN when none."""
+        """(T, H, W, 3) uint8 RGB -> (T, 4) best face box per frame (x1, y1, x2, y2), NaN when none.
+
+        Frames go to the device in batches of ``batch_size`` as one tensor; S3FD keeps what face-alignment's
+        per-image ``detect_from_image`` keeps (``s3fd_detect_batch``)."""
+        from emotalker.tasks.adapters.face_alignment import s3fd_detect_batch
+
         frames = _check_frames(frames)
         t, h, w = frames.shape[:3]
         scale = 1.0
@@ -238,9 +244,13 @@ class LandmarkDetector:
             if scale != 1.0:
                 size = (max(1, round(w * scale)), max(1, round(h * scale)))
                 chunk = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in chunk])
-            tensor = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float()
-            with torch.inference_mode():
-                found = self.fa.face_detector.detect_from_batch(tensor)
+            # uint8 to the device (a quarter of float32's transfer), converted there
+            tensor = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device).permute(0, 3, 1, 2)
+            if self._sfd:
+                found = s3fd_detect_batch(self.fa.face_detector, tensor)
+            else:
+                with torch.inference_mode():
+                    found = self.fa.face_detector.detect_from_batch(tensor.float())
             for j, cands in enumerate(found):
                 if len(cands) == 0:
                     continue
@@ -276,12 +286,12 @@ class LandmarkDetector:
                 crops.append(crop(frames[i], center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0)
             inp = torch.from_numpy(np.stack(crops)).to(self.device, dtype=self.fa.dtype)
             with torch.inference_mode():
-                hm = net(inp)
+                # the mirrored crops (flip_input) go through the network in the same batch
+                both = torch.cat([inp, flip(inp)]) if self.fa.flip_input else inp
+                hm = net(both)
                 hm = hm[-1] if isinstance(hm, list) else hm
                 if self.fa.flip_input:
-                    fl = net(flip(inp))
-                    fl = fl[-1] if isinstance(fl, list) else fl
-                    hm = hm + flip(fl, is_label=True)
+                    hm = hm[: len(sel)] + flip(hm[len(sel) :], is_label=True)
             hm_np = hm.to("cpu", torch.float32).numpy()
             for k, i in enumerate(sel):
                 _, pts_img, _ = get_preds_fromhm(hm_np[k : k + 1], centers[k], scales[k])

@@ -314,6 +314,29 @@ def test_detector_batched_equals_per_frame(assets: dict[str, Path], recon: Recon
     np.testing.assert_allclose(out["landmarks"], ref["landmarks"], atol=1e-3)
 
 
+@pytest.mark.slow
+def test_batched_detectors_equal_face_alignments_frame_by_frame(assets: dict[str, Path], astronaut) -> None:
+    """S3FD and the flipped-input FAN on one batch give face-alignment's own one-image results."""
+    from emotalker.tasks.adapters.face_alignment import s3fd_detect_batch
+
+    det = LandmarkDetector(device="cpu", batch_size=3, model_dir=assets["fa_dir"], flip_input=True)
+    half = np.ascontiguousarray(astronaut[::2, ::2])
+    frames = np.stack([half, half[:, ::-1], np.roll(half, 17, axis=1)]).copy()
+    batch = s3fd_detect_batch(det.fa.face_detector, torch.from_numpy(frames).permute(0, 3, 1, 2))
+    for frame, cands in zip(frames, batch, strict=True):
+        own = np.asarray(det.fa.face_detector.detect_from_image(frame.copy())).reshape(-1, 5)
+        assert len(own) > 0  # the stand-in detector fires, so the comparison has boxes to compare
+        np.testing.assert_allclose(cands, own, rtol=1e-5, atol=1e-4)
+    boxes = det.detect_boxes(frames)
+    np.testing.assert_allclose(boxes, np.vstack([det.detect_boxes(f[None]) for f in frames]), atol=1e-4)
+    lms, valid = det.detect(frames, boxes)
+    assert valid.all()
+    for i, frame in enumerate(frames):  # the mirrored crops share the batch; upstream runs them apart
+        own = det.fa.get_landmarks_from_image(frame, detected_faces=[boxes[i]])
+        np.testing.assert_allclose(lms[i], own[0], atol=1e-3)
+    assert np.abs(lms[0] - lms[1]).max() > 1  # different frames, different landmarks
+
+
 # ------------------------------------------------------------------------------------------ video
 
 

@@ -26,3 +26,15 @@ def test_demo_prints_table1_with_every_method_its_intervals_the_card_and_the_bas
     assert "test_list_sha256: abc" in text and "stand-in (random) weights: renderer" in text
     assert "baseline: copy the reference" in text and "LipL2 +50%" in text
     assert "ESR-9 classifier are randomly initialised" in text and "BFM" not in text.split("\n")[0]
+
+
+def test_demo_prints_each_stages_time_and_share():
+    from emotalker.flows.demo import demo_summary
+
+    ev = {"LipL2": 0.5, "FaceL2": 1.0, "EmoAcc_stage1_head": 0.5}
+    seconds = {"demo_data": 30.0, "prepare": 10.0, "evaluate": 60.0}
+    last = demo_summary(ev, with_bfm=False, seconds=seconds).splitlines()[-1]
+    assert (
+        last == "Time by stage (total 100 s): demo_data 30 s (30%), prepare 10 s (10%), evaluate 60 s (60%)"
+    )
+    assert "Time by stage" not in demo_summary(ev, with_bfm=False)

@@ -200,6 +200,32 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def test_evaluation_on_a_dask_cluster_gives_the_rows_the_flow_logged_in_process(pipeline):
+    """``eval.dask``: the same clips rendered and scored as Dask tasks on a local cluster of 2 workers give
+    the per-clip rows (and their order) the in-process evaluate flow logged."""
+    from emotalker.configs.schema import load_config
+    from emotalker.tasks.evaluation.run import run_evaluation
+
+    cfg, ev = pipeline["cfg"], pipeline["evaluate"]
+    logged = json.loads((cfg.paths.resolve("outputs") / "eval" / "per_clip.json").read_text())
+    on_dask = load_config(
+        CONFIG,
+        [
+            *pipeline["overrides"],
+            "eval.max_clips=3",
+            "eval.log_videos=0",
+            "eval.methods=[]",  # our row: the one the clips' tasks compute
+            "eval.dask=true",
+            "dask.n_workers=2",
+            "dask.threads_per_worker=1",
+            f"paths.outputs={cfg.paths.resolve('outputs')}/on-dask",
+        ],
+    )
+    run = run_evaluation(on_dask, ev["models"], ws=Workspace.from_paths(on_dask.paths))
+    assert [r["clip_id"] for r in run.per_clip] == [r["clip_id"] for r in logged]
+    assert _same(json.loads(json.dumps(run.per_clip)), logged)
+
+
 def test_evaluation_runs_without_prefect_and_returns_the_rows_the_flow_logged(pipeline):
     """``run_evaluation`` called outside any flow (no Prefect run context) with the fixture's config and
     models gives the per-clip rows, summary, table and skipped notes the evaluate flow logged and returned."""
