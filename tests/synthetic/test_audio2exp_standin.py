@@ -32,3 +32,31 @@ def test_pretraining_beats_the_training_mean_on_held_out_actors_and_needs_the_sp
     assert any((trained[k] != v).any() for k, v in original.items() if k.startswith(SECTION))
     assert load_sadtalker_audio2exp(ExpNet(), path, strict=True) == {"missing": [], "unexpected": []}
     assert json.loads((path.parent / AUDIO2EXP_RECORD).read_text())["held_out_lip_l2"] == l2
+
+
+def test_the_config_key_trains_only_the_demos_own_stand_in_once(tmp_path: Path, monkeypatch) -> None:
+    """``synthetic.audio2exp_steps`` trains the renderer file only where demo-data wrote it (its marker),
+    once (the record), and 0 leaves it alone."""
+    from emotalker.configs.schema import load_config
+    from emotalker.tasks.demo import assets
+    from emotalker.tasks.demo.standins import audio2exp
+
+    calls = []
+
+    def fake(path, **kw):
+        calls.append(kw["steps"])
+        (Path(path).parent / AUDIO2EXP_RECORD).write_text("{}")
+        return {"seconds": 0.0, "held_out_lip_l2": {"after": 0.0, "before": 0.0, "training_mean": 0.0}}
+
+    monkeypatch.setattr(audio2exp, "pretrain_audio2exp", fake)
+    ckpt = tmp_path / "sadtalker" / "SadTalker_V0.0.2_256.safetensors"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    cfg = load_config("configs/demo.yaml", [f"render.checkpoint={ckpt}", "synthetic.audio2exp_steps=7"])
+    assert assets.pretrained_audio2exp(cfg) is None and calls == []  # no marker: a real checkpoint
+    (ckpt.parent / assets.RENDERER_MARKER).write_text("{}")
+    assert assets.pretrained_audio2exp(cfg) is not None and calls == [7]
+    assert assets.pretrained_audio2exp(cfg) is None and calls == [7]  # recorded: not trained twice
+    (ckpt.parent / AUDIO2EXP_RECORD).unlink()
+    off = load_config("configs/demo.yaml", [f"render.checkpoint={ckpt}", "synthetic.audio2exp_steps=0"])
+    assert assets.pretrained_audio2exp(off) is None and calls == [7]
