@@ -89,7 +89,7 @@ class SyntheticConfig(_Strict):
     video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
     # steps fine-tuning the demo's emotion HuBERT stand-in for emotion on the training actors' speech
     # (tasks/demo/standins/emotion_hubert.py); 0 leaves it random (its features then carry no emotion)
-    emotion_model_steps: int = Field(300, ge=0)
+    emotion_model_steps: int = Field(600, ge=0)
     # steps training the SadTalker audio2exp stand-in (the lip branch's frozen Phi_A) on the training actors'
     # speech (tasks/demo/standins/audio2exp.py); 0 leaves it random (the demo's lips then cannot follow)
     audio2exp_steps: int = Field(150, ge=0)

@@ -20,6 +20,7 @@ import numpy as np
 
 from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.rendered import ClipRenderer, ImageMetricModels, compare_videos
+from emotalker.tasks.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def score_clip(method: Method, s: Scoring, row: dict[str, Any]) -> dict[str, Any
 def score_method(method: Method, s: Scoring, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every test clip the method has, scored; the missing ones are left out (the table counts them)."""
     out = []
-    for r in rows:
+    for r in progress(rows, desc=f"Table 1 row {method.name}", unit="clip"):
         res = score_clip(method, s, r)
         if res is None:
             log.warning("%s: no clip for %s", method.name, r["clip_id"])
