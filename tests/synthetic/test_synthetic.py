@@ -16,10 +16,12 @@ from emotalker.tasks.demo.synthetic.face import EMOTION_FACE, identity_for_actor
 from emotalker.tasks.demo.synthetic.mead import FIXED_MTIME, generate_mead
 from emotalker.tasks.demo.synthetic.speech import (
     SENTENCES,
+    TILT_SPLIT_HZ,
     prosody_for,
     speech_envelope,
     synthesize,
     voice_for_actor,
+    voice_quality,
 )
 from emotalker.tasks.features.ground_truth import (
     GroundTruthError,
@@ -289,3 +291,30 @@ def test_envelope_tracks_loudness() -> None:
     assert env[15:19].min() > 0.8 and env[:9].max() < 0.1 and env[24:].max() < 0.1
     with pytest.raises(ValueError, match="shorter than one frame"):
         speech_envelope(np.zeros(10, np.float32))
+
+
+def test_voice_quality_carries_the_emotion_at_every_level() -> None:
+    """Anger brightens the voice and sadness darkens it (spectral tilt), fear shakes it (7 Hz tremolo),
+    by more at higher levels; neutral speech is left as espeak-ng speaks it."""
+    voice = voice_for_actor("W009", 0)
+
+    def high_share(x: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1.0 / MEAD_AUDIO_RATE)
+        return float(spec[freqs >= TILT_SPLIT_HZ].sum() / spec.sum())
+
+    neutral = prosody_for("neutral", 1)
+    raw = synthesize(SENTENCES[3], voice, neutral)
+    assert np.array_equal(voice_quality(raw, neutral, MEAD_AUDIO_RATE), raw.astype(np.float64))
+    shares = {
+        (e, lv): high_share(voice_quality(raw, prosody_for(e, lv), MEAD_AUDIO_RATE))
+        for e in ("angry", "sad")
+        for lv in (1, 3)
+    }
+    base = high_share(raw)
+    assert base < shares["angry", 1] < shares["angry", 3]
+    assert base > shares["sad", 1] > shares["sad", 3]
+    # fear: the loudness envelope oscillates at the tremolo's rate
+    shaky = voice_quality(np.ones(MEAD_AUDIO_RATE), prosody_for("fear", 3), MEAD_AUDIO_RATE)
+    spectrum = np.abs(np.fft.rfft(shaky - shaky.mean()))
+    assert np.argmax(spectrum) == round(prosody_for("fear", 3).tremolo_hz)  # 1 s of signal: 1 Hz bins
