@@ -60,7 +60,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     dev = device()
     n_clips, n_frames, size = (1, 2, 128) if quick else (2, 6, 256)
-    f = paper_config().face
+    f, e = paper_config().face, paper_config().eval
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         assets = write_fake_face_assets(d / "d3d", d / "torch_home")
@@ -77,7 +77,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 write_mp4(_clip(n_frames, size, 3 + c + k), out[-1], fps=25)
         detector = LandmarkDetector(
             device=dev, face_detector=f.face_detector, batch_size=f.batch_size, model_dir=assets["fa_dir"],
-            flip_input=f.flip_input, detect_max_side=f.detect_max_side,
+            flip_input=e.flip_input, detect_max_side=f.detect_max_side,
         )  # fmt: skip
         classifier = load_esr9_classifier(esr9, dev)
         store = RealSideStore(StoreRoot(d / "features"), "bench-models")
@@ -129,7 +129,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "clips": n_clips,
             "frames_per_clip": n_frames,
             "frame_size": size,
-            "detector": f"random S3FD + 2D-FAN-4 (flip_input={f.flip_input}, batch {f.batch_size})",
+            "detector": f"random S3FD + 2D-FAN-4 (flip_input={e.flip_input}, batch {f.batch_size})",
             "classifier": "random ESR-9 (10 branches), one frame in 5",
             "metrics": "SSIM, CPBD, F-/M-LMD (both kinds), EmoAcc; no SyncNet (reads no real frame)",
             "device": dev,

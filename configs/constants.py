@@ -69,3 +69,6 @@ MEL_FMAX = 7600.0
 MEL_PREEMPHASIS = 0.97
 MEL_FRAMES_PER_VIDEO_FRAME = 16  # 0.2 s window
 MEL_FPS = SAMPLE_RATE // MEL_HOP  # 80
+
+# left by the demo's stand-in writers beside the renderer's files: the files there are random stand-ins
+RENDERER_STANDIN_MARKER = ".renderer-standins.json"

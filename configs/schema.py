@@ -89,7 +89,10 @@ class SyntheticConfig(_Strict):
     video_split: bool = False  # write video_1.tar + video_2.tar (a real MEAD archive variant)
     # steps fine-tuning the demo's emotion HuBERT stand-in for emotion on the training actors' speech
     # (tasks/demo/standins/emotion_hubert.py); 0 leaves it random (its features then carry no emotion)
-    emotion_model_steps: int = Field(600, ge=0)
+    emotion_model_steps: int = Field(1200, ge=0)
+    # synthetic speakers per sex (never the demo's actors) the emotion stand-in is fine-tuned on besides the
+    # training actors: its own emotion corpus, as superb's ER was fine-tuned on IEMOCAP's ten speakers
+    emotion_model_speakers: int = Field(8, ge=0)
     # steps training the SadTalker audio2exp stand-in (the lip branch's frozen Phi_A) on the training actors'
     # speech (tasks/demo/standins/audio2exp.py); 0 leaves it random (the demo's lips then cannot follow)
     audio2exp_steps: int = Field(150, ge=0)
@@ -326,6 +329,10 @@ class EvalConfig(_Strict):
     # cluster of dask.n_workers), the models loaded once per worker, CUDA clips on workers with a GPU
     # resource; false: one after another in the evaluating process
     dask: bool = False
+    # face-alignment's test-time flip averaging for evaluation's landmarks (real and rendered): off, as
+    # face-alignment's own default and EAT's evaluation (evaluation_eat scripts/align_68.py) run it;
+    # extraction keeps face.flip_input. Off halves FAN's time, which dominates evaluation on a CPU
+    flip_input: bool = False
 
 
 class RendererWidthsConfig(_Strict):

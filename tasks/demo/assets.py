@@ -12,12 +12,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from emotalker.configs.constants import RENDERER_STANDIN_MARKER
 from emotalker.configs.schema import PipelineConfig
 from emotalker.tasks.demo.synthetic.mead import generate_mead
 
 log = logging.getLogger(__name__)
-RENDERER_MARKER = ".renderer-standins.json"  # in the renderer's folder: the files there are stand-ins
-STANDIN_KEYS = {"emotion_model_steps", "audio2exp_steps"}  # train stand-ins; the synthetic data ignores them
+RENDERER_MARKER = RENDERER_STANDIN_MARKER
+STANDIN_KEYS = {
+    "emotion_model_steps",
+    "emotion_model_speakers",
+    "audio2exp_steps",
+}  # train stand-ins; the synthetic data ignores them
 
 
 def actor_split(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
@@ -56,7 +61,11 @@ def synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs (the emotion one fine-tuned for emotion), Deep3DFace/face-alignment, renderer and
     evaluation stand-ins in the real formats where the config points (skipped when present)."""
-    from emotalker.tasks.demo.standins.emotion_hubert import PROBE_FILE, finetune_emotion_hubert
+    from emotalker.tasks.demo.standins.emotion_hubert import (
+        PROBE_FILE,
+        corpus_speakers,
+        finetune_emotion_hubert,
+    )
     from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
 
     # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
@@ -80,8 +89,9 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
             cfg.synthetic.actors,
         )
     elif steps and not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER was
+        corpus = corpus_speakers(cfg.synthetic.emotion_model_speakers, exclude=cfg.synthetic.actors)
         probe = finetune_emotion_hubert(
-            emotion, train_actors=train, held_out_actors=held_out, seed=cfg.seed, steps=steps
+            emotion, train_actors=train + corpus, held_out_actors=held_out, seed=cfg.seed, steps=steps
         )
         acc = probe["probe_accuracy_held_out"]
         log.info(

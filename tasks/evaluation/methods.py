@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from emotalker.configs.constants import RENDERER_STANDIN_MARKER
 from emotalker.storage.workspace import Workspace
 from emotalker.tasks.evaluation.rendered import ClipRenderer, ImageMetricModels, compare_videos
 from emotalker.tasks.progress import progress
@@ -114,7 +115,7 @@ def sadtalker(cfg: Any, ws: Workspace, train_rows: list[dict[str, Any]]) -> Meth
         windows = mel.read_clip(c.row["clip_id"], ["windows"])["windows"]
         return clip_sadtalker_motion(cfg, models, windows, c.reference)[: c.frames]
 
-    standin = Path(cfg.render.checkpoint).parent.joinpath(".renderer-standins.json").is_file()
+    standin = Path(cfg.render.checkpoint).parent.joinpath(RENDERER_STANDIN_MARKER).is_file()
     return Method("SadTalker", "motion", clip, standin=standin)
 
 

@@ -12,6 +12,7 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from emotalker.configs.constants import RENDERER_STANDIN_MARKER
 from emotalker.models.esr9 import esr9_files
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.esr9 import load_esr9_classifier
@@ -127,7 +128,7 @@ def protocol_card(cfg: Any, clip_ids: list[str], eval_size: int) -> dict[str, st
         "crop": "real: SadTalker croper box of the clip's first frame (authors' eval.py); renders of the "
         f"real size cut alike, others only resized; all to {eval_size}x{eval_size}",
         "frames_per_clip": "all" if e.render_max_frames is None else f"first {e.render_max_frames}",
-        "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={f.flip_input})",
+        "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={e.flip_input})",
         "emotion_classifier": e.emotion_classifier,
         "emotion_classifier_sha256": classifier_sha256(cfg),
         "syncnet_sha256": _weights_hash(e.syncnet_checkpoint),
@@ -140,7 +141,7 @@ def standin_weights(cfg: Any) -> list[str]:
     """Which evaluation weights are the demo's random stand-ins (their writers leave a marker): numbers
     computed with them are marked in the report."""
     e, out = cfg.eval, []
-    if Path(cfg.render.checkpoint).parent.joinpath(".renderer-standins.json").is_file():
+    if Path(cfg.render.checkpoint).parent.joinpath(RENDERER_STANDIN_MARKER).is_file():
         out.append("renderer")
     if (
         e.emotion_classifier == "esr9"

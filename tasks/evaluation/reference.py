@@ -10,7 +10,8 @@ signature), recomputed only when that fingerprint changes, with a failure record
 fingerprint. Every evaluation, ablation row and scored method reads it (``rendered.compare_videos``); it
 is computed lazily, by the first evaluation that needs a clip, not by the features flow (its settings are
 the evaluation's and only test clips need it). Sync reads nothing of the real video (SyncNet sees the
-rendered frames and the clip's audio), so it has no real side to store.
+rendered frames and the clip's audio), but the face boxes are stored too: Table 1's real-video row scores
+the real clip as a render, and its face track for Sync, landmarks and labels are then all read back.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from emotalker.storage.zarr_store import StoreRoot
 from emotalker.tasks.features.spec import ArraySpec, StoreSpec
 
 REAL_SIDE_STORE = "eval_real_side"
-REAL_SIDE_VERSION = "eval-real-side-v1"  # bump when what is stored or how it is computed changes
+REAL_SIDE_VERSION = "eval-real-side-v2"  # bump when what is stored or how it is computed changes
 REAL_SIDE_SPEC = StoreSpec(
     REAL_SIDE_STORE,
     {
         "landmarks": ArraySpec((68, 2), "float32"),  # per compared frame, NaN where no face
+        "boxes": ArraySpec((4,), "float32"),  # the face detector's box per frame (x1, y1, x2, y2), NaN: none
         "label_frames": ArraySpec((), "int32", required=False),  # the classifier's sampled frames
         "labels": ArraySpec((), "int8", required=False),  # their labels, as indices into EMOTIONS
     },
@@ -51,7 +53,7 @@ def real_side_models(cfg: Any) -> str:
     return fingerprint(
         "eval-real-side-models",
         f.face_detector,
-        f.flip_input,
+        e.flip_input,
         f.detect_max_side,
         file_signature(f.face_alignment_dir) if f.face_alignment_dir else "torch-hub",
         e.emotion_classifier,

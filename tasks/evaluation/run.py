@@ -252,7 +252,7 @@ def image_metric_models(cfg: Any, device: str, ws: Workspace | None = None) -> I
         face_detector=f.face_detector,
         batch_size=f.batch_size,
         model_dir=f.face_alignment_dir,
-        flip_input=f.flip_input,
+        flip_input=cfg.eval.flip_input,
         detect_max_side=f.detect_max_side,
     )
     syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None

@@ -26,9 +26,9 @@ class CountingDetector(SquareDetector):
     def __init__(self) -> None:
         self.real_frames = 0
 
-    def detect(self, frames):
+    def detect(self, frames, boxes=None):
         self.real_frames += len(frames)
-        return super().detect(frames)
+        return super().detect(frames, boxes)
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,9 @@ def clips(tmp_path):
         real.parent.mkdir(exist_ok=True)
         write_mp4(square_frames(FRAMES, (240, 320), (x, 120), 20), real, fps=25)
         for shift, d in zip((3, 6), renders.values(), strict=True):
-            frames = square_frames(FRAMES, (240, 320), (x + shift, 120), 20, np.full(FRAMES, 100))
+            frames = square_frames(
+                FRAMES, (240, 320), (x + shift, 120), 20, 100 + np.arange(FRAMES)
+            )  # distinct frames
             write_mp4(frames, d / f"c{i}.mp4", fps=25)
         rows.append(
             {
@@ -128,7 +130,7 @@ def test_changing_the_classifier_file_recomputes_the_real_side(tmp_path, clips):
     assert evaluation().real_frames == 1 + FRAMES
     assert evaluation(max_frames=7).real_frames == 1 + 7  # another protocol setting (render_max_frames)
     assert root.store(REAL_SIDE_STORE).clip_ids() == ["c0"]  # one version per clip, the latest
-    flip = PipelineConfig.model_validate({"eval": {"esr9_dir": str(folder)}, "face": {"flip_input": False}})
+    flip = PipelineConfig.model_validate({"eval": {"esr9_dir": str(folder), "flip_input": True}})
     assert real_side_models(flip) != real_side_models(cfg)  # the detector's settings count too
 
 
@@ -164,3 +166,26 @@ def test_a_clip_that_cannot_be_read_is_recorded_and_not_retried(tmp_path, clips)
     with pytest.raises(ValueError, match="failed with these settings"):
         compare_videos(renders["a"] / "c0.mp4", broken, "unused.wav", again)
     assert again.detector.real_frames == 0  # not computed again with the same fingerprint
+
+
+def test_the_real_video_row_reads_its_whole_side_from_the_store(tmp_path, clips):
+    """Table 1's real-video row scores the real clip as a render: with the stored real side, its landmarks,
+    face boxes and labels are read back (no detector or classifier call) and the numbers are those of
+    computing them."""
+    rows, _ = clips
+    store = RealSideStore(StoreRoot(tmp_path / "features"), "models-1")
+    _evaluate(_models(store), rows, tmp_path / "prepared")  # computes and stores the real sides
+    models = _models(store)
+    calls = {"boxes": 0}
+    boxes = models.detector.detect_boxes
+
+    def counting(frames):
+        calls["boxes"] += len(frames)
+        return boxes(frames)
+
+    models.detector.detect_boxes = counting
+    stored = _evaluate(models, rows, tmp_path / "prepared")
+    assert calls["boxes"] == 0 and models.detector.real_frames == 0 and models.classifier.seen == 0
+    computed = _evaluate(_models(None), rows, tmp_path / "prepared")
+    np.testing.assert_equal(stored, computed)
+    assert stored[0]["f_lmd"] == 0.0 and stored[0]["emo_acc"] == 1.0

@@ -95,7 +95,7 @@ class TemplateFaceDetector(SquareDetector):
         lm[48], lm[54] = (42.0, 70.0), (58.0, 70.0)
         self.lm, self.found = lm.astype(np.float32), found
 
-    def detect(self, frames):
+    def detect(self, frames, boxes=None):
         lms = np.repeat(self.lm[None], len(frames), axis=0)
         return (lms if self.found else lms * np.nan), np.full(len(frames), self.found)
 
@@ -117,9 +117,9 @@ class CountingDetector(SquareDetector):
     def __init__(self):
         self.real_frames = 0
 
-    def detect(self, frames):
+    def detect(self, frames, boxes=None):
         self.real_frames += len(frames)
-        return super().detect(frames)
+        return super().detect(frames, boxes)
 
 
 def test_each_real_clip_side_is_computed_once_for_every_row(tmp_path, real_clip):
@@ -128,7 +128,7 @@ def test_each_real_clip_side_is_computed_once_for_every_row(tmp_path, real_clip)
     renders = []
     for i, centre in enumerate([(128, 128), (100, 140)]):
         renders.append(tmp_path / f"row{i}.mp4")
-        write_mp4(square_frames(12, (256, 256), centre, 25.6), renders[-1], fps=25)
+        write_mp4(square_frames(12, (256, 256), centre, 25.6, np.arange(12)), renders[-1], fps=25)
     det, clf = CountingDetector(), BrightnessClassifier()
     models = ImageMetricModels(det, classifier=clf)
     first = compare_videos(renders[0], real_clip, tmp_path / "a.wav", models, box=BOX, max_frames=7)
@@ -140,3 +140,43 @@ def test_each_real_clip_side_is_computed_once_for_every_row(tmp_path, real_clip)
     assert second == fresh and first != second
     longer = compare_videos(renders[1], real_clip, tmp_path / "a.wav", models, box=BOX)
     assert det.real_frames == 7 + 12 and longer["image_frames"] == 12  # more frames than stored: recomputed
+
+
+class BoxCountingDetector(SquareDetector):
+    """Counts the rendered frames the face detector sees (``detect`` is the real side's entry point)."""
+
+    def __init__(self):
+        self.render_frames = 0
+
+    def detect_boxes(self, frames):
+        self.render_frames += len(frames)
+        return super().detect_boxes(frames)
+
+    def detect(self, frames, boxes=None):
+        return super().detect(frames, super().detect_boxes(frames) if boxes is None else boxes)
+
+
+def test_identical_rendered_frames_are_scored_once_with_every_frames_numbers(
+    tmp_path, real_clip, monkeypatch
+):
+    """A held render (copy-the-reference) decodes to runs of byte-identical frames: the detector and the
+    classifier see each distinct frame once, and the numbers are those of scoring every frame."""
+    from emotalker.tasks.evaluation.rendered import FrameMemo
+
+    monkeypatch.setattr("emotalker.tasks.evaluation.rendered.cpbd", lambda f: float(f.mean()))
+    held = tmp_path / "held.mp4"
+    write_mp4(square_frames(12, (256, 256), (100, 140), 25.6), held, fps=25)
+
+    def score() -> tuple[dict, int, int]:
+        det, clf = BoxCountingDetector(), BrightnessClassifier()
+        res = compare_videos(
+            held, real_clip, tmp_path / "a.wav", ImageMetricModels(det, classifier=clf), box=BOX
+        )
+        return res, det.render_frames, clf.seen
+
+    once, detected, classified = score()
+    assert once["image_frames"] == 12 and detected < 12 and classified < 2 + 3  # frames 0, 5, 10: once each
+    monkeypatch.setattr(FrameMemo, "per_distinct", lambda self, kind, frames, compute: compute(frames))
+    every, detected_all, classified_all = score()
+    assert detected_all == 12 and classified_all == 3 + 3
+    assert once == every

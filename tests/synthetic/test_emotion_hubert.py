@@ -39,3 +39,23 @@ def test_finetuning_carries_emotion_to_held_out_actors_and_shuffled_labels_do_no
     assert recorded["utterances"] == {"train": 44, "held_out": 44}
     # saved whole, in the released layout: the pipeline's loader finds every encoder weight
     load_hubert(tmp_path / "real" / "emotion")
+
+
+def test_stand_in_speech_is_what_the_pipeline_reads_at_16_khz(tmp_path: Path) -> None:
+    """The stand-ins train on the clips' speech as the pipeline reads it: the demo generator's utterance
+    (written at MEAD's 48 kHz) at 16 kHz, so the same duration and the same spectrum (a 48 kHz wave read
+    as 16 kHz would be three times longer and lower)."""
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    from emotalker.configs.constants import EMOTIONS, MEAD_AUDIO_RATE, SAMPLE_RATE
+    from emotalker.tasks.demo.standins.emotion_hubert import speak
+    from emotalker.tasks.demo.synthetic.speech import SENTENCES, prosody_for, synthesize, voice_for_actor
+
+    first = speak(["W009"], seed=0)[0]
+    text = SENTENCES[(EMOTIONS.index(first.emotion) * 3 + first.level) % len(SENTENCES)]  # as speak picks it
+    written = synthesize(text, voice_for_actor("W009", 0), prosody_for(first.emotion, first.level))
+    assert abs(len(first.wave) / SAMPLE_RATE - len(written) / MEAD_AUDIO_RATE) < 0.01
+    read = resample_poly(written, SAMPLE_RATE, MEAD_AUDIO_RATE)[: len(first.wave)]
+    spectrum = lambda x: np.abs(np.fft.rfft(x, n=SAMPLE_RATE))[: SAMPLE_RATE // 2]  # noqa: E731
+    assert np.corrcoef(spectrum(first.wave[: len(read)]), spectrum(read))[0, 1] > 0.9

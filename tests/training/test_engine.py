@@ -4,7 +4,6 @@ finished, resume after a kill) and loads back through the model registry."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emotalker.configs.fingerprint import fingerprint
-from emotalker.configs.schema import PipelineConfig, TrainStageConfig, load_config
+from emotalker.configs.schema import PipelineConfig, TrainStageConfig
 from emotalker.storage.workspace import Workspace
 from emotalker.tasks.training import stages
 from emotalker.tasks.training.checkpoint import load_checkpoint
@@ -29,8 +28,7 @@ from emotalker.tasks.training.registry import (
     metric_definition,
     metric_digest,
 )
-
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+from emotalker_testkit.pipeline import training_config
 
 
 class Line(Dataset):
@@ -93,20 +91,7 @@ def train_toy(cfg: PipelineConfig, stop_after: int | None = None) -> dict[str, A
 
 
 def _config(root: Path) -> PipelineConfig:
-    cfg = load_config(
-        CONFIG,
-        [
-            f"paths.root={root}",
-            f"paths.checkpoints={root}/checkpoints",
-            f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
-            "device=cpu",
-            "train.cpu_threads=1",
-        ],
-    )
-    split = cfg.paths.resolve("split")
-    split.parent.mkdir(parents=True, exist_ok=True)
-    split.write_text(json.dumps({"train": ["a"], "val": ["b"], "test": []}))
-    return cfg
+    return training_config(root, "train.cpu_threads=1")
 
 
 def test_the_builtin_stages_are_registered_once_in_training_order() -> None:

@@ -3,7 +3,6 @@ a contrastive loss at temperature 0.1 is on another scale than at 1.0, so its lo
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from emotalker.configs.schema import PipelineConfig, load_config
+from emotalker.configs.schema import PipelineConfig
 from emotalker.storage.workspace import Workspace
 from emotalker.tasks.training import stages
 from emotalker.tasks.training.engine import Stage, run_stage
@@ -26,26 +25,13 @@ from emotalker.tasks.training.registry import (
     metric_digest,
     registered_name,
 )
+from emotalker_testkit.pipeline import training_config
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 KEYS = stages.STAGES["transformer"].metric_keys
 
 
 def _config(root: Path, *overrides: str) -> PipelineConfig:
-    cfg = load_config(
-        CONFIG,
-        [
-            f"paths.root={root}",
-            f"paths.checkpoints={root}/checkpoints",
-            f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
-            "device=cpu",
-            *overrides,
-        ],
-    )
-    split = cfg.paths.resolve("split")
-    split.parent.mkdir(parents=True, exist_ok=True)
-    split.write_text(json.dumps({"train": ["a"], "val": ["b"], "test": []}))
-    return cfg
+    return training_config(root, *overrides)
 
 
 @pytest.fixture

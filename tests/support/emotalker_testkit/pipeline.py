@@ -59,3 +59,25 @@ def train_tiny_pipeline(root: Path, config: str = CONFIG) -> dict[str, Any]:
     out["lip"] = train_lip(config, ov)
     out["transformer"] = train_transformer(config, ov)
     return out
+
+
+def training_config(root: Path, *overrides: str) -> Any:
+    """The demo config with every path under ``root``, on the CPU, and a split of one training clip "a"
+    and one validation clip "b": what the training engine's tests train on."""
+    import json
+
+    demo = Path(__file__).resolve().parents[3] / CONFIG
+    cfg = load_config(
+        str(demo),
+        [
+            f"paths.root={root}",
+            f"paths.checkpoints={root}/checkpoints",
+            f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
+            "device=cpu",
+            *overrides,
+        ],
+    )
+    split = cfg.paths.resolve("split")
+    split.parent.mkdir(parents=True, exist_ok=True)
+    split.write_text(json.dumps({"train": ["a"], "val": ["b"], "test": []}))
+    return cfg

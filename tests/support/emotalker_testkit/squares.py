@@ -24,8 +24,8 @@ class SquareDetector:
         radius = (boxes[:, 2] - boxes[:, 0]) / 2
         return (centre[:, None] + radius[:, None, None] * RING).astype(np.float32)
 
-    def detect(self, frames):
-        lms = self.landmarks_from_boxes(frames, self.detect_boxes(frames))
+    def detect(self, frames, boxes=None):
+        lms = self.landmarks_from_boxes(frames, self.detect_boxes(frames) if boxes is None else boxes)
         return lms, np.isfinite(lms).all(axis=(1, 2))
 
 
