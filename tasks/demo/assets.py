@@ -7,6 +7,7 @@ this environment; files this did not write (real checkpoints) are never overwrit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -18,6 +19,7 @@ from emotalker.tasks.demo.synthetic.mead import generate_mead
 
 log = logging.getLogger(__name__)
 RENDERER_MARKER = RENDERER_STANDIN_MARKER
+EMOTION_STANDIN_MARKER = ".emotalker-standin.json"  # the emotion stand-in's settings, beside it
 STANDIN_KEYS = {
     "emotion_model_steps",
     "emotion_model_speakers",
@@ -61,12 +63,7 @@ def synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
 def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     """Tiny HuBERTs (the emotion one fine-tuned for emotion), Deep3DFace/face-alignment, renderer and
     evaluation stand-ins in the real formats where the config points (skipped when present)."""
-    from emotalker.tasks.demo.standins.emotion_hubert import (
-        PROBE_FILE,
-        corpus_speakers,
-        finetune_emotion_hubert,
-    )
-    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base, write_tiny_hubert
+    from emotalker.tasks.demo.standins.fake_hubert import write_tiny_hubert
 
     # As with the real pair (superb ER converted from hubert-base-ls960), the emotion checkpoint is the
     # content encoder plus a classifier head, so both families come from one forward pass.
@@ -78,31 +75,7 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
             num_hidden_layers=max(10, cfg.audio.content_layer + 1),
             seed=cfg.seed,
         )
-    if not (emotion / "config.json").exists():
-        write_er_from_base(content, emotion, seed=cfg.seed + 1)
-    train, held_out = actor_split(cfg)
-    steps = cfg.synthetic.emotion_model_steps
-    if steps and not (train and held_out):
-        log.warning(
-            "emotion HuBERT stand-in left random: fine-tuning needs training and held-out actors "
-            "(synthetic.actors %s, data.test_actors / data.val_actors)",
-            cfg.synthetic.actors,
-        )
-    elif steps and not (emotion / PROBE_FILE).exists():  # fine-tuned for emotion, as superb's ER was
-        corpus = corpus_speakers(cfg.synthetic.emotion_model_speakers, exclude=cfg.synthetic.actors)
-        probe = finetune_emotion_hubert(
-            emotion, train_actors=train + corpus, held_out_actors=held_out, seed=cfg.seed, steps=steps
-        )
-        acc = probe["probe_accuracy_held_out"]
-        log.info(
-            "emotion HuBERT stand-in fine-tuned in %.0f s: on held-out actors its classifier %.2f, a probe "
-            "on its features %.2f (before %.2f; chance %.3f)",
-            probe["seconds"],
-            probe["classifier_accuracy_held_out"],
-            acc["after_finetuning"],
-            acc["before_finetuning"],
-            probe["chance"],
-        )
+    emotion_standin(cfg)
     out: dict[str, str] = {"emotion": str(emotion), "content": str(content)}
     if not Path(cfg.face.deep3dface_checkpoint).exists():  # generation needs them even without extraction
         from emotalker.tasks.demo.standins.fake_face_assets import write_fake_face_assets
@@ -117,6 +90,61 @@ def stand_in_assets(cfg: PipelineConfig) -> dict[str, str]:
     pretrained_audio2exp(cfg)
     out.update(eval_standins(cfg))
     return out
+
+
+def emotion_standin(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The emotion HuBERT stand-in: the content stand-in plus a classifier head, fine-tuned for emotion on
+    the training actors and ``synthetic.emotion_model_speakers`` corpus voices (as superb's ER was on
+    IEMOCAP). Rebuilt from the content model and re-tuned whenever its settings change (a marker records
+    them); a checkpoint this did not write (no marker or record: a real one) is never touched. Returns the
+    fine-tuning record when it tuned now."""
+    from emotalker.tasks.demo.standins.emotion_hubert import (
+        PROBE_FILE,
+        corpus_speakers,
+        finetune_emotion_hubert,
+    )
+    from emotalker.tasks.demo.standins.fake_hubert import write_er_from_base
+
+    content, emotion = Path(cfg.audio.content_model), Path(cfg.audio.emotion_model)
+    train, held_out = actor_split(cfg)
+    steps = cfg.synthetic.emotion_model_steps
+    if steps and not (train and held_out):
+        log.warning(
+            "emotion HuBERT stand-in left random: fine-tuning needs training and held-out actors "
+            "(synthetic.actors %s, data.test_actors / data.val_actors)",
+            cfg.synthetic.actors,
+        )
+    tuning = None
+    if steps and train and held_out:
+        corpus = corpus_speakers(cfg.synthetic.emotion_model_speakers, exclude=cfg.synthetic.actors)
+        tuning = {"steps": steps, "train_actors": train + corpus, "held_out_actors": held_out}
+    payload = {
+        "seed": cfg.seed,
+        "speech_seed": cfg.synthetic.seed,
+        "content_config": hashlib.sha256((content / "config.json").read_bytes()).hexdigest(),
+        "fine_tuning": tuning,
+    }
+    marker = emotion / EMOTION_STANDIN_MARKER
+    ours = not (emotion / "config.json").exists() or marker.exists() or (emotion / PROBE_FILE).exists()
+    if not ours or _marker_ok(marker, payload):
+        return None
+    write_er_from_base(content, emotion, seed=cfg.seed + 1)
+    (emotion / PROBE_FILE).unlink(missing_ok=True)
+    record = None
+    if tuning is not None:
+        record = finetune_emotion_hubert(emotion, seed=cfg.seed, speech_seed=cfg.synthetic.seed, **tuning)
+        acc = record["probe_accuracy_held_out"]
+        log.info(
+            "emotion HuBERT stand-in fine-tuned in %.0f s: on held-out actors its classifier %.2f, a probe "
+            "on its features %.2f (before %.2f; chance %.3f)",
+            record["seconds"],
+            record["classifier_accuracy_held_out"],
+            acc["after_finetuning"],
+            acc["before_finetuning"],
+            record["chance"],
+        )
+    marker.write_text(json.dumps(payload))
+    return record
 
 
 def eval_standins(cfg: PipelineConfig) -> dict[str, str]:
@@ -168,6 +196,7 @@ def renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
         "seed": cfg.seed,
         "sadtalker": "audio2exp+audio2pose",
         "audio2exp_steps": cfg.synthetic.audio2exp_steps,  # a change rewrites it random, then retrains it
+        "speech_seed": cfg.synthetic.seed,  # the speech it trains on
     }
     marker = folder / RENDERER_MARKER
     wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]
@@ -201,7 +230,12 @@ def pretrained_audio2exp(cfg: PipelineConfig) -> dict[str, Any] | None:
         log.warning("audio2exp stand-in left random: training needs training and held-out actors")
         return None
     record = pretrain_audio2exp(
-        path, train_actors=train, held_out_actors=held_out, seed=cfg.seed, steps=steps
+        path,
+        train_actors=train,
+        held_out_actors=held_out,
+        seed=cfg.seed,
+        speech_seed=cfg.synthetic.seed,
+        steps=steps,
     )
     l2 = record["held_out_lip_l2"]
     log.info(

@@ -74,18 +74,21 @@ def pretrain_audio2exp(
     train_actors: list[str],
     held_out_actors: list[str],
     seed: int = 0,
+    speech_seed: int | None = None,
     steps: int = 150,
     batch_size: int = 32,
     lr: float = 2e-3,
 ) -> dict[str, Any]:
     """Train the ExpNet stored in ``safetensors`` on the training actors' speech, write it back, and return
-    (and record) the held-out lip L2 before and after, the training mean's, and after with shuffled audio."""
+    (and record) the held-out lip L2 before and after, the training mean's, and after with shuffled audio.
+    ``speech_seed`` (default ``seed``) picks the voices and sentences as the generator did for its clips."""
     from safetensors.torch import load_file, save_file
 
     t0 = time.perf_counter()
     path = Path(safetensors)
-    mel, exp, ref = exp_pairs(speak(train_actors, seed), seed)
-    mel_ho, exp_ho, ref_ho = exp_pairs(speak(held_out_actors, seed), seed)
+    voices = seed if speech_seed is None else speech_seed
+    mel, exp, ref = exp_pairs(speak(train_actors, voices), seed)
+    mel_ho, exp_ho, ref_ho = exp_pairs(speak(held_out_actors, voices), seed)
     rng = np.random.default_rng(seed)
     lip = list(LIP_INDICES)
     mean_l2 = float(np.linalg.norm(exp[:, lip].mean(0) - exp_ho[:, lip], axis=1).mean())

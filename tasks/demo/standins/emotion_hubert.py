@@ -11,7 +11,8 @@ held-out (validation and test) actors, is recorded beside the weights for the st
 with the fine-tuned classifier's own accuracy on those actors.
 
 The extra voices (``corpus_speakers``) matter: a held-out voice no training speaker shared read at chance.
-The speech is the pipeline's, at 16 kHz, and the head trains on 0.5 s windows (``CROP_SAMPLES``).
+The speech is the pipeline's (16 kHz, each speaker's clip sentences), and the head trains on 1 s windows
+(``CROP_SAMPLES``).
 
 Where the stand-in departs from speech fine-tuning, and why: the real checkpoint starts from a pretrained
 HuBERT whose CNN front end is kept frozen; the stand-in starts from random weights, so its CNN is trained
@@ -34,14 +35,15 @@ import numpy as np
 import torch
 
 from emotalker.configs.constants import EMOTION_TO_ID, EMOTIONS, LEVELS, SAMPLE_RATE
-from emotalker.tasks.demo.synthetic.speech import SENTENCES, prosody_for, synthesize, voice_for_actor
+from emotalker.tasks.demo.synthetic.mead import clip_sentences
+from emotalker.tasks.demo.synthetic.speech import prosody_for, synthesize, voice_for_actor
 
 PROBE_FILE = "emotion_probe.json"  # written beside the stand-in's weights
-# 0.5 s training windows at 16 kHz: the head sees the mean of half a second, so every half second of the
-# features has to carry the utterance's emotion (stage 2 reads about 0.16 s of audio per token through the
-# alignment mask). Measured on the demo (seed 0, motion space): with 2 s windows stage 2's FaceL2 was 1%
-# below copy-the-reference and EmoAcc_stage1_head 0.125; with 0.5 s windows 27% and 0.5
-CROP_SAMPLES = 8_000
+# 1 s training windows at 16 kHz: the head sees the mean of a second, so every second of the features has
+# to carry the utterance's emotion (stage 2 reads about 0.16 s of audio per token through the alignment
+# mask). Measured 2026-12-06 on the demo (seed 0, clip sentences drawn per speaker): 0.5 s windows gave a
+# held-out classifier of 0.27 and stage 2 FaceL2 2.32, 1 s windows 0.52 and 2.04 (copy-the-reference 2.10)
+CROP_SAMPLES = 16_000
 HEAD_LR_SCALE = 30.0  # the new classifier head's learning rate over the encoder's
 NO_REGULARISATION = {
     "hidden_dropout": 0.0,
@@ -63,7 +65,10 @@ class Utterance:
 
 
 def speak(actors: list[str], seed: int) -> list[Utterance]:
-    """Every emotion and level of each actor, spoken as the demo's generator speaks its clips, at the
+    """Every emotion and level of each actor, spoken as the demo's generator speaks its clips (the same
+    voice and sentence as clip 001: a sentence fixed per emotion would let the stand-in read the emotion
+    from the words, which transfers to no clip; measured: 0.73 on such held-out speech, 0.41 on the
+    same actor's clips), at the
     pipeline's 16 kHz (the generator writes MEAD's 48 kHz; the prepare flow resamples it to 16 kHz, the
     rate HuBERT and the mel windows read: a stand-in trained on 48 kHz samples read as 16 kHz would learn
     speech three times slower and lower than the speech it is given). Both stand-ins train on the same
@@ -76,9 +81,9 @@ def _spoken(actors: tuple[str, ...], seed: int) -> tuple[Utterance, ...]:
     out = []
     for actor in actors:
         voice = voice_for_actor(actor, seed)
-        for e_index, emotion in enumerate(EMOTIONS):
+        for emotion in EMOTIONS:
             for level in [1] if emotion == "neutral" else LEVELS:
-                text = SENTENCES[(e_index * 3 + level) % len(SENTENCES)]
+                text = clip_sentences(actor, emotion, level, seed)[0]  # the clip 001 the generator speaks
                 wave = synthesize(text, voice, prosody_for(emotion, level), sample_rate=SAMPLE_RATE)
                 out.append(Utterance(actor, emotion, wave, level))
     return tuple(out)
@@ -141,6 +146,7 @@ def finetune_emotion_hubert(
     train_actors: list[str],
     held_out_actors: list[str],
     seed: int = 0,
+    speech_seed: int | None = None,
     steps: int = 300,
     batch_size: int = 16,
     lr: float = 1e-3,
@@ -149,13 +155,15 @@ def finetune_emotion_hubert(
     """Fine-tune the ``HubertForSequenceClassification`` saved in ``directory`` on the training actors'
     speech (8 MEAD emotions) and save it back; returns (and writes to ``PROBE_FILE``) the probe accuracy
     on the held-out actors before and after, the classifier's own held-out accuracy, and the time taken.
+    ``speech_seed`` (default ``seed``) picks the voices and sentences as the generator did for its clips.
     ``shuffle_labels`` trains on labels permuted across utterances: the negative control, whose classifier
     must stay near chance on the held-out actors."""
     from transformers import HubertForSequenceClassification
 
     t0 = time.perf_counter()
     out = Path(directory)
-    train, held_out = speak(train_actors, seed), speak(held_out_actors, seed)
+    voices = seed if speech_seed is None else speech_seed  # the demo world's ``synthetic.seed``
+    train, held_out = speak(train_actors, voices), speak(held_out_actors, voices)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         base = HubertForSequenceClassification.from_pretrained(str(out), local_files_only=True)

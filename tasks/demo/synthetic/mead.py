@@ -87,6 +87,13 @@ def clip_levels(emotion: str, levels: list[int] | tuple[int, ...]) -> list[int]:
     return [1] if emotion == "neutral" else sorted(set(levels))
 
 
+def clip_sentences(actor: str, emotion: str, level: int, seed: int, n: int = 1) -> list[str]:
+    """The sentences of an actor's clips ``001``..``n`` of one emotion and level: drawn per actor, emotion
+    and level, so no sentence stands for an emotion (a model could read the emotion from the words)."""
+    pick = np.random.default_rng([seed, zlib.crc32(actor.encode()), EMOTION_TO_ID[emotion], level, 11])
+    return [SENTENCES[i] for i in pick.permutation(len(SENTENCES))[:n]]
+
+
 def _validate(
     *,
     actors: list[str],
@@ -185,18 +192,16 @@ def _jobs_for_actor(
     jobs = []
     for emotion in emotions:
         for level in clip_levels(emotion, levels):
-            pick = np.random.default_rng(
-                [seed, zlib.crc32(actor.encode()), EMOTION_TO_ID[emotion], level, 11]
-            )
-            order = pick.permutation(len(SENTENCES))[:sentences_per_level]
-            for number, idx in enumerate(order, start=1):
+            for number, sentence in enumerate(
+                clip_sentences(actor, emotion, level, seed, sentences_per_level), start=1
+            ):
                 jobs.append(
                     _ClipJob(
                         actor,
                         emotion,
                         level,
                         number,
-                        SENTENCES[idx],
+                        sentence,
                         seed,
                         image_size,
                         views,
