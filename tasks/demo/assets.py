@@ -15,7 +15,7 @@ from typing import Any
 
 from emotalker.configs.constants import RENDERER_STANDIN_MARKER
 from emotalker.configs.schema import PipelineConfig
-from emotalker.tasks.demo.synthetic.mead import generate_mead
+from emotalker.tasks.demo.synthetic.mead import GENERATOR_VERSION, generate_mead
 
 log = logging.getLogger(__name__)
 RENDERER_MARKER = RENDERER_STANDIN_MARKER
@@ -40,7 +40,11 @@ def _marker_ok(path: Path, payload: dict[str, Any]) -> bool:
 def synthetic_mead(cfg: PipelineConfig, mirror: Path) -> list[str]:
     """The synthetic MEAD archives in ``mirror`` (rewritten only when the synthetic settings change)."""
     s = cfg.synthetic
-    payload = {"synthetic": s.model_dump(mode="json", exclude=STANDIN_KEYS), "views": cfg.data.views}
+    payload = {
+        "synthetic": s.model_dump(mode="json", exclude=STANDIN_KEYS),
+        "views": cfg.data.views,
+        "generator": GENERATOR_VERSION,
+    }
     marker = mirror / ".synthetic.json"
     if _marker_ok(marker, payload):
         return sorted(str(p) for p in mirror.glob("*.tar"))
@@ -121,6 +125,7 @@ def emotion_standin(cfg: PipelineConfig) -> dict[str, Any] | None:
     payload = {
         "seed": cfg.seed,
         "speech_seed": cfg.synthetic.seed,
+        "generator": GENERATOR_VERSION,
         "content_config": hashlib.sha256((content / "config.json").read_bytes()).hexdigest(),
         "fine_tuning": tuning,
     }
@@ -196,7 +201,9 @@ def renderer_standins(cfg: PipelineConfig) -> dict[str, str]:
         "seed": cfg.seed,
         "sadtalker": "audio2exp+audio2pose",
         "audio2exp_steps": cfg.synthetic.audio2exp_steps,  # a change rewrites it random, then retrains it
-        "speech_seed": cfg.synthetic.seed,  # the speech it trains on
+        "speech_seed": cfg.synthetic.seed,  # the speech it trains on: the voices, sentences
+        "audio2exp_actors": list(actor_split(cfg)),  # and speakers (training, held out)
+        "generator": GENERATOR_VERSION,
     }
     marker = folder / RENDERER_MARKER
     wanted = [rc.checkpoint, rc.mapping_checkpoint, rc.mapping_full_checkpoint]

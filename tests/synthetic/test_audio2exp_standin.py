@@ -60,3 +60,23 @@ def test_the_config_key_trains_only_the_demos_own_stand_in_once(tmp_path: Path, 
     (ckpt.parent / AUDIO2EXP_RECORD).unlink()
     off = load_config("configs/demo.yaml", [f"render.checkpoint={ckpt}", "synthetic.audio2exp_steps=0"])
     assert assets.pretrained_audio2exp(off) is None and calls == [7]
+
+
+def test_the_renderer_stand_in_is_rewritten_and_retrained_when_its_speakers_change(tmp_path: Path) -> None:
+    """The audio2exp stand-in learns from the training actors' speech: a change of the demo's actors (or of
+    the synthetic seed, which picks their voices and sentences) writes the renderer stand-in again, random,
+    so that it is trained again; the same settings keep it (and its record)."""
+    from emotalker.configs.schema import load_config
+    from emotalker.tasks.demo import assets
+    from emotalker.tasks.demo.standins.demo_layout import relocated_demo_overrides
+
+    base = relocated_demo_overrides(tmp_path)
+    cfg = load_config("configs/demo.yaml", base)
+    assert assets.renderer_standins(cfg)  # written
+    record = Path(cfg.render.checkpoint).parent / AUDIO2EXP_RECORD
+    record.write_text("{}")  # as if trained
+    assert assets.renderer_standins(cfg) == {} and record.exists()
+    for change in ("synthetic.actors=[M003,W009,M012,W021,M005]", "synthetic.seed=1"):
+        assert assets.renderer_standins(load_config("configs/demo.yaml", [*base, change]))
+        assert not record.exists()  # random again: pretrained_audio2exp trains it
+        record.write_text("{}")

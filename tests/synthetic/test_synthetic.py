@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from emotalker.configs.constants import FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
+from emotalker.configs.constants import EMOTIONS, FACE_INDICES, LIP_INDICES, MEAD_AUDIO_RATE, MOTION_DIM
 from emotalker.tasks.demo.synthetic.face import EMOTION_FACE, identity_for_actor, render_frame
 from emotalker.tasks.demo.synthetic.mead import FIXED_MTIME, generate_mead
 from emotalker.tasks.demo.synthetic.speech import (
@@ -295,6 +296,7 @@ def test_envelope_tracks_loudness() -> None:
 
 def test_voice_quality_carries_the_emotion_at_every_level() -> None:
     """Anger brightens the voice and sadness darkens it (spectral tilt), fear shakes it (7 Hz tremolo),
+    each emotion colours it in a band of its own,
     by more at higher levels; neutral speech is left as espeak-ng speaks it."""
     voice = voice_for_actor("W009", 0)
 
@@ -314,6 +316,22 @@ def test_voice_quality_carries_the_emotion_at_every_level() -> None:
     base = high_share(raw)
     assert base < shares["angry", 1] < shares["angry", 3]
     assert base > shares["sad", 1] > shares["sad", 3]
+    # colour: each emotion lifts a band of its own (at its centre frequency), by more at higher levels
+    centres = {e: prosody_for(e, 3).colour_hz for e in EMOTIONS if e != "neutral"}
+    assert len(set(centres.values())) == len(centres)
+
+    def band_share(x: np.ndarray, hz: float) -> float:
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1.0 / MEAD_AUDIO_RATE)
+        return float(spec[(freqs > hz / 1.1) & (freqs < hz * 1.1)].sum() / spec.sum())
+
+    for emotion, hz in centres.items():
+        lifted = [
+            band_share(voice_quality(raw, p, MEAD_AUDIO_RATE), hz)
+            / band_share(voice_quality(raw, replace(p, colour_db=0.0), MEAD_AUDIO_RATE), hz)
+            for p in (prosody_for(emotion, 1), prosody_for(emotion, 3))
+        ]
+        assert 1.5 < lifted[0] < lifted[1], emotion
     # fear: the loudness envelope oscillates at the tremolo's rate
     shaky = voice_quality(np.ones(MEAD_AUDIO_RATE), prosody_for("fear", 3), MEAD_AUDIO_RATE)
     spectrum = np.abs(np.fft.rfft(shaky - shaky.mean()))
