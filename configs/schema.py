@@ -333,6 +333,11 @@ class EvalConfig(_Strict):
     # face-alignment's own default and EAT's evaluation (evaluation_eat scripts/align_68.py) run it;
     # extraction keeps face.flip_input. Off halves FAN's time, which dominates evaluation on a CPU
     flip_input: bool = False
+    # the precision evaluation's S3FD and FAN run in: float32 as face-alignment's default and the authors'
+    # eval.py. bfloat16 halves both networks' time on a CPU with native BF16 (AVX512-BF16 or AMX; without
+    # it, 2.5-5x slower), float16 is for GPUs; "auto": bfloat16 on a CPU with native BF16, else float32.
+    # Anything but float32 is a protocol deviation (landmarks within ~3 digits) the protocol card records
+    detector_dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
 
 
 class RendererWidthsConfig(_Strict):

@@ -71,8 +71,9 @@ def s3fd_detect_batch(detector: Any, frames: torch.Tensor) -> list[np.ndarray]:
     net = detector.face_detector
     x = frames.to(device).to(torch.float32).flip(-3)  # RGB -> BGR
     x = x - torch.tensor(S3FD_MEAN_BGR, device=x.device).view(1, 3, 1, 1)
+    dtype = next(net.parameters()).dtype  # float32 as face-alignment; lower with eval.detector_dtype
     with torch.inference_mode():
-        olist = net(x)
+        olist = [o.to(torch.float32) for o in net(x.to(dtype))]
     per_frame: list[list[np.ndarray]] = [[] for _ in range(len(frames))]
     for level in range(len(olist) // 2):
         cls = torch.nn.functional.softmax(olist[2 * level], dim=1)[:, 1]  # (B, H, W) face score

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from emotalker.configs.constants import FACE_INDICES, LIP_INDICES
-from emotalker.tasks.adapters.cpbd import cpbd_module
+from emotalker.tasks.adapters.cpbd import compute as cpbd_compute
 
 # Table 1 of the paper (MEAD, neutral reference)
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -121,12 +121,12 @@ def gray_frame(image: np.ndarray) -> np.ndarray:
 
 
 def cpbd(image: np.ndarray) -> float:
-    """CPBD sharpness of one frame with the ``cpbd`` package on its grayscale; NaN when the frame has no
-    edge block (the package would divide by zero)."""
+    """CPBD sharpness of one frame as the ``cpbd`` package computes it on its grayscale (its edge-width
+    loop vectorised, equal bit for bit); NaN when the frame has no edge block."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            value = float(cpbd_module().compute(gray_frame(image)))
+            value = cpbd_compute(gray_frame(image))
         except ZeroDivisionError:
             return float("nan")
     return value

@@ -16,6 +16,7 @@ from emotalker.configs.constants import RENDERER_STANDIN_MARKER
 from emotalker.models.esr9 import esr9_files
 from emotalker.tasks.evaluation.emotion_classifier import load_emotion_classifier
 from emotalker.tasks.evaluation.esr9 import load_esr9_classifier
+from emotalker.tasks.features.face_coeffs import detector_dtype
 
 LIBRARIES = (
     "torch",
@@ -128,7 +129,8 @@ def protocol_card(cfg: Any, clip_ids: list[str], eval_size: int) -> dict[str, st
         "crop": "real: SadTalker croper box of the clip's first frame (authors' eval.py); renders of the "
         f"real size cut alike, others only resized; all to {eval_size}x{eval_size}",
         "frames_per_clip": "all" if e.render_max_frames is None else f"first {e.render_max_frames}",
-        "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={e.flip_input})",
+        "landmark_detector": f"face-alignment 2D-68 ({f.face_detector} detector, flip_input={e.flip_input}, "
+        f"{detector_dtype(e.detector_dtype, cfg.torch_device())})",
         "emotion_classifier": e.emotion_classifier,
         "emotion_classifier_sha256": classifier_sha256(cfg),
         "syncnet_sha256": _weights_hash(e.syncnet_checkpoint),

@@ -48,13 +48,16 @@ def real_side_models(cfg: Any) -> str:
     detector (its files and settings, as ``image_metric_models`` loads it) and the EmoAcc classifier
     (kind and sha256 of its files). The protocol settings are added per comparison (``clip_fingerprint``)."""
     from emotalker.tasks.evaluation.protocol import classifier_sha256
+    from emotalker.tasks.features.face_coeffs import detector_dtype
 
     f, e = cfg.face, cfg.eval
+    dtype = detector_dtype(e.detector_dtype, cfg.torch_device())
     return fingerprint(
         "eval-real-side-models",
         f.face_detector,
         e.flip_input,
         f.detect_max_side,
+        *([] if dtype == "float32" else [dtype]),  # float32: the fingerprint of sides stored before it
         file_signature(f.face_alignment_dir) if f.face_alignment_dir else "torch-hub",
         e.emotion_classifier,
         classifier_sha256(cfg),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class ImageMetricModels:
     reference: RealSideStore | None = None
     real_sides: dict[tuple[Any, ...], RealSide] = field(default_factory=dict, repr=False)
     real_boxes: dict[str, Box | None] = field(default_factory=dict, repr=False)
+    # rendered frames' detector, CPBD and classifier results by frame content, across clips and rows
+    memo: FrameMemo = field(default_factory=lambda: FrameMemo(), repr=False)
 
 
 def crop_resize(frames: np.ndarray, box: Box | None, size: int = EVAL_SIZE) -> np.ndarray:
@@ -165,7 +168,7 @@ def compare_videos(
     emo_pred: list[str] = []
     real_labels: dict[int, str] = {}
     every = models.classifier.every if models.classifier is not None else 1
-    memo = FrameMemo()
+    memo = models.memo
     for pred, gt in _pairs(rendered, real, box, batch_size, max_frames):
         n = len(pred)
         if known is not None and frames + n > len(known.landmarks):
@@ -233,26 +236,33 @@ def compare_videos(
 
 
 class FrameMemo:
-    """Per-frame results computed once per distinct frame of one video: a held or slowly moving render
-    (the copy-reference and mean-motion floors) decodes to runs of byte-identical frames, and identical
-    frames give identical detector, CPBD and classifier outputs, so the numbers are those of computing
-    every frame."""
+    """Per-frame results computed once per distinct frame: a held render (the copy-reference and
+    mean-motion floors) decodes to runs of byte-identical frames, and the same actor's held render is the
+    same video for every one of its test clips. Identical frames give identical detector, CPBD and
+    classifier outputs, so the numbers are those of computing every frame. The ``max_frames`` most
+    recently used frames per kind are kept (an evaluation scores a row's clips one after another)."""
 
-    def __init__(self) -> None:
-        self._seen: dict[str, dict[bytes, Any]] = {}
+    def __init__(self, max_frames: int = 4096) -> None:
+        self.max_frames = max_frames
+        self._seen: dict[str, OrderedDict[bytes, Any]] = {}
 
     def per_distinct(self, kind: str, frames: np.ndarray, compute: Callable[[np.ndarray], Any]) -> list[Any]:
         """``compute(frames)`` (one result per frame) run on the frames not seen before under ``kind``
         only; the results of every frame of ``frames``, in order."""
-        seen = self._seen.setdefault(kind, {})
+        seen = self._seen.setdefault(kind, OrderedDict())
         keys = [hashlib.blake2b(f.tobytes(), digest_size=20).digest() for f in frames]
         new: dict[bytes, int] = {}
         for i, k in enumerate(keys):
             if k not in seen and k not in new:
                 new[k] = i
-        if new:
-            seen.update(zip(new, compute(frames[list(new.values())]), strict=True))
-        return [seen[k] for k in keys]
+        found = dict(zip(new, compute(frames[list(new.values())]), strict=True)) if new else {}
+        out = [found[k] if k in found else seen[k] for k in keys]
+        for k, value in zip(keys, out, strict=True):
+            seen[k] = value
+            seen.move_to_end(k)
+        while len(seen) > self.max_frames:
+            seen.popitem(last=False)
+        return out
 
 
 def _frame_side(frames: np.ndarray, detector: LandmarkDetector) -> list[tuple[float, np.ndarray, np.ndarray]]:

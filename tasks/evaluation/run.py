@@ -244,7 +244,7 @@ def image_metric_models(cfg: Any, device: str, ws: Workspace | None = None) -> I
     fails here, before any clip. With ``ws`` the real clips' side is read from (and, on first need,
     written to) its ``eval_real_side`` store, so no evaluation computes it twice."""
     from emotalker.tasks.evaluation.reference import RealSideStore, real_side_models
-    from emotalker.tasks.features.face_coeffs import LandmarkDetector
+    from emotalker.tasks.features.face_coeffs import LandmarkDetector, detector_dtype
 
     f = cfg.face
     detector = LandmarkDetector(
@@ -254,6 +254,7 @@ def image_metric_models(cfg: Any, device: str, ws: Workspace | None = None) -> I
         model_dir=f.face_alignment_dir,
         flip_input=cfg.eval.flip_input,
         detect_max_side=f.detect_max_side,
+        dtype=detector_dtype(cfg.eval.detector_dtype, device),
     )
     syncnet = load_syncnet(cfg.eval.syncnet_checkpoint, device) if cfg.eval.syncnet_checkpoint else None
     classifier = load_eval_classifier(cfg, device)

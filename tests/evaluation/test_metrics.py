@@ -80,7 +80,39 @@ def test_cpbd_equals_the_cpbd_package_on_real_grayscale_frames():
     for img in _sample_images():
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         assert np.array_equal(gray_frame(img), gray.astype(np.float64))
-        assert cpbd(img) == pytest.approx(float(compute(gray.astype(np.float64))), abs=1e-6)
+        assert cpbd(img) == float(compute(gray.astype(np.float64)))
+
+
+def test_cpbd_edge_widths_are_the_packages_loop_bit_for_bit():
+    """The vectorised edge widths keep the package's quirks: ramps longer than 101 pixels measure 101,
+    zero x-gradient counts as 0 degrees, borders get no width, only 0 / +-180 degree edges are measured."""
+    import cv2
+
+    from emotalker.tasks.adapters.cpbd import WIDTH_CAP, cpbd_module, edge_widths
+
+    module = cpbd_module()
+    from cpbd.octave import sobel
+
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.arange(300.0), (40, 1))
+    step = 0.2 * np.arange(300.0) + 50 * (np.arange(300) >= 150)  # a sharp edge on a long rise
+    images = [cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64) for img in _sample_images()]
+    images += [
+        rng.integers(0, 256, (64, 80)).astype(np.float64),
+        ramp,
+        ramp[:, ::-1].copy(),
+        ramp.T.copy(),  # gradient along y only
+        np.tile(step, (40, 1)),
+        np.tile(step[::-1], (40, 1)),
+        np.zeros((32, 32)),
+    ]
+    longest = 0.0
+    for image in images:
+        edges = sobel(image)
+        expected = module.marziliano_method(edges, image)
+        assert np.array_equal(edge_widths(edges, image), expected)
+        longest = max(longest, expected.max())
+    assert longest == 2 * (WIDTH_CAP + 1)  # the cap was reached on both sides somewhere
 
 
 def test_cpbd_falls_with_blur():

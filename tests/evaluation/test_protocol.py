@@ -55,6 +55,9 @@ def test_protocol_card_changes_with_weights_and_clips(tmp_path):
     assert card["test_clips"] == "2" and card["test_list_sha256"] == clip_list_hash(["a", "b"])
     assert cards_match(card, protocol_card(cfg, ["a", "b"], 256))
     assert not cards_match(card, protocol_card(cfg, ["a", "c"], 256))
+    lower = protocol_card(_cfg(esr9_dir=str(folder), detector_dtype="bfloat16"), ["a", "b"], 256)
+    assert "bfloat16" in lower["landmark_detector"] and "float32" in card["landmark_detector"]
+    assert not cards_match(card, lower)  # detectors in another precision: not comparable
     write_fake_esr9(folder, seed=1)  # other weights: another classifier hash, not comparable
     other = protocol_card(cfg, ["a", "b"], 256)
     assert other["emotion_classifier_sha256"] != card["emotion_classifier_sha256"]

@@ -89,7 +89,14 @@ def _scored(models: ImageMetricModels, rows, folder, tmp_path) -> list[dict]:
     return score_methods([videos_method("method", folder)], s, rows)["method"]
 
 
-def test_a_second_evaluation_and_a_scored_method_make_no_real_side_detector_calls(tmp_path, clips):
+def test_a_second_evaluation_and_a_scored_method_make_no_real_side_detector_calls(
+    tmp_path, clips, monkeypatch
+):
+    from emotalker.tasks.evaluation.rendered import FrameMemo
+
+    # every rendered frame classified, so the counts below are the real side's and the renders' exactly
+    # (byte-identical crops of two clips' renders would otherwise share a label)
+    monkeypatch.setattr(FrameMemo, "per_distinct", lambda self, kind, frames, compute: compute(frames))
     rows, renders = clips
     store = RealSideStore(StoreRoot(tmp_path / "features"), "models-1")
     first = _models(store)
@@ -113,7 +120,7 @@ def test_a_second_evaluation_and_a_scored_method_make_no_real_side_detector_call
     assert ours_a[0]["emo_frames_real"] == ["happy", "happy"]  # frames 0 and 5, read back from the store
 
 
-def test_changing_the_classifier_file_recomputes_the_real_side(tmp_path, clips):
+def test_changing_the_classifier_file_recomputes_the_real_side(tmp_path, clips, monkeypatch):
     rows, renders = clips
     root = StoreRoot(tmp_path / "features")
     folder = write_fake_esr9(tmp_path / "esr9", seed=0)
@@ -132,6 +139,13 @@ def test_changing_the_classifier_file_recomputes_the_real_side(tmp_path, clips):
     assert root.store(REAL_SIDE_STORE).clip_ids() == ["c0"]  # one version per clip, the latest
     flip = PipelineConfig.model_validate({"eval": {"esr9_dir": str(folder), "flip_input": True}})
     assert real_side_models(flip) != real_side_models(cfg)  # the detector's settings count too
+    lower = PipelineConfig.model_validate({"eval": {"esr9_dir": str(folder), "detector_dtype": "bfloat16"}})
+    assert real_side_models(lower) != real_side_models(cfg)  # and their precision
+    auto = PipelineConfig.model_validate({"eval": {"esr9_dir": str(folder), "detector_dtype": "auto"}})
+    monkeypatch.setattr("emotalker.tasks.features.face_coeffs.native_bf16_cpu", lambda: False)
+    assert real_side_models(auto) == real_side_models(cfg)  # auto without native BF16 is float32
+    monkeypatch.setattr("emotalker.tasks.features.face_coeffs.native_bf16_cpu", lambda: True)
+    assert real_side_models(auto) == real_side_models(lower)
 
 
 def test_every_evaluation_of_a_workspace_shares_its_store(tmp_path, monkeypatch):

@@ -176,6 +176,17 @@ def test_identical_rendered_frames_are_scored_once_with_every_frames_numbers(
 
     once, detected, classified = score()
     assert once["image_frames"] == 12 and detected < 12 and classified < 2 + 3  # frames 0, 5, 10: once each
+    # the same held render of another clip (the same actor's floor row) costs no detector call at all
+
+    det, clf = BoxCountingDetector(), BrightnessClassifier()
+    models = ImageMetricModels(det, classifier=clf)
+    first = compare_videos(held, real_clip, tmp_path / "a.wav", models, box=BOX)
+    again = tmp_path / "held_again.mp4"
+    again.write_bytes(held.read_bytes())
+    seen = det.render_frames, clf.seen
+    second = compare_videos(again, real_clip, tmp_path / "a.wav", models, box=BOX)
+    assert (det.render_frames, clf.seen) == seen  # nor a classifier call (the real side is kept too)
+    assert first == second == once
     monkeypatch.setattr(FrameMemo, "per_distinct", lambda self, kind, frames, compute: compute(frames))
     every, detected_all, classified_all = score()
     assert detected_all == 12 and classified_all == 3 + 3

@@ -337,6 +337,34 @@ def test_batched_detectors_equal_face_alignments_frame_by_frame(assets: dict[str
     assert np.abs(lms[0] - lms[1]).max() > 1  # different frames, different landmarks
 
 
+def test_detector_dtype_runs_both_networks_in_it_and_auto_never_slows_a_cpu(
+    assets: dict[str, Path], astronaut, monkeypatch
+) -> None:
+    """``eval.detector_dtype``: S3FD and FAN both run in the precision asked for (face-alignment's own
+    ``dtype`` for its FAN), boxes and landmarks come back in float64 / float32; ``auto`` is bfloat16 only
+    on a CPU with native BF16 (without it bfloat16 convolutions are 2.5-5x slower) and float32 elsewhere."""
+    from emotalker.tasks.features import face_coeffs
+
+    det = LandmarkDetector(
+        device="cpu", batch_size=2, model_dir=assets["fa_dir"], flip_input=False, dtype="bfloat16"
+    )
+    for net in (det.fa.face_alignment_net, det.fa.face_detector.face_detector):
+        assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+    frames = np.stack([astronaut[::2, ::2], astronaut[::2, ::-2]]).copy()
+    boxes = det.detect_boxes(frames)
+    lms, valid = det.detect(frames, boxes)
+    assert np.isfinite(boxes).all() and valid.all() and lms.dtype == np.float32
+    full = LandmarkDetector(device="cpu", batch_size=2, model_dir=assets["fa_dir"], flip_input=False)
+    assert {p.dtype for p in full.fa.face_detector.face_detector.parameters()} == {torch.float32}
+
+    monkeypatch.setattr(face_coeffs, "native_bf16_cpu", lambda: True)
+    assert face_coeffs.detector_dtype("auto", "cpu") == "bfloat16"
+    assert face_coeffs.detector_dtype("auto", "cuda") == "float32"
+    monkeypatch.setattr(face_coeffs, "native_bf16_cpu", lambda: False)
+    assert face_coeffs.detector_dtype("auto", "cpu") == "float32"
+    assert face_coeffs.detector_dtype("bfloat16", "cpu") == "bfloat16"  # asked for: as asked
+
+
 # ------------------------------------------------------------------------------------------ video
 
 
