@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from emotalker.configs.schema import PipelineConfig, load_config
+from emotalker.tasks.features.face_coeffs import native_bf16_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper.yaml"
@@ -47,10 +48,23 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         **{name: ver(name) for name in ("numpy", "zarr", "transformers", "prefect")},
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpu_model": _cpu_model(),
+        "native_bf16": native_bf16_cpu(),  # what eval.detector_dtype / render.dtype "auto" resolve by
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), so results from different machines are not compared by mistake."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def paper_config() -> PipelineConfig:

@@ -33,6 +33,7 @@ BENCHMARKS = [
     "batch_generation",
     "eval_clips",
     "evaluation",
+    "ablate",
 ]
 
 

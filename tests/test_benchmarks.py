@@ -46,9 +46,16 @@ EXPECTED_METRICS = {
         "batched_s_per_clip",
         "fanout_s_per_clip",
         "batched_ratio",
+        "auto_ratio",
         "fanout_ratio",
     },
-    "evaluation": {"today_s_per_clip", "first_evaluation_s_per_clip", "reevaluation_s_per_clip"},
+    "evaluation": {
+        "today_s_per_clip",
+        "first_evaluation_s_per_clip",
+        "reevaluation_s_per_clip",
+        "auto_reevaluation_s_per_clip",
+    },
+    "ablate": {"today_s", "pipeline_s", "ratio"},
 }
 
 
@@ -93,7 +100,7 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     )
     try:
         # every quick benchmark (renderer, long audio and object store included) in fresh processes
-        log, _ = proc.communicate(timeout=1500)
+        log, _ = proc.communicate(timeout=2400)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

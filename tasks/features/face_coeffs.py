@@ -290,7 +290,7 @@ class LandmarkDetector:
     # -- landmarks
     def landmarks_from_boxes(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """FAN landmarks (T, 68, 2) for given boxes (T, 4); rows of NaN boxes stay NaN."""
-        from face_alignment.utils import CENTER_Y_OFFSET, crop, flip, get_preds_fromhm
+        from face_alignment.utils import CENTER_Y_OFFSET, crop, get_preds_fromhm
 
         frames = _check_frames(frames)
         boxes = np.asarray(boxes, dtype=np.float64)
@@ -312,19 +312,24 @@ class LandmarkDetector:
                 scales.append(scale)
                 crops.append(crop(frames[i], center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0)
             inp = torch.from_numpy(np.stack(crops)).to(self.device, dtype=self.fa.dtype)
-            inp = inp.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                # the mirrored crops (flip_input) go through the network in the same batch
-                both = torch.cat([inp, flip(inp)]) if self.fa.flip_input else inp
-                hm = net(both)
-                hm = hm[-1] if isinstance(hm, list) else hm
-                if self.fa.flip_input:
-                    hm = hm[: len(sel)] + flip(hm[len(sel) :], is_label=True)
+                hm = self._heatmaps(net, inp)
             hm_np = hm.to("cpu", torch.float32).numpy()
             for k, i in enumerate(sel):
                 _, pts_img, _ = get_preds_fromhm(hm_np[k : k + 1], centers[k], scales[k])
                 out[i] = np.asarray(pts_img).reshape(68, 2)
         return out
+
+    def _heatmaps(self, net: torch.nn.Module, inp: torch.Tensor) -> torch.Tensor:
+        """FAN's last heatmaps of a batch of crops; with ``flip_input`` the mirrored crops go through the
+        network in the same batch and their flipped heatmaps are added (face-alignment's test-time flip)."""
+        from face_alignment.utils import flip
+
+        inp = inp.contiguous(memory_format=torch.channels_last)
+        n = len(inp)
+        hm = net(torch.cat([inp, flip(inp)]) if self.fa.flip_input else inp)
+        hm = hm[-1] if isinstance(hm, list) else hm
+        return hm[:n] + flip(hm[n:], is_label=True) if self.fa.flip_input else hm
 
     def detect(self, frames: np.ndarray, boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (T, 68, 2) float32 and valid (T,) bool; frames without a face are NaN / False."""
