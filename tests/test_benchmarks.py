@@ -100,7 +100,7 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     )
     try:
         # every quick benchmark (renderer, long audio and object store included) in fresh processes
-        log, _ = proc.communicate(timeout=2400)
+        log, _ = proc.communicate(timeout=3600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
