@@ -11,6 +11,7 @@ are options that do nothing, which the project does not allow; a leaf name alone
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def section_classes(section: str) -> list[str]:
     ]
 
 
+@functools.cache  # pure in (section, source); every key of a section asks again (was 6 min of CI)
 def section_expr(section: str, source: str) -> str:
     """Regex of an expression evaluating to the section: the full chain or an alias of its parent + name."""
     parent, _, last = section.rpartition(".")
@@ -65,35 +67,59 @@ def section_expr(section: str, source: str) -> str:
     return "(?:" + "|".join(alts) + ")"
 
 
-def section_names(section: str, source: str) -> set[str]:
+@functools.cache
+def section_names(section: str, source: str) -> frozenset[str]:
     """Names bound to a section (assignments, keyword arguments, annotated parameters), transitively."""
-    names = {n for c in section_classes(section) for n in re.findall(rf"\b(\w+)\s*:\s*{c}\b", source)}
+    names = {
+        n
+        for c in section_classes(section)
+        for n in re.findall(rf"\b(\w+)\s*:\s*{c}\b", _lines_with(c, source))
+    }
     if section:
-        names |= set(re.findall(rf"\b(\w+)\s*=\s*[\w.]*{section_expr(section, source)}{END}", source))
+        expr, last = section_expr(section, source), section.rpartition(".")[2]
+        names |= set(re.findall(rf"\b(\w+)\s*=\s*[\w.]*{expr}{END}", _lines_with(last, source)))
     while True:
-        more = {
-            m for n in names for m in re.findall(rf"\b(\w+)\s*=\s*[\w.]*\b{n}(?![\w.(\[])", source)
-        } - names
+        more = {m for n in names for m in _aliases(n, source)} - names
         if not more:
-            return names
+            return frozenset(names)
         names |= more
+
+
+@functools.cache
+def _aliases(name: str, source: str) -> frozenset[str]:
+    """Names assigned an expression that ends in ``name`` (``x = name``, ``x = a.name``)."""
+    return frozenset(re.findall(rf"\b(\w+)\s*=\s*[\w.]*\b{name}(?![\w.(\[])", _lines_with(name, source)))
+
+
+@functools.cache
+def _lines_with(word: str, source: str) -> str:
+    """The source lines that contain ``word``: every pattern searched for it matches within one line, and
+    scanning a few lines instead of the whole package makes the check take seconds, not minutes."""
+    return "\n".join(line for line in source.splitlines() if word in line)
+
+
+@functools.cache
+def _dumped(section: str, source: str) -> bool:
+    """Whether the section is dumped into a constructor (``cfg.a.model_dump()``, ``from_config(cfg.a)``)."""
+    expr = section_expr(section, source)
+    return re.search(rf"{expr}\.model_dump\(|from_config\([\w.]*{expr}{END}", source) is not None
 
 
 def is_read(key: str, source: str) -> bool:
     section, _, leaf = key.rpartition(".")
     lf = re.escape(leaf)
-    if section and re.search(rf"\.{re.escape(key)}\b", source):
+    text = _lines_with(leaf, source)  # every read below names the leaf on its line
+    if section and re.search(rf"\.{re.escape(key)}\b", text):
         return True
     names = section_names(section, source)
     for name in names:
-        if re.search(rf"\b{name}\.{lf}\b|\b{name}\[[\"']{lf}[\"']\]|\b{name}\.\w+\([\"']{lf}[\"']", source):
+        if re.search(rf"\b{name}\.{lf}\b|\b{name}\[[\"']{lf}[\"']\]|\b{name}\.\w+\([\"']{lf}[\"']", text):
             return True
     if section:
         expr = section_expr(section, source)
-        if re.search(rf"{expr}\.\w+\([\"']{lf}[\"']", source):  # e.g. cfg.paths.resolve("manifest")
+        if re.search(rf"{expr}\.\w+\([\"']{lf}[\"']", text):  # e.g. cfg.paths.resolve("manifest")
             return True
-        dumped = re.search(rf"{expr}\.model_dump\(|from_config\([\w.]*{expr}{END}", source)
-        if dumped and re.search(rf"\b{lf}\s*[:=][^=]", source):
+        if _dumped(section, source) and re.search(rf"\b{lf}\s*[:=][^=]", text):
             return True
     return False
 

@@ -413,6 +413,29 @@ def reference_image(row: dict[str, Any]) -> np.ndarray:
     return next(iter_video_frames(row["prepared_video"], batch_size=1, max_frames=1))[0]
 
 
+# Prepared sources shared by every evaluation in this process (the rows of Table 1, an ablation's rows):
+# each row renders the same actors from the same reference frames, and preparing one (face detection on
+# the full frame, FAN, Deep3DFace) costs several seconds. Bounded, keyed by everything it depends on.
+_SOURCES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_SOURCES_MAX = 32
+
+
+def _source_key(image: np.ndarray, cfg: Any, mode: str, device: str) -> tuple[Any, ...]:
+    from emotalker.configs.fingerprint import file_signature
+
+    f = cfg.face
+    files = [f.deep3dface_checkpoint, f.lm3d_mat, f.face_alignment_dir]
+    return (
+        hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest(),
+        image.shape,
+        cfg.face.model_dump_json(),
+        repr([file_signature(p) for p in files if p]),
+        cfg.render.image_size,
+        mode,
+        device,
+    )
+
+
 class ClipRenderer:
     """SadTalker's renderer for evaluation: one prepared source per actor, frames streamed to the encoder."""
 
@@ -422,15 +445,22 @@ class ClipRenderer:
         self.api = render
         self.cfg = cfg
         self.mode = cfg.render.mode
+        self.device = device
         self.model = self.api.load_renderer(cfg, device)
         self._sources: dict[str, Any] = {}
 
     def source(self, actor: str, reference_row: dict[str, Any]) -> Any:
-        """The actor's neutral reference frame, prepared as SadTalker does (cached per actor)."""
+        """The actor's neutral reference frame, prepared as SadTalker does (once per actor, and once per
+        process for the same frame and settings)."""
         if actor not in self._sources:
-            self._sources[actor] = self.api.prepare_source(
-                reference_image(reference_row), self.cfg, self.mode
-            )
+            image = reference_image(reference_row)
+            key = _source_key(image, self.cfg, self.mode, self.device)
+            if key not in _SOURCES:
+                _SOURCES[key] = self.api.prepare_source(image, self.cfg, self.mode)
+                while len(_SOURCES) > _SOURCES_MAX:
+                    _SOURCES.popitem(last=False)
+            _SOURCES.move_to_end(key)
+            self._sources[actor] = _SOURCES[key]
         return self._sources[actor]
 
     def render(self, source: Any, motion: np.ndarray, audio: Path, out: Path) -> tuple[Path, Box]:

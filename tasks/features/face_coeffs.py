@@ -40,6 +40,45 @@ class NoFaceError(ValueError):
 # ----------------------------------------------------------------------------------------- landmarks
 
 
+def landmarks_from_heatmaps(hm: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """FAN heatmaps (B, 68, 64, 64) -> landmarks (B, 68, 2) in image pixels, equal to face-alignment's
+    ``get_preds_fromhm(hm[b:b+1], centers[b], scales[b])[1]`` for every face, batched in numpy.
+
+    Upstream runs this through numba, whose JIT compiles for 20-35 s on 2 cores in every new process
+    (each ``emotalker generate`` call, each evaluation process); this is the same arithmetic without it.
+    Its quirks decide the landmarks, so they are kept: the arg-max moves a quarter pixel towards the larger
+    neighbour only strictly inside ``0 < x, y < 63``, then -0.5; the crop transform is inverted through
+    numba's pseudo-inverse (SVD, ``vt`` scaled by 1/s, then ``vt^T u^T``), whose rounding puts exact
+    integers a hair below, so truncating to int (``astype(int32)``) can land one pixel lower than the
+    exact inverse would.
+    """
+    b, c, h, w = hm.shape
+    flat = hm.reshape(b, c, h * w)
+    idx = flat.argmax(-1)
+    px, py = idx % w, idx // w
+    pts = np.stack([px + 1, py + 1], -1).astype(np.float32)
+    inner = (px > 0) & (px < 63) & (py > 0) & (py < 63)
+    cx, cy = np.clip(px, 1, w - 2), np.clip(py, 1, h - 2)
+
+    def at(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(flat, (y * w + x)[..., None], -1)[..., 0]
+
+    nudge = np.stack([np.sign(at(py, cx + 1) - at(py, cx - 1)), np.sign(at(cy + 1, px) - at(cy - 1, px))], -1)
+    pts = np.where(inner[..., None], pts + nudge * np.float32(0.25), pts) - np.float32(0.5)
+    size = 200.0 * np.asarray(scales, np.float64)
+    centers = np.asarray(centers, np.float64)
+    t = np.zeros((b, 3, 3))
+    t[:, 0, 0] = t[:, 1, 1] = h / size
+    t[:, 0, 2] = h * (-centers[:, 0] / size + 0.5)
+    t[:, 1, 2] = h * (-centers[:, 1] / size + 0.5)
+    t[:, 2, 2] = 1.0
+    u, sv, vt = np.linalg.svd(t)
+    sv = np.where(sv > sv[:, :1] * 1e-15, 1.0 / sv, sv)
+    t_inv = np.swapaxes(vt * sv[..., None], 1, 2) @ np.swapaxes(u, 1, 2)
+    homog = np.concatenate([pts.astype(np.float64), np.ones((b, c, 1))], -1)
+    return (t_inv[:, None] @ homog[..., None])[..., :2, 0].astype(np.int32).astype(np.float32)
+
+
 def _reduce_to_5(lm: np.ndarray) -> np.ndarray:
     """68 points -> Deep3DFace's 5 (left eye, right eye, nose, left mouth, right mouth)."""
     i = _LM5_IDX
@@ -290,7 +329,7 @@ class LandmarkDetector:
     # -- landmarks
     def landmarks_from_boxes(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """FAN landmarks (T, 68, 2) for given boxes (T, 4); rows of NaN boxes stay NaN."""
-        from face_alignment.utils import CENTER_Y_OFFSET, crop, get_preds_fromhm
+        from face_alignment.utils import CENTER_Y_OFFSET, crop
 
         frames = _check_frames(frames)
         boxes = np.asarray(boxes, dtype=np.float64)
@@ -314,10 +353,7 @@ class LandmarkDetector:
             inp = torch.from_numpy(np.stack(crops)).to(self.device, dtype=self.fa.dtype)
             with torch.inference_mode():
                 hm = self._heatmaps(net, inp)
-            hm_np = hm.to("cpu", torch.float32).numpy()
-            for k, i in enumerate(sel):
-                _, pts_img, _ = get_preds_fromhm(hm_np[k : k + 1], centers[k], scales[k])
-                out[i] = np.asarray(pts_img).reshape(68, 2)
+            out[sel] = landmarks_from_heatmaps(hm.to("cpu", torch.float32).numpy(), np.stack(centers), scales)
         return out
 
     def _heatmaps(self, net: torch.nn.Module, inp: torch.Tensor) -> torch.Tensor:

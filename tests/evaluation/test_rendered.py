@@ -191,3 +191,25 @@ def test_identical_rendered_frames_are_scored_once_with_every_frames_numbers(
     every, detected_all, classified_all = score()
     assert detected_all == 12 and classified_all == 3 + 3
     assert once == every
+
+
+def test_every_row_of_a_process_shares_the_prepared_source_of_a_reference_frame(tmp_path, monkeypatch):
+    """Table 1's rows and an ablation's rows animate the same reference frames: each is prepared (face
+    detection, FAN, Deep3DFace) once per process and settings, not once per row."""
+    from emotalker.configs.schema import PipelineConfig
+    from emotalker.tasks.evaluation import rendered
+    from emotalker.tasks.generation import render
+
+    prepared: list[int] = []
+    monkeypatch.setattr(render, "load_renderer", lambda cfg, device: object())
+    monkeypatch.setattr(render, "prepare_source", lambda image, cfg, mode: prepared.append(1) or object())
+    monkeypatch.setattr(rendered, "_SOURCES", type(rendered._SOURCES)())
+    frames = {"a": np.zeros((8, 8, 3), np.uint8), "b": np.ones((8, 8, 3), np.uint8)}
+    monkeypatch.setattr(rendered, "reference_image", lambda row: frames[row["actor"]])
+    cfg = PipelineConfig()
+    rows = [rendered.ClipRenderer(cfg, "cpu") for _ in range(3)]
+    sources = [r.source(actor, {"actor": actor}) for r in rows for actor in ("a", "b", "a")]
+    assert len(prepared) == 2 and sources[0] is sources[3] is sources[6] and sources[0] is not sources[1]
+    other = PipelineConfig.model_validate({"render": {"image_size": 512}})
+    rendered.ClipRenderer(other, "cpu").source("a", {"actor": "a"})  # other settings, prepared again
+    assert len(prepared) == 3

@@ -24,6 +24,7 @@ from emotalker.tasks.features.face_coeffs import (
     align_face,
     extract_5p,
     interpolate_invalid,
+    landmarks_from_heatmaps,
     load_lm3d,
 )
 from emotalker.tasks.media import read_video_frames
@@ -335,6 +336,35 @@ def test_batched_detectors_equal_face_alignments_frame_by_frame(assets: dict[str
         own = det.fa.get_landmarks_from_image(frame, detected_faces=[boxes[i]])
         np.testing.assert_allclose(lms[i], own[0], atol=1e-3)
     assert np.abs(lms[0] - lms[1]).max() > 1  # different frames, different landmarks
+
+
+def test_heatmap_decoding_equals_face_alignments_get_preds_fromhm() -> None:
+    """Our numpy decoding gives upstream's (numba) landmarks exactly, on peaks inside and on the heatmap's
+    border (no quarter-pixel nudge there) and on integer boxes, whose exact-integer landmarks upstream's
+    pseudo-inverse truncates one pixel low now and then."""
+    from face_alignment.utils import get_preds_fromhm
+
+    rng = np.random.default_rng(0)
+    n = 400
+    hm = rng.random((n, 68, 64, 64), dtype=np.float32) ** 8
+    hm[:40, :34, 0, :] += 2  # arg-max on the top row
+    hm[40:80, 34:, :, 63] += 2  # and on the right column
+    corner = rng.uniform(0, 150, (n, 2))
+    side = rng.uniform(40, 200, n)
+    boxes = np.column_stack([corner, corner[:, 0] + side, corner[:, 1] + side * rng.uniform(0.9, 1.3, n)])
+    boxes[n // 2 :] = np.round(boxes[n // 2 :])
+    centers = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
+    centers[:, 1] -= (boxes[:, 3] - boxes[:, 1]) * 0.12
+    scales = (boxes[:, 2] - boxes[:, 0] + boxes[:, 3] - boxes[:, 1]) / 195.0
+    ours = landmarks_from_heatmaps(hm, centers, scales)
+    theirs = np.stack([get_preds_fromhm(hm[k : k + 1], centers[k], scales[k])[1][0] for k in range(n)])
+    assert ours.dtype == np.float32 and ours.shape == (n, 68, 2)
+    np.testing.assert_array_equal(ours, theirs)
+    # the quirk decides pixels: upstream's sub-pixel points through the exact inverse crop transform
+    sub = np.stack([get_preds_fromhm(hm[k : k + 1])[0][0] for k in range(n)])
+    size = 200.0 * scales[:, None, None]
+    exact = (sub * size / 64 + centers[:, None] - size / 2).astype(np.int32)
+    assert (exact != ours).any()
 
 
 def test_detector_dtype_runs_both_networks_in_it_and_auto_never_slows_a_cpu(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -143,11 +144,17 @@ def test_cached_source_renders_what_sadtalkers_per_batch_call_renders(standins, 
         kp_s = transform_keypoints(kp_c, mapping(src_coeffs[:, :, None].expand(-1, -1, 27)))
         kp_d = transform_keypoints(kp_c, mapping(windows))
         theirs = r.generator(image.expand(3, -1, -1, -1), kp_d, kp_s.expand(3, -1, -1))
-        baked = fold_batchnorm(bake_spectral_norm(r.generator))  # what load_renderer does for inference
-        after_bake = baked.render(baked.prepare(image, state.kp_source), kp_d)
+        # what load_renderer does for inference, checked in float64: the fold is exact algebra, and in
+        # float32 its rounding, amplified through the warps, reached 1.5e-4 on one CPU (CI, AMD EPYC)
+        plain = copy.deepcopy(r.generator).double()
+        baked = fold_batchnorm(bake_spectral_norm(copy.deepcopy(r.generator).double()))
+        inputs = (image.double(), state.kp_source.double())
+        before_bake = plain.render(plain.prepare(*inputs), kp_d.double())
+        after_bake = baked.render(baked.prepare(*inputs), kp_d.double())
     assert ours.shape == (3, 3, 128, 128) and 0 <= ours.min() and ours.max() <= 1
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(after_bake, ours, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after_bake, before_bake, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(after_bake.float(), ours, atol=1e-3, rtol=1e-3)
     assert (ours[0] - ours[2]).abs().max() > 1e-4  # the frames follow their own windows
 
 
