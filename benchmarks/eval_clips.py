@@ -20,7 +20,8 @@ side's gain is ``benchmarks/evaluation.py``'s).
 - ``fanout``: batched, every clip a Dask task on a local cluster of 2 workers x 1 thread (worker start
   and model loads included in its time: what ``eval.dask`` costs a run).
 
-Ratios are against ``today`` in the same run; the target is judged on the demo config's setting (``auto``).
+Ratios are against ``today`` in the same run, on the demo config's setting (``auto``). Issue 29 sets no
+target for a first evaluation (its 0.5x is a re-evaluation's, ``benchmarks/evaluation.py``): reported.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ from emotalker.configs.schema import DaskConfig
 from emotalker.tasks.evaluation import rendered
 from emotalker.tasks.features.face_coeffs import LandmarkDetector, detector_dtype
 
-TARGET = "evaluation seconds per clip <= 0.5x today's loop (demo config, CPU)"
-RATIO_TARGET = 0.5
+TARGET = "report: a first evaluation's s/clip vs today's loop (issue 29's 0.5x is a re-evaluation's)"
 
 
 def _models(fa_dir: str, mode: str = "batched") -> Any:
@@ -135,7 +135,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     per_clip = {m: t / n_clips for m, t in times.items()}
     e_flip = demo_config().eval.flip_input
-    shipped = "auto"  # configs/demo.yaml's eval.detector_dtype
     return {
         "params": {
             "config": "configs/demo.yaml face settings; random-weight S3FD / 2D-FAN-4, released layouts",
@@ -160,5 +159,5 @@ def run(quick: bool = False) -> dict[str, Any]:
             "auto_max_metric_difference": max_diff(("auto",)),
         },
         "target": TARGET,
-        "target_met": None if quick else bool(per_clip[shipped] / per_clip["today"] <= RATIO_TARGET),
+        "target_met": None,
     }
