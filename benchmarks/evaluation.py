@@ -21,7 +21,9 @@ Each evaluation is fresh (new models objects) over the same clips, in the order 
 one untimed warm-up clip per detector (``--quick``: the first five only, 1 clip of 2 frames, no warm-up: a
 check of the results' shape); today's and the re-evaluations' per-clip times are the medians of their
 runs, so load from other processes on a shared machine hits both alike. Ratio = stored re-evaluation /
-today's, per clip; CPU seconds (this process, all threads) are reported beside the wall times.
+today's, per clip; CPU seconds (this process, all threads) are reported beside the wall times. On a CUDA
+host the JSON adds clips per second and the peak GPU memory of the evaluations (``torch.cuda``'s peak
+allocation above each one's start).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from benchmarks.common import device, paper_config
+from benchmarks.common import device, paper_config, peak_memory
 from benchmarks.todays_eval import NoMemo, TodayDetector, package_cpbd
 from emotalker.tasks.evaluation import rendered
 
@@ -123,13 +125,16 @@ def run(quick: bool = False) -> dict[str, Any]:
                 models.memo = NoMemo()
             calls["real_frames"] = 0
             t0, c0 = time.perf_counter(), time.process_time()
-            with mock.patch.object(rendered, "cpbd", package_cpbd) if mode == "today" else nullcontext():
+            with (
+                mock.patch.object(rendered, "cpbd", package_cpbd) if mode == "today" else nullcontext(),
+                peak_memory(dev) if dev == "cuda" else nullcontext({}) as mem,
+            ):
                 rows = [
                     compare_videos(v, r, d / "unused.wav", models)
                     for v, r in list(zip(renders[model], real, strict=True))[:clips]
                 ]
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            per_clip = {"s": wall / clips, "cpu_s": cpu / clips}
+            per_clip = {"s": wall / clips, "cpu_s": cpu / clips, "gpu_peak_bytes": mem.get("peak_bytes")}
             return per_clip | {"real_frames": calls["real_frames"], "rows": rows}
 
         if not quick:
@@ -163,6 +168,17 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     ratio = median(reeval) / median(today)
     ratio_auto = median(reeval_auto) / median(today)
+    gpu: dict[str, float] = {}
+    if dev == "cuda":  # issue 29: on a CUDA host, clips per second and peak GPU memory beside the seconds
+        gpu = {
+            "today_clips_per_s": 1 / median(today),
+            "first_evaluation_clips_per_s": 1 / first["s"],
+            "reevaluation_clips_per_s": 1 / median(reeval),
+            "auto_reevaluation_clips_per_s": 1 / median(reeval_auto),
+            "peak_gpu_memory_bytes": max(
+                r["gpu_peak_bytes"] for r in [*today, first, first_auto, *reeval, *reeval_auto]
+            ),
+        }
     return {
         "params": {
             "clips": n_clips,
@@ -189,6 +205,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "today_real_frames_detected": today[0]["real_frames"],
             "first_real_frames_detected": first["real_frames"],
             "reevaluation_real_frames_detected": reeval[0]["real_frames"],
+            **gpu,
         },
         "runs_s_per_clip": {
             "today": [r["s"] for r in today],
